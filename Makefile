@@ -1,0 +1,40 @@
+# sdhw — the two set-up/test commands are `make install` and `make test`.
+VENV    ?= .venv
+PYTHON  := $(VENV)/bin/python
+PIP     := $(PYTHON) -m pip
+JOBS    ?= 2
+
+.PHONY: install test test-all lint demo bench models clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v iverilog >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing iverilog (Debian package)"; \
+	    (apt-get install -y -qq iverilog >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq iverilog >/dev/null)) ; \
+	  else echo "note: iverilog missing and apt-get not permitted; RTL simulation tests will be skipped"; fi; }
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+test: install
+	$(PYTHON) -m pytest -n $(JOBS) -m "not slow" -q
+
+test-all: install
+	$(PYTHON) -m pytest -n $(JOBS) -q
+
+lint: install
+	$(VENV)/bin/ruff check golden sdhw rtl_gen sim fpga tests examples
+
+demo: install
+	$(VENV)/bin/sdhw compile golden/data/digits_mlp.npz -o build/digits_mlp.sdp --eval
+
+# Re-train the bundled example models (deterministic, fixed seeds).
+models: install
+	$(PYTHON) examples/train_digits.py
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,1 @@
+"""yosys/nextpnr flows (YoWASP), board tops and the UART host driver."""

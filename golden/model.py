@@ -1,0 +1,281 @@
+"""Float models: the layer list, NumPy ``.npz`` and scikit-learn import, and the float reference.
+
+Activations are laid out channel-last: an image is ``(H, W, C)``, a batch ``(N, H, W, C)``. An FC layer
+after a conv flattens its input in ``H, W, C`` order. Convolutions use "same" zero padding
+(``k // 2``) and a stride of 1 or 2.
+
+``.npz`` key layout (all arrays; ``i`` counts layers from 0 without gaps)::
+
+    input_shape        int, (K,) for a vector input or (H, W, C) for an image
+    layer{i}.kind      str, "fc" or "conv"
+    layer{i}.weight    float, fc: (M, K) ; conv: (M, C // groups, k, k) with odd k
+    layer{i}.bias      float, (M,)
+    layer{i}.relu      int 0/1: ReLU after the layer
+    layer{i}.stride    int, conv only, 1 or 2 (default 1)
+    layer{i}.groups    int, conv only, 1 or C for depthwise (default 1)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .errors import SdhwError
+
+LAYER_KINDS = ("fc", "conv")
+_LAYER_KEYS = {"fc": {"kind", "weight", "bias", "relu"},
+               "conv": {"kind", "weight", "bias", "relu", "stride", "groups"}}
+
+
+@dataclass
+class Layer:
+    """One float layer: FC or convolution, with an optional fused ReLU."""
+
+    kind: str
+    weight: np.ndarray
+    bias: np.ndarray
+    relu: bool = False
+    stride: int = 1
+    groups: int = 1
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def kernel(self) -> int:
+        return self.weight.shape[2] if self.kind == "conv" else 1
+
+    @property
+    def sd_capable(self) -> bool:
+        """Whether SD decomposes this layer (FC, conv 3x3 and conv 1x1, not depthwise)."""
+        return self.kind == "fc" or (self.groups == 1 and self.kernel in (1, 3))
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.kind == "fc":
+            return (self.out_channels,)
+        h, w, _ = in_shape
+        pad = self.kernel // 2
+        return ((h + 2 * pad - self.kernel) // self.stride + 1,
+                (w + 2 * pad - self.kernel) // self.stride + 1, self.out_channels)
+
+    def describe(self) -> str:
+        if self.kind == "fc":
+            return f"fc {self.weight.shape[1]}->{self.out_channels}"
+        dw = " dw" if self.groups > 1 else ""
+        return f"conv{self.kernel}x{self.kernel}{dw}/s{self.stride} ->{self.out_channels}"
+
+
+@dataclass
+class Model:
+    """A float network: input shape and layers, validated on construction."""
+
+    input_shape: tuple[int, ...]
+    layers: list[Layer] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        validate_model(self)
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Input shape of every layer followed by the output shape."""
+        out = [self.input_shape]
+        for layer in self.layers:
+            out.append(layer.output_shape(out[-1]))
+        return out
+
+    @property
+    def n_weights(self) -> int:
+        return sum(layer.weight.size for layer in self.layers)
+
+
+def validate_model(model: Model) -> None:
+    """Check shapes, kinds and values; raise :class:`SdhwError` naming the first problem."""
+    shape = model.input_shape
+    if len(shape) not in (1, 3) or min(shape, default=0) < 1:
+        raise SdhwError(f"input_shape must be (K,) or (H, W, C) with positive sizes, not {shape}")
+    if not model.layers:
+        raise SdhwError("model has no layers")
+    for i, layer in enumerate(model.layers):
+        where = f"layer{i}"
+        if layer.kind not in LAYER_KINDS:
+            raise SdhwError(f"{where}.kind is {layer.kind!r}; valid kinds: {', '.join(LAYER_KINDS)}")
+        w, b = np.asarray(layer.weight), np.asarray(layer.bias)
+        for name, arr in (("weight", w), ("bias", b)):
+            if not np.issubdtype(arr.dtype, np.number):
+                raise SdhwError(f"{where}.{name} must be numeric, not {arr.dtype}")
+            if not np.all(np.isfinite(arr)):
+                raise SdhwError(f"{where}.{name} contains NaN or Inf")
+        if layer.kind == "fc":
+            k = int(np.prod(shape))
+            if w.ndim != 2 or w.shape[1] != k:
+                raise SdhwError(f"{where}.weight has shape {w.shape}; expected (M, {k}) for an input of {shape}")
+        else:
+            if len(shape) != 3:
+                raise SdhwError(f"{where} is a conv but its input {shape} is not an (H, W, C) image")
+            c = shape[2]
+            if layer.groups not in (1, c) or (layer.groups == c > 1 and w.shape[0] != c):
+                raise SdhwError(f"{where}.groups is {layer.groups}; valid: 1, or {c} (depthwise, M = C)")
+            cg = c // layer.groups
+            if w.ndim != 4 or w.shape[1] != cg or w.shape[2] != w.shape[3] or w.shape[2] % 2 == 0:
+                raise SdhwError(f"{where}.weight has shape {w.shape}; expected (M, {cg}, k, k) with odd k")
+            if layer.stride not in (1, 2):
+                raise SdhwError(f"{where}.stride is {layer.stride}; valid: 1, 2")
+        if b.shape != (w.shape[0],):
+            raise SdhwError(f"{where}.bias has shape {b.shape}; expected ({w.shape[0]},)")
+        layer.weight = w.astype(np.float64)
+        layer.bias = b.astype(np.float64)
+        shape = layer.output_shape(shape)
+        if min(shape) < 1:
+            raise SdhwError(f"{where} produces an empty output {shape}")
+
+
+# ------------------------------------------------------------------------------------------ loading
+def _scalar(data, key: str, cast):
+    arr = data[key]
+    if arr.shape not in ((), (1,)):
+        raise SdhwError(f"{key} must be a scalar, not an array of shape {arr.shape}")
+    try:
+        return cast(arr.reshape(()).item())
+    except (TypeError, ValueError) as exc:
+        raise SdhwError(f"{key} has an invalid value: {exc}") from None
+
+
+def load_npz(path) -> Model:
+    """Load a model from the ``.npz`` key layout in the module docstring."""
+    path = Path(path)
+    if not path.is_file():
+        raise SdhwError(f"model file {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise SdhwError(f"cannot read {str(path)!r} as a .npz model: {exc}") from None
+    return model_from_arrays(arrays)
+
+
+def model_from_arrays(arrays: dict[str, np.ndarray]) -> Model:
+    if "input_shape" not in arrays:
+        raise SdhwError("model is missing the array 'input_shape'")
+    input_shape = tuple(int(s) for s in np.asarray(arrays["input_shape"]).reshape(-1))
+    used = {"input_shape"}
+    layers = []
+    i = 0
+    while f"layer{i}.kind" in arrays:
+        kind = _scalar(arrays, f"layer{i}.kind", str)
+        if kind not in LAYER_KINDS:
+            raise SdhwError(f"layer{i}.kind is {kind!r}; valid kinds: {', '.join(LAYER_KINDS)}")
+        for key in sorted(_LAYER_KEYS[kind] - {"stride", "groups"}):
+            if f"layer{i}.{key}" not in arrays:
+                raise SdhwError(f"model is missing the array 'layer{i}.{key}'")
+        opt = {k: _scalar(arrays, f"layer{i}.{k}", int) for k in ("stride", "groups") if f"layer{i}.{k}" in arrays}
+        if kind == "fc" and opt:
+            raise SdhwError(f"layer{i} is fc but has {', '.join(f'layer{i}.{k}' for k in opt)}; only conv has those")
+        layers.append(Layer(kind, np.asarray(arrays[f"layer{i}.weight"]), np.asarray(arrays[f"layer{i}.bias"]),
+                            bool(_scalar(arrays, f"layer{i}.relu", int)), **opt))
+        used |= {f"layer{i}.{k}" for k in _LAYER_KEYS[kind]}
+        i += 1
+    extra = sorted(set(arrays) - used)
+    if extra:
+        raise SdhwError(f"model has unexpected array(s) {', '.join(map(repr, extra))}; see the .npz key layout")
+    return Model(input_shape, layers)
+
+
+def save_npz(model: Model, path) -> None:
+    arrays = {"input_shape": np.asarray(model.input_shape, dtype=np.int64)}
+    for i, layer in enumerate(model.layers):
+        arrays[f"layer{i}.kind"] = np.asarray(layer.kind)
+        arrays[f"layer{i}.weight"] = layer.weight.astype(np.float32)
+        arrays[f"layer{i}.bias"] = layer.bias.astype(np.float32)
+        arrays[f"layer{i}.relu"] = np.asarray(int(layer.relu))
+        if layer.kind == "conv":
+            arrays[f"layer{i}.stride"] = np.asarray(layer.stride)
+            arrays[f"layer{i}.groups"] = np.asarray(layer.groups)
+    np.savez_compressed(path, **arrays)
+
+
+def from_sklearn(mlp) -> Model:
+    """Import a fitted scikit-learn ``MLPClassifier``/``MLPRegressor`` (ReLU or identity hidden layers)."""
+    coefs = getattr(mlp, "coefs_", None)
+    if coefs is None:
+        raise SdhwError("the scikit-learn object is not a fitted MLP (it has no coefs_)")
+    act = getattr(mlp, "activation", "relu")
+    if act not in ("relu", "identity"):
+        raise SdhwError(f"MLP activation {act!r} is not supported; valid: 'relu', 'identity'")
+    layers = []
+    for n, (w, b) in enumerate(zip(coefs, mlp.intercepts_)):
+        hidden = n < len(coefs) - 1
+        layers.append(Layer("fc", np.asarray(w).T, np.asarray(b), relu=hidden and act == "relu"))
+    return Model((coefs[0].shape[0],), layers)
+
+
+def load_model(path) -> Model:
+    """Load a ``.npz`` model, or a pickled/joblib scikit-learn MLP (``.joblib``/``.pkl``)."""
+    path = Path(path)
+    if path.suffix in (".joblib", ".pkl", ".pickle"):
+        if not path.is_file():
+            raise SdhwError(f"model file {str(path)!r} does not exist")
+        try:
+            import joblib
+            obj = joblib.load(path)
+        except ImportError:
+            import pickle
+            with open(path, "rb") as f:
+                obj = pickle.load(f)
+        except Exception as exc:                       # noqa: BLE001 - any unpickling failure is a bad file
+            raise SdhwError(f"cannot read {str(path)!r} as a scikit-learn model: {exc}") from None
+        return from_sklearn(obj)
+    if path.suffix != ".npz":
+        raise SdhwError(f"model file {str(path)!r} has an unknown type; valid: .npz, .joblib, .pkl")
+    return load_npz(path)
+
+
+# ----------------------------------------------------------------------------------- the float reference
+def conv_patches(x: np.ndarray, kernel: int, stride: int, pad_value) -> np.ndarray:
+    """Patches ``(N, Ho, Wo, C, k, k)`` of channel-last ``x`` with "same" padding by ``pad_value``."""
+    pad = kernel // 2
+    if pad:
+        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=pad_value)
+    win = sliding_window_view(x, (kernel, kernel), axis=(1, 2))       # (N, H', W', C, k, k)
+    return win[:, ::stride, ::stride]
+
+
+def layer_matmul(layer_kind: str, x: np.ndarray, weight: np.ndarray, stride: int, groups: int, pad_value):
+    """``sum(x * w)`` of an FC or conv layer without bias (exact in the input's dtype)."""
+    if layer_kind == "fc":
+        return x.reshape(x.shape[0], -1) @ weight.T
+    k = weight.shape[2]
+    patches = conv_patches(x, k, stride, pad_value)
+    if groups == 1:
+        n, ho, wo = patches.shape[:3]
+        flat = patches.reshape(n * ho * wo, -1) @ weight.reshape(weight.shape[0], -1).T
+        return flat.reshape(n, ho, wo, -1)
+    return np.einsum("nhwcij,cij->nhwc", patches, weight[:, 0])
+
+
+def forward_float(model: Model, x: np.ndarray, *, trace: bool = False):
+    """Float reference inference of a batch ``(N, *input_shape)``; with ``trace`` also each layer's output."""
+    x = np.asarray(x, dtype=np.float64).reshape((-1, *model.input_shape))
+    outs = []
+    for layer in model.layers:
+        x = layer_matmul(layer.kind, x, layer.weight, layer.stride, layer.groups, 0.0) + layer.bias
+        if layer.relu:
+            x = np.maximum(x, 0.0)
+        outs.append(x)
+    return (x, outs) if trace else x
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits.reshape(len(labels), -1), axis=1) == labels))
+
+
+def n_macs(model: Model) -> int:
+    """Multiply-accumulates of one inference."""
+    total = 0
+    shapes = model.shapes()
+    for layer, out in zip(model.layers, shapes[1:]):
+        total += math.prod(out) * (layer.weight[0].size)
+    return total

@@ -1,0 +1,1 @@
+"""The ``sdhw`` command line and the generators: config -> Verilog + manifest, model -> program image."""

@@ -1,0 +1,186 @@
+"""The ``sdhw`` command line.
+
+User errors (:class:`golden.SdhwError`) are printed as one line ``sdhw: error: ...`` with exit code 1;
+argument errors exit with code 2 (argparse). Output files are written atomically: a failed command
+leaves no partial file behind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from golden import SdhwError
+from golden import format as fmt
+from golden.compiler import METHODS, CompileOptions, compile_model
+from golden.datasets import load_digits_split
+from golden.model import Model, accuracy, forward_float, load_model
+from golden.program import infer
+from golden.report import compile_report, format_table
+
+
+class Progress:
+    """Progress lines on stderr (silenced by ``--quiet`` or ``--json``), with elapsed time."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.start = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            print(f"sdhw: [{time.monotonic() - self.start:5.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _digits_for(model: Model, split: str) -> tuple[np.ndarray, np.ndarray]:
+    x_train, y_train, x_test, y_test = load_digits_split()
+    if int(np.prod(model.input_shape)) != 64:
+        raise SdhwError(f"the bundled digits data has 64 inputs (8x8x1); this model takes {model.input_shape}")
+    x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+    return x.reshape((-1, *model.input_shape)), y
+
+
+def _calibration_inputs(model: Model, path: str | None) -> np.ndarray:
+    if path is None:
+        try:
+            return _digits_for(model, "train")[0]
+        except SdhwError as exc:
+            raise SdhwError(f"{exc}; give calibration inputs with --calib FILE.npz (array 'x')") from None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data.files:
+                raise SdhwError(f"calibration file {path!r} has no array 'x'")
+            x = data["x"].astype(np.float64)
+    except (OSError, ValueError) as exc:
+        raise SdhwError(f"cannot read calibration file {path!r}: {exc}") from None
+    if x.size % int(np.prod(model.input_shape)):
+        raise SdhwError(f"calibration array 'x' of shape {x.shape} does not hold inputs of shape {model.input_shape}")
+    return x.reshape((-1, *model.input_shape))
+
+
+def _options(args) -> CompileOptions:
+    prune = args.prune
+    if prune is not None and "," in prune:
+        prune = tuple(float(p) for p in prune.split(","))
+    elif prune is not None:
+        prune = float(prune)
+    kwargs = {"method": args.method, "exp_bits": args.exp_bits, "threshold": args.thr,
+              "block_rows": args.block_rows, "basis_group": args.basis_group, "max_iter": args.max_iter,
+              "epochs": args.epochs, "seed": args.seed, "dense": args.dense}
+    if prune is not None:
+        kwargs["prune"] = prune
+    return CompileOptions(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def cmd_compile(args) -> int:
+    out = Path(args.output)
+    progress = Progress(not (args.quiet or args.json))
+    model = load_model(args.model)
+    try:
+        opts = _options(args)
+    except ValueError as exc:
+        raise SdhwError(f"--prune must be a number or comma-separated numbers: {exc}") from None
+    x_cal = _calibration_inputs(model, args.calib)
+    progress(f"compiling {args.model} ({len(model.layers)} layers, {model.n_weights} weights, "
+             f"method {opts.method})")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = compile_model(model, x_cal, opts, progress=progress)
+    for w in caught:
+        print(f"sdhw: warning: {w.message}", file=sys.stderr)
+    packed = fmt.pack(result.program)
+    report = compile_report(result, packed)
+    report = {"model": str(args.model), "output": str(out), "method": opts.method,
+              "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(opts).items()}, **report}
+    if args.eval:
+        x_test, y_test = _digits_for(model, "test")
+        progress("evaluating on the digits test split")
+        acc = {"float": accuracy(forward_float(model, x_test), y_test)}
+        if not opts.dense:
+            dense = compile_model(model, x_cal, CompileOptions(dense=True))
+            acc["int8_dense"] = accuracy(infer(dense.program, x_test), y_test)
+        acc[f"{'int8_dense' if opts.dense else 'sd_' + opts.method}"] = accuracy(infer(result.program, x_test), y_test)
+        if not opts.dense:
+            other = "paper" if opts.method == "finetune" else "finetune"
+            progress(f"compiling with method {other} for comparison")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                alt = compile_model(model, x_cal, CompileOptions(**{**vars(opts), "method": other}),
+                                    progress=progress)
+            acc[f"sd_{other}"] = accuracy(infer(alt.program, x_test), y_test)
+            acc[f"sd_{other}_bits_per_weight"] = len(fmt.pack(alt.program)) * 8 / alt.program.n_weights
+        acc["test_samples"] = len(y_test)
+        report["accuracy"] = acc
+    fmt.write_atomic(out, packed)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_compile(report)
+    return 0
+
+
+def _print_compile(report: dict) -> None:
+    rows = []
+    for lay in report["layers"]:
+        err = lay["rel_error"]
+        plain = lay["plain_pow2_rel_error"]
+        rows.append([lay["index"], lay["layer"], lay["mode"], "x".join(map(str, lay["shape"])),
+                     f"{lay['row_density']:.2f}", f"{lay['bits_per_weight']:.2f}", f"{err:.3f}",
+                     "-" if plain is None else f"{plain:.3f}"])
+    print(format_table(rows, ["#", "layer", "mode", "shape", "row density", "bits/weight", "rel. error",
+                              "plain pow2 err"]))
+    p = report["program"]
+    print(f"\nprogram {report['output']}: {p['bytes']} bytes, {p['weights']} weights, "
+          f"{p['bits_per_weight']:.3f} bits/weight (every stored bit), "
+          f"{p['compression_vs_int8']:.2f}x vs int8, {p['compression_vs_fp32']:.2f}x vs fp32")
+    e = report["energy_estimate_pj"]
+    print(f"energy estimate per inference (Horowitz 45 nm table, not a measurement): "
+          f"{e['sram'] / 1e3:.1f} nJ with weights in SRAM, {e['dram'] / 1e3:.1f} nJ with weights in DRAM")
+    if "accuracy" in report:
+        acc = report["accuracy"]
+        parts = [f"{k} {v * 100:.2f}%" for k, v in acc.items() if k != "test_samples" and "bits" not in k]
+        print(f"accuracy on {acc['test_samples']} digits test images: " + ", ".join(parts))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdhw", description="SmartDeal accelerator generator and tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compile", help="compile a model into a packed SD program (.sdp)")
+    c.add_argument("model", help="model file: .npz (see golden.model) or a scikit-learn MLP (.joblib/.pkl)")
+    c.add_argument("-o", "--output", required=True, help="output program file (.sdp)")
+    c.add_argument("--prune", help="structural prune ratio in [0, 1), or one per layer separated by commas "
+                                   "(default 0.3)")
+    c.add_argument("--thr", type=float, help="coefficient threshold during the fit (default 1e-3)")
+    c.add_argument("--exp-bits", type=int, help="exponent bits per coefficient code (1..4, default 2)")
+    c.add_argument("--method", choices=METHODS, help="paper: upstream weight-space fit only; "
+                                                     "finetune (default): plus SD-preserving fine-tuning")
+    c.add_argument("--block-rows", type=int, help="rows per basis block (default 192)")
+    c.add_argument("--basis-group", type=int, help="output filters sharing one basis (default: automatic)")
+    c.add_argument("--max-iter", type=int, help="iteration cap of the alternating least squares (default 30)")
+    c.add_argument("--epochs", type=int, help="fine-tuning epochs (default 60)")
+    c.add_argument("--seed", type=int, help="fine-tuning seed (default 0)")
+    c.add_argument("--dense", action="store_true", default=None, help="int8 dense baseline, no SD layers")
+    c.add_argument("--calib", help="calibration inputs: .npz with array 'x' (default: the digits train split)")
+    c.add_argument("--eval", action="store_true", help="accuracy on the bundled digits test split")
+    c.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    c.set_defaults(func=cmd_compile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SdhwError as exc:
+        print(f"sdhw: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""cocotb testbench library for the generated Verilog (checked bit for bit against :mod:`golden`)."""
