@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .errors import SdhwError
-from .model import Layer, Model, forward_float
+from .model import Layer, Model, forward_float, layer_matmul
 from .program import Program, QLayer
 from .quant import QParams, choose_qparams, quantize_multiplier, symmetric_scale
 from .sd import (
@@ -48,7 +48,8 @@ class CompileOptions:
     """Every knob of :func:`compile_model`, validated once."""
 
     method: str = "finetune"
-    prune: float | tuple[float, ...] = 0.3       # one ratio for all SD layers, or one per layer
+    prune: float | tuple[float, ...] | str = 0.3  # one ratio for all SD layers, one per layer, or "auto"
+    target_bits: float = 3.0                     # bits/weight that prune="auto" aims for
     threshold: float = 1e-3                      # |Ce| below this is zeroed during the fit
     exp_bits: int = 2
     block_rows: int = UPSTREAM_BLOCK_ROWS
@@ -64,6 +65,10 @@ class CompileOptions:
         if self.method not in METHODS:
             raise SdhwError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
         prunes = self.prune if isinstance(self.prune, tuple) else (self.prune,)
+        if self.prune == "auto":
+            prunes = ()
+            if not (isinstance(self.target_bits, (int, float)) and 0.5 <= self.target_bits <= 32):
+                raise SdhwError(f"target bits/weight must be in [0.5, 32], not {self.target_bits!r}")
         for p in prunes:
             if not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
                 raise SdhwError(f"prune ratio must be in [0, 1), not {p!r}")
@@ -81,6 +86,8 @@ class CompileOptions:
             raise SdhwError(f"weight bits must be in 2..16, not {self.weight_bits!r}")
         if not (isinstance(self.epochs, int) and self.epochs >= 0):
             raise SdhwError(f"epochs must be an integer >= 0, not {self.epochs!r}")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise SdhwError(f"seed must be an integer >= 0, not {self.seed!r}")
 
     def prune_for(self, index: int, n_layers: int) -> float:
         if isinstance(self.prune, tuple):
@@ -98,6 +105,7 @@ class LayerReport:
     describe: str
     mode: str                                   # "sd" | "dense"
     shape: tuple[int, ...]
+    prune: float = 0.0
     row_density: float = 1.0
     element_density: float = 1.0
     rel_error: float = 0.0                      # ||W - W_hw|| / ||W||, W_hw the rebuilt MAC weights * scale
@@ -185,6 +193,64 @@ def _decompose_layer(layer: Layer, prune: float, opts: CompileOptions) -> tuple[
                     group, block_rows, list(dec.history)), plain_err
 
 
+AUTO_PRUNE_STEPS = tuple(round(0.1 * k, 1) for k in range(9))      # 0.0 .. 0.8
+
+
+def _estimated_bits(state: _SDState, exp_bits: int) -> float:
+    """Stored bits of an SD layer record (header, ~20-bit biases, bases, bitmap, codes), before packing."""
+    m, r = state.keep.shape
+    nonzero_rows = int(np.any(state.cq() != 0, axis=2).sum())
+    return 8 * 56 + 20 * m + 72 * state.bases.shape[0] * state.bases.shape[1] + m * r \
+        + nonzero_rows * 3 * (1 + exp_bits)
+
+
+def _auto_prune(model: Model, x: np.ndarray, opts: CompileOptions, sd_layers: list[int], cache: dict,
+                progress: Callable[[str], None] | None) -> dict[int, float]:
+    """Per-layer prune ratios reaching ``opts.target_bits`` with the least relative output error.
+
+    Greedy: from no pruning, repeatedly raise by 0.1 the ratio of the layer whose output error (the
+    layer's float inputs through the SD weights vs the float weights) grows least per bit saved.
+    Dense layers count at 8 bits/weight.
+    """
+    _, outs = forward_float(model, x, trace=True)
+    inputs = [x] + outs[:-1]
+
+    def candidate(i: int, p: float) -> tuple[float, float]:
+        if (i, p) not in cache:
+            cache[i, p] = _decompose_layer(model.layers[i], p, opts)
+        state = cache[i, p][0]
+        layer = model.layers[i]
+        ref = layer_matmul(layer.kind, inputs[i], layer.weight, layer.stride, layer.groups, 0.0)
+        got = layer_matmul(layer.kind, inputs[i], state.weight(), layer.stride, layer.groups, 0.0)
+        err = float(np.sum((ref - got) ** 2) / max(np.sum(ref ** 2), 1e-30))
+        return _estimated_bits(state, opts.exp_bits), err
+
+    budget = opts.target_bits * model.n_weights - 8 * 40
+    fixed = sum(8 * model.layers[i].weight.size for i in range(len(model.layers)) if i not in sd_layers)
+    step = {i: 0 for i in sd_layers}
+    current = {i: candidate(i, 0.0) for i in sd_layers}
+    while fixed + sum(b for b, _ in current.values()) > budget:
+        best = None
+        for i in sd_layers:
+            if step[i] + 1 >= len(AUTO_PRUNE_STEPS):
+                continue
+            bits, err = candidate(i, AUTO_PRUNE_STEPS[step[i] + 1])
+            saved = current[i][0] - bits
+            cost = (err - current[i][1]) / max(saved, 1e-9)
+            if saved > 0 and (best is None or cost < best[0]):
+                best = (cost, i, (bits, err))
+        if best is None:
+            warnings.warn(f"prune=auto cannot reach {opts.target_bits} bits/weight; using the largest ratios",
+                          stacklevel=3)
+            break
+        _, i, current[i] = best
+        step[i] += 1
+    ratios = {i: AUTO_PRUNE_STEPS[step[i]] for i in sd_layers}
+    if progress is not None:
+        progress("prune=auto chose " + ", ".join(f"layer {i}: {p}" for i, p in ratios.items()))
+    return ratios
+
+
 def _finetune(model: Model, states: list[_SDState | None], act_q: list[QParams], x: np.ndarray,
               opts: CompileOptions, progress: Callable[[str], None] | None) -> list[np.ndarray]:
     """SD-preserving fine-tuning against the float model's outputs; returns the tuned biases."""
@@ -250,20 +316,29 @@ def compile_model(model: Model, x_cal: np.ndarray, opts: CompileOptions = Compil
     model = Model(model.input_shape, [replace(layer, weight=layer.weight.copy(), bias=layer.bias.copy())
                                       for layer in model.layers])
     n = len(model.layers)
+    sd_layers = [] if opts.dense else [i for i, layer in enumerate(model.layers) if layer.sd_capable]
+    for i, layer in enumerate(model.layers):
+        if not opts.dense and not layer.sd_capable:
+            warnings.warn(f"layer {i} ({layer.describe()}) is not decomposable by SD; it stays dense int8",
+                          stacklevel=2)
+    cache: dict = {}
+    if opts.prune == "auto":
+        ratios = _auto_prune(model, x_cal, opts, sd_layers, cache, progress)
+    else:
+        ratios = {i: opts.prune_for(i, n) for i in sd_layers}
     states: list[_SDState | None] = []
     reports: list[LayerReport] = []
     for i, layer in enumerate(model.layers):
         rep = LayerReport(i, layer.describe(), "dense", tuple(layer.weight.shape))
-        if not opts.dense and not layer.sd_capable:
-            warnings.warn(f"layer {i} ({layer.describe()}) is not decomposable by SD; it stays dense int8",
-                          stacklevel=2)
-        if opts.dense or not layer.sd_capable:
+        if i not in ratios:
             states.append(None)
         else:
             if progress is not None:
-                progress(f"decomposing layer {i} ({layer.describe()})")
-            state, rep.plain_pow2_rel_error = _decompose_layer(layer, opts.prune_for(i, n), opts)
-            rep.mode = "sd"
+                progress(f"decomposing layer {i} ({layer.describe()}, prune {ratios[i]})")
+            if (i, ratios[i]) not in cache:
+                cache[i, ratios[i]] = _decompose_layer(layer, ratios[i], opts)
+            state, rep.plain_pow2_rel_error = cache[i, ratios[i]]
+            rep.mode, rep.prune = "sd", ratios[i]
             states.append(state)
         reports.append(rep)
     act_q = _calibrate(model, x_cal)

@@ -7,6 +7,7 @@ multiple of 4 bytes.
 """
 from __future__ import annotations
 
+import math
 import os
 import struct
 import tempfile
@@ -19,13 +20,13 @@ import numpy as np
 from .errors import SdhwError
 from .program import Program, QLayer
 from .quant import QParams
-from .sd import SDWeights, n_blocks, to_rows
+from .sd import SDWeights, n_blocks
 
 MAGIC = b"SDPG"
 VERSION = 1
 # magic, version, header size, total size, crc32 of bytes [16:], n_layers, input rank, reserved,
-# input shape (3 x u16), input scale (f64), input zero point (i8), 3 pad bytes
-FILE_HEADER = struct.Struct("<4sHHII HBB 3H d b3x")
+# input shape (3 x u16), input zero point (i8), 1 pad byte, input scale (f64), 4 pad bytes
+FILE_HEADER = struct.Struct("<4sHHII HBB 3H bx d 4x")
 # kind, mode, flags, stride, kernel, exp_bits, wshift, weight_bits, groups, basis_group, block_rows,
 # bias_bits, in_rank, in_shape (3 x u16), out_channels, m0, shift, out zero point, 2 pad bytes,
 # out scale (f64), weight scale (f64), payload size (u32), 4 pad bytes
@@ -169,7 +170,7 @@ def pack(program: Program) -> bytes:
     in3 = shape if len(shape) == 3 else (1, 1, shape[0])
     total = FILE_HEADER.size + len(records)
     header = FILE_HEADER.pack(MAGIC, VERSION, FILE_HEADER.size, total, 0, len(program.layers), len(shape), 0,
-                              *in3, program.input_q.scale, program.input_q.zero_point)
+                              *in3, program.input_q.zero_point, program.input_q.scale)
     crc = zlib.crc32(header[16:] + records)
     return header[:12] + struct.pack("<I", crc) + header[16:] + records
 
@@ -187,8 +188,8 @@ def unpack(data: bytes) -> Program:
         if data[:4] != MAGIC[:len(data)]:
             raise SdhwError(f"not an SD program: bad magic {data[:4]!r} (expected {MAGIC!r})")
         raise SdhwError(f"program is truncated: {len(data)} bytes, the header alone is {FILE_HEADER.size}")
-    (magic, version, header_size, total, crc, n_layers, rank, _, h, w, c, in_scale,
-     in_zp) = FILE_HEADER.unpack_from(data)
+    (magic, version, header_size, total, crc, n_layers, rank, _, h, w, c, in_zp,
+     in_scale) = FILE_HEADER.unpack_from(data)
     if magic != MAGIC:
         raise SdhwError(f"not an SD program: bad magic {magic!r} (expected {MAGIC!r})")
     if version != VERSION:
@@ -216,6 +217,13 @@ def unpack(data: bytes) -> Program:
     return Program(input_shape, QParams(in_scale, in_zp), layers)
 
 
+def _rows_shape(wshape: tuple[int, ...]) -> tuple[int, int]:
+    """``to_rows(w).shape[:2]`` for a weight of ``wshape``, computed without allocating it."""
+    if len(wshape) == 4 and wshape[2:] == (3, 3):
+        return wshape[0], 3 * wshape[1]
+    return wshape[0], -(-math.prod(wshape[1:]) // 3)
+
+
 def _unpack_layer(data: bytes, offset: int, in_q: QParams, where: str) -> tuple[QLayer, int]:
     hdr = _take(data, offset, LAYER_HEADER.size, f"{where} header")
     (kind, mode, flags, stride, kernel, exp_bits, wshift, wbits, groups, basis_group, block_rows, bias_bits,
@@ -241,8 +249,7 @@ def _unpack_layer(data: bytes, offset: int, in_q: QParams, where: str) -> tuple[
     else:
         if not (1 <= exp_bits <= 8 and basis_group >= 1 and block_rows >= 1):
             raise SdhwError(f"{where}: corrupt SD parameters in the layer header")
-        rows_shape = to_rows(np.zeros(wshape, dtype=np.int8)).shape
-        rm, rr, _ = rows_shape
+        rm, rr = _rows_shape(wshape)
         ng, nb = n_blocks(rm, rr, basis_group, block_rows)
         bases = np.frombuffer(_take(body, cur, ng * nb * 9, f"{where} bases"), dtype=np.int8)
         bases = bases.reshape(ng, nb, 3, 3).copy()

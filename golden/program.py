@@ -147,6 +147,11 @@ def validate_program(program: Program) -> None:
             sdw = layer.weights
             if layer.kind == "conv" and (layer.groups != 1 or ws[2] not in (1, 3)):
                 raise SdhwError(f"{where}: SD weights need fc, conv 1x1 or conv 3x3 without groups")
+            if not (1 <= sdw.exp_bits <= 4 and 2 <= sdw.weight_bits <= 16 and 0 <= sdw.wshift <= 31
+                    and sdw.basis_group >= 1 and sdw.block_rows >= 1):
+                raise SdhwError(f"{where}: SD parameters out of range (exp_bits {sdw.exp_bits}, valid 1..4; "
+                                f"weight_bits {sdw.weight_bits}, valid 2..16; wshift {sdw.wshift}, valid 0..31; "
+                                f"basis_group {sdw.basis_group} and block_rows {sdw.block_rows}, valid >= 1)")
             expect = to_rows(np.zeros(ws, dtype=np.int8)).shape
             if sdw.codes.shape != expect:
                 raise SdhwError(f"{where}: SD codes shape {sdw.codes.shape} does not match {expect}")

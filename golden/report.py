@@ -71,6 +71,7 @@ def compile_report(result: CompileResult, packed: bytes) -> dict:
         sizes = fmt.layer_sizes(layer)
         layers.append({
             "index": rep.index, "layer": layer.describe(), "mode": rep.mode, "shape": list(rep.shape),
+            "prune": rep.prune,
             "weights": layer.n_weights, "row_density": rep.row_density, "element_density": rep.element_density,
             "bits": sizes.total * 8, "bits_per_weight": sizes.total * 8 / layer.n_weights,
             "sections_bytes": {"header": sizes.header, "bias": sizes.bias, "bases": sizes.bases,

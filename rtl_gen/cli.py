@@ -51,7 +51,10 @@ def _calibration_inputs(model: Model, path: str | None) -> np.ndarray:
         except SdhwError as exc:
             raise SdhwError(f"{exc}; give calibration inputs with --calib FILE.npz (array 'x')") from None
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise SdhwError(f"calibration file {path!r} is not a .npz archive (array 'x')")
+        with data:
             if "x" not in data.files:
                 raise SdhwError(f"calibration file {path!r} has no array 'x'")
             x = data["x"].astype(np.float64)
@@ -64,13 +67,15 @@ def _calibration_inputs(model: Model, path: str | None) -> np.ndarray:
 
 def _options(args) -> CompileOptions:
     prune = args.prune
-    if prune is not None and "," in prune:
+    if prune == "auto":
+        pass
+    elif prune is not None and "," in prune:
         prune = tuple(float(p) for p in prune.split(","))
     elif prune is not None:
         prune = float(prune)
     kwargs = {"method": args.method, "exp_bits": args.exp_bits, "threshold": args.thr,
               "block_rows": args.block_rows, "basis_group": args.basis_group, "max_iter": args.max_iter,
-              "epochs": args.epochs, "seed": args.seed, "dense": args.dense}
+              "epochs": args.epochs, "seed": args.seed, "dense": args.dense, "target_bits": args.target_bits}
     if prune is not None:
         kwargs["prune"] = prune
     return CompileOptions(**{k: v for k, v in kwargs.items() if v is not None})
@@ -83,7 +88,7 @@ def cmd_compile(args) -> int:
     try:
         opts = _options(args)
     except ValueError as exc:
-        raise SdhwError(f"--prune must be a number or comma-separated numbers: {exc}") from None
+        raise SdhwError(f"--prune must be a number, comma-separated numbers or 'auto': {exc}") from None
     x_cal = _calibration_inputs(model, args.calib)
     progress(f"compiling {args.model} ({len(model.layers)} layers, {model.n_weights} weights, "
              f"method {opts.method})")
@@ -115,7 +120,10 @@ def cmd_compile(args) -> int:
             acc[f"sd_{other}_bits_per_weight"] = len(fmt.pack(alt.program)) * 8 / alt.program.n_weights
         acc["test_samples"] = len(y_test)
         report["accuracy"] = acc
-    fmt.write_atomic(out, packed)
+    try:
+        fmt.write_atomic(out, packed)
+    except OSError as exc:
+        raise SdhwError(f"cannot write the program to {str(out)!r}: {exc.strerror or exc}") from None
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -129,9 +137,9 @@ def _print_compile(report: dict) -> None:
         err = lay["rel_error"]
         plain = lay["plain_pow2_rel_error"]
         rows.append([lay["index"], lay["layer"], lay["mode"], "x".join(map(str, lay["shape"])),
-                     f"{lay['row_density']:.2f}", f"{lay['bits_per_weight']:.2f}", f"{err:.3f}",
+                     f"{lay['prune']:.2f}" if lay["mode"] == "sd" else "-", f"{lay['row_density']:.2f}", f"{lay['bits_per_weight']:.2f}", f"{err:.3f}",
                      "-" if plain is None else f"{plain:.3f}"])
-    print(format_table(rows, ["#", "layer", "mode", "shape", "row density", "bits/weight", "rel. error",
+    print(format_table(rows, ["#", "layer", "mode", "shape", "prune", "row density", "bits/weight", "rel. error",
                               "plain pow2 err"]))
     p = report["program"]
     print(f"\nprogram {report['output']}: {p['bytes']} bytes, {p['weights']} weights, "
@@ -146,14 +154,45 @@ def _print_compile(report: dict) -> None:
         print(f"accuracy on {acc['test_samples']} digits test images: " + ", ".join(parts))
 
 
+def cmd_inspect(args) -> int:
+    program = fmt.load(args.program)
+    packed = Path(args.program).read_bytes()
+    rows = []
+    for i, layer in enumerate(program.layers):
+        sizes = fmt.layer_sizes(layer)
+        density = f"{float(layer.weights.nonzero_rows.mean()):.2f}" if layer.is_sd else "-"
+        rows.append([i, layer.describe(), "sd" if layer.is_sd else "dense", "x".join(map(str, layer.weight_shape)),
+                     density, f"{sizes.total * 8 / layer.n_weights:.2f}", "relu" if layer.relu else "-"])
+    summary = {"program": str(args.program), "bytes": len(packed), "weights": program.n_weights,
+               "bits_per_weight": len(packed) * 8 / program.n_weights, "input_shape": list(program.input_shape),
+               "output_shape": list(program.output_shape), "layers": len(program.layers)}
+    if args.eval:
+        x_test, y_test = load_digits_split()[2:]
+        if int(np.prod(program.input_shape)) != 64:
+            raise SdhwError(f"the bundled digits data has 64 inputs; this program takes {program.input_shape}")
+        summary["accuracy"] = accuracy(infer(program, x_test.reshape((-1, *program.input_shape))), y_test)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(format_table(rows, ["#", "layer", "mode", "shape", "row density", "bits/weight", "act"]))
+    print(f"\n{summary['program']}: {summary['bytes']} bytes, {summary['weights']} weights, "
+          f"{summary['bits_per_weight']:.3f} bits/weight, input {tuple(program.input_shape)}, "
+          f"output {tuple(program.output_shape)}")
+    if args.eval:
+        print(f"accuracy on {len(y_test)} digits test images (golden integer inference): "
+              f"{summary['accuracy'] * 100:.2f}%")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdhw", description="SmartDeal accelerator generator and tools")
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compile", help="compile a model into a packed SD program (.sdp)")
     c.add_argument("model", help="model file: .npz (see golden.model) or a scikit-learn MLP (.joblib/.pkl)")
     c.add_argument("-o", "--output", required=True, help="output program file (.sdp)")
-    c.add_argument("--prune", help="structural prune ratio in [0, 1), or one per layer separated by commas "
-                                   "(default 0.3)")
+    c.add_argument("--prune", help="structural prune ratio in [0, 1), one per layer separated by commas, or "
+                                   "'auto' (per-layer ratios reaching --target-bits; default 0.3)")
+    c.add_argument("--target-bits", type=float, help="bits/weight that --prune auto aims for (default 3.0)")
     c.add_argument("--thr", type=float, help="coefficient threshold during the fit (default 1e-3)")
     c.add_argument("--exp-bits", type=int, help="exponent bits per coefficient code (1..4, default 2)")
     c.add_argument("--method", choices=METHODS, help="paper: upstream weight-space fit only; "
@@ -169,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     c.set_defaults(func=cmd_compile)
+    i = sub.add_parser("inspect", help="check a packed program (.sdp) and print its layers")
+    i.add_argument("program", help="program file (.sdp)")
+    i.add_argument("--eval", action="store_true", help="accuracy on the bundled digits test split (golden)")
+    i.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    i.set_defaults(func=cmd_inspect)
     return parser
 
 
