@@ -20,11 +20,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
+# One BLAS thread per pytest worker: the workers already use both cores.
+TEST_ENV := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
 test: install
-	$(PYTHON) -m pytest -n $(JOBS) -m "not slow" -q
+	$(TEST_ENV) $(PYTHON) -m pytest -n $(JOBS) -m "not slow" -q
 
 test-all: install
-	$(PYTHON) -m pytest -n $(JOBS) -q
+	$(TEST_ENV) $(PYTHON) -m pytest -n $(JOBS) -q
 
 lint: install
 	$(VENV)/bin/ruff check golden sdhw rtl_gen sim fpga tests examples

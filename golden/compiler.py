@@ -28,7 +28,6 @@ from .quant import QParams, choose_qparams, quantize_multiplier, symmetric_scale
 from .sd import (
     UPSTREAM_BLOCK_ROWS,
     Decomposition,
-    SDWeights,
     block_slices,
     decompose,
     from_rows,
@@ -344,15 +343,17 @@ def compile_model(model: Model, x_cal: np.ndarray, opts: CompileOptions = Compil
     act_q = _calibrate(model, x_cal)
     float_weights = [layer.weight.copy() for layer in model.layers]
     biases = [layer.bias for layer in model.layers]
-    if opts.method == "finetune" and opts.epochs > 0:
+    # the dense baseline stays plain post-training int8 quantisation: fine-tuning is part of the SD method
+    if opts.method == "finetune" and opts.epochs > 0 and any(s is not None for s in states):
         biases = _finetune(model, states, act_q, x_cal, opts, progress)
     layers = []
     shapes = model.shapes()
     for i, (layer, state) in enumerate(zip(model.layers, states)):
         rep = reports[i]
         if state is None:
-            w_scale = symmetric_scale(np.abs(layer.weight).max(), opts.weight_bits)
-            qmax = (1 << (opts.weight_bits - 1)) - 1
+            dense_bits = min(opts.weight_bits, 8)           # dense weights are stored as int8
+            w_scale = symmetric_scale(np.abs(layer.weight).max(), dense_bits)
+            qmax = (1 << (dense_bits - 1)) - 1
             weights = np.clip(np.round(layer.weight / w_scale), -qmax, qmax).astype(np.int8)
             mac = weights.astype(np.int64)
         else:

@@ -7,7 +7,6 @@ multiple of 4 bytes.
 """
 from __future__ import annotations
 
-import math
 import os
 import struct
 import tempfile
@@ -20,7 +19,7 @@ import numpy as np
 from .errors import SdhwError
 from .program import Program, QLayer
 from .quant import QParams
-from .sd import SDWeights, n_blocks
+from .sd import SDWeights, n_blocks, rows_shape
 
 MAGIC = b"SDPG"
 VERSION = 1
@@ -134,7 +133,7 @@ def _decode_codes(fields: np.ndarray, exp_bits: int, where: str) -> np.ndarray:
     return np.where(sign == 1, -mag, mag)
 
 
-def _pack_layer(layer: QLayer) -> bytes:
+def _pack_layer(index: int, layer: QLayer) -> bytes:
     sizes = layer_sizes(layer)
     bias_bits = signed_width(layer.bias)
     in_shape = tuple(layer.in_shape)
@@ -146,10 +145,14 @@ def _pack_layer(layer: QLayer) -> bytes:
         basis_group, block_rows = sdw.basis_group, sdw.block_rows
     else:
         mode, exp_bits, wshift, wbits, basis_group, block_rows = MODE_DENSE, 0, 0, 8, 0, 0
-    header = LAYER_HEADER.pack(KIND_CODES[layer.kind], mode, flags, layer.stride, layer.kernel, exp_bits, wshift,
-                               wbits, layer.groups, basis_group, block_rows, bias_bits, len(in_shape), *in3,
-                               layer.out_channels, layer.m0, layer.shift, layer.out_q.zero_point,
-                               layer.out_q.scale, layer.w_scale, sizes.payload)
+    try:
+        header = LAYER_HEADER.pack(KIND_CODES[layer.kind], mode, flags, layer.stride, layer.kernel, exp_bits,
+                                   wshift, wbits, layer.groups, basis_group, block_rows, bias_bits, len(in_shape),
+                                   *in3, layer.out_channels, layer.m0, layer.shift, layer.out_q.zero_point,
+                                   layer.out_q.scale, layer.w_scale, sizes.payload)
+    except struct.error as exc:
+        raise SdhwError(f"layer {index} does not fit the program format (16-bit shapes, 32-bit sizes): {exc}") \
+            from None
     parts = [header, pack_fields(_to_unsigned(layer.bias, bias_bits), bias_bits)]
     if layer.is_sd:
         sdw = layer.weights
@@ -165,12 +168,15 @@ def _pack_layer(layer: QLayer) -> bytes:
 
 def pack(program: Program) -> bytes:
     """Serialise a program to the version-1 container."""
-    records = b"".join(_pack_layer(layer) for layer in program.layers)
+    records = b"".join(_pack_layer(i, layer) for i, layer in enumerate(program.layers))
     shape = tuple(program.input_shape)
     in3 = shape if len(shape) == 3 else (1, 1, shape[0])
     total = FILE_HEADER.size + len(records)
-    header = FILE_HEADER.pack(MAGIC, VERSION, FILE_HEADER.size, total, 0, len(program.layers), len(shape), 0,
-                              *in3, program.input_q.zero_point, program.input_q.scale)
+    try:
+        header = FILE_HEADER.pack(MAGIC, VERSION, FILE_HEADER.size, total, 0, len(program.layers), len(shape), 0,
+                                  *in3, program.input_q.zero_point, program.input_q.scale)
+    except struct.error as exc:
+        raise SdhwError(f"program does not fit the format (16-bit shapes, 32-bit sizes): {exc}") from None
     crc = zlib.crc32(header[16:] + records)
     return header[:12] + struct.pack("<I", crc) + header[16:] + records
 
@@ -217,13 +223,6 @@ def unpack(data: bytes) -> Program:
     return Program(input_shape, QParams(in_scale, in_zp), layers)
 
 
-def _rows_shape(wshape: tuple[int, ...]) -> tuple[int, int]:
-    """``to_rows(w).shape[:2]`` for a weight of ``wshape``, computed without allocating it."""
-    if len(wshape) == 4 and wshape[2:] == (3, 3):
-        return wshape[0], 3 * wshape[1]
-    return wshape[0], -(-math.prod(wshape[1:]) // 3)
-
-
 def _unpack_layer(data: bytes, offset: int, in_q: QParams, where: str) -> tuple[QLayer, int]:
     hdr = _take(data, offset, LAYER_HEADER.size, f"{where} header")
     (kind, mode, flags, stride, kernel, exp_bits, wshift, wbits, groups, basis_group, block_rows, bias_bits,
@@ -249,7 +248,7 @@ def _unpack_layer(data: bytes, offset: int, in_q: QParams, where: str) -> tuple[
     else:
         if not (1 <= exp_bits <= 8 and basis_group >= 1 and block_rows >= 1):
             raise SdhwError(f"{where}: corrupt SD parameters in the layer header")
-        rm, rr = _rows_shape(wshape)
+        rm, rr, _ = rows_shape(wshape)
         ng, nb = n_blocks(rm, rr, basis_group, block_rows)
         bases = np.frombuffer(_take(body, cur, ng * nb * 9, f"{where} bases"), dtype=np.int8)
         bases = bases.reshape(ng, nb, 3, 3).copy()

@@ -19,7 +19,7 @@ import numpy as np
 from .errors import SdhwError
 from .model import layer_matmul
 from .quant import ACT_MAX, ACT_MIN, INT32_MAX, INT32_MIN, SHIFT_MAX, SHIFT_MIN, QParams, requantize
-from .sd import SDWeights, check_codes, to_rows
+from .sd import SDWeights, check_codes, rows_shape
 
 KINDS = ("fc", "conv")
 
@@ -152,7 +152,7 @@ def validate_program(program: Program) -> None:
                 raise SdhwError(f"{where}: SD parameters out of range (exp_bits {sdw.exp_bits}, valid 1..4; "
                                 f"weight_bits {sdw.weight_bits}, valid 2..16; wshift {sdw.wshift}, valid 0..31; "
                                 f"basis_group {sdw.basis_group} and block_rows {sdw.block_rows}, valid >= 1)")
-            expect = to_rows(np.zeros(ws, dtype=np.int8)).shape
+            expect = rows_shape(ws)
             if sdw.codes.shape != expect:
                 raise SdhwError(f"{where}: SD codes shape {sdw.codes.shape} does not match {expect}")
             check_codes(sdw.codes, sdw.exp_bits)

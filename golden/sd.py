@@ -57,6 +57,13 @@ def to_rows(weight: np.ndarray) -> np.ndarray:
     return flat.reshape(m, -1, 3)
 
 
+def rows_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``to_rows(w).shape`` for a weight of ``shape``, computed without allocating it."""
+    if len(shape) == 4 and tuple(shape[2:]) == (3, 3):
+        return shape[0], 3 * shape[1], 3
+    return shape[0], -(-int(np.prod(shape[1:], dtype=np.int64)) // 3), 3
+
+
 def from_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Inverse of :func:`to_rows` for a weight of ``shape`` (drops the FC padding)."""
     m = shape[0]

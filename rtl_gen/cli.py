@@ -134,10 +134,11 @@ def cmd_compile(args) -> int:
 def _print_compile(report: dict) -> None:
     rows = []
     for lay in report["layers"]:
-        err = lay["rel_error"]
         plain = lay["plain_pow2_rel_error"]
+        sd = lay["mode"] == "sd"
         rows.append([lay["index"], lay["layer"], lay["mode"], "x".join(map(str, lay["shape"])),
-                     f"{lay['prune']:.2f}" if lay["mode"] == "sd" else "-", f"{lay['row_density']:.2f}", f"{lay['bits_per_weight']:.2f}", f"{err:.3f}",
+                     f"{lay['prune']:.2f}" if sd else "-", f"{lay['row_density']:.2f}",
+                     f"{lay['bits_per_weight']:.2f}", f"{lay['rel_error']:.3f}",
                      "-" if plain is None else f"{plain:.3f}"])
     print(format_table(rows, ["#", "layer", "mode", "shape", "prune", "row density", "bits/weight", "rel. error",
                               "plain pow2 err"]))

@@ -89,7 +89,7 @@ def test_srdhm_matches_python_ints(seed):
     a = np.concatenate([a, small])
     b = np.concatenate([b, np.full(500, 2**30)])
     got = saturating_rounding_doubling_high_mul(a, b)
-    want = [ref_srdhm(int(x), int(y)) for x, y in zip(a, b)]
+    want = [ref_srdhm(int(x), int(y)) for x, y in zip(a, b, strict=True)]
     bad = np.flatnonzero(got != np.asarray(want))
     assert bad.size == 0, f"seed {seed}: a={a[bad[0]]} b={b[bad[0]]} got {got[bad[0]]} want {want[bad[0]]}"
 
@@ -117,7 +117,7 @@ def test_rdbpot_matches_python_ints(seed):
         got = rounding_divide_by_pot(x, e)
         want = np.asarray([ref_rdbpot(int(v), e) for v in x])
         bad = np.flatnonzero(got != want)
-        assert bad.size == 0, f"seed {seed}, exponent {e}: x={x[bad[0]]} got {got[bad[0]]} want {want[bad[0]]}"
+        assert bad.size == 0, f"seed {seed}, exp {e}: x={x[bad[0]]} got {got[bad[0]]} want {want[bad[0]]}"
 
 
 @pytest.mark.parametrize("e", [-1, 32])
@@ -126,7 +126,7 @@ def test_rdbpot_exponent_range(e):
         rounding_divide_by_pot(1, e)
 
 
-# ----------------------------------------------------------------------------------------- quantize_multiplier
+# ------------------------------------------------------------------------------------ quantize_multiplier
 @pytest.mark.parametrize(("real", "m0", "shift"), [
     (0.5, 2**30, 0),
     (0.75, 3 * 2**29, 0),
@@ -143,7 +143,8 @@ def test_quantize_multiplier_hand_cases(real, m0, shift):
     assert quantize_multiplier(real) == (m0, shift)
 
 
-@pytest.mark.parametrize("bad", [0.0, -0.0, -0.5, -1e-9, float("nan"), float("inf"), float("-inf"), 2.0**31, 1e12])
+@pytest.mark.parametrize("bad", [0.0, -0.0, -0.5, -1e-9, float("nan"), float("inf"), float("-inf"), 2.0**31,
+                                 1e12])
 def test_quantize_multiplier_rejects(bad):
     with pytest.raises(SdhwError):
         quantize_multiplier(bad)
@@ -234,7 +235,7 @@ def test_requantize_accepts_int32_extremes():
     assert out.tolist() == [-128, 127]
 
 
-# ---------------------------------------------------------------------------------------------- choose_qparams
+# ----------------------------------------------------------------------------------------- choose_qparams
 QPARAM_RANGES = [(-1.0, 1.0), (0.0, 6.0), (-3.0, 0.0), (0.5, 2.0), (-2.0, -0.5), (-0.3, 7.1), (-1e-3, 1e-5),
                  (0.0, 0.0), (-1e4, 3e4)]
 
