@@ -398,3 +398,27 @@ def test_from_sklearn_rejects_unsupported():
     mlp, _ = _fit_sklearn_mlp((8,), activation="tanh")
     with pytest.raises(SdhwError, match="tanh"):
         from_sklearn(mlp)
+
+
+@pytest.mark.parametrize("target", [2.5, 3.5])
+def test_auto_prune_reaches_the_bits_target_with_per_layer_ratios(digits, target):
+    model, x_train, _, _, _ = digits
+    result = compile_model(model, x_train, CompileOptions(prune="auto", target_bits=target, epochs=0))
+    bits = len(pack(result.program)) * 8 / result.program.n_weights
+    ratios = [rep.prune for rep in result.layers]
+    # the size is estimated before packing (bias width guessed at 20 bits): allow a small overshoot
+    assert bits <= target + 0.05, f"{bits:.3f} bits/weight for target {target}, ratios {ratios}"
+    assert bits >= target - 0.6, f"{bits:.3f} bits/weight: pruned far more than target {target} needs"
+    assert len(set(ratios)) > 1, f"auto prune chose one ratio for every layer: {ratios}"
+
+
+def test_auto_prune_warns_when_the_target_is_unreachable(digits):
+    model, x_train, _, _, _ = digits
+    with pytest.warns(UserWarning, match="cannot reach"):
+        result = compile_model(model, x_train, CompileOptions(prune="auto", target_bits=0.5, epochs=0))
+    assert all(rep.prune == 0.8 for rep in result.layers)
+
+
+def test_auto_prune_rejects_bad_target():
+    with pytest.raises(SdhwError, match="target bits"):
+        CompileOptions(prune="auto", target_bits=0.1)

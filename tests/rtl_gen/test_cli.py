@@ -467,3 +467,14 @@ def test_compile_depthwise_warns(tmp_path):
     program = fmt.load(out)
     assert [layer.is_sd for layer in program.layers] == [True, False, True]
     assert program.layers[1].groups == 4
+
+
+def test_compile_prune_auto_per_layer(tmp_path):
+    out = tmp_path / "auto.sdp"
+    rc, stdout, err = run(["compile", str(DIGITS_MLP), "-o", str(out), "--prune", "auto", "--target-bits", "2.5",
+                           "--epochs", "0", "--json"])
+    assert rc == 0, err
+    report = json.loads(stdout)
+    assert report["options"]["prune"] == "auto" and report["options"]["target_bits"] == 2.5
+    assert report["program"]["bits_per_weight"] <= 2.55
+    assert len({lay["prune"] for lay in report["layers"]}) > 1
