@@ -147,8 +147,6 @@ def train_float(model: Model, x: np.ndarray, y: np.ndarray, *, epochs: int = 40,
                 seed: int = 0, weight_decay: float = 1e-4) -> None:
     """Train a float model's weights and biases in place."""
     params = [a for layer in model.layers for a in (layer.weight, layer.bias)]
-    n = len(model.layers)
     train(model, params, lambda p: (p[0::2], p[1::2]),
           lambda p, gw, gb: [g for pair in zip(gw, gb) for g in pair],
           x, y, epochs=epochs, lr=lr, seed=seed, weight_decay=weight_decay)
-    assert len(params) == 2 * n
