@@ -1,0 +1,681 @@
+"""The accelerator top: memories, host port, sequencer and the SD datapath.
+
+Data path of one layer (see docs/ARCHITECTURE.md)::
+
+    bitmap ─► RowDecoder ─► row fetch (code memory) ─► Q x RebuildUnit ─► tap issuer ─► act buffers
+                                                         (dense: none)        │              │
+                                                                              └─► MacArray ◄─┘
+    MacArray ─► drain shadow ─► bias ─► Requantiser ─► next activation buffer (all P copies)
+
+The sequencer walks pixel groups (P output pixels) in the outer loop and channel groups (Q output
+channels) in the inner loop; for every group the decoder streams the non-zero rows, each row takes three
+cycles (one tap per cycle) on the MAC array, and the finished sums are requantised while the next group
+accumulates.
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.lib import data, fifo, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from . import hostbus as hb
+from .config import DESC_WORDS, VERSION, AcceleratorConfig
+from .decoder import RowDecoder
+from .descriptor import FIELDS, KIND_END, KIND_K1, KIND_K3, USED_WORDS
+from .mac_array import MacArray
+from .rebuild import RebuildUnit
+from .requant import Requantiser
+
+ADDR_SIGNED = 26            # width of signed activation address arithmetic
+
+
+def _bits(depth: int) -> int:
+    return max(1, ceil_log2(depth))
+
+
+class Accelerator(wiring.Component):
+    """The SD (or dense int8) accelerator for one :class:`~sdhw.config.AcceleratorConfig`.
+
+    Ports: ``bus`` (the host port, :data:`sdhw.hostbus.HostBusSignature`, device side), ``busy``, ``done``
+    and ``error`` status outputs.
+
+    Throughput: ``pes`` MACs per cycle peak (Q channel lanes x P pixel lanes, one tap per cycle); zero
+    ``Ce`` rows take no cycle. Latency: a layer costs its row steps plus a few cycles per channel group
+    (basis load, pipeline fill) and a descriptor fetch.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "bus": In(hb.HostBusSignature),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(1),
+        })
+
+    # ------------------------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        cfg = self.config
+        m = Module()
+        q_n, p_n = cfg.channel_lanes, cfg.pixel_lanes
+        sd = not cfg.dense
+        e_bits = cfg.exp_bits
+        lane_w = 24 if cfg.dense else 3 * (1 + e_bits)
+
+        # ---------------------------------------------------------------------------- memories
+        desc_mem = Memory(shape=32, depth=cfg.desc_layers * DESC_WORDS, init=[])
+        code_mem = Memory(shape=cfg.code_width, depth=cfg.code_depth, init=[])
+        bias_mem = Memory(shape=32, depth=cfg.bias_depth, init=[])
+        m.submodules.desc_mem = desc_mem
+        m.submodules.code_mem = code_mem
+        m.submodules.bias_mem = bias_mem
+        if sd:
+            bitmap_mem = Memory(shape=32, depth=cfg.bitmap_depth, init=[])
+            basis_mem = Memory(shape=72, depth=cfg.basis_depth, init=[])
+            m.submodules.bitmap_mem = bitmap_mem
+            m.submodules.basis_mem = basis_mem
+        act_mems = [[Memory(shape=8, depth=cfg.act_depth, init=[]) for _ in range(p_n)] for _ in range(2)]
+        for b in range(2):
+            for p in range(p_n):
+                m.submodules[f"act{b}_{p}"] = act_mems[b][p]
+
+        desc_rd = desc_mem.read_port()
+        desc_wr = desc_mem.write_port()
+        code_rd = code_mem.read_port()
+        code_wr = code_mem.write_port()
+        bias_rd = bias_mem.read_port()
+        bias_wr = bias_mem.write_port()
+        if sd:
+            bitmap_rd = bitmap_mem.read_port()
+            bitmap_wr = bitmap_mem.write_port()
+            basis_rd = basis_mem.read_port()
+            basis_wr = basis_mem.write_port()
+        act_rd = [[act_mems[b][p].read_port() for p in range(p_n)] for b in range(2)]
+        act_wr = [[act_mems[b][p].write_port() for p in range(p_n)] for b in range(2)]
+
+        # ---------------------------------------------------------------------------- control state
+        flush = Signal()                        # clears the whole data path when a run starts
+        busy = Signal()
+        done = Signal()
+        err = Signal()
+        err_code = Signal(8)
+        layer_idx = Signal(16)
+        in_buf = Signal()                       # activation buffer the current layer reads
+        m.d.comb += [self.busy.eq(busy), self.done.eq(done), self.error.eq(err)]
+        cycles = Signal(64)
+        macs = Signal(64)
+        skipped = Signal(64)
+        stalls = Signal(64)
+
+        # layer registers, one per descriptor field
+        fld = {}
+        for name, (_, _, width, is_signed) in FIELDS.items():
+            fld[name] = Signal(signed(width) if is_signed else unsigned(width), name=f"d_{name}")
+
+        # ---------------------------------------------------------------------------- host port
+        bus = self.bus
+        region = bus.addr[16:20]
+        offset = bus.addr[:16]
+        host_idle = ~busy
+        start_req = Signal()
+        clear_req = Signal()
+        m.d.comb += [
+            start_req.eq(bus.w_en & (region == hb.REGION_CSR) & (offset == hb.CSR_CONTROL) & bus.w_data[0]),
+            clear_req.eq(bus.w_en & (region == hb.REGION_CSR) & (offset == hb.CSR_CONTROL) & bus.w_data[1]),
+        ]
+        hw = bus.w_en & host_idle
+        m.d.comb += [
+            desc_wr.addr.eq(offset), desc_wr.data.eq(bus.w_data), desc_wr.en.eq(hw & (region == hb.REGION_DESC)),
+            bias_wr.addr.eq(offset), bias_wr.data.eq(bus.w_data), bias_wr.en.eq(hw & (region == hb.REGION_BIAS)),
+        ]
+        if sd:
+            m.d.comb += [bitmap_wr.addr.eq(offset), bitmap_wr.data.eq(bus.w_data),
+                         bitmap_wr.en.eq(hw & (region == hb.REGION_BITMAP))]
+
+        def wide_write(port, width, region_id, tag):
+            """Entries wider than 32 bits: chunk k of entry e at offset (e << cb) | k; the last chunk commits."""
+            chunks = (width + 31) // 32
+            cb = _bits(chunks) if chunks > 1 else 0
+            staging = Signal(32 * chunks, name=f"{tag}_staging")
+            chunk = offset[:cb] if cb else Const(0, 1)
+            entry = offset[cb:]
+            sel = hw & (region == region_id)
+            merged = Signal(32 * chunks, name=f"{tag}_merged")
+            m.d.comb += merged.eq(staging)
+            for k in range(chunks):
+                with m.If(chunk == k):
+                    m.d.comb += merged.word_select(k, 32).eq(bus.w_data)
+            with m.If(sel):
+                m.d.sync += staging.eq(merged)
+            m.d.comb += [port.addr.eq(entry), port.data.eq(merged[:width]), port.en.eq(sel & (chunk == chunks - 1))]
+
+        wide_write(code_wr, cfg.code_width, hb.REGION_CODES, "code")
+        if sd:
+            wide_write(basis_wr, 72, hb.REGION_BASES, "basis")
+
+        # activation writes: the host when idle (region ACT0/ACT1), the drain when busy
+        drain_wr_en = Signal()
+        drain_wr_addr = Signal(_bits(cfg.act_depth))
+        drain_wr_data = Signal(8)
+        out_buf = ~in_buf
+        for b in range(2):
+            host_sel = hw & (region == (hb.REGION_ACT0 if b == 0 else hb.REGION_ACT1))
+            for p in range(p_n):
+                port = act_wr[b][p]
+                with m.If(busy):
+                    m.d.comb += [port.addr.eq(drain_wr_addr), port.data.eq(drain_wr_data),
+                                 port.en.eq(drain_wr_en & (out_buf == b))]
+                with m.Else():
+                    m.d.comb += [port.addr.eq(offset), port.data.eq(bus.w_data[:8]), port.en.eq(host_sel)]
+
+        # host reads: registered 1-cycle latency
+        r_region = Signal(4)
+        r_offset = Signal(16)
+        m.d.sync += [bus.r_valid.eq(bus.r_en), r_region.eq(region), r_offset.eq(offset)]
+        csr = Signal(32)
+        lanes_word = Const(q_n | (p_n << 16), 32)
+        depths = [cfg.desc_layers, cfg.act_depth, cfg.code_depth, cfg.bitmap_depth if sd else 0,
+                  cfg.basis_depth if sd else 0, cfg.bias_depth]
+        with m.Switch(r_offset):
+            with m.Case(hb.CSR_ID):
+                m.d.comb += csr.eq(hb.ID_MAGIC)
+            with m.Case(hb.CSR_VERSION):
+                m.d.comb += csr.eq(VERSION | (int(cfg.dense) << 8) | (e_bits << 12))
+            with m.Case(hb.CSR_LANES):
+                m.d.comb += csr.eq(lanes_word)
+            with m.Case(hb.CSR_STATUS):
+                m.d.comb += csr.eq(Cat(busy, done, err, Const(0, 5), err_code, layer_idx))
+            for base, counter in ((hb.CSR_CYCLES, cycles), (hb.CSR_MACS, macs), (hb.CSR_SKIPPED, skipped),
+                                  (hb.CSR_STALLS, stalls)):
+                with m.Case(base):
+                    m.d.comb += csr.eq(counter[:32])
+                with m.Case(base + 1):
+                    m.d.comb += csr.eq(counter[32:])
+            for k, depth in enumerate(depths):
+                with m.Case(hb.CSR_DEPTHS + k):
+                    m.d.comb += csr.eq(depth)
+        act_host_data = [Signal(8, name=f"act{b}_host_data") for b in range(2)]
+        for b in range(2):
+            m.d.comb += act_host_data[b].eq(act_rd[b][0].data)
+        with m.Switch(r_region):
+            with m.Case(hb.REGION_CSR):
+                m.d.comb += bus.r_data.eq(csr)
+            with m.Case(hb.REGION_DESC):
+                m.d.comb += bus.r_data.eq(desc_rd.data)
+            with m.Case(hb.REGION_BIAS):
+                m.d.comb += bus.r_data.eq(bias_rd.data)
+            if sd:
+                with m.Case(hb.REGION_BITMAP):
+                    m.d.comb += bus.r_data.eq(bitmap_rd.data)
+            with m.Case(hb.REGION_ACT0):
+                m.d.comb += bus.r_data.eq(act_host_data[0].as_signed())
+            with m.Case(hb.REGION_ACT1):
+                m.d.comb += bus.r_data.eq(act_host_data[1].as_signed())
+
+        # ---------------------------------------------------------------------------- sub-blocks
+        decoder = RowDecoder(addr_bits=_bits(cfg.bitmap_depth), row_bits=17, dense=cfg.dense)
+        m.submodules.decoder = ResetInserter(flush)(decoder)
+        mac = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=cfg.acc_bits)
+        m.submodules.mac = ResetInserter(flush)(mac)
+        tag_bits = _bits(cfg.act_depth)
+        requant = Requantiser(acc_bits=cfg.acc_bits, tag_bits=tag_bits)
+        m.submodules.requant = ResetInserter(flush)(requant)
+        rebuild = []
+        if sd:
+            for q in range(q_n):
+                unit = RebuildUnit(exp_bits=e_bits, weight_bits=8)
+                m.submodules[f"rebuild{q}"] = ResetInserter(flush)(unit)
+                rebuild.append(unit)
+                m.d.comb += unit.wshift.eq(fld["wshift"])
+        m.d.comb += [requant.m0.eq(fld["m0"]), requant.shift.eq(fld["shift"]),
+                     requant.zero_point.eq(fld["zp_out"]), requant.act_min.eq(fld["act_min"]),
+                     requant.act_max.eq(127), requant.o.ready.eq(1)]
+        m.d.comb += [drain_wr_en.eq(requant.o.valid), drain_wr_addr.eq(requant.o.payload.tag),
+                     drain_wr_data.eq(requant.o.payload.value)]
+
+        is_k3 = fld["kind"] == KIND_K3
+
+        # ---------------------------------------------------------------------------- sequencer state
+        desc_word = Signal(range(DESC_WORDS + 1))
+        pg_o = Signal(18)                        # output pixel of pixel lane 0
+        cg_m = Signal(17)                        # output channel of channel lane 0
+        cg_idx = Signal(16)
+        code_ptr = Signal(18)
+        bm_ptr = Signal(18)
+        pix_out_base = Signal(32)                # pg_o * M
+        init_k = Signal(range(p_n + 1))
+        # pixel lanes
+        lane_ox = [Signal(17, name=f"lane{p}_ox") for p in range(p_n)]
+        lane_iy = [Signal(signed(18), name=f"lane{p}_iy") for p in range(p_n)]
+        lane_ix = [Signal(signed(18), name=f"lane{p}_ix") for p in range(p_n)]
+        lane_base = [Signal(signed(ADDR_SIGNED), name=f"lane{p}_base") for p in range(p_n)]
+        lane_o = [Signal(18, name=f"lane{p}_o") for p in range(p_n)]
+
+        def step(p_src, dq_s, dr, dr_s, dbase, do):
+            """Values of a pixel lane advanced by (dq rows, dr columns); returns (ox, iy, ix, base, o)."""
+            ox = lane_ox[p_src] + dr
+            wrap = ox >= fld["out_w"]
+            return (Mux(wrap, ox - fld["out_w"], ox),
+                    lane_iy[p_src] + dq_s + Mux(wrap, fld["stride"], 0),
+                    lane_ix[p_src] + dr_s - Mux(wrap, fld["wo_s"], 0),
+                    lane_base[p_src] + dbase + Mux(wrap, fld["row_wrap"], 0),
+                    lane_o[p_src] + do)
+
+        def set_lane(p, values):
+            return [lane_ox[p].eq(values[0]), lane_iy[p].eq(values[1]), lane_ix[p].eq(values[2]),
+                    lane_base[p].eq(values[3]), lane_o[p].eq(values[4])]
+
+        # group bookkeeping shared with the pipeline
+        rows_in_flight = Signal(8)               # rows accepted by row fetch and not yet issued
+        ops_in_flight = Signal(4)                # issued ops not yet accumulated
+        last_in_flight = Signal()                # a group's last op issued, its sums not yet in the shadow
+        shadow_busy = Signal()
+        drain_active = Signal()
+        requant_in_flight = Signal(8)
+        group_pending = Signal()                 # decoder started for the current group, not finished
+        pipeline_empty = Signal()
+        issue_idle = Signal()                    # no row waiting between the decoder and the MAC array
+
+
+        fail = Signal()
+        fail_code = Signal(8)
+
+        with m.If(busy & ~fail):
+            m.d.sync += cycles.eq(cycles + 1)
+        with m.If(clear_req & ~busy):
+            m.d.sync += [cycles.eq(0), macs.eq(0), skipped.eq(0), stalls.eq(0), err.eq(0), err_code.eq(0),
+                         done.eq(0)]
+
+        # basis loading: Q cycles, one lane per cycle, for (channel group, block)
+        basis_lane = Signal(range(q_n + 1))
+        basis_addr = Signal(20)
+        basis_load_now = Signal()
+        basis_settling = Signal()                # rows wait while bases are being loaded
+        block_next = Signal(18)                  # golden row index where the next block starts
+        block_idx = Signal(16)                   # next block to load in the current channel group
+        group_basis_ptr = Signal(20)             # basis entry of (channel group, block 0, lane 0)
+        q_shift = (q_n - 1).bit_length()
+
+        decoder_start = Signal()
+        m.d.comb += [decoder.base.eq(bm_ptr), decoder.n_rows.eq(fld["n_rows"]), decoder.skip_slot3.eq(is_k3),
+                     decoder.start.eq(decoder_start)]
+        if sd:
+            m.d.comb += [bitmap_rd.addr.eq(Mux(busy, decoder.mem_addr, offset)),
+                         bitmap_rd.en.eq(Mux(busy, decoder.mem_en, 1)), decoder.mem_data.eq(bitmap_rd.data)]
+
+        # ---------------------------------------------------------------------------- row fetch
+        # one entry per decoder output: codes read from the code memory (SD) or dense weights
+        rf_valid = Signal()
+        rf_info = Signal(data.StructLayout({"row": 17, "last": 1, "empty": 1, "first": 1}))
+        rf_first_pending = Signal()              # next decoded entry is the group's first
+        rf_ready = Signal()
+        row_i = Signal(18)                       # golden row index of the decoder's row
+        m.d.comb += row_i.eq(Mux(is_k3, decoder.o.payload.row - (decoder.o.payload.row >> 2),
+                                 decoder.o.payload.row))
+        needs_block = Signal()
+        m.d.comb += needs_block.eq(sd & ~decoder.o.payload.empty & (row_i >= block_next))
+        loading_basis = Signal()
+        accept_row = Signal()
+        m.d.comb += accept_row.eq(decoder.o.valid & rf_ready & ~loading_basis & ~needs_block & busy)
+        m.d.comb += decoder.o.ready.eq(accept_row)
+        m.d.comb += [code_rd.addr.eq(code_ptr), code_rd.en.eq(accept_row & ~decoder.o.payload.empty)]
+        with m.If(accept_row):
+            m.d.sync += [rf_valid.eq(1), rf_info.row.eq(decoder.o.payload.row),
+                         rf_info.last.eq(decoder.o.payload.last), rf_info.empty.eq(decoder.o.payload.empty),
+                         rf_info.first.eq(rf_first_pending), rf_first_pending.eq(0)]
+            with m.If(~decoder.o.payload.empty):
+                m.d.sync += code_ptr.eq(code_ptr + 1)
+                with m.If(code_ptr >= cfg.code_depth):
+                    m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
+        with m.Elif(rf_ready):
+            m.d.sync += rf_valid.eq(0)
+        rf_codes = Signal(cfg.code_width)
+        m.d.comb += rf_codes.eq(Mux(rf_info.empty, 0, code_rd.data))
+
+        # block switch (SD): advance to the block holding the row, then load the Q lanes' bases. Only when the
+        # row-fetch stage is empty, so every earlier row has entered the rebuild units with the old bases.
+        if sd:
+            with m.If(busy & decoder.o.valid & needs_block & ~loading_basis & ~rf_valid & ~basis_settling):
+                m.d.sync += [block_next.eq(block_next + fld["block_rows"]), block_idx.eq(block_idx + 1)]
+                with m.If(row_i < block_next + fld["block_rows"]):
+                    m.d.sync += [loading_basis.eq(1), basis_lane.eq(0),
+                                 basis_addr.eq(group_basis_ptr + (block_idx << q_shift))]
+            m.d.comb += [basis_rd.addr.eq(basis_addr), basis_rd.en.eq(1)]
+            with m.If(loading_basis):
+                m.d.sync += [basis_addr.eq(basis_addr + 1), basis_lane.eq(basis_lane + 1)]
+                with m.If(basis_addr >= cfg.basis_depth):
+                    m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
+                with m.If(basis_lane == q_n - 1):
+                    m.d.sync += loading_basis.eq(0)
+            # the read issued in the previous cycle lands in lane basis_lane - 1
+            load_lane = Signal(range(q_n + 1))
+            load_valid = Signal()
+            m.d.sync += [load_lane.eq(basis_lane), load_valid.eq(loading_basis)]
+            m.d.comb += basis_load_now.eq(load_valid)
+            for q, unit in enumerate(rebuild):
+                m.d.comb += [unit.basis.as_value().eq(basis_rd.data),
+                             unit.basis_load.eq(load_valid & (load_lane == q))]
+            m.d.comb += basis_settling.eq(loading_basis | load_valid)
+
+        # ---------------------------------------------------------------------------- rebuild / weights
+        info_layout = data.StructLayout({"row": 17, "last": 1, "empty": 1, "first": 1})
+        rb_valid = Signal()                      # a row of weights ready for the tap issuer
+        rb_weights = Signal(data.ArrayLayout(data.ArrayLayout(signed(8), 3), q_n))
+        rb_info = Signal(info_layout)
+        ti_take = Signal()                       # the tap issuer takes the row this cycle
+        if sd:
+            info_fifo = fifo.SyncFIFOBuffered(width=info_layout.size, depth=RebuildUnit.LATENCY + 4)
+            m.submodules.info_fifo = ResetInserter(flush)(info_fifo)
+            unit0 = rebuild[0]
+            in_ok = rf_valid & ~basis_settling & unit0.i.ready & info_fifo.w_rdy
+            for q, unit in enumerate(rebuild):
+                lane_codes = rf_codes[q * lane_w:(q + 1) * lane_w]
+                m.d.comb += [unit.i.valid.eq(in_ok), unit.i.payload.as_value().eq(lane_codes),
+                             unit.o.ready.eq(ti_take)]
+                m.d.comb += rb_weights[q].as_value().eq(unit.o.payload.as_value())
+            m.d.comb += [info_fifo.w_en.eq(in_ok), info_fifo.w_data.eq(rf_info),
+                         rf_ready.eq(~rf_valid | in_ok),
+                         rb_valid.eq(unit0.o.valid & info_fifo.r_rdy), rb_info.as_value().eq(info_fifo.r_data),
+                         info_fifo.r_en.eq(ti_take)]
+        else:
+            m.d.comb += [rf_ready.eq(~rf_valid | ti_take), rb_valid.eq(rf_valid), rb_info.eq(rf_info)]
+            for q in range(q_n):
+                m.d.comb += rb_weights[q].as_value().eq(rf_codes[q * lane_w:(q + 1) * lane_w])
+        with m.If(accept_row & ~ti_take):
+            m.d.sync += rows_in_flight.eq(rows_in_flight + 1)
+        with m.Elif(ti_take & ~accept_row):
+            m.d.sync += rows_in_flight.eq(rows_in_flight - 1)
+
+        # group records: pushed when a group's decoding starts, popped with its first row at the tap issuer
+        grp_layout = data.StructLayout({"m": 17, "qv": (q_n + 1).bit_length(), "out": 32,
+                                        "pv": (p_n + 1).bit_length()})
+        grp_fifo = fifo.SyncFIFOBuffered(width=grp_layout.size, depth=4)
+        m.submodules.group_fifo = ResetInserter(flush)(grp_fifo)
+        grp_w = Signal(grp_layout)
+        pix_left = fld["n_pix"] - pg_o
+        chan_left = fld["out_c"] - cg_m
+        m.d.comb += [grp_w.m.eq(cg_m), grp_w.qv.eq(Mux(chan_left >= q_n, q_n, chan_left)),
+                     grp_w.out.eq(pix_out_base + cg_m), grp_w.pv.eq(Mux(pix_left >= p_n, p_n, pix_left)),
+                     grp_fifo.w_en.eq(decoder_start), grp_fifo.w_data.eq(grp_w)]
+        grp_r = Signal(grp_layout)
+        m.d.comb += grp_r.as_value().eq(grp_fifo.r_data)
+
+        # ---------------------------------------------------------------------------- tap issuer
+        ti_valid = Signal()
+        ti_weights = Signal.like(rb_weights)
+        ti_info = Signal(info_layout)
+        ti_tap = Signal(2)
+        ti_m = Signal(17)
+        ti_qv = Signal(range(q_n + 1))
+        ti_out = Signal(32)
+        ti_pv = Signal(range(p_n + 1))
+        issue = Signal()
+        op_last = Signal()
+        op_first = Signal()
+        op_final_tap = Signal()
+        m.d.comb += [op_final_tap.eq(ti_info.empty | (ti_tap == 2)),
+                     op_last.eq(ti_info.last & op_final_tap),
+                     op_first.eq(ti_info.first & (ti_tap == 0))]
+        m.d.comb += issue.eq(ti_valid & busy & ~(op_last & (shadow_busy | last_in_flight)))
+        m.d.comb += ti_take.eq(rb_valid & (~ti_valid | (issue & op_final_tap)))
+        m.d.comb += grp_fifo.r_en.eq(ti_take & rb_info.first)
+        with m.If(ti_take):
+            m.d.sync += [ti_valid.eq(1), ti_weights.eq(rb_weights), ti_info.eq(rb_info), ti_tap.eq(0)]
+            with m.If(rb_info.first):
+                m.d.sync += [ti_m.eq(grp_r.m), ti_qv.eq(grp_r.qv), ti_out.eq(grp_r.out), ti_pv.eq(grp_r.pv)]
+        with m.Elif(issue & op_final_tap):
+            m.d.sync += ti_valid.eq(0)
+        with m.Elif(issue):
+            m.d.sync += ti_tap.eq(ti_tap + 1)
+        with m.If(busy & ~issue):
+            m.d.sync += stalls.eq(stalls + 1)
+
+        # tap geometry: row h -> channel offset and kernel row
+        c_row = Signal(18)
+        kr = Signal(2)
+        tap_off = Signal(signed(ADDR_SIGNED))
+        with m.If(is_k3):
+            m.d.comb += [c_row.eq(ti_info.row >> 2), kr.eq(ti_info.row[:2])]
+            m.d.comb += tap_off.eq(c_row + Mux(kr == 0, 0, Mux(kr == 1, fld["wc"], fld["wc"] << 1))
+                                   + Mux(ti_tap == 0, 0, Mux(ti_tap == 1, fld["in_c"], fld["in_c"] << 1)))
+        with m.Else():
+            m.d.comb += [c_row.eq(ti_info.row + (ti_info.row << 1)), kr.eq(0)]
+            m.d.comb += tap_off.eq(c_row + ti_tap)
+        chan_kill = Signal()
+        m.d.comb += chan_kill.eq(~is_k3 & (c_row + ti_tap >= fld["in_c"]))
+
+        # per pixel lane: address, padding, kill; the activation read
+        act_addr = [Signal(signed(ADDR_SIGNED), name=f"tap{p}_addr") for p in range(p_n)]
+        pad = [Signal(name=f"tap{p}_pad") for p in range(p_n)]
+        kill = [Signal(name=f"tap{p}_kill") for p in range(p_n)]
+        addr_bad = Signal()
+        bad_terms = []
+        for p in range(p_n):
+            iy = lane_iy[p] + kr
+            ix = lane_ix[p] + ti_tap
+            m.d.comb += [act_addr[p].eq(lane_base[p] + tap_off),
+                         pad[p].eq(is_k3 & ((iy < 0) | (iy >= fld["in_h"]) | (ix < 0) | (ix >= fld["in_w"]))),
+                         kill[p].eq(chan_kill | ti_info.empty | (lane_o[p] >= fld["n_pix"]))]
+            bad_terms.append(~pad[p] & ~kill[p] & ((act_addr[p] < 0) | (act_addr[p] >= fld["in_size"])))
+            for b in range(2):
+                port = act_rd[b][p]
+                if p == 0:
+                    m.d.comb += [port.addr.eq(Mux(busy, act_addr[p], offset)), port.en.eq(1)]
+                else:
+                    m.d.comb += [port.addr.eq(act_addr[p]), port.en.eq(1)]
+        m.d.comb += addr_bad.eq(issue & Cat(*bad_terms).any())
+        with m.If(addr_bad):
+            m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_ACT_ADDR)]
+
+        # count MACs: valid channel lanes x pixel lanes doing real work
+        live = Signal(range(p_n + 1))
+        m.d.comb += live.eq(sum((~kill[p]).as_unsigned() for p in range(p_n)))
+        with m.If(issue):
+            m.d.sync += macs.eq(macs + live * ti_qv)
+
+        # stage after issue: activation data arrives; form the MAC inputs
+        m1_valid = Signal()
+        m1_first = Signal()
+        m1_last = Signal()
+        m1_w = Signal(data.ArrayLayout(signed(8), q_n))
+        m1_pad = Signal(p_n)
+        m1_kill = Signal(p_n)
+        m1_buf = Signal()
+        m.d.sync += [m1_valid.eq(issue), m1_first.eq(op_first), m1_last.eq(op_last), m1_buf.eq(in_buf),
+                     m1_pad.eq(Cat(*pad)), m1_kill.eq(Cat(*kill))]
+        for q in range(q_n):
+            m.d.sync += m1_w[q].eq(Mux(ti_info.empty, 0, ti_weights[q][ti_tap]))
+        m.d.comb += [mac.valid.eq(m1_valid), mac.first.eq(m1_first), mac.last.eq(m1_last), mac.weights.eq(m1_w)]
+        for p in range(p_n):
+            data_p = Mux(m1_buf, act_rd[1][p].data, act_rd[0][p].data)
+            m.d.comb += mac.acts[p].eq(Mux(m1_kill[p], 0, Mux(m1_pad[p], fld["zp_in"], data_p)))
+
+        # ops in flight: issue -> m1 -> MacArray (3) ; last op tracked until the shadow copy
+        with m.If(issue & op_last):
+            m.d.sync += [last_in_flight.eq(1)]
+        # a simple occupancy model: ops drain MacArray.LATENCY + 1 cycles after issue
+        op_delay = Signal(MacArray.LATENCY + 1)
+        m.d.sync += op_delay.eq(Cat(issue, op_delay[:-1]))
+        with m.If(op_delay[-1] & ~issue):
+            m.d.sync += ops_in_flight.eq(ops_in_flight - 1)
+        with m.Elif(issue & ~op_delay[-1]):
+            m.d.sync += ops_in_flight.eq(ops_in_flight + 1)
+
+        # group information travels with the group's last op
+        pend_m = Signal(17)
+        pend_qv = Signal(range(q_n + 1))
+        pend_out = Signal(32)
+        pend_pv = Signal(range(p_n + 1))
+        with m.If(issue & op_last):
+            m.d.sync += [pend_m.eq(ti_m), pend_qv.eq(ti_qv), pend_out.eq(ti_out), pend_pv.eq(ti_pv)]
+
+        m.d.comb += [
+            issue_idle.eq((rows_in_flight == 0) & ~ti_valid & ~rf_valid & ~group_pending & ~decoder.busy),
+            pipeline_empty.eq(issue_idle & (ops_in_flight == 0) & ~last_in_flight & ~shadow_busy & ~drain_active
+                              & (requant_in_flight == 0)),
+        ]
+
+        # ---------------------------------------------------------------------------- drain + requant
+        shadow = Signal.like(mac.acc)
+        sh_m = Signal(17)
+        sh_qv = Signal(range(q_n + 1))
+        sh_pv = Signal(range(p_n + 1))
+        sh_out = Signal(32)
+        d_q = Signal(range(q_n + 1))
+        d_p = Signal(range(p_n + 1))
+        d_addr = Signal(32)                      # output address of (d_p, d_q)
+        d_row_addr = Signal(32)                  # output address of (d_p, 0)
+        with m.If(mac.done):
+            m.d.sync += [shadow.eq(mac.acc), shadow_busy.eq(1), last_in_flight.eq(0), sh_m.eq(pend_m),
+                         sh_qv.eq(pend_qv), sh_pv.eq(pend_pv), sh_out.eq(pend_out), d_q.eq(0), d_p.eq(0),
+                         d_addr.eq(pend_out), d_row_addr.eq(pend_out)]
+        # D0: pick one sum, read its bias
+        d1_valid = Signal()
+        d1_acc = Signal(signed(cfg.acc_bits))
+        d1_tag = Signal(tag_bits)
+        sel_acc = Signal(signed(cfg.acc_bits))
+        m.d.comb += sel_acc.eq(shadow[d_q * p_n + d_p] if q_n * p_n > 1 else shadow[0])
+        drain_step = Signal()
+        m.d.comb += drain_step.eq(shadow_busy & requant.i.ready)
+        bias_addr = Signal(32)
+        m.d.comb += [bias_addr.eq(fld["bias_base"] + sh_m + d_q),
+                     bias_rd.addr.eq(Mux(busy, bias_addr, offset)), bias_rd.en.eq(Mux(busy, drain_step, 1))]
+        m.d.comb += drain_active.eq(d1_valid)
+        with m.If(drain_step):
+            with m.If(bias_addr >= cfg.bias_depth):
+                m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_BIAS_ADDR)]
+            m.d.sync += [d1_valid.eq(1), d1_acc.eq(sel_acc), d1_tag.eq(d_addr)]
+            with m.If(d_q + 1 < sh_qv):
+                m.d.sync += [d_q.eq(d_q + 1), d_addr.eq(d_addr + 1)]
+            with m.Elif(d_p + 1 < sh_pv):
+                m.d.sync += [d_q.eq(0), d_p.eq(d_p + 1), d_addr.eq(d_row_addr + fld["out_c"]),
+                             d_row_addr.eq(d_row_addr + fld["out_c"])]
+            with m.Else():
+                m.d.sync += shadow_busy.eq(0)
+        with m.Elif(requant.i.ready):
+            m.d.sync += d1_valid.eq(0)
+        m.d.comb += [requant.i.valid.eq(d1_valid), requant.i.payload.acc.eq(d1_acc),
+                     requant.i.payload.bias.eq(bias_rd.data.as_signed()), requant.i.payload.tag.eq(d1_tag)]
+        with m.If(requant.i.valid & requant.i.ready & ~requant.o.valid):
+            m.d.sync += requant_in_flight.eq(requant_in_flight + 1)
+        with m.Elif(requant.o.valid & ~(requant.i.valid & requant.i.ready)):
+            m.d.sync += requant_in_flight.eq(requant_in_flight - 1)
+
+        # ---------------------------------------------------------------------------- the layer loop
+        m.d.comb += [desc_rd.addr.eq(Mux(busy, layer_idx * DESC_WORDS + desc_word, offset)), desc_rd.en.eq(1)]
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                with m.If(start_req):
+                    m.d.comb += flush.eq(1)
+                    m.d.sync += [busy.eq(1), done.eq(0), err.eq(0), err_code.eq(0), layer_idx.eq(0),
+                                 in_buf.eq(0), desc_word.eq(0), cycles.eq(0), macs.eq(0), skipped.eq(0),
+                                 stalls.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                # word k is read in cycle k and lands in cycle k + 1
+                m.d.sync += desc_word.eq(desc_word + 1)
+                for name, (word, lsb, width, _) in FIELDS.items():
+                    with m.If(desc_word == word + 1):
+                        m.d.sync += fld[name].eq(desc_rd.data[lsb:lsb + width])
+                with m.If(desc_word == USED_WORDS):
+                    m.next = "CHECK"
+                with m.If(fail):
+                    m.next = "IDLE"
+            with m.State("CHECK"):
+                code = Signal(8)
+                with m.If(fld["kind"] == KIND_END):
+                    m.d.sync += [busy.eq(0), done.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    with m.If((fld["kind"] != KIND_K1) & (fld["kind"] != KIND_K3)):
+                        m.d.comb += code.eq(hb.ERR_KIND)
+                    with m.Elif((fld["stride"] != 1) & (fld["stride"] != 2)):
+                        m.d.comb += code.eq(hb.ERR_STRIDE)
+                    with m.Elif((fld["in_h"] == 0) | (fld["in_w"] == 0) | (fld["in_c"] == 0) | (fld["out_c"] == 0)
+                                | (fld["n_pix"] == 0) | (fld["out_w"] == 0) | (fld["n_rows"] == 0)):
+                        m.d.comb += code.eq(hb.ERR_SHAPE)
+                    with m.Elif(fld["sd"] != int(sd)):
+                        m.d.comb += code.eq(hb.ERR_MODE)
+                    with m.Elif((fld["in_size"] > cfg.act_depth) | (fld["out_size"] > cfg.act_depth)):
+                        m.d.comb += code.eq(hb.ERR_ACT_SIZE)
+                    with m.Elif(Const(int(sd)) & ((fld["block_rows"] == 0) | (fld["n_blocks"] == 0))):
+                        m.d.comb += code.eq(hb.ERR_PARAMS)
+                    with m.If(code != 0):
+                        m.d.comb += [fail.eq(1), fail_code.eq(code)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        pad0 = Mux(is_k3, -1, 0)
+                        m.d.sync += [lane_ox[0].eq(0), lane_iy[0].eq(pad0), lane_ix[0].eq(pad0),
+                                     lane_base[0].eq(fld["base0"]), lane_o[0].eq(0), init_k.eq(1),
+                                     pg_o.eq(0), pix_out_base.eq(0)]
+                        m.next = "INIT_LANES"
+                with m.If(fail):
+                    m.next = "IDLE"
+            with m.State("INIT_LANES"):
+                for k in range(1, p_n):
+                    with m.If(init_k == k):
+                        m.d.sync += set_lane(k, step(k - 1, 0, 1, fld["stride"], fld["step_x"], 1))
+                m.d.sync += init_k.eq(init_k + 1)
+                with m.If(init_k >= p_n - 1):
+                    m.d.sync += [cg_m.eq(0), cg_idx.eq(0), code_ptr.eq(fld["code_base"]),
+                                 bm_ptr.eq(fld["bitmap_base"]), group_basis_ptr.eq(fld["basis_base"])]
+                    m.next = "GROUP"
+                with m.If(fail):
+                    m.next = "IDLE"
+            with m.State("GROUP"):
+                with m.If(pg_o >= fld["n_pix"]):
+                    m.next = "LAYER_END"
+                with m.Elif(cg_m >= fld["out_c"]):
+                    # next pixel group, once every row of this one has been issued (lanes hold its addresses)
+                    with m.If(issue_idle):
+                        for p in range(p_n):
+                            m.d.sync += set_lane(p, step(p, fld["qs"], fld["r_w"], fld["rs"], fld["group_step"],
+                                                         p_n))
+                        m.d.sync += [pg_o.eq(pg_o + p_n), pix_out_base.eq(pix_out_base + fld["pm_step"]),
+                                     cg_m.eq(0), cg_idx.eq(0), code_ptr.eq(fld["code_base"]),
+                                     bm_ptr.eq(fld["bitmap_base"]), group_basis_ptr.eq(fld["basis_base"])]
+                with m.Elif(~decoder.busy & ~group_pending & ~loading_basis & ~basis_settling):
+                    # start decoding this channel group; bases load when its first row arrives
+                    m.d.comb += decoder_start.eq(1)
+                    with m.If(Const(int(sd)) & (bm_ptr + fld["bm_words"] > cfg.bitmap_depth)):
+                        m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
+                    m.d.sync += [group_pending.eq(1), rf_first_pending.eq(1), block_next.eq(0), block_idx.eq(0)]
+                    m.next = "DECODE"
+                with m.If(fail):
+                    m.next = "IDLE"
+            with m.State("DECODE"):
+                # wait until the decoder has handed out the group's last entry
+                with m.If(accept_row & decoder.o.payload.last):
+                    m.d.sync += [group_pending.eq(0), cg_m.eq(cg_m + q_n), cg_idx.eq(cg_idx + 1),
+                                 bm_ptr.eq(bm_ptr + fld["bm_words"]),
+                                 group_basis_ptr.eq(group_basis_ptr + (fld["n_blocks"] << q_shift)),
+                                 skipped.eq(skipped + decoder.skipped_count)]
+                    m.next = "GROUP"
+                with m.If(fail):
+                    m.next = "IDLE"
+            with m.State("LAYER_END"):
+                with m.If(pipeline_empty):
+                    m.d.sync += [layer_idx.eq(layer_idx + 1), in_buf.eq(~in_buf), desc_word.eq(0)]
+                    with m.If(layer_idx + 1 >= cfg.desc_layers):
+                        m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_NO_END)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "FETCH"
+                with m.If(fail):
+                    m.next = "IDLE"
+
+        # a failure stops the run where it is: status shows the error code and the layer
+        with m.If(fail & busy):
+            m.d.sync += [err.eq(1), err_code.eq(fail_code), busy.eq(0), done.eq(0)]
+        # the start of a run clears every pipeline register (submodules are reset by ResetInserter)
+        with m.If(flush):
+            m.d.sync += [rf_valid.eq(0), ti_valid.eq(0), rows_in_flight.eq(0), ops_in_flight.eq(0),
+                         last_in_flight.eq(0), shadow_busy.eq(0), d1_valid.eq(0), requant_in_flight.eq(0),
+                         group_pending.eq(0), op_delay.eq(0)]
+            if sd:
+                m.d.sync += [loading_basis.eq(0), load_valid.eq(0)]
+        return m

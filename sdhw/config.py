@@ -1,0 +1,199 @@
+"""The accelerator configuration: one frozen, validated dataclass, and the devices it can target.
+
+``pes`` (N) is the number of multipliers, i.e. peak MACs per cycle. It maps onto the MAC array as
+``channel_lanes x pixel_lanes`` (Q x P): Q output channels are computed in parallel, each with its own
+rebuilt weight per cycle, and every rebuilt weight is broadcast to P neighbouring output pixels
+(weight reuse). Taps are consumed one per cycle, so a row of three taps takes three cycles.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from golden import SdhwError
+
+VERSION = 1
+MAX_PES = 1024
+VALID_PES = tuple(1 << k for k in range(11))            # 1, 2, 4, ..., 1024
+DESC_WORDS = 32                                         # words per layer descriptor slot
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    family: str               # "ice40" | "ecp5"
+    luts: int
+    dsps: int                 # SB_MAC16 (iCE40) or MULT18X18D (ECP5)
+    bram_blocks: int
+    bram_bits: int            # bits per block RAM
+    spram_bits: int = 0       # iCE40 UP5K single-port RAM (4 x 256 Kbit); not used yet by the generator
+
+
+DEVICES = {
+    "up5k": Device("up5k", "ice40", 5280, 8, 30, 4096, 4 * 262144),
+    "hx8k": Device("hx8k", "ice40", 7680, 0, 32, 4096),
+    "ecp5-25f": Device("ecp5-25f", "ecp5", 24288, 28, 56, 18432),
+    "ecp5-45f": Device("ecp5-45f", "ecp5", 43848, 72, 108, 18432),
+    "ecp5-85f": Device("ecp5-85f", "ecp5", 83640, 156, 208, 18432),
+}
+
+#: Default PE count and memory depths (entries) per device, sized so that default fits the device.
+DEFAULT_PES = {"up5k": 16, "hx8k": 8, "ecp5-25f": 64, "ecp5-45f": 128, "ecp5-85f": 256}
+DEFAULT_DEPTHS = {
+    "up5k": {"act_depth": 1024, "code_depth": 512, "bitmap_depth": 256, "basis_depth": 256, "bias_depth": 256,
+             "desc_layers": 8},
+    "hx8k": {"act_depth": 1024, "code_depth": 512, "bitmap_depth": 256, "basis_depth": 256, "bias_depth": 256,
+             "desc_layers": 8},
+    "ecp5-25f": {"act_depth": 2048, "code_depth": 2048, "bitmap_depth": 1024, "basis_depth": 1024,
+                 "bias_depth": 1024, "desc_layers": 16},
+    "ecp5-45f": {"act_depth": 4096, "code_depth": 2048, "bitmap_depth": 2048, "basis_depth": 2048,
+                 "bias_depth": 2048, "desc_layers": 16},
+    "ecp5-85f": {"act_depth": 4096, "code_depth": 4096, "bitmap_depth": 2048, "basis_depth": 4096,
+                 "bias_depth": 2048, "desc_layers": 16},
+}
+
+
+def default_lanes(pes: int) -> tuple[int, int]:
+    """``(channel_lanes, pixel_lanes)`` for N PEs: Q = min(N, max(4, 2 * sqrt(N))) rounded to a power of two."""
+    q = min(pes, max(4, 1 << math.ceil(math.log2(2 * math.isqrt(pes))) if pes > 1 else 1))
+    return q, pes // q
+
+
+def _power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Every generator parameter, validated once on construction (:class:`golden.SdhwError` if invalid)."""
+
+    pes: int = 16
+    dense: bool = False
+    device: str = "up5k"
+    channel_lanes: int | None = None       # Q; None: derived from pes
+    pixel_lanes: int | None = None         # P; None: derived from pes
+    exp_bits: int = 2                      # largest code exponent field the decoder accepts
+    weight_bits: int = 8
+    acc_bits: int = 32
+    act_depth: int | None = None           # bytes per activation buffer (two buffers, ping-pong)
+    code_depth: int | None = None          # rows of codes (SD) or dense weights, all lanes side by side
+    bitmap_depth: int | None = None        # 32-bit words of row bitmaps (SD only)
+    basis_depth: int | None = None         # basis entries (all lanes side by side, SD only)
+    bias_depth: int | None = None          # 32-bit biases
+    desc_layers: int | None = None         # layer descriptors (program length)
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        def bad(name, value, valid):
+            raise SdhwError(f"{name} must be {valid}, not {value!r}")
+
+        if self.device not in DEVICES:
+            bad("device", self.device, "one of " + ", ".join(DEVICES))
+        if not isinstance(self.pes, int) or self.pes not in VALID_PES:
+            bad("pes", self.pes, "a power of two from 1 to 1024 (valid: " + ", ".join(map(str, VALID_PES)) + ")")
+        if not isinstance(self.dense, bool):
+            bad("dense", self.dense, "true or false")
+        q, p = self.channel_lanes, self.pixel_lanes
+        if q is None and p is None:
+            q, p = default_lanes(self.pes)
+        elif q is None:
+            q = self.pes // p if isinstance(p, int) and p >= 1 else 0
+        elif p is None:
+            p = self.pes // q if isinstance(q, int) and q >= 1 else 0
+        if not (isinstance(q, int) and isinstance(p, int) and _power_of_two(q) and _power_of_two(p)
+                and q * p == self.pes and p <= 64):
+            bad("channel_lanes x pixel_lanes", (self.channel_lanes, self.pixel_lanes),
+                f"powers of two whose product is pes={self.pes} (pixel_lanes <= 64)")
+        object.__setattr__(self, "channel_lanes", q)
+        object.__setattr__(self, "pixel_lanes", p)
+        if not (isinstance(self.exp_bits, int) and 1 <= self.exp_bits <= 4):
+            bad("exp_bits", self.exp_bits, "an integer in 1..4")
+        if self.weight_bits != 8:
+            bad("weight_bits", self.weight_bits, "8 (the MAC array is int8 x int8)")
+        if not (isinstance(self.acc_bits, int) and 24 <= self.acc_bits <= 40):
+            bad("acc_bits", self.acc_bits, "an integer in 24..40")
+        defaults = DEFAULT_DEPTHS[self.device]
+        for name, value in defaults.items():
+            v = getattr(self, name)
+            if v is None:
+                v = value
+            if not (isinstance(v, int) and 1 <= v <= 65536):
+                bad(name, v, "an integer in 1..65536")
+            object.__setattr__(self, name, v)
+        if self.extra:
+            bad("config keys", sorted(self.extra), "known parameters only: " + ", ".join(PARAMETERS))
+
+    # ------------------------------------------------------------------ derived widths
+    @property
+    def code_width(self) -> int:
+        """Bits of one code-memory row: Q lanes x (3 codes of 1 + E bits, or 3 int8 weights when dense)."""
+        per_lane = 24 if self.dense else 3 * (1 + self.exp_bits)
+        return self.channel_lanes * per_lane
+
+    #: one lane's 3x3 int8 basis per entry; a group start loads the Q lanes' bases one per cycle
+    basis_width = 72
+
+    def memories(self) -> dict[str, tuple[int, int, int]]:
+        """``name -> (depth, width, copies)`` of every on-chip memory."""
+        mems = {
+            "descriptors": (self.desc_layers * DESC_WORDS, 32, 1),
+            "activations": (self.act_depth, 8, 2 * self.pixel_lanes),
+            "codes" if not self.dense else "weights": (self.code_depth, self.code_width, 1),
+            "bias": (self.bias_depth, 32, 1),
+        }
+        if not self.dense:
+            mems["bitmap"] = (self.bitmap_depth, 32, 1)
+            mems["bases"] = (self.basis_depth, self.basis_width, 1)
+        return mems
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        return d
+
+    @classmethod
+    def from_dict(cls, values: dict) -> AcceleratorConfig:
+        known = {k: v for k, v in values.items() if k in PARAMETERS}
+        extra = {k: v for k, v in values.items() if k not in PARAMETERS}
+        return cls(**known, extra=extra)
+
+
+PARAMETERS = tuple(f.name for f in fields(AcceleratorConfig) if f.name != "extra")
+
+
+# ------------------------------------------------------------------------------------------ fit estimate
+def _bram_blocks(device: Device, depth: int, width: int) -> int:
+    """Block RAMs for one ``depth x width`` memory with the family's aspect ratios."""
+    if device.family == "ice40":
+        shapes = [(256, 16), (512, 8), (1024, 4), (2048, 2)]
+    else:
+        shapes = [(512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)]
+    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in shapes)
+
+
+def estimate_resources(cfg: AcceleratorConfig) -> dict[str, int]:
+    """A coarse pre-synthesis estimate (the synthesis flow reports the real figures)."""
+    device = DEVICES[cfg.device]
+    blocks = sum(_bram_blocks(device, depth, width) * copies for depth, width, copies in cfg.memories().values())
+    q, p = cfg.channel_lanes, cfg.pixel_lanes
+    macs = q * p
+    dsps = min(macs, device.dsps * (2 if device.family == "ice40" else 1))
+    luts = 1500 + (0 if cfg.dense else 120 * q) + 40 * p + 60 * macs + (250 * (macs - dsps) if macs > dsps else 0)
+    return {"luts": luts, "dsps": dsps, "bram_blocks": blocks}
+
+
+def check_fits(cfg: AcceleratorConfig) -> dict[str, int]:
+    """Raise :class:`SdhwError` naming the first resource the configuration overflows."""
+    device = DEVICES[cfg.device]
+    est = estimate_resources(cfg)
+    if est["bram_blocks"] > device.bram_blocks:
+        raise SdhwError(f"configuration does not fit {device.name}: block RAM needs ~{est['bram_blocks']} of "
+                        f"{device.bram_blocks} blocks (memories: {_memory_summary(cfg)}); reduce the depths or pes")
+    if est["luts"] > device.luts:
+        raise SdhwError(f"configuration does not fit {device.name}: logic needs ~{est['luts']} of {device.luts} "
+                        f"LUTs for pes={cfg.pes}; choose fewer pes or a larger device")
+    return est
+
+
+def _memory_summary(cfg: AcceleratorConfig) -> str:
+    return ", ".join(f"{n} {d}x{w}{'x' + str(c) if c > 1 else ''}" for n, (d, w, c) in cfg.memories().items())

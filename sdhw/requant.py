@@ -1,0 +1,231 @@
+"""Requantiser: int32 accumulator + bias -> int8 activation, bit-exact with :func:`golden.quant.requantize`."""
+from __future__ import annotations
+
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.quant import INT32_MAX, INT32_MIN
+
+__all__ = ["Requantiser"]
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
+
+
+def _saturate_int32(value):
+    """``value`` clamped to the int32 range (the caller assigns the result to a 32-bit signal)."""
+    return Mux(value > INT32_MAX, INT32_MAX, Mux(value < INT32_MIN, INT32_MIN, value))
+
+
+class Requantiser(wiring.Component):
+    """Requantise an accumulator plus bias to an int8 activation (gemmlowp rounding, fused clamp).
+
+    For each stream element, bit-exact with
+    ``golden.quant.requantize(acc + bias, m0, shift, zero_point, act_min, act_max)``::
+
+        s   = saturate_int32(acc + bias)
+        x   = saturate_int32(s << max(-shift, 0))
+        y   = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x, m0), max(shift, 0))
+        out = min(max(zero_point + y, act_min), act_max)
+
+    Differences from the golden model, both outside its domain:
+
+    * ``acc + bias`` is computed exactly and then *saturated* to int32; the golden model raises
+      instead (an int32 overflow means the layer's weights or bias are out of range).
+    * ``shift = -32`` (the port is ``signed(6)``; programs use -31..31) is accepted and left-shifts by 32,
+      as the golden model does arithmetically.
+
+    ``m0`` is non-negative, so the ``INT32_MIN * INT32_MIN`` overflow case of
+    SaturatingRoundingDoublingHighMul cannot occur. The clamp is ``max`` then ``min``, so
+    ``act_min > act_max`` yields ``act_max`` (NumPy's ``clip``).
+
+    Pipeline (one register stage each):
+
+    1. ``s = sat32(acc + bias)``;
+    2. ``x = sat32(s << max(-shift, 0))``;
+    3. the two partial products ``x * m0[0:16]`` and ``x * m0[16:31]`` (the only multipliers);
+    4. the 64-bit product ``ab`` plus gemmlowp's nudge (``2**30`` if ``ab >= 0``, else ``1 - 2**30``);
+    5. truncating (toward zero) division by ``2**31``;
+    6. RoundingDivideByPOT by ``max(shift, 0)`` (ties away from zero);
+    7. ``+ zero_point`` and the clamp; the output register.
+
+    Latency: :attr:`LATENCY` = 7 cycles from the input handshake to the output handshake when the output is
+    never stalled. Throughput: one element per cycle (valid/ready streams; the whole pipeline advances
+    when the output register is empty or being read, so backpressure stalls every stage).
+
+    The per-layer inputs ``m0``, ``shift``, ``zero_point``, ``act_min`` and ``act_max`` are read by the
+    stage that needs them, so they must be held stable while any element is in the pipeline (change
+    them only between layers, once the output has drained). ``tag`` passes through unchanged and the
+    order of elements is kept.
+
+    Parameters
+    ----------
+    acc_bits : int
+        Width of the signed accumulator input, 16..40.
+    tag_bits : int
+        Width of the pass-through tag, 1..32.
+
+    Attributes
+    ----------
+    m0 : In(unsigned(31))
+        Requantisation multiplier (Q31 mantissa).
+    shift : In(signed(6))
+        Requantisation shift; negative is a left shift.
+    zero_point, act_min, act_max : In(signed(8))
+        Output zero point and clamp bounds (``act_min = zero_point`` fuses a ReLU).
+    i : In(stream.Signature(StructLayout({"acc": signed(acc_bits), "bias": signed(32), "tag": unsigned(tag_bits)})))
+        Input elements.
+    o : Out(stream.Signature(StructLayout({"value": signed(8), "tag": unsigned(tag_bits)})))
+        Requantised activations with their tags.
+    """
+
+    LATENCY = 7
+
+    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 16):
+        _check_int("acc_bits", acc_bits, 16, 40)
+        _check_int("tag_bits", tag_bits, 1, 32)
+        self._acc_bits = acc_bits
+        self._tag_bits = tag_bits
+        in_layout = data.StructLayout({"acc": signed(acc_bits), "bias": signed(32), "tag": unsigned(tag_bits)})
+        out_layout = data.StructLayout({"value": signed(8), "tag": unsigned(tag_bits)})
+        super().__init__({
+            "m0": In(unsigned(31)),
+            "shift": In(signed(6)),
+            "zero_point": In(signed(8)),
+            "act_min": In(signed(8)),
+            "act_max": In(signed(8)),
+            "i": In(stream.Signature(in_layout)),
+            "o": Out(stream.Signature(out_layout)),
+        })
+
+    @property
+    def acc_bits(self) -> int:
+        return self._acc_bits
+
+    @property
+    def tag_bits(self) -> int:
+        return self._tag_bits
+
+    def elaborate(self, platform):
+        m = Module()
+        tag_bits = self._tag_bits
+
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(1),
+            self.i.ready.eq(advance),
+        ]
+
+        # Stage 1: exact sum, saturated to int32.
+        s1_valid = Signal()
+        s1_tag = Signal(tag_bits)
+        s1_sum = Signal(signed(32))
+        sum_full = Signal(signed(max(self._acc_bits, 32) + 1))
+        m.d.comb += sum_full.eq(self.i.payload.acc + self.i.payload.bias)
+        with m.If(advance):
+            m.d.sync += [
+                s1_valid.eq(self.i.valid),
+                s1_tag.eq(self.i.payload.tag),
+                s1_sum.eq(_saturate_int32(sum_full)),
+            ]
+
+        # Stage 2: left shift (0..32) into 64 bits, exact, then saturated to int32.
+        s2_valid = Signal()
+        s2_tag = Signal(tag_bits)
+        s2_x = Signal(signed(32))
+        left_shift = Signal(range(33))
+        shifted_full = Signal(signed(64))
+        m.d.comb += [
+            left_shift.eq(Mux(self.shift < 0, -self.shift, 0)),
+            shifted_full.eq(s1_sum << left_shift),
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                s2_valid.eq(s1_valid),
+                s2_tag.eq(s1_tag),
+                s2_x.eq(_saturate_int32(shifted_full)),
+            ]
+
+        # Stage 3: the multiply, as two 32 x 16 partial products (m0 is 31 bits, non-negative).
+        s3_valid = Signal()
+        s3_tag = Signal(tag_bits)
+        s3_prod_lo = Signal(signed(49))         # x * m0[0:16]
+        s3_prod_hi = Signal(signed(48))         # x * m0[16:31]
+        s3_prod_neg = Signal()                  # x * m0 < 0, known from the operands' signs
+        with m.If(advance):
+            m.d.sync += [
+                s3_valid.eq(s2_valid),
+                s3_tag.eq(s2_tag),
+                s3_prod_lo.eq(s2_x * self.m0[:16]),
+                s3_prod_hi.eq(s2_x * self.m0[16:]),
+                s3_prod_neg.eq((s2_x < 0) & (self.m0 != 0)),
+            ]
+
+        # Stage 4: ab_64 + nudge (gemmlowp: nudge = ab_64 >= 0 ? 2**30 : 1 - 2**30).
+        s4_valid = Signal()
+        s4_tag = Signal(tag_bits)
+        s4_nudged = Signal(signed(64))
+        product = Signal(signed(64))
+        nudge = Signal(signed(32))
+        m.d.comb += [
+            product.eq(s3_prod_lo + (s3_prod_hi << 16)),
+            nudge.eq(Mux(s3_prod_neg, 1 - (1 << 30), 1 << 30)),
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                s4_valid.eq(s3_valid),
+                s4_tag.eq(s3_tag),
+                s4_nudged.eq(product + nudge),
+            ]
+
+        # Stage 5: (ab_64 + nudge) / 2**31 rounding toward zero (C division); fits int32 as m0 < 2**31.
+        s5_valid = Signal()
+        s5_tag = Signal(tag_bits)
+        s5_high = Signal(signed(32))
+        truncate_up = Signal()
+        m.d.comb += truncate_up.eq((s4_nudged < 0) & (s4_nudged[:31] != 0))
+        with m.If(advance):
+            m.d.sync += [
+                s5_valid.eq(s4_valid),
+                s5_tag.eq(s4_tag),
+                s5_high.eq((s4_nudged >> 31) + truncate_up),
+            ]
+
+        # Stage 6: RoundingDivideByPOT(high, max(shift, 0)).
+        s6_valid = Signal()
+        s6_tag = Signal(tag_bits)
+        s6_y = Signal(signed(32))
+        right_shift = Signal(range(32))
+        round_mask = Signal(32)
+        round_rem = Signal(32)
+        round_threshold = Signal(32)
+        m.d.comb += [
+            right_shift.eq(Mux(self.shift > 0, self.shift, 0)),
+            round_mask.eq((Const(1, 33) << right_shift) - 1),
+            round_rem.eq(s5_high.as_unsigned() & round_mask),
+            round_threshold.eq((round_mask >> 1) + (s5_high < 0)),
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                s6_valid.eq(s5_valid),
+                s6_tag.eq(s5_tag),
+                s6_y.eq((s5_high >> right_shift) + (round_rem > round_threshold)),
+            ]
+
+        # Stage 7: zero point and clamp, into the output register.
+        with_zp = Signal(signed(33))
+        above_min = Signal(signed(33))
+        m.d.comb += [
+            with_zp.eq(s6_y + self.zero_point),
+            above_min.eq(Mux(with_zp < self.act_min, self.act_min, with_zp)),
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                self.o.valid.eq(s6_valid),
+                self.o.payload.tag.eq(s6_tag),
+                self.o.payload.value.eq(Mux(above_min > self.act_max, self.act_max, above_min)),
+            ]
+        return m
