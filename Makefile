@@ -4,7 +4,10 @@ PYTHON  := $(VENV)/bin/python
 PIP     := $(PYTHON) -m pip
 JOBS    ?= 2
 
-.PHONY: install test test-all lint demo bench models clean
+PES     ?= 16
+DEVICE  ?= up5k
+
+.PHONY: install test test-all lint demo bench models verilog clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +37,10 @@ lint: install
 
 demo: install
 	$(VENV)/bin/sdhw compile golden/data/digits_mlp.npz -o build/digits_mlp.sdp --eval
+
+# Verilog + manifest of one configuration: make verilog PES=16 [DEVICE=up5k] [DENSE=1]
+verilog: install
+	$(VENV)/bin/sdhw generate --pes $(PES) --device $(DEVICE) $(if $(DENSE),--dense,) -o build/verilog-$(PES)$(if $(DENSE),-dense,)
 
 # Re-train the bundled example models (deterministic, fixed seeds).
 models: install

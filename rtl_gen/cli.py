@@ -22,6 +22,7 @@ from golden.datasets import load_digits_split
 from golden.model import Model, accuracy, forward_float, load_model
 from golden.program import infer
 from golden.report import compile_report, format_table
+from sdhw.config import DEVICES
 
 
 class Progress:
@@ -84,6 +85,14 @@ def _options(args) -> CompileOptions:
 def cmd_compile(args) -> int:
     out = Path(args.output)
     progress = Progress(not (args.quiet or args.json))
+    target = None
+    if args.manifest:
+        from .generate import load_manifest
+        target = load_manifest(args.manifest)[1]
+        if args.dense is None:
+            args.dense = target.dense or None
+        if args.exp_bits is None:
+            args.exp_bits = min(target.exp_bits, 2)
     model = load_model(args.model)
     try:
         opts = _options(args)
@@ -120,10 +129,22 @@ def cmd_compile(args) -> int:
             acc[f"sd_{other}_bits_per_weight"] = len(fmt.pack(alt.program)) * 8 / alt.program.n_weights
         acc["test_samples"] = len(y_test)
         report["accuracy"] = acc
-    try:
-        fmt.write_atomic(out, packed)
-    except OSError as exc:
-        raise SdhwError(f"cannot write the program to {str(out)!r}: {exc.strerror or exc}") from None
+    outputs = {out: packed}
+    if target is not None:
+        from .image import build_image, pack_image
+        image = build_image(result.program, target)
+        image_data = pack_image(image)
+        outputs[out.with_suffix(".sdimg")] = image_data
+        report["image"] = {"path": str(out.with_suffix(".sdimg")), "bytes": len(image_data), **image.meta["usage"]}
+    for path, data in outputs.items():
+        try:
+            fmt.write_atomic(path, data)
+        except OSError as exc:
+            for written in outputs:
+                if written == path:
+                    break
+                written.unlink(missing_ok=True)
+            raise SdhwError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -185,6 +206,25 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    from sdhw.config import DEFAULT_PES
+
+    from .generate import generate, load_config_file, make_config
+
+    file_values = load_config_file(args.config) if args.config else {}
+    device = args.device or file_values.get("device", "up5k")
+    pes = args.pes if args.pes is not None else file_values.get("pes", DEFAULT_PES.get(device, 16))
+    cfg = make_config(file_values, pes=pes, device=args.device, dense=True if args.dense else None)
+    manifest = generate(cfg, args.output)
+    lanes = manifest["lanes"]
+    res = manifest["resources_estimate"]
+    print(f"{args.output}/{manifest['verilog']}: {'dense int8' if cfg.dense else 'SD'} accelerator, "
+          f"{lanes['pes']} PEs = {lanes['channel_lanes']} channel lanes x {lanes['pixel_lanes']} pixel lanes, "
+          f"device {cfg.device} (estimate: ~{res['luts']} LUTs, {res['dsps']} DSPs, {res['bram_blocks']} block RAMs)")
+    print(f"{args.output}/manifest.json: parameters, ports and memory map")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdhw", description="SmartDeal accelerator generator and tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,9 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dense", action="store_true", default=None, help="int8 dense baseline, no SD layers")
     c.add_argument("--calib", help="calibration inputs: .npz with array 'x' (default: the digits train split)")
     c.add_argument("--eval", action="store_true", help="accuracy on the bundled digits test split")
+    c.add_argument("--for", dest="manifest", help="also write the program image (.sdimg next to -o) laid out "
+                                                   "for the accelerator of this manifest.json (or its directory)")
     c.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     c.set_defaults(func=cmd_compile)
+    g = sub.add_parser("generate", help="generate the accelerator's Verilog and manifest.json")
+    g.add_argument("--pes", type=int, help="multipliers = peak MACs per cycle (power of two, 1..1024; "
+                                           "default: the device's default)")
+    g.add_argument("--dense", action="store_true", help="the dense int8 baseline (no decoder/rebuild)")
+    g.add_argument("--device", choices=sorted(DEVICES), help="target device (default up5k)")
+    g.add_argument("--config", help="TOML or JSON file setting any generator parameter; flags override it")
+    g.add_argument("-o", "--output", required=True, help="output directory")
+    g.set_defaults(func=cmd_generate)
     i = sub.add_parser("inspect", help="check a packed program (.sdp) and print its layers")
     i.add_argument("program", help="program file (.sdp)")
     i.add_argument("--eval", action="store_true", help="accuracy on the bundled digits test split (golden)")

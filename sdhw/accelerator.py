@@ -620,7 +620,7 @@ class Accelerator(wiring.Component):
                     with m.If(init_k == k):
                         m.d.sync += set_lane(k, step(k - 1, 0, 1, fld["stride"], fld["step_x"], 1))
                 m.d.sync += init_k.eq(init_k + 1)
-                with m.If(init_k >= p_n - 1):
+                with m.If(init_k >= p_n - 1 if p_n > 1 else Const(1)):
                     m.d.sync += [cg_m.eq(0), cg_idx.eq(0), code_ptr.eq(fld["code_base"]),
                                  bm_ptr.eq(fld["bitmap_base"]), group_basis_ptr.eq(fld["basis_base"])]
                     m.next = "GROUP"
