@@ -213,6 +213,35 @@ def build_image(program: Program, cfg: AcceleratorConfig) -> ProgramImage:
     return ProgramImage(sections, meta)
 
 
+def expected_counts(program: Program, cfg: AcceleratorConfig) -> dict[str, int]:
+    """MACs issued and zero rows skipped that the accelerator's counters must show for one inference.
+
+    A MAC is issued per (channel lane with a real output channel) x (pixel lane with a real output pixel) x
+    tap of every non-zero group row, except taps beyond the input of FC / conv 1x1 layers (zero padding of
+    the last triplet). Zero rows are counted per channel group and pixel group.
+    """
+    q_n, p_n = cfg.channel_lanes, cfg.pixel_lanes
+    macs = skipped = 0
+    for layer in program.layers:
+        _, rows = _hw_rows(layer)
+        k1 = layer_kind(layer, 0) == KIND_K1
+        c = int(np.prod(layer.in_shape)) if layer.kind == "fc" else layer.in_shape[2]
+        n_pix = 1 if layer.kind == "fc" else layer.out_shape[0] * layer.out_shape[1]
+        mo = layer.out_channels
+        nonzero = (np.any(layer.weights.codes != 0, axis=2) if layer.is_sd
+                   else np.ones((mo, len(rows)), dtype=bool))
+        for g in range(0, mo, q_n):
+            qv = min(q_n, mo - g)
+            live_rows = [(hh, i) for hh, i in rows if nonzero[g:g + q_n, i].any()]
+            taps = sum(min(3, c - 3 * hh) if k1 else 3 for hh, _ in live_rows)
+            for pg in range(0, n_pix, p_n):
+                pv = min(p_n, n_pix - pg)
+                macs += taps * qv * pv
+                if layer.is_sd:
+                    skipped += len(rows) - len(live_rows)
+    return {"macs": macs, "rows_skipped": skipped}
+
+
 def _contiguous(region: int, writes: list[tuple[int, int]]) -> list[tuple[int, int, list[int]]]:
     """Group ``(offset, word)`` writes into runs of consecutive offsets."""
     runs: list[tuple[int, int, list[int]]] = []

@@ -653,7 +653,9 @@ class Accelerator(wiring.Component):
                     m.d.sync += [group_pending.eq(0), cg_m.eq(cg_m + q_n), cg_idx.eq(cg_idx + 1),
                                  bm_ptr.eq(bm_ptr + fld["bm_words"]),
                                  group_basis_ptr.eq(group_basis_ptr + (fld["n_blocks"] << q_shift)),
-                                 skipped.eq(skipped + decoder.skipped_count)]
+                                 # conv 3x3 row slots 4c + 3 do not exist: not counted as skipped
+                                 skipped.eq(skipped + decoder.skipped_count
+                                            - (Mux(is_k3, fld["in_c"], 0) if sd else 0))]
                     m.next = "GROUP"
                 with m.If(fail):
                     m.next = "IDLE"

@@ -115,7 +115,7 @@ class Requantiser(wiring.Component):
 
         advance = Signal()
         m.d.comb += [
-            advance.eq(1),
+            advance.eq(~self.o.valid | self.o.ready),
             self.i.ready.eq(advance),
         ]
 

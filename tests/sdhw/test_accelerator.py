@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from accel_host import simulate
+from amaranth.sim import Simulator
 
 from golden.compiler import CompileOptions, compile_model
 from golden.model import Layer, Model
 from golden.program import run_program
 from rtl_gen.image import build_image
+from sdhw import hostbus as hb
 from sdhw.accelerator import Accelerator
-from sdhw.config import AcceleratorConfig
+from sdhw.config import DESC_WORDS, AcceleratorConfig
+from sdhw.descriptor import decode, encode
+from sim.amaranth_host import Host, simulate
 
 SMALL = {"device": "ecp5-25f", "act_depth": 512, "code_depth": 512, "bitmap_depth": 256, "basis_depth": 256,
          "bias_depth": 256, "desc_layers": 4}
@@ -50,3 +53,103 @@ def test_conv3x3_stride2_bit_exact(dense):
                                     stride=2)])
     cfg = AcceleratorConfig(pes=4, channel_lanes=2, pixel_lanes=2, dense=dense, **SMALL)
     _check(_program(model, rng, dense), cfg, rng)
+
+
+def _counts_match(program, cfg, result):
+    from rtl_gen.image import expected_counts
+    want = expected_counts(program, cfg)
+    assert result["macs"] == want["macs"], (result["macs"], want)
+    assert result["skipped"] == want["rows_skipped"], (result["skipped"], want)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_multilayer_cnn_bit_exact_with_counters(dense):
+    """conv3x3 s1 -> conv1x1 s2 -> conv3x3 s2 -> fc through the ping-pong buffers, odd shapes, P > 1."""
+    seed = 21
+    rng = np.random.default_rng(seed)
+    model = Model((5, 7, 2), [
+        Layer("conv", rng.normal(0, 0.4, (6, 2, 3, 3)), rng.normal(0, 0.1, 6), relu=True, stride=1),
+        Layer("conv", rng.normal(0, 0.4, (5, 6, 1, 1)), rng.normal(0, 0.1, 5), relu=False, stride=2),
+        Layer("conv", rng.normal(0, 0.4, (4, 5, 3, 3)), rng.normal(0, 0.1, 4), relu=True, stride=2),
+        Layer("fc", rng.normal(0, 0.4, (7, 2 * 2 * 4)), rng.normal(0, 0.1, 7), relu=False),
+    ])
+    cfg = AcceleratorConfig(pes=8, channel_lanes=2, pixel_lanes=4, dense=dense, **{**SMALL, "desc_layers": 6})
+    program = _program(model, rng, dense, prune=0.4)
+    results = _check(program, cfg, rng, n_inputs=2)
+    _counts_match(program, cfg, results[0])
+
+
+def test_zero_rows_are_skipped_and_cost_no_cycles():
+    """Half the rows zero -> about half the cycles of the all-rows case; the counters show the skipped rows."""
+    seed = 31
+    rng = np.random.default_rng(seed)
+    model = Model((96,), [Layer("fc", rng.normal(0, 0.3, (16, 96)), rng.normal(0, 0.1, 16))])
+    cfg = AcceleratorConfig(pes=4, **SMALL)
+    cycles = {}
+    for prune in (0.0, 0.5):
+        program = _program(model, rng, False, prune=prune)
+        result = _check(program, cfg, rng, n_inputs=1)[0]
+        _counts_match(program, cfg, result)
+        cycles[prune] = result["cycles"]
+        if prune:
+            assert result["skipped"] == 16 // 4 * 16, result["skipped"]        # 16 of 32 rows, 4 groups
+    ratio = cycles[0.5] / cycles[0.0]
+    assert 0.45 <= ratio <= 0.6, f"seed {seed}: cycles {cycles}, ratio {ratio:.3f}"
+
+
+CORRUPTIONS = {
+    "kind": ({"kind": 3}, hb.ERR_KIND),
+    "stride": ({"stride": 3}, hb.ERR_STRIDE),
+    "zero-channels": ({"in_c": 0}, hb.ERR_SHAPE),
+    "mode": ({"sd": 0}, hb.ERR_MODE),
+    "act-size": ({"in_size": 100_000}, hb.ERR_ACT_SIZE),
+    "code-address": ({"code_base": 511}, hb.ERR_WEIGHT_ADDR),
+    "bias-address": ({"bias_base": 250}, hb.ERR_BIAS_ADDR),
+    "tap-address": ({"base0": -5000}, hb.ERR_ACT_ADDR),
+    "basis-address": ({"basis_base": 255}, hb.ERR_WEIGHT_ADDR),
+    "no-end": (None, hb.ERR_NO_END),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_corrupt_descriptor_raises_error_and_a_clean_rerun_works(case):
+    """A descriptor the sequencer cannot execute stops it with the error flag (never a hang); the same
+    accelerator then runs the correct program bit-exactly."""
+    seed = 41
+    rng = np.random.default_rng(seed)
+    model = Model((30,), [Layer("fc", rng.normal(0, 0.3, (8, 30)), rng.normal(0, 0.1, 8), relu=True)])
+    cfg = AcceleratorConfig(pes=4, **SMALL)
+    program = _program(model, rng, False)
+    image = build_image(program, cfg)
+    dut = Accelerator(cfg)
+    x = rng.integers(-128, 128, program.input_shape)
+    changes, code = CORRUPTIONS[case]
+    good = next(words for region, _, words in image.sections if region == hb.REGION_DESC)[:DESC_WORDS]
+    results = {}
+
+    async def bench(ctx):
+        host = Host(dut, ctx)
+        await host.load(image)
+        if changes is None:                         # every slot holds a layer: no end marker anywhere
+            for slot in range(1, cfg.desc_layers):
+                for k, word in enumerate(good):
+                    await host.write((hb.REGION_DESC << 16) | (slot * DESC_WORDS + k), word)
+        else:
+            fields = decode(good)
+            fields.update(changes)
+            for k, word in enumerate(encode(fields, DESC_WORDS)):
+                await host.write((hb.REGION_DESC << 16) | k, word)
+        results["bad"] = await host.run(image, x, timeout=5000)
+        await host.load(image)
+        results["good"] = await host.run(image, x)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    bad = results["bad"]
+    assert bad["status"] & hb.STATUS_ERROR and not bad["status"] & hb.STATUS_BUSY, f"{case}: status {bad['status']:#x}"
+    assert bad["error_code"] == code, f"{case}: error code {bad['error_code']}, want {code}"
+    good_run = results["good"]
+    assert good_run["error_code"] == 0 and good_run["status"] & hb.STATUS_DONE
+    assert np.array_equal(good_run["output"], run_program(program, x[None]).reshape(-1)), case

@@ -22,12 +22,14 @@ def run(dut: Requantiser, batches, *, seed: int, p_valid: float, p_ready: float)
     """Stream ``batches`` (``[(params, [(acc, bias), ...]), ...]``) through ``dut``; drain between batches.
 
     Returns ``(inputs, outputs)``: ``(cycle, tag)`` of every input handshake and ``(cycle, value, tag)``
-    of every output handshake, seen by a monitor.
+    of every output handshake, seen by a monitor. The simulation stops after a bounded number of cycles,
+    so a broken handshake fails the comparison instead of hanging.
     """
     rng = random.Random(seed)
     total = sum(len(items) for _, items in batches)
     tag_mask = (1 << dut.tag_bits) - 1
     inputs, outputs = [], []
+    cycle = [0]
 
     async def producer(ctx):
         n = 0
@@ -53,21 +55,22 @@ def run(dut: Requantiser, batches, *, seed: int, p_valid: float, p_ready: float)
             await ctx.tick()
 
     async def monitor(ctx):
-        cycle = 0
         async for _, _, iv, ir, ip, ov, orr, op in ctx.tick().sample(
                 dut.i.valid, dut.i.ready, dut.i.payload, dut.o.valid, dut.o.ready, dut.o.payload):
             if iv and ir:
-                inputs.append((cycle, ip.tag))
+                inputs.append((cycle[0], ip.tag))
             if ov and orr:
-                outputs.append((cycle, op.value, op.tag))
-            cycle += 1
+                outputs.append((cycle[0], op.value, op.tag))
+            cycle[0] += 1
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     sim.add_testbench(monitor, background=True)
-    sim.run()
+    max_cycles = 20 * total + 1000
+    while sim.advance() and cycle[0] < max_cycles:
+        pass
     return inputs, outputs
 
 
