@@ -38,6 +38,10 @@ lint: install
 demo: install
 	$(VENV)/bin/sdhw compile golden/data/digits_mlp.npz -o build/digits_mlp.sdp --eval
 
+# Benchmarks: JSON + Markdown under bench/
+bench: install
+	$(PYTHON) -m sim.bench_utilisation --out bench
+
 # Verilog + manifest of one configuration: make verilog PES=16 [DEVICE=up5k] [DENSE=1]
 verilog: install
 	$(VENV)/bin/sdhw generate --pes $(PES) --device $(DEVICE) $(if $(DENSE),--dense,) -o build/verilog-$(PES)$(if $(DENSE),-dense,)

@@ -248,6 +248,7 @@ class Accelerator(wiring.Component):
         bm_ptr = Signal(18)
         pix_out_base = Signal(32)                # pg_o * M
         init_k = Signal(range(p_n + 1))
+        newpix_pending = Signal()                # the next group started is the first of a new pixel group
         # pixel lanes
         lane_ox = [Signal(17, name=f"lane{p}_ox") for p in range(p_n)]
         lane_iy = [Signal(signed(18), name=f"lane{p}_iy") for p in range(p_n)]
@@ -298,6 +299,8 @@ class Accelerator(wiring.Component):
         block_next = Signal(18)                  # golden row index where the next block starts
         block_idx = Signal(16)                   # next block to load in the current channel group
         group_basis_ptr = Signal(20)             # basis entry of (channel group, block 0, lane 0)
+        loaded_valid = Signal()                  # the rebuild units hold the bases at loaded_addr
+        loaded_addr = Signal(20)
         q_shift = (q_n - 1).bit_length()
 
         decoder_start = Signal()
@@ -341,9 +344,13 @@ class Accelerator(wiring.Component):
         if sd:
             with m.If(busy & decoder.o.valid & needs_block & ~loading_basis & ~rf_valid & ~basis_settling):
                 m.d.sync += [block_next.eq(block_next + fld["block_rows"]), block_idx.eq(block_idx + 1)]
-                with m.If(row_i < block_next + fld["block_rows"]):
-                    m.d.sync += [loading_basis.eq(1), basis_lane.eq(0),
-                                 basis_addr.eq(group_basis_ptr + (block_idx << q_shift))]
+                target = Signal(20)
+                m.d.comb += target.eq(group_basis_ptr + (block_idx << q_shift))
+                # the bases of (channel group, block) stay in the rebuild units across pixel groups: a layer
+                # whose channels fit one channel group loads them once
+                with m.If((row_i < block_next + fld["block_rows"]) & ~(loaded_valid & (loaded_addr == target))):
+                    m.d.sync += [loading_basis.eq(1), basis_lane.eq(0), basis_addr.eq(target),
+                                 loaded_valid.eq(1), loaded_addr.eq(target)]
             m.d.comb += [basis_rd.addr.eq(basis_addr), basis_rd.en.eq(1)]
             with m.If(loading_basis):
                 m.d.sync += [basis_addr.eq(basis_addr + 1), basis_lane.eq(basis_lane + 1)]
@@ -392,7 +399,7 @@ class Accelerator(wiring.Component):
 
         # group records: pushed when a group's decoding starts, popped with its first row at the tap issuer
         grp_layout = data.StructLayout({"m": 17, "qv": (q_n + 1).bit_length(), "out": 32,
-                                        "pv": (p_n + 1).bit_length()})
+                                        "pv": (p_n + 1).bit_length(), "newpix": 1})
         grp_fifo = fifo.SyncFIFOBuffered(width=grp_layout.size, depth=4)
         m.submodules.group_fifo = ResetInserter(flush)(grp_fifo)
         grp_w = Signal(grp_layout)
@@ -400,6 +407,7 @@ class Accelerator(wiring.Component):
         chan_left = fld["out_c"] - cg_m
         m.d.comb += [grp_w.m.eq(cg_m), grp_w.qv.eq(Mux(chan_left >= q_n, q_n, chan_left)),
                      grp_w.out.eq(pix_out_base + cg_m), grp_w.pv.eq(Mux(pix_left >= p_n, p_n, pix_left)),
+                     grp_w.newpix.eq(newpix_pending),
                      grp_fifo.w_en.eq(decoder_start), grp_fifo.w_data.eq(grp_w)]
         grp_r = Signal(grp_layout)
         m.d.comb += grp_r.as_value().eq(grp_fifo.r_data)
@@ -427,6 +435,9 @@ class Accelerator(wiring.Component):
             m.d.sync += [ti_valid.eq(1), ti_weights.eq(rb_weights), ti_info.eq(rb_info), ti_tap.eq(0)]
             with m.If(rb_info.first):
                 m.d.sync += [ti_m.eq(grp_r.m), ti_qv.eq(grp_r.qv), ti_out.eq(grp_r.out), ti_pv.eq(grp_r.pv)]
+                with m.If(grp_r.newpix):
+                    for p in range(p_n):
+                        m.d.sync += set_lane(p, step(p, fld["qs"], fld["r_w"], fld["rs"], fld["group_step"], p_n))
         with m.Elif(issue & op_final_tap):
             m.d.sync += ti_valid.eq(0)
         with m.Elif(issue):
@@ -609,6 +620,7 @@ class Accelerator(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         pad0 = Mux(is_k3, -1, 0)
+                        m.d.sync += loaded_valid.eq(0)
                         m.d.sync += [lane_ox[0].eq(0), lane_iy[0].eq(pad0), lane_ix[0].eq(pad0),
                                      lane_base[0].eq(fld["base0"]), lane_o[0].eq(0), init_k.eq(1),
                                      pg_o.eq(0), pix_out_base.eq(0)]
@@ -621,7 +633,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += set_lane(k, step(k - 1, 0, 1, fld["stride"], fld["step_x"], 1))
                 m.d.sync += init_k.eq(init_k + 1)
                 with m.If(init_k >= p_n - 1 if p_n > 1 else Const(1)):
-                    m.d.sync += [cg_m.eq(0), cg_idx.eq(0), code_ptr.eq(fld["code_base"]),
+                    m.d.sync += [cg_m.eq(0), cg_idx.eq(0), code_ptr.eq(fld["code_base"]), newpix_pending.eq(0),
                                  bm_ptr.eq(fld["bitmap_base"]), group_basis_ptr.eq(fld["basis_base"])]
                     m.next = "GROUP"
                 with m.If(fail):
@@ -630,20 +642,17 @@ class Accelerator(wiring.Component):
                 with m.If(pg_o >= fld["n_pix"]):
                     m.next = "LAYER_END"
                 with m.Elif(cg_m >= fld["out_c"]):
-                    # next pixel group, once every row of this one has been issued (lanes hold its addresses)
-                    with m.If(issue_idle):
-                        for p in range(p_n):
-                            m.d.sync += set_lane(p, step(p, fld["qs"], fld["r_w"], fld["rs"], fld["group_step"],
-                                                         p_n))
-                        m.d.sync += [pg_o.eq(pg_o + p_n), pix_out_base.eq(pix_out_base + fld["pm_step"]),
-                                     cg_m.eq(0), cg_idx.eq(0), code_ptr.eq(fld["code_base"]),
-                                     bm_ptr.eq(fld["bitmap_base"]), group_basis_ptr.eq(fld["basis_base"])]
+                    # next pixel group: the pixel lanes step when its first row reaches the tap issuer
+                    m.d.sync += [pg_o.eq(pg_o + p_n), pix_out_base.eq(pix_out_base + fld["pm_step"]),
+                                 cg_m.eq(0), cg_idx.eq(0), code_ptr.eq(fld["code_base"]), newpix_pending.eq(1),
+                                 bm_ptr.eq(fld["bitmap_base"]), group_basis_ptr.eq(fld["basis_base"])]
                 with m.Elif(~decoder.busy & ~group_pending & ~loading_basis & ~basis_settling):
                     # start decoding this channel group; bases load when its first row arrives
                     m.d.comb += decoder_start.eq(1)
                     with m.If(Const(int(sd)) & (bm_ptr + fld["bm_words"] > cfg.bitmap_depth)):
                         m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
-                    m.d.sync += [group_pending.eq(1), rf_first_pending.eq(1), block_next.eq(0), block_idx.eq(0)]
+                    m.d.sync += [group_pending.eq(1), rf_first_pending.eq(1), block_next.eq(0), block_idx.eq(0),
+                                 newpix_pending.eq(0)]
                     m.next = "DECODE"
                 with m.If(fail):
                     m.next = "IDLE"

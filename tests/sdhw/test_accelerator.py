@@ -153,3 +153,20 @@ def test_corrupt_descriptor_raises_error_and_a_clean_rerun_works(case):
     good_run = results["good"]
     assert good_run["error_code"] == 0 and good_run["status"] & hb.STATUS_DONE
     assert np.array_equal(good_run["output"], run_program(program, x[None]).reshape(-1)), case
+
+
+def test_digits_mlp_end_to_end_on_the_default_up5k_configuration():
+    """The bundled digits MLP, compiled as `sdhw compile` does, runs bit-exactly on the default UP5K build."""
+    from golden.datasets import DIGITS_MLP, load_digits_split
+    from golden.model import load_npz
+    from rtl_gen.image import expected_counts
+
+    x_train, _, x_test, y_test = load_digits_split()
+    model = load_npz(DIGITS_MLP)
+    program = compile_model(model, x_train, CompileOptions(epochs=0)).program
+    cfg = AcceleratorConfig(pes=16, device="up5k")
+    x_q = program.input_q.quantize(x_test[:1])
+    result = simulate(Accelerator(cfg), build_image(program, cfg), [x_q[0]])[0]
+    assert result["error_code"] == 0
+    assert np.array_equal(result["output"], run_program(program, x_q).reshape(-1))
+    _counts_match(program, cfg, result)

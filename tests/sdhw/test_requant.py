@@ -220,3 +220,26 @@ def test_constructor_rejects_bad_parameters(kwargs, shown):
 def test_constructor_is_keyword_only():
     with pytest.raises(TypeError):
         Requantiser(32, 16)
+
+
+def test_stalled_output_fills_every_stage():
+    """With the output never ready, an always-valid producer fills all LATENCY stages, then stalls."""
+    dut = Requantiser()
+    accepted = []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 0)
+        ctx.set(dut.i.valid, 1)
+        for _ in range(3 * Requantiser.LATENCY):
+            n = len(accepted)
+            ctx.set(dut.i.payload, {"acc": n, "bias": 0, "tag": n})
+            _, _, ready = await ctx.tick().sample(dut.i.ready)
+            if ready:
+                accepted.append(n)
+        assert ctx.get(dut.o.valid) and ctx.get(dut.o.payload.tag) == 0
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert accepted == list(range(Requantiser.LATENCY))
