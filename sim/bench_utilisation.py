@@ -46,7 +46,7 @@ def run(pes_list: list[int]) -> list[dict]:
             program = compile_model(model, x_cal, CompileOptions(method="paper", prune=0.3, dense=dense)).program
             want = run_program(program, x[None]).reshape(-1)
             for pes in pes_list:
-                cfg = AcceleratorConfig(pes=pes, dense=dense, device="ecp5-85f", act_depth=1024, code_depth=1024,
+                cfg = AcceleratorConfig(pes=pes, dense=dense, device="ecp5-85f", act_depth=2048, code_depth=1024,
                                         bitmap_depth=512, basis_depth=512, bias_depth=256, desc_layers=2)
                 start = time.monotonic()
                 result = simulate(Accelerator(cfg), build_image(program, cfg), [x])[0]

@@ -159,7 +159,6 @@ def test_digits_mlp_end_to_end_on_the_default_up5k_configuration():
     """The bundled digits MLP, compiled as `sdhw compile` does, runs bit-exactly on the default UP5K build."""
     from golden.datasets import DIGITS_MLP, load_digits_split
     from golden.model import load_npz
-    from rtl_gen.image import expected_counts
 
     x_train, _, x_test, y_test = load_digits_split()
     model = load_npz(DIGITS_MLP)
