@@ -86,7 +86,11 @@ def _trunc_div_pow2(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
-    """gemmlowp ``SaturatingRoundingDoublingHighMul`` on int32 values: ``round(a * b / 2**31)``."""
+    """gemmlowp ``SaturatingRoundingDoublingHighMul`` on int32 values: ``a * b / 2**31`` rounded to nearest.
+
+    Ties round toward +infinity (``-1.5 -> -1``, ``0.5 -> 1``): the nudge is added before a division that
+    truncates toward zero, exactly as gemmlowp does.
+    """
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
     overflow = (a == INT32_MIN) & (b == INT32_MIN)
@@ -114,6 +118,8 @@ def saturate_int32(x) -> np.ndarray:
 def requantize(acc, m0: int, shift: int, zero_point: int, act_min: int = ACT_MIN,
                act_max: int = ACT_MAX) -> np.ndarray:
     """Requantise int32 accumulators to int8 (see the module docstring for the exact rule)."""
+    if not SHIFT_MIN <= shift <= SHIFT_MAX:
+        raise SdhwError(f"requantisation shift must be in [{SHIFT_MIN}, {SHIFT_MAX}], not {shift!r}")
     acc = np.asarray(acc, dtype=np.int64)
     if np.any(acc < INT32_MIN) or np.any(acc > INT32_MAX):
         raise SdhwError("accumulator overflows int32; the layer's weights or bias are out of range")

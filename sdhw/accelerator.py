@@ -249,12 +249,18 @@ class Accelerator(wiring.Component):
         pix_out_base = Signal(32)                # pg_o * M
         init_k = Signal(range(p_n + 1))
         newpix_pending = Signal()                # the next group started is the first of a new pixel group
+        restart_pending = Signal()               # ... is pixel group 0 of a new channel group
+        group_code_start = Signal(18)            # first code entry of the current channel group
+        group_code_end = Signal(18)              # one past its last entry
         # pixel lanes
         lane_ox = [Signal(17, name=f"lane{p}_ox") for p in range(p_n)]
         lane_iy = [Signal(signed(18), name=f"lane{p}_iy") for p in range(p_n)]
         lane_ix = [Signal(signed(18), name=f"lane{p}_ix") for p in range(p_n)]
         lane_base = [Signal(signed(ADDR_SIGNED), name=f"lane{p}_base") for p in range(p_n)]
         lane_o = [Signal(18, name=f"lane{p}_o") for p in range(p_n)]
+        lanes = (lane_ox, lane_iy, lane_ix, lane_base, lane_o)
+        # the lanes' state at pixel group 0, restored at the start of every channel group
+        lanes_init = tuple([Signal.like(sig, name=f"{sig.name}_init") for sig in group] for group in lanes)
 
         def step(p_src, dq_s, dr, dr_s, dbase, do):
             """Values of a pixel lane advanced by (dq rows, dr columns); returns (ox, iy, ix, base, o)."""
@@ -266,9 +272,11 @@ class Accelerator(wiring.Component):
                     lane_base[p_src] + dbase + Mux(wrap, fld["row_wrap"], 0),
                     lane_o[p_src] + do)
 
-        def set_lane(p, values):
-            return [lane_ox[p].eq(values[0]), lane_iy[p].eq(values[1]), lane_ix[p].eq(values[2]),
-                    lane_base[p].eq(values[3]), lane_o[p].eq(values[4])]
+        def set_lane(p, values, init=False):
+            stmts = [group[p].eq(v) for group, v in zip(lanes, values)]
+            if init:
+                stmts += [group[p].eq(v) for group, v in zip(lanes_init, values)]
+            return stmts
 
         # group bookkeeping shared with the pipeline
         rows_in_flight = Signal(8)               # rows accepted by row fetch and not yet issued
@@ -399,7 +407,7 @@ class Accelerator(wiring.Component):
 
         # group records: pushed when a group's decoding starts, popped with its first row at the tap issuer
         grp_layout = data.StructLayout({"m": 17, "qv": (q_n + 1).bit_length(), "out": 32,
-                                        "pv": (p_n + 1).bit_length(), "newpix": 1})
+                                        "pv": (p_n + 1).bit_length(), "newpix": 1, "restart": 1})
         grp_fifo = fifo.SyncFIFOBuffered(width=grp_layout.size, depth=4)
         m.submodules.group_fifo = ResetInserter(flush)(grp_fifo)
         grp_w = Signal(grp_layout)
@@ -407,7 +415,7 @@ class Accelerator(wiring.Component):
         chan_left = fld["out_c"] - cg_m
         m.d.comb += [grp_w.m.eq(cg_m), grp_w.qv.eq(Mux(chan_left >= q_n, q_n, chan_left)),
                      grp_w.out.eq(pix_out_base + cg_m), grp_w.pv.eq(Mux(pix_left >= p_n, p_n, pix_left)),
-                     grp_w.newpix.eq(newpix_pending),
+                     grp_w.newpix.eq(newpix_pending), grp_w.restart.eq(restart_pending),
                      grp_fifo.w_en.eq(decoder_start), grp_fifo.w_data.eq(grp_w)]
         grp_r = Signal(grp_layout)
         m.d.comb += grp_r.as_value().eq(grp_fifo.r_data)
@@ -435,7 +443,10 @@ class Accelerator(wiring.Component):
             m.d.sync += [ti_valid.eq(1), ti_weights.eq(rb_weights), ti_info.eq(rb_info), ti_tap.eq(0)]
             with m.If(rb_info.first):
                 m.d.sync += [ti_m.eq(grp_r.m), ti_qv.eq(grp_r.qv), ti_out.eq(grp_r.out), ti_pv.eq(grp_r.pv)]
-                with m.If(grp_r.newpix):
+                with m.If(grp_r.restart):
+                    for p in range(p_n):
+                        m.d.sync += [group[p].eq(init[p]) for group, init in zip(lanes, lanes_init)]
+                with m.Elif(grp_r.newpix):
                     for p in range(p_n):
                         m.d.sync += set_lane(p, step(p, fld["qs"], fld["r_w"], fld["rs"], fld["group_step"], p_n))
         with m.Elif(issue & op_final_tap):
@@ -621,47 +632,51 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         pad0 = Mux(is_k3, -1, 0)
                         m.d.sync += loaded_valid.eq(0)
-                        m.d.sync += [lane_ox[0].eq(0), lane_iy[0].eq(pad0), lane_ix[0].eq(pad0),
-                                     lane_base[0].eq(fld["base0"]), lane_o[0].eq(0), init_k.eq(1),
-                                     pg_o.eq(0), pix_out_base.eq(0)]
+                        m.d.sync += set_lane(0, (0, pad0, pad0, fld["base0"], 0), init=True)
+                        m.d.sync += [init_k.eq(1), pg_o.eq(0), pix_out_base.eq(0)]
                         m.next = "INIT_LANES"
                 with m.If(fail):
                     m.next = "IDLE"
             with m.State("INIT_LANES"):
                 for k in range(1, p_n):
                     with m.If(init_k == k):
-                        m.d.sync += set_lane(k, step(k - 1, 0, 1, fld["stride"], fld["step_x"], 1))
+                        m.d.sync += set_lane(k, step(k - 1, 0, 1, fld["stride"], fld["step_x"], 1), init=True)
                 m.d.sync += init_k.eq(init_k + 1)
                 with m.If(init_k >= p_n - 1 if p_n > 1 else Const(1)):
                     m.d.sync += [cg_m.eq(0), cg_idx.eq(0), code_ptr.eq(fld["code_base"]), newpix_pending.eq(0),
+                                 restart_pending.eq(0), group_code_start.eq(fld["code_base"]),
+                                 group_code_end.eq(fld["code_base"]),
                                  bm_ptr.eq(fld["bitmap_base"]), group_basis_ptr.eq(fld["basis_base"])]
                     m.next = "GROUP"
                 with m.If(fail):
                     m.next = "IDLE"
             with m.State("GROUP"):
-                with m.If(pg_o >= fld["n_pix"]):
+                # channel groups outside, pixel groups inside: a channel group's bases load once per layer
+                with m.If(cg_m >= fld["out_c"]):
                     m.next = "LAYER_END"
-                with m.Elif(cg_m >= fld["out_c"]):
-                    # next pixel group: the pixel lanes step when its first row reaches the tap issuer
-                    m.d.sync += [pg_o.eq(pg_o + p_n), pix_out_base.eq(pix_out_base + fld["pm_step"]),
-                                 cg_m.eq(0), cg_idx.eq(0), code_ptr.eq(fld["code_base"]), newpix_pending.eq(1),
-                                 bm_ptr.eq(fld["bitmap_base"]), group_basis_ptr.eq(fld["basis_base"])]
+                with m.Elif(pg_o >= fld["n_pix"]):
+                    # next channel group; the pixel lanes restart when its first row reaches the tap issuer
+                    m.d.sync += [cg_m.eq(cg_m + q_n), cg_idx.eq(cg_idx + 1), bm_ptr.eq(bm_ptr + fld["bm_words"]),
+                                 group_basis_ptr.eq(group_basis_ptr + (fld["n_blocks"] << q_shift)),
+                                 code_ptr.eq(group_code_end), group_code_start.eq(group_code_end),
+                                 pg_o.eq(0), pix_out_base.eq(0), restart_pending.eq(1), newpix_pending.eq(0)]
                 with m.Elif(~decoder.busy & ~group_pending & ~loading_basis & ~basis_settling):
                     # start decoding this channel group; bases load when its first row arrives
                     m.d.comb += decoder_start.eq(1)
                     with m.If(Const(int(sd)) & (bm_ptr + fld["bm_words"] > cfg.bitmap_depth)):
                         m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
                     m.d.sync += [group_pending.eq(1), rf_first_pending.eq(1), block_next.eq(0), block_idx.eq(0),
-                                 newpix_pending.eq(0)]
+                                 newpix_pending.eq(0), restart_pending.eq(0)]
                     m.next = "DECODE"
                 with m.If(fail):
                     m.next = "IDLE"
             with m.State("DECODE"):
                 # wait until the decoder has handed out the group's last entry
                 with m.If(accept_row & decoder.o.payload.last):
-                    m.d.sync += [group_pending.eq(0), cg_m.eq(cg_m + q_n), cg_idx.eq(cg_idx + 1),
-                                 bm_ptr.eq(bm_ptr + fld["bm_words"]),
-                                 group_basis_ptr.eq(group_basis_ptr + (fld["n_blocks"] << q_shift)),
+                    # the next pixel group re-reads this channel group's codes
+                    m.d.sync += [group_pending.eq(0), pg_o.eq(pg_o + p_n), newpix_pending.eq(1),
+                                 pix_out_base.eq(pix_out_base + fld["pm_step"]), code_ptr.eq(group_code_start),
+                                 group_code_end.eq(code_ptr + ~decoder.o.payload.empty),
                                  # conv 3x3 row slots 4c + 3 do not exist: not counted as skipped
                                  skipped.eq(skipped + decoder.skipped_count
                                             - (Mux(is_k3, fld["in_c"], 0) if sd else 0))]

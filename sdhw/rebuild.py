@@ -87,8 +87,10 @@ class RebuildUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         e = self._exp_bits
-        term_bits = 8 + (1 << e) - 2 + 1          # B << (2**E - 2), negated
-        exact_bits = term_bits + 2                # sum of three terms
+        # A term lies in [-127 * 2**s, 128 * 2**s] with s = 2**E - 2 (the largest shift), a column sum within
+        # +-3 * 2**(7 + s) < 2**(9 + s).
+        term_bits = (1 << e) + 7
+        exact_bits = term_bits + 1
         qmax = (1 << (self._weight_bits - 1)) - 1
 
         advance = Signal()

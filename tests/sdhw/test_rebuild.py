@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from golden.sd import rebuild_exact, round_saturate
@@ -269,3 +270,11 @@ def test_constructor_rejects_bad_parameters(kwargs, shown):
 def test_constructor_is_keyword_only():
     with pytest.raises(TypeError):
         RebuildUnit(2, 8)
+
+
+@pytest.mark.parametrize("exp_bits", [1, 4])
+def test_no_general_multiplier(exp_bits):
+    """Shift-based recovery: the netlist has shifters, negations and adders, and no multiplier cell."""
+    text = rtlil.convert(RebuildUnit(exp_bits=exp_bits, weight_bits=16), name="rebuild")
+    cells = {line.split()[1] for line in text.splitlines() if line.strip().startswith("cell ")}
+    assert "$mul" not in cells and {"$shl", "$neg", "$add"} <= cells, sorted(cells)

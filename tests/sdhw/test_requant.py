@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from golden.quant import INT32_MAX, INT32_MIN, requantize
@@ -243,3 +244,9 @@ def test_stalled_output_fills_every_stage():
     sim.add_testbench(bench)
     sim.run()
     assert accepted == list(range(Requantiser.LATENCY))
+
+
+def test_multiply_is_isolated_in_one_stage():
+    """The only multipliers are the two partial products of stage 3 (32 x 16 and 32 x 15 bits)."""
+    text = rtlil.convert(Requantiser(), name="requantiser")
+    assert text.count("cell $mul") == 2
