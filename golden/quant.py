@@ -23,7 +23,7 @@ from .errors import SdhwError
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 ACT_MIN, ACT_MAX = -128, 127          # int8 activations
-SHIFT_MIN, SHIFT_MAX = -31, 31        # range of the requantisation shift (negative = left shift)
+SHIFT_MIN, SHIFT_MAX = -32, 31        # range of the requantisation shift (negative = left shift); signed 6 bits
 
 
 @dataclass(frozen=True)

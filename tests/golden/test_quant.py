@@ -143,7 +143,7 @@ def test_quantize_multiplier_hand_cases(real, m0, shift):
     assert quantize_multiplier(real) == (m0, shift)
 
 
-@pytest.mark.parametrize("bad", [0.0, -0.0, -0.5, -1e-9, float("nan"), float("inf"), float("-inf"), 2.0**31,
+@pytest.mark.parametrize("bad", [0.0, -0.0, -0.5, -1e-9, float("nan"), float("inf"), float("-inf"), 2.0**32,
                                  1e12])
 def test_quantize_multiplier_rejects(bad):
     with pytest.raises(SdhwError):
