@@ -2,29 +2,17 @@
 bad configurations are refused before elaboration; `sdhw compile --for` lays programs out for a manifest."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 
 import numpy as np
 import pytest
+from test_cli import run
 
 from golden.datasets import DIGITS_MLP
-from rtl_gen.cli import main
 from rtl_gen.generate import load_config_file, make_config
 from rtl_gen.image import load_image, unpack_image
 from rtl_gen.tools import VERILATOR_WAIVERS, tool_env, which
-
-
-def run(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in argv])
-        except SystemExit as exc:
-            rc = exc.code
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize("pes", [1, 4, 16, 64, 256])
