@@ -408,7 +408,7 @@ class Accelerator(wiring.Component):
         # group records: pushed when a group's decoding starts, popped with its first row at the tap issuer
         grp_layout = data.StructLayout({"m": 17, "qv": (q_n + 1).bit_length(), "out": 32,
                                         "pv": (p_n + 1).bit_length(), "newpix": 1, "restart": 1})
-        grp_fifo = fifo.SyncFIFOBuffered(width=grp_layout.size, depth=4)
+        grp_fifo = fifo.SyncFIFOBuffered(width=grp_layout.size, depth=8)
         m.submodules.group_fifo = ResetInserter(flush)(grp_fifo)
         grp_w = Signal(grp_layout)
         pix_left = fld["n_pix"] - pg_o
@@ -660,7 +660,7 @@ class Accelerator(wiring.Component):
                                  group_basis_ptr.eq(group_basis_ptr + (fld["n_blocks"] << q_shift)),
                                  code_ptr.eq(group_code_end), group_code_start.eq(group_code_end),
                                  pg_o.eq(0), pix_out_base.eq(0), restart_pending.eq(1), newpix_pending.eq(0)]
-                with m.Elif(~decoder.busy & ~group_pending & ~loading_basis & ~basis_settling):
+                with m.Elif(~decoder.busy & ~group_pending & ~loading_basis & ~basis_settling & grp_fifo.w_rdy):
                     # start decoding this channel group; bases load when its first row arrives
                     m.d.comb += decoder_start.eq(1)
                     with m.If(Const(int(sd)) & (bm_ptr + fld["bm_words"] > cfg.bitmap_depth)):

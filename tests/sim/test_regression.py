@@ -1,0 +1,139 @@
+"""cocotb regression of the generated Verilog against golden: random layers on several PE counts, SD and
+dense builds, edge cases, corrupt programs, reset in the middle of a layer, host idle inserter.
+
+`make test` checks >= 500 random layers; `make test-all` (the `slow` marker) >= 10,000. SIM=verilator switches
+simulator; WAVES=1 records waveforms. Seeds are fixed and printed in every failure.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rtl_gen.tools import which
+from sdhw import hostbus as hb
+from sdhw.config import DESC_WORDS, AcceleratorConfig
+from sdhw.descriptor import decode, encode
+from sim.random_programs import edge_programs, random_input, random_program
+from sim.runner import Build, Job, simulator
+
+pytestmark = pytest.mark.skipif(which("iverilog") is None and simulator() == "icarus",
+                                reason="iverilog is not installed (make install adds the Debian package)")
+
+DEPTHS = {"act_depth": 512, "code_depth": 512, "bitmap_depth": 256, "basis_depth": 256, "bias_depth": 256,
+          "desc_layers": 4}
+BUILDS = [(pes, dense) for dense in (False, True) for pes in (1, 4, 16, 64)]
+PROGRAMS_FAST = 48          # x ~1.6 layers x 8 builds >= 500 layers
+PROGRAMS_SLOW = 800         # x ~1.6 layers x 8 builds >= 10,000 layers
+
+
+def config(pes: int, dense: bool) -> AcceleratorConfig:
+    return AcceleratorConfig(pes=pes, dense=dense, device="ecp5-85f", **DEPTHS)
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    cache = {}
+
+    def get(pes, dense):
+        if (pes, dense) not in cache:
+            cfg = config(pes, dense)
+            cache[pes, dense] = Build(cfg, tmp_path_factory.mktemp(f"build-{pes}-{'dense' if dense else 'sd'}"))
+        return cache[pes, dense]
+    return get
+
+
+def _random_job(seed: int, cfg: AcceleratorConfig, n_programs: int) -> tuple[Job, int]:
+    rng = np.random.default_rng(seed)
+    job, layers = Job(), 0
+    for k in range(n_programs):
+        program = random_program(rng, cfg)
+        layers += len(program.layers)
+        desc = " -> ".join(layer.describe() for layer in program.layers)
+        job.add_program(f"program {k} ({desc})", program, cfg, [random_input(rng, program)])
+    return job, layers
+
+
+def _run_random(builds, record_counts, pes, dense, n_programs, seed):
+    build = builds(pes, dense)
+    job, layers = _random_job(seed, build.cfg, n_programs)
+    stats = build.run(job, seed=seed, idle=0.15, name=f"random-{seed}")
+    assert stats["cases"] == n_programs and stats["inferences"] == n_programs
+    record_counts(layers=layers, programs=n_programs, outputs=stats["outputs_checked"])
+    print(f"N={pes} {'dense' if dense else 'SD'}: {layers} random layers in {n_programs} programs, "
+          f"{stats['outputs_checked']} outputs checked bit-exact (seed {seed})")
+
+
+@pytest.mark.parametrize("pes, dense", BUILDS)
+def test_random_layers(builds, record_counts, pes, dense):
+    _run_random(builds, record_counts, pes, dense, PROGRAMS_FAST, seed=1000 + pes + 7 * dense)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pes, dense", BUILDS)
+def test_random_layers_many(builds, record_counts, pes, dense):
+    _run_random(builds, record_counts, pes, dense, PROGRAMS_SLOW, seed=5000 + pes + 7 * dense)
+
+
+@pytest.mark.parametrize("pes, dense", [(4, False), (16, False), (4, True)])
+def test_edge_cases(builds, record_counts, pes, dense):
+    build = builds(pes, dense)
+    rng = np.random.default_rng(77)
+    job = Job()
+    programs = edge_programs(rng, build.cfg)
+    for name, program in programs.items():
+        job.add_program(name, program, build.cfg, [random_input(rng, program) for _ in range(2)])
+    stats = build.run(job, seed=77, name="edges")
+    assert stats["cases"] == len(programs)
+    record_counts(layers=len(programs), programs=len(programs), outputs=stats["outputs_checked"])
+
+
+CORRUPT = {"kind": ({"kind": 3}, hb.ERR_KIND), "stride": ({"stride": 0}, hb.ERR_STRIDE),
+           "act-size": ({"out_size": 60_000}, hb.ERR_ACT_SIZE), "tap": ({"base0": -70_000}, hb.ERR_ACT_ADDR),
+           "codes": ({"code_base": 510}, hb.ERR_WEIGHT_ADDR)}
+
+
+def test_corrupt_programs_raise_the_error_flag(builds):
+    """Corrupt descriptors stop the run with the error flag and the right code, within a timeout (no hang);
+    a correct program right after runs bit-exactly."""
+    build = builds(4, False)
+    rng = np.random.default_rng(99)
+    program = random_program(rng, build.cfg)
+    x = random_input(rng, program)
+    job = Job()
+    for name, (changes, code) in CORRUPT.items():
+        job.add_program(name, program, build.cfg, [x], check_counters=False, error=code, timeout=20_000)
+        case = job.cases[-1]
+        writes = dict((a, w) for a, w in case["writes"])
+        first = [writes[(hb.REGION_DESC << 16) | k] for k in range(DESC_WORDS)]
+        fields = decode(first)
+        fields.update(changes)
+        for k, word in enumerate(encode(fields, DESC_WORDS)):
+            writes[(hb.REGION_DESC << 16) | k] = word
+        case["writes"] = [list(item) for item in writes.items()]
+    job.add_program("clean run after the errors", program, build.cfg, [x])
+    stats = build.run(job, seed=99, name="corrupt")
+    assert stats["errors_checked"] == len(CORRUPT) and stats["inferences"] == 1
+
+
+def test_reset_in_the_middle_of_a_layer_then_clean_rerun(builds):
+    build = builds(16, False)
+    rng = np.random.default_rng(123)
+    job = Job()
+    for k in range(4):
+        program = random_program(rng, build.cfg)
+        job.add_program(f"reset {k}", program, build.cfg, [random_input(rng, program)], reset_mid_run=True,
+                        reset_after=200)
+    stats = build.run(job, seed=123, idle=0.3, name="reset")
+    assert stats["resets"] == 4 and stats["inferences"] == 4
+
+
+def test_a_wrong_expectation_fails(builds):
+    """The scoreboard is live: one flipped expected value makes the cocotb run fail."""
+    build = builds(4, False)
+    rng = np.random.default_rng(5)
+    program = random_program(rng, build.cfg)
+    job = Job()
+    job.add_program("deliberately wrong", program, build.cfg, [random_input(rng, program)])
+    job.cases[-1]["expected"][0][0] += 1
+    with pytest.raises(Exception):
+        build.run(job, seed=5, name="wrong")
