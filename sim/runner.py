@@ -21,6 +21,10 @@ from sdhw.config import AcceleratorConfig
 SIMULATORS = ("icarus", "verilator")
 
 
+class SimulationFailed(AssertionError):
+    """A cocotb job failed: a check (output, counter, status) or the simulator itself."""
+
+
 def simulator() -> str:
     sim = os.environ.get("SIM", "icarus")
     if sim not in SIMULATORS:
@@ -78,13 +82,16 @@ class Build:
         result_path = self.dir / f"{name}.result.json"
         job_path.write_text(json.dumps({"cases": job.cases}))
         result_path.unlink(missing_ok=True)
-        results_xml = self.runner.test(
-            hdl_toplevel=TOP_NAME, test_module="sim.cocotb_tb", build_dir=self.dir / "sim", test_dir=self.dir,
-            extra_env={"SDHW_JOB": str(job_path), "SDHW_RESULT": str(result_path)},
-            plusargs=[f"+seed={seed}", f"+idle={idle}"], waves=self.waves,
-            results_xml=str(self.dir / f"{name}.results.xml"))
+        results_xml = self.dir / f"{name}.results.xml"
+        try:
+            self.runner.test(
+                hdl_toplevel=TOP_NAME, test_module="sim.cocotb_tb", build_dir=self.dir / "sim", test_dir=self.dir,
+                extra_env={"SDHW_JOB": str(job_path), "SDHW_RESULT": str(result_path)},
+                plusargs=[f"+seed={seed}", f"+idle={idle}"], waves=self.waves, results_xml=str(results_xml))
+        except SystemExit as exc:                   # the cocotb runner exits when a test fails under pytest
+            raise SimulationFailed(f"cocotb job {name} (seed {seed}) failed; see {results_xml}") from exc
         if not result_path.exists():
-            raise AssertionError(f"cocotb job {name} (seed {seed}) failed; see {results_xml}")
+            raise SimulationFailed(f"cocotb job {name} (seed {seed}) failed; see {results_xml}")
         stats = json.loads(result_path.read_text())
         if self.waves:
             waves = sorted(p for p in (self.dir / "sim").glob("*") if p.suffix in (".fst", ".vcd"))

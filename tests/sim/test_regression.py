@@ -14,7 +14,7 @@ from sdhw import hostbus as hb
 from sdhw.config import DESC_WORDS, AcceleratorConfig
 from sdhw.descriptor import decode, encode
 from sim.random_programs import edge_programs, random_input, random_program
-from sim.runner import Build, Job, simulator
+from sim.runner import Build, Job, SimulationFailed, simulator
 
 pytestmark = pytest.mark.skipif(which("iverilog") is None and simulator() == "icarus",
                                 reason="iverilog is not installed (make install adds the Debian package)")
@@ -135,5 +135,5 @@ def test_a_wrong_expectation_fails(builds):
     job = Job()
     job.add_program("deliberately wrong", program, build.cfg, [random_input(rng, program)])
     job.cases[-1]["expected"][0][0] += 1
-    with pytest.raises(Exception):
+    with pytest.raises(SimulationFailed):
         build.run(job, seed=5, name="wrong")
