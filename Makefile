@@ -35,8 +35,11 @@ test-all: install
 lint: install
 	$(VENV)/bin/ruff check golden sdhw rtl_gen sim fpga tests examples
 
+# The main job on the bundled default: compile the digits MLP (compression, accuracy), then run test images
+# on the generated RTL and check every output against golden.
 demo: install
 	$(VENV)/bin/sdhw compile golden/data/digits_mlp.npz -o build/digits_mlp.sdp --eval
+	$(VENV)/bin/sdhw sim --model golden/data/digits_mlp.npz --pes $(PES) --limit 20
 
 # Benchmarks: JSON + Markdown under bench/
 bench: install

@@ -225,6 +225,26 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_sim(args) -> int:
+    from sim.digits import run_digits
+
+    progress = Progress(not (args.quiet or args.json))
+    model = load_model(args.model)
+    result = run_digits(model, pes=args.pes, dense=args.dense, limit=args.limit, device=args.device, sim=args.sim,
+                        build_dir=args.build_dir, progress=progress)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"RTL ({result['simulator']}, {result['device']}, {result['pes']} PEs = {result['channel_lanes']} x "
+          f"{result['pixel_lanes']}, {result['build']}) on {result['images']} digits test images: "
+          f"outputs equal golden ({result['outputs_checked']} values checked)")
+    print(f"accuracy {result['accuracy'] * 100:.2f}%, {result['cycles_per_inference']:.0f} cycles/inference, "
+          f"utilisation {result['utilisation'] * 100:.1f}% (MACs issued / (cycles x N)), "
+          f"{result['rows_skipped_per_inference']:.0f} zero rows skipped/inference, "
+          f"simulated in {result['sim_seconds']} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdhw", description="SmartDeal accelerator generator and tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -259,6 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", help="TOML or JSON file setting any generator parameter; flags override it")
     g.add_argument("-o", "--output", required=True, help="output directory")
     g.set_defaults(func=cmd_generate)
+    sm = sub.add_parser("sim", help="run the digits test split on the generated RTL and compare with golden")
+    sm.add_argument("--model", required=True, help="model file (.npz or scikit-learn MLP) with 64 inputs")
+    sm.add_argument("--pes", type=int, default=16, help="PE count (default 16)")
+    sm.add_argument("--dense", action="store_true", help="the dense int8 baseline")
+    sm.add_argument("--limit", type=int, help="only the first K test images")
+    sm.add_argument("--device", choices=sorted(DEVICES), help="device (default: the smallest that holds the program)")
+    sm.add_argument("--sim", choices=("icarus", "verilator"), help="simulator (default: $SIM or icarus)")
+    sm.add_argument("--build-dir", help="where to generate and build (default build/sim-DEVICE-N)")
+    sm.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    sm.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    sm.set_defaults(func=cmd_sim)
     i = sub.add_parser("inspect", help="check a packed program (.sdp) and print its layers")
     i.add_argument("program", help="program file (.sdp)")
     i.add_argument("--eval", action="store_true", help="accuracy on the bundled digits test split (golden)")

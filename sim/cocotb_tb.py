@@ -151,6 +151,8 @@ async def run_job(dut):
             got = await tb.read_outputs(case["output_region"], len(case["expected"][k]))
             scoreboard(f"{name} input {k}", seed, got, case["expected"][k])
             stats["outputs_checked"] += len(got)
+            if case.get("keep_outputs"):
+                stats.setdefault("outputs", []).append(got)
             stats["inferences"] += 1
             cycles = await tb.counter(CSR_CYCLES)
             macs = await tb.counter(CSR_MACS)

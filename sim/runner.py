@@ -66,7 +66,7 @@ class Build:
         from cocotb_tools.runner import get_runner
 
         self.cfg = cfg
-        self.dir = Path(build_dir)
+        self.dir = Path(build_dir).resolve()
         self.sim = sim or simulator()
         self.waves = waves_enabled() if waves is None else waves
         os.environ.update({"PATH": tool_env()["PATH"]})
@@ -81,8 +81,11 @@ class Build:
         self.runner.build(sources=[self.dir / f"{TOP_NAME}.v"], hdl_toplevel=TOP_NAME, build_dir=self.dir / "sim",
                           timescale=("1ns", "1ps"), waves=self.waves, build_args=build_args, always=True)
 
-    def run(self, job: Job, *, seed: int = 1, idle: float = 0.0, name: str = "job") -> dict:
-        """Run ``job``; a failing check raises (with the seed); returns the testbench's statistics."""
+    def run(self, job: Job, *, seed: int = 1, idle: float = 0.0, name: str = "job", quiet: bool = False) -> dict:
+        """Run ``job``; a failing check raises (with the seed); returns the testbench's statistics.
+
+        ``quiet`` sends the simulator's output to ``<build dir>/<name>.log`` instead of the console.
+        """
         job_path = self.dir / f"{name}.json"
         result_path = self.dir / f"{name}.result.json"
         job_path.write_text(json.dumps({"cases": job.cases}))
@@ -92,14 +95,20 @@ class Build:
             self.runner.test(
                 hdl_toplevel=TOP_NAME, test_module="sim.cocotb_tb", build_dir=self.dir / "sim", test_dir=self.dir,
                 extra_env={"SDHW_JOB": str(job_path), "SDHW_RESULT": str(result_path)},
-                plusargs=[f"+seed={seed}", f"+idle={idle}"], waves=self.waves, results_xml=str(results_xml))
+                plusargs=[f"+seed={seed}", f"+idle={idle}"], seed=seed, waves=self.waves,
+                results_xml=str(results_xml), log_file=self.dir / f"{name}.log" if quiet else None)
         except SystemExit as exc:                   # the cocotb runner exits when a test fails under pytest
-            raise SimulationFailed(f"cocotb job {name} (seed {seed}) failed; see {results_xml}") from exc
+            raise SimulationFailed(f"cocotb job {name} (seed {seed}) failed; see {self._where(name, quiet)}") from exc
         if not result_path.exists():
-            raise SimulationFailed(f"cocotb job {name} (seed {seed}) failed; see {results_xml}")
+            raise SimulationFailed(f"cocotb job {name} (seed {seed}) failed; see {self._where(name, quiet)}")
         stats = json.loads(result_path.read_text())
+        if quiet:
+            stats["log"] = str(self.dir / f"{name}.log")
         if self.waves:
             waves = sorted(p for p in (self.dir / "sim").glob("*") if p.suffix in (".fst", ".vcd"))
             print(f"waveforms: {', '.join(map(str, waves)) or 'none written'}")
             stats["waves"] = [str(p) for p in waves]
         return stats
+
+    def _where(self, name: str, quiet: bool) -> str:
+        return str(self.dir / f"{name}.log") if quiet else "the simulator output above"

@@ -164,3 +164,27 @@ def test_waves_on_demand(tmp_path, capsys):
     stats = Build(cfg, tmp_path, sim="icarus", waves=True).run(_small_job(18, cfg, 1), seed=18)
     assert stats["waves"] and all(Path(p).stat().st_size > 0 for p in stats["waves"])
     assert "waveforms:" in capsys.readouterr().out
+
+
+def test_sdhw_sim_command(tmp_path, capsys):
+    from rtl_gen.cli import main
+
+    rc = main(["sim", "--model", "golden/data/digits_mlp.npz", "--pes", "4", "--limit", "3", "--device", "ecp5-25f",
+               "--build-dir", str(tmp_path), "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    import json
+    result = json.loads(out)
+    assert result["rtl_equals_golden"] and result["images"] == 3 and result["outputs_checked"] == 30
+    assert result["cycles_per_inference"] > 0 and 0 < result["utilisation"] <= 1
+
+
+def test_sdhw_sim_rejects_a_model_without_64_inputs(tmp_path, capsys):
+    from golden.model import Layer, Model, save_npz
+    from rtl_gen.cli import main
+
+    path = tmp_path / "m.npz"
+    save_npz(Model((10,), [Layer("fc", np.ones((2, 10)), np.zeros(2))]), path)
+    rc = main(["sim", "--model", str(path), "--pes", "4", "--build-dir", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "64 inputs" in err and err.strip().count("\n") == 0

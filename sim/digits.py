@@ -1,0 +1,77 @@
+"""The digits models end to end on the RTL: compile, generate, simulate the test split, compare with golden
+(``sdhw sim``; ``make demo``; the digits benchmark)."""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from golden import SdhwError
+from golden.compiler import CompileOptions, compile_model
+from golden.datasets import load_digits_split
+from golden.model import Model
+from rtl_gen.image import build_image
+from sdhw.config import DEFAULT_DEPTHS, DEVICES, AcceleratorConfig, check_fits
+
+from .runner import Build, Job, SimulationFailed
+
+
+def pick_device(program, pes: int, dense: bool, device: str | None) -> AcceleratorConfig:
+    """The given device, or the smallest whose default memories hold the program at this PE count."""
+    candidates = [device] if device else list(DEVICES)
+    errors = []
+    for name in candidates:
+        try:
+            cfg = AcceleratorConfig(pes=pes, dense=dense, device=name)
+            check_fits(cfg)
+            build_image(program, cfg)
+            return cfg
+        except SdhwError as exc:
+            errors.append(f"{name}: {exc}")
+    if device:
+        raise SdhwError(errors[0].split(": ", 1)[1])
+    raise SdhwError(f"no device holds this program at pes={pes}: " + "; ".join(errors))
+
+
+def run_digits(model: Model, *, pes: int, dense: bool = False, limit: int | None = None,
+               device: str | None = None, sim: str | None = None, build_dir=None, progress=print) -> dict:
+    if int(np.prod(model.input_shape)) != 64:
+        raise SdhwError(f"the bundled digits data has 64 inputs (8x8x1); this model takes {model.input_shape}")
+    x_train, _, x_test, y_test = load_digits_split()
+    if limit is not None:
+        if limit < 1:
+            raise SdhwError(f"--limit must be >= 1, not {limit}")
+        x_test, y_test = x_test[:limit], y_test[:limit]
+    progress(f"compiling ({'dense int8' if dense else 'SD'})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = compile_model(model, x_train.reshape((-1, *model.input_shape)), CompileOptions(dense=dense)).program
+    cfg = pick_device(program, pes, dense, device)
+    build_dir = Path(build_dir or f"build/sim-{cfg.device}-{pes}{'-dense' if dense else ''}")
+    progress(f"generating and building {cfg.device}, {pes} PEs = {cfg.channel_lanes} x {cfg.pixel_lanes} "
+             f"in {build_dir}")
+    build = Build(cfg, build_dir, sim=sim)
+    x_q = program.input_q.quantize(x_test.reshape((-1, *model.input_shape)))
+    job = Job()
+    job.add_program("digits", program, cfg, list(x_q), keep_outputs=True)
+    progress(f"simulating {len(x_q)} test images on the RTL ({build.sim})")
+    start = time.monotonic()
+    try:
+        stats = build.run(job, seed=1, name="digits", quiet=True)
+    except SimulationFailed as exc:
+        raise SdhwError(f"RTL simulation failed: {exc}") from None
+    seconds = time.monotonic() - start
+    outputs = np.asarray(stats["outputs"])
+    cycles, macs = np.asarray(stats["cycles"]), np.asarray(stats["macs"])
+    return {
+        "model_layers": len(program.layers), "build": "dense" if dense else "sd", "device": cfg.device, "pes": pes,
+        "channel_lanes": cfg.channel_lanes, "pixel_lanes": cfg.pixel_lanes, "simulator": build.sim,
+        "images": len(x_q), "rtl_equals_golden": True, "outputs_checked": stats["outputs_checked"],
+        "accuracy": float(np.mean(np.argmax(outputs, axis=1) == y_test)),
+        "cycles_per_inference": float(cycles.mean()), "macs_per_inference": float(macs.mean()),
+        "utilisation": float((macs / (cycles * pes)).mean()),
+        "rows_skipped_per_inference": float(np.mean(stats["skipped"])), "sim_seconds": round(seconds, 1),
+        "depths": {k: getattr(cfg, k) for k in DEFAULT_DEPTHS[cfg.device]},
+    }
