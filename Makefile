@@ -44,6 +44,7 @@ demo: install
 # Benchmarks: JSON + Markdown under bench/
 bench: install
 	$(PYTHON) -m sim.bench_utilisation --out bench
+	$(PYTHON) -m sim.bench_digits --out bench
 
 # Verilog + manifest of one configuration: make verilog PES=16 [DEVICE=up5k] [DENSE=1]
 verilog: install

@@ -14,7 +14,7 @@ import numpy as np
 
 from golden.program import Program, run_program
 from rtl_gen.generate import TOP_NAME, generate
-from rtl_gen.image import build_image, expected_counts
+from rtl_gen.image import ProgramImage, build_image, expected_counts
 from rtl_gen.tools import tool_env
 from sdhw.config import AcceleratorConfig
 
@@ -44,14 +44,19 @@ class Job:
 
     def add_program(self, name: str, program: Program, cfg: AcceleratorConfig, inputs: list[np.ndarray], *,
                     check_counters: bool = True, **extra) -> None:
-        image = build_image(program, cfg)
+        """A program laid out for ``cfg``; expected outputs (and counters) from golden."""
+        if check_counters:
+            extra = {**expected_counts(program, cfg), **extra}
+        self.add_image(name, build_image(program, cfg), inputs,
+                       [run_program(program, np.asarray(x)[None]).reshape(-1) for x in inputs], **extra)
+
+    def add_image(self, name: str, image: ProgramImage, inputs: list[np.ndarray], expected: list[np.ndarray],
+                  **extra) -> None:
+        """A program image (e.g. an ``.sdimg`` from ``sdhw compile --for``) with inputs and expected outputs."""
         case = {"name": name, "writes": [list(w) for w in image.writes()], "input_region": image.input_region,
                 "output_region": image.output_region,
                 "inputs": [np.asarray(x, dtype=np.int64).reshape(-1).tolist() for x in inputs],
-                "expected": [run_program(program, np.asarray(x)[None]).reshape(-1).tolist() for x in inputs]}
-        if check_counters:
-            counts = expected_counts(program, cfg)
-            case.update(macs=counts["macs"], rows_skipped=counts["rows_skipped"])
+                "expected": [np.asarray(y, dtype=np.int64).reshape(-1).tolist() for y in expected]}
         case.update(extra)
         self.cases.append(case)
 

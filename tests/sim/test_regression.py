@@ -188,3 +188,26 @@ def test_sdhw_sim_rejects_a_model_without_64_inputs(tmp_path, capsys):
     rc = main(["sim", "--model", str(path), "--pes", "4", "--build-dir", str(tmp_path / "b")])
     err = capsys.readouterr().err
     assert rc == 1 and "64 inputs" in err and err.strip().count("\n") == 0
+
+
+def test_image_file_from_the_command_line_runs_on_the_rtl(tmp_path):
+    """generate -> compile --for -> .sdimg file -> the TB's program loader -> outputs equal golden's."""
+    from golden import format as fmt
+    from golden.datasets import load_digits_split
+    from golden.program import run_program
+    from rtl_gen.cli import main
+    from rtl_gen.generate import load_manifest
+    from rtl_gen.image import load_image
+
+    acc = tmp_path / "acc"
+    assert main(["generate", "--pes", "4", "--device", "ecp5-25f", "-o", str(acc)]) == 0
+    assert main(["compile", "golden/data/digits_mlp.npz", "-o", str(tmp_path / "mlp.sdp"), "--for", str(acc),
+                 "--epochs", "0", "-q"]) == 0
+    _, cfg = load_manifest(acc)
+    program = fmt.load(tmp_path / "mlp.sdp")
+    image = load_image(tmp_path / "mlp.sdimg")
+    x_q = program.input_q.quantize(load_digits_split()[2][:2])
+    job = Job()
+    job.add_image("digits from .sdimg", image, list(x_q), [run_program(program, x[None]) for x in x_q])
+    stats = Build(cfg, tmp_path / "build").run(job, seed=3, idle=0.2)
+    assert stats["inferences"] == 2 and stats["outputs_checked"] == 20
