@@ -25,7 +25,7 @@ DEPTHS = {"act_depth": 512, "code_depth": 512, "bitmap_depth": 256, "basis_depth
           "desc_layers": 4}
 BUILDS = [(pes, dense) for dense in (False, True) for pes in (1, 4, 16, 64)]
 PROGRAMS_FAST = 48          # x ~1.6 layers x 8 builds >= 500 layers
-PROGRAMS_SLOW = 800         # x ~1.6 layers x 8 builds >= 10,000 layers
+PROGRAMS_SLOW = 850         # x ~1.6 layers x 8 builds >= 10,000 layers
 
 
 def config(pes: int, dense: bool) -> AcceleratorConfig:
