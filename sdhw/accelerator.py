@@ -243,7 +243,6 @@ class Accelerator(wiring.Component):
         desc_word = Signal(range(DESC_WORDS + 1))
         pg_o = Signal(18)                        # output pixel of pixel lane 0
         cg_m = Signal(17)                        # output channel of channel lane 0
-        cg_idx = Signal(16)
         code_ptr = Signal(18)
         bm_ptr = Signal(18)
         pix_out_base = Signal(32)                # pg_o * M
@@ -302,7 +301,6 @@ class Accelerator(wiring.Component):
         # basis loading: Q cycles, one lane per cycle, for (channel group, block)
         basis_lane = Signal(range(q_n + 1))
         basis_addr = Signal(20)
-        basis_load_now = Signal()
         basis_settling = Signal()                # rows wait while bases are being loaded
         block_next = Signal(18)                  # golden row index where the next block starts
         block_idx = Signal(16)                   # next block to load in the current channel group
@@ -370,7 +368,6 @@ class Accelerator(wiring.Component):
             load_lane = Signal(range(q_n + 1))
             load_valid = Signal()
             m.d.sync += [load_lane.eq(basis_lane), load_valid.eq(loading_basis)]
-            m.d.comb += basis_load_now.eq(load_valid)
             for q, unit in enumerate(rebuild):
                 m.d.comb += [unit.basis.as_value().eq(basis_rd.data),
                              unit.basis_load.eq(load_valid & (load_lane == q))]
@@ -643,7 +640,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += set_lane(k, step(k - 1, 0, 1, fld["stride"], fld["step_x"], 1), init=True)
                 m.d.sync += init_k.eq(init_k + 1)
                 with m.If(init_k >= p_n - 1 if p_n > 1 else Const(1)):
-                    m.d.sync += [cg_m.eq(0), cg_idx.eq(0), code_ptr.eq(fld["code_base"]), newpix_pending.eq(0),
+                    m.d.sync += [cg_m.eq(0), code_ptr.eq(fld["code_base"]), newpix_pending.eq(0),
                                  restart_pending.eq(0), group_code_start.eq(fld["code_base"]),
                                  group_code_end.eq(fld["code_base"]),
                                  bm_ptr.eq(fld["bitmap_base"]), group_basis_ptr.eq(fld["basis_base"])]
@@ -656,7 +653,7 @@ class Accelerator(wiring.Component):
                     m.next = "LAYER_END"
                 with m.Elif(pg_o >= fld["n_pix"]):
                     # next channel group; the pixel lanes restart when its first row reaches the tap issuer
-                    m.d.sync += [cg_m.eq(cg_m + q_n), cg_idx.eq(cg_idx + 1), bm_ptr.eq(bm_ptr + fld["bm_words"]),
+                    m.d.sync += [cg_m.eq(cg_m + q_n), bm_ptr.eq(bm_ptr + fld["bm_words"]),
                                  group_basis_ptr.eq(group_basis_ptr + (fld["n_blocks"] << q_shift)),
                                  code_ptr.eq(group_code_end), group_code_start.eq(group_code_end),
                                  pg_o.eq(0), pix_out_base.eq(0), restart_pending.eq(1), newpix_pending.eq(0)]
