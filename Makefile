@@ -5,7 +5,7 @@ PIP     := $(PYTHON) -m pip
 JOBS    ?= 2
 
 PES     ?= 16
-DEVICE  ?= up5k
+DEVICE  ?= ecp5-25f
 
 .PHONY: install test test-all lint demo bench models verilog clean
 
@@ -46,7 +46,7 @@ bench: install
 	$(PYTHON) -m sim.bench_utilisation --out bench
 	$(PYTHON) -m sim.bench_digits --out bench
 
-# Verilog + manifest of one configuration: make verilog PES=16 [DEVICE=up5k] [DENSE=1]
+# Verilog + manifest of one configuration: make verilog PES=16 [DEVICE=ecp5-25f] [DENSE=1]
 verilog: install
 	$(VENV)/bin/sdhw generate --pes $(PES) --device $(DEVICE) $(if $(DENSE),--dense,) -o build/verilog-$(PES)$(if $(DENSE),-dense,)
 

@@ -207,12 +207,12 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from sdhw.config import DEFAULT_PES
+    from sdhw.config import DEFAULT_DEVICE, DEFAULT_PES
 
     from .generate import generate, load_config_file, make_config
 
     file_values = load_config_file(args.config) if args.config else {}
-    device = args.device or file_values.get("device", "up5k")
+    device = args.device or file_values.get("device", DEFAULT_DEVICE)
     pes = args.pes if args.pes is not None else file_values.get("pes", DEFAULT_PES.get(device, 16))
     cfg = make_config(file_values, pes=pes, device=args.device, dense=True if args.dense else None)
     manifest = generate(cfg, args.output)
@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pes", type=int, help="multipliers = peak MACs per cycle (power of two, 1..1024; "
                                            "default: the device's default)")
     g.add_argument("--dense", action="store_true", help="the dense int8 baseline (no decoder/rebuild)")
-    g.add_argument("--device", choices=sorted(DEVICES), help="target device (default up5k)")
+    g.add_argument("--device", choices=sorted(DEVICES), help="target device (default ecp5-25f; generic: "
+                                                             "simulation only, no resource limits)")
     g.add_argument("--config", help="TOML or JSON file setting any generator parameter; flags override it")
     g.add_argument("-o", "--output", required=True, help="output directory")
     g.set_defaults(func=cmd_generate)

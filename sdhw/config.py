@@ -35,10 +35,13 @@ DEVICES = {
     "ecp5-25f": Device("ecp5-25f", "ecp5", 24288, 28, 56, 18432),
     "ecp5-45f": Device("ecp5-45f", "ecp5", 43848, 72, 108, 18432),
     "ecp5-85f": Device("ecp5-85f", "ecp5", 83640, 156, 208, 18432),
+    # simulation only: no resource limits (for RTL simulation of configurations no device holds)
+    "generic": Device("generic", "generic", 10**9, 10**9, 10**9, 18432),
 }
 
 #: Default PE count and memory depths (entries) per device, sized so that default fits the device.
-DEFAULT_PES = {"up5k": 16, "hx8k": 8, "ecp5-25f": 64, "ecp5-45f": 128, "ecp5-85f": 256}
+DEFAULT_PES = {"up5k": 16, "hx8k": 1, "ecp5-25f": 16, "ecp5-45f": 64, "ecp5-85f": 128, "generic": 16}
+DEFAULT_DEVICE = "ecp5-25f"
 DEFAULT_DEPTHS = {
     "up5k": {"act_depth": 1024, "code_depth": 512, "bitmap_depth": 256, "basis_depth": 256, "bias_depth": 256,
              "desc_layers": 8},
@@ -51,6 +54,7 @@ DEFAULT_DEPTHS = {
     "ecp5-85f": {"act_depth": 4096, "code_depth": 4096, "bitmap_depth": 2048, "basis_depth": 4096,
                  "bias_depth": 2048, "desc_layers": 16},
 }
+DEFAULT_DEPTHS["generic"] = DEFAULT_DEPTHS["ecp5-85f"]
 
 
 def default_lanes(pes: int) -> tuple[int, int]:
@@ -69,7 +73,7 @@ class AcceleratorConfig:
 
     pes: int = 16
     dense: bool = False
-    device: str = "up5k"
+    device: str = DEFAULT_DEVICE
     channel_lanes: int | None = None       # Q; None: derived from pes
     pixel_lanes: int | None = None         # P; None: derived from pes
     exp_bits: int = 2                      # largest code exponent field the decoder accepts
@@ -171,14 +175,28 @@ def _bram_blocks(device: Device, depth: int, width: int) -> int:
     return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in shapes)
 
 
+#: Logic model calibrated on yosys `synth_ice40 -dsp` of the generated top (2026-11-29: N=4 -> 8512 LUT4,
+#: N=16 -> 13168 LUT4): a fixed part (sequencer, host port, requantiser, decoder), per channel lane (rebuild
+#: unit, weight path), per PE (accumulator) and per pixel lane (address arithmetic). Yosys maps one product
+#: per DSP and does not fall back to LUT multipliers when DSPs run out, so every product and the
+#: requantiser's four partial products need a DSP (iCE40 HX has none: products become LUT multipliers).
+LUT_FIXED, LUT_PER_SD_LANE, LUT_PER_DENSE_LANE, LUT_PER_PE, LUT_PER_PIXEL_LANE = 4650, 790, 150, 100, 300
+LUT_PER_SOFT_MULTIPLIER = 250
+REQUANT_DSPS = 4
+
+
 def estimate_resources(cfg: AcceleratorConfig) -> dict[str, int]:
-    """A coarse pre-synthesis estimate (the synthesis flow reports the real figures)."""
+    """A pre-synthesis estimate calibrated on yosys (the synthesis flow reports the real figures)."""
     device = DEVICES[cfg.device]
     blocks = sum(_bram_blocks(device, depth, width) * copies for depth, width, copies in cfg.memories().values())
     q, p = cfg.channel_lanes, cfg.pixel_lanes
-    macs = q * p
-    dsps = min(macs, device.dsps * (2 if device.family == "ice40" else 1))
-    luts = 1500 + (0 if cfg.dense else 120 * q) + 40 * p + 60 * macs + (250 * (macs - dsps) if macs > dsps else 0)
+    products = q * p + REQUANT_DSPS
+    luts = (LUT_FIXED + (LUT_PER_DENSE_LANE if cfg.dense else LUT_PER_SD_LANE) * q + LUT_PER_PE * q * p
+            + LUT_PER_PIXEL_LANE * p)
+    dsps = products
+    if device.dsps == 0:                           # iCE40 HX: no DSPs, every product in LUTs
+        luts += LUT_PER_SOFT_MULTIPLIER * products
+        dsps = 0
     return {"luts": luts, "dsps": dsps, "bram_blocks": blocks}
 
 
@@ -189,6 +207,10 @@ def check_fits(cfg: AcceleratorConfig) -> dict[str, int]:
     if est["bram_blocks"] > device.bram_blocks:
         raise SdhwError(f"configuration does not fit {device.name}: block RAM needs ~{est['bram_blocks']} of "
                         f"{device.bram_blocks} blocks (memories: {_memory_summary(cfg)}); reduce the depths or pes")
+    if est["dsps"] > device.dsps:
+        raise SdhwError(f"configuration does not fit {device.name}: multipliers need {est['dsps']} of "
+                        f"{device.dsps} DSPs ({cfg.pes} MAC lanes + {REQUANT_DSPS} for the requantiser); "
+                        "choose fewer pes or a larger device")
     if est["luts"] > device.luts:
         raise SdhwError(f"configuration does not fit {device.name}: logic needs ~{est['luts']} of {device.luts} "
                         f"LUTs for pes={cfg.pes}; choose fewer pes or a larger device")
