@@ -155,8 +155,9 @@ def test_corrupt_descriptor_raises_error_and_a_clean_rerun_works(case):
     assert np.array_equal(good_run["output"], run_program(program, x[None]).reshape(-1)), case
 
 
-def test_digits_mlp_end_to_end_on_the_default_up5k_configuration():
-    """The bundled digits MLP, compiled as `sdhw compile` does, runs bit-exactly on the default UP5K build."""
+def test_digits_mlp_end_to_end_with_the_up5k_memory_sizes():
+    """The bundled digits MLP, compiled as `sdhw compile` does, runs bit-exactly with 16 PEs and the UP5K's
+    default memory depths (the smallest the generator offers)."""
     from golden.datasets import DIGITS_MLP, load_digits_split
     from golden.model import load_npz
 
