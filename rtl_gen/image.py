@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from golden import SdhwError
-from golden.format import write_atomic
 from golden.program import Program, QLayer
 from golden.quant import ACT_MIN
 from golden.sd import rows_shape, to_rows
@@ -289,12 +288,6 @@ def unpack_image(data: bytes) -> ProgramImage:
     if pos != len(data):
         raise SdhwError("program image sections do not add up to its size")
     return ProgramImage(sections, meta)
-
-
-def save_image(image: ProgramImage, path) -> int:
-    data = pack_image(image)
-    write_atomic(Path(path), data)
-    return len(data)
 
 
 def load_image(path) -> ProgramImage:
