@@ -1,0 +1,303 @@
+"""UART bridge: framed byte requests from the host become accesses on the accelerator's host bus.
+
+The framing (``docs/UART.md``) in short: a request is ``5A CMD ADDR[3] COUNT[2] PAYLOAD CRC[2]``, a response
+``A5 STATUS COUNT[2] DATA CRC[2]``; multi-byte fields little-endian, CRC-16/MODBUS over everything after the
+sync byte. A request is executed only once its CRC has been checked: written words are buffered on chip and
+reach the bus afterwards, so a corrupt or truncated frame is reported and never executed.
+
+The protocol constants and a Python CRC live here, next to the hardware that defines them;
+:mod:`fpga.host` (the host driver) and the tests use the same names.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sdhw.hostbus import ADDR_BITS, HostBusSignature
+
+SYNC_REQUEST = 0x5A
+SYNC_RESPONSE = 0xA5
+CMD_WRITE, CMD_READ, CMD_PING = 0x01, 0x02, 0x03
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_WORDS = 128
+PING_WORDS = 2                   # ping response: [version | max_words << 16, rejected-frame count]
+HEADER_BYTES = 6                 # CMD, ADDR (3), COUNT (2)
+
+STATUS_OK = 0
+STATUS_BAD_CHECK = 1             # CRC mismatch
+STATUS_BAD_CMD = 2               # unknown command byte
+STATUS_BAD_COUNT = 3             # COUNT of a read/write outside 1..max_words
+STATUS_BAD_ADDR = 4              # address bits 20..23 not zero
+STATUS_TIMEOUT = 5               # the line went quiet in the middle of a frame (truncated frame)
+STATUS_FRAMING = 6               # a character with a bad stop bit (wrong baud rate, noise)
+STATUS_NAMES = {
+    STATUS_OK: "ok",
+    STATUS_BAD_CHECK: "bad checksum (the request was corrupted on the line)",
+    STATUS_BAD_CMD: "unknown command",
+    STATUS_BAD_COUNT: "bad word count",
+    STATUS_BAD_ADDR: "address outside the 20-bit bus",
+    STATUS_TIMEOUT: "truncated frame (inter-byte timeout)",
+    STATUS_FRAMING: "UART framing error (bad stop bit: wrong baud rate or a noisy line)",
+}
+
+CRC_INIT = 0xFFFF
+CRC_POLY_REFLECTED = 0xA001      # CRC-16/MODBUS: poly 0x8005 reflected, init 0xFFFF, no final xor
+
+
+def crc16(data: bytes, crc: int = CRC_INIT) -> int:
+    """CRC-16/MODBUS of ``data`` (``crc16(b"123456789") == 0x4B37``).
+
+    Appending the result little-endian gives a message whose CRC is 0, which is how the bridge checks.
+    """
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (CRC_POLY_REFLECTED if crc & 1 else 0)
+    return crc
+
+
+def crc16_step(crc, byte):
+    """The CRC after one more byte, as a combinational Amaranth expression (8 unrolled bit steps)."""
+    c = crc ^ byte
+    for _ in range(8):
+        c = (c >> 1) ^ Mux(c[0], CRC_POLY_REFLECTED, 0)
+    return c[:16]
+
+
+class UartBridge(wiring.Component):
+    """Framed requests (byte stream in) -> host-bus accesses (initiator) -> framed responses (byte stream out).
+
+    Commands: write ``COUNT`` words from ``ADDR`` on (address + 1 per word), read ``COUNT`` words, ping (the
+    bridge's version, ``max_words`` and its rejected-frame counter). Every request gets exactly one response.
+    Errors (``STATUS_*``) are answered without executing anything; after a header error, a bad checksum or a
+    framing error the bridge first drops bytes until the line has been quiet for ``timeout`` cycles, so the
+    rest of a bad frame cannot be mistaken for a new one. A frame that stops in the middle is answered with
+    ``STATUS_TIMEOUT`` ``timeout`` cycles after its last byte.
+
+    Latency: a write reaches the bus 2 cycles per word after its last CRC byte, then the response starts; a
+    read word is fetched (1 bus cycle + 1) just before its four bytes are sent. Throughput: bytes are taken
+    one per cycle (``rx.ready`` is always high; bytes that arrive while a response is being sent are dropped)
+    and sent as fast as ``tx`` accepts them, so the UART line rate is the only limit.
+
+    Parameters
+    ----------
+    max_words : int
+        Largest ``COUNT`` of one request (words buffered on chip), 1..1024.
+    timeout : int
+        Inter-byte timeout in clock cycles (at least 2; give it several character times: ``20 * divisor``
+        or more, and more than the gaps a USB-serial adapter leaves).
+
+    Attributes
+    ----------
+    rx : In(stream.Signature(8))
+        Received bytes (from :class:`fpga.uart.UartRx`).
+    rx_error : In(1)
+        Framing-error pulse from the receiver.
+    tx : Out(stream.Signature(8))
+        Bytes to send (to :class:`fpga.uart.UartTx`).
+    bus : Out(HostBusSignature)
+        The accelerator's host port, bridge side.
+    rejected : Out(16)
+        Frames answered with an error status since reset (wraps).
+    """
+
+    rx: In(stream.Signature(8))
+    rx_error: In(1)
+    tx: Out(stream.Signature(8))
+    bus: Out(HostBusSignature)
+    rejected: Out(16)
+
+    def __init__(self, *, max_words: int = DEFAULT_MAX_WORDS, timeout: int):
+        if isinstance(max_words, bool) or not isinstance(max_words, int) or not 1 <= max_words <= 1024:
+            raise ValueError(f"max_words must be an integer in 1..1024, not {max_words!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 2 <= timeout <= 1 << 32:
+            raise ValueError(f"timeout (clock cycles) must be an integer in 2..2**32, not {timeout!r}")
+        self.max_words = max_words
+        self.timeout = timeout
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        max_words = self.max_words
+        m.submodules.buffer = buffer = Memory(shape=32, depth=max_words, init=[])
+        wr = buffer.write_port()
+        rd = buffer.read_port()
+
+        cmd = Signal(2)
+        bad_cmd = Signal()
+        addr = Signal(ADDR_BITS)
+        bad_addr = Signal()
+        count_lo = Signal(8)
+        count = Signal(range(max(max_words, PING_WORDS) + 1))
+        idx = Signal(range(max(max_words, PING_WORDS)))
+        last = Signal()
+        nbyte = Signal(2)
+        word = Signal(32)
+        crc = Signal(16)
+        crc_byte = Signal(8)
+        crc_next = Signal(16)
+        status = Signal(3)
+        timer = Signal(range(self.timeout))
+        rejected = self.rejected
+        m.d.comb += [crc_next.eq(crc16_step(crc, crc_byte)), last.eq(idx + 1 == count),
+                     self.rx.ready.eq(1), rd.addr.eq(idx)]
+
+        byte = self.rx.payload
+        got = self.rx.valid
+        m.d.comb += [self.bus.addr.eq(addr), self.bus.w_data.eq(rd.data), crc_byte.eq(byte)]
+
+        def listen():
+            """Inter-byte timer of the receiving states: restarts on every byte, counts down otherwise."""
+            with m.If(got | self.rx_error):
+                m.d.sync += timer.eq(self.timeout - 1)
+            with m.Elif(timer != 0):
+                m.d.sync += timer.eq(timer - 1)
+
+        def receive(next_state):
+            """A header/payload/CRC byte: CRC it and go on; a timeout or framing error ends the frame."""
+            listen()
+            with m.If(self.rx_error):
+                m.d.sync += status.eq(STATUS_FRAMING)
+                m.next = "DRAIN"
+            with m.Elif(got):
+                m.d.sync += crc.eq(crc_next)
+                if next_state is not None:
+                    m.next = next_state
+            with m.Elif(timer == 0):
+                m.d.sync += status.eq(STATUS_TIMEOUT)
+                m.next = "R_SYNC"
+
+        def send(value, next_state, *, checked=True):
+            m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(value), crc_byte.eq(value)]
+            with m.If(self.tx.ready):
+                if checked:
+                    m.d.sync += crc.eq(crc_next)
+                if next_state is not None:
+                    m.next = next_state
+
+        resp_count = Signal(16)
+        m.d.comb += resp_count.eq(Mux((status == STATUS_OK) & (cmd != CMD_WRITE), count, 0))
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.sync += timer.eq(self.timeout - 1)
+                with m.If(self.rx_error):
+                    m.d.sync += status.eq(STATUS_FRAMING)
+                    m.next = "DRAIN"
+                with m.Elif(got & (byte == SYNC_REQUEST)):
+                    m.d.sync += [crc.eq(CRC_INIT), status.eq(STATUS_OK)]
+                    m.next = "CMD"
+            with m.State("CMD"):
+                receive("ADDR0")
+                with m.If(got):
+                    m.d.sync += [cmd.eq(byte[:2]),
+                                 bad_cmd.eq((byte != CMD_WRITE) & (byte != CMD_READ) & (byte != CMD_PING))]
+            for k in range(3):
+                with m.State(f"ADDR{k}"):
+                    receive(f"ADDR{k + 1}" if k < 2 else "COUNT0")
+                    with m.If(got):
+                        if k < 2:
+                            m.d.sync += addr[8 * k:8 * k + 8].eq(byte)
+                        else:
+                            m.d.sync += [addr[16:20].eq(byte[:4]), bad_addr.eq(byte[4:] != 0)]
+            with m.State("COUNT0"):
+                receive("COUNT1")
+                with m.If(got):
+                    m.d.sync += count_lo.eq(byte)
+            with m.State("COUNT1"):
+                receive(None)
+                full = Cat(count_lo, byte)
+                with m.If(got & ~self.rx_error):
+                    m.d.sync += [count.eq(full), idx.eq(0), nbyte.eq(0)]
+                    with m.If(bad_cmd):
+                        m.d.sync += status.eq(STATUS_BAD_CMD)
+                        m.next = "DRAIN"
+                    with m.Elif(cmd == CMD_PING):
+                        m.d.sync += count.eq(PING_WORDS)
+                        m.next = "CHECK0"
+                    with m.Elif(bad_addr):
+                        m.d.sync += status.eq(STATUS_BAD_ADDR)
+                        m.next = "DRAIN"
+                    with m.Elif((full == 0) | (full > max_words)):
+                        m.d.sync += status.eq(STATUS_BAD_COUNT)
+                        m.next = "DRAIN"
+                    with m.Elif(cmd == CMD_WRITE):
+                        m.next = "PAYLOAD"
+                    with m.Else():
+                        m.next = "CHECK0"
+            with m.State("PAYLOAD"):
+                receive(None)
+                with m.If(got & ~self.rx_error):
+                    m.d.sync += nbyte.eq(nbyte + 1)
+                    with m.If(nbyte == 3):
+                        m.d.comb += [wr.en.eq(1), wr.addr.eq(idx), wr.data.eq(Cat(word[:24], byte))]
+                        m.d.sync += idx.eq(idx + 1)
+                        with m.If(last):
+                            m.next = "CHECK0"
+                    with m.Else():
+                        m.d.sync += word[:24].eq(Cat(word[8:24], byte))
+            with m.State("CHECK0"):
+                receive("CHECK1")
+            with m.State("CHECK1"):
+                receive(None)
+                with m.If(got & ~self.rx_error):
+                    m.d.sync += idx.eq(0)
+                    with m.If(crc_next != 0):
+                        m.d.sync += status.eq(STATUS_BAD_CHECK)
+                        m.next = "DRAIN"
+                    with m.Elif(cmd == CMD_WRITE):
+                        m.next = "EXEC_READ"
+                    with m.Else():
+                        m.next = "R_SYNC"
+            with m.State("DRAIN"):                      # drop bytes until the line is quiet, then answer
+                listen()
+                with m.If(~got & ~self.rx_error & (timer == 0)):
+                    m.next = "R_SYNC"
+            # ------------------------------------------------ execute a checked write from the buffer
+            with m.State("EXEC_READ"):                  # the buffer's read port latches idx
+                m.next = "EXEC_WRITE"
+            with m.State("EXEC_WRITE"):
+                m.d.comb += self.bus.w_en.eq(1)
+                m.d.sync += [addr.eq(addr + 1), idx.eq(idx + 1)]
+                m.next = "EXEC_READ"
+                with m.If(last):
+                    m.next = "R_SYNC"
+            # ------------------------------------------------ the response
+            with m.State("R_SYNC"):
+                send(SYNC_RESPONSE, "R_STATUS", checked=False)
+                with m.If(self.tx.ready):
+                    m.d.sync += [crc.eq(CRC_INIT), idx.eq(0), nbyte.eq(0)]
+            with m.State("R_STATUS"):
+                send(status, "R_COUNT0")
+            with m.State("R_COUNT0"):
+                send(resp_count[:8], "R_COUNT1")
+            with m.State("R_COUNT1"):
+                send(resp_count[8:], None)
+                with m.If(self.tx.ready):
+                    m.next = "R_FETCH"
+                    with m.If(resp_count == 0):
+                        m.next = "R_CHECK0"
+            with m.State("R_FETCH"):
+                m.d.comb += self.bus.r_en.eq(cmd == CMD_READ)
+                m.next = "R_LATCH"
+            with m.State("R_LATCH"):
+                ping_word = Mux(idx == 0, Const(PROTOCOL_VERSION | (max_words << 16), 32), rejected)
+                m.d.sync += word.eq(Mux(cmd == CMD_READ, self.bus.r_data, ping_word))
+                m.next = "R_DATA"
+            with m.State("R_DATA"):
+                send(word[:8], None)
+                with m.If(self.tx.ready):
+                    m.d.sync += [word.eq(word >> 8), nbyte.eq(nbyte + 1)]
+                    with m.If(nbyte == 3):
+                        m.d.sync += [idx.eq(idx + 1), addr.eq(addr + 1)]
+                        m.next = "R_FETCH"
+                        with m.If(last):
+                            m.next = "R_CHECK0"
+            with m.State("R_CHECK0"):
+                send(crc[:8], "R_CHECK1", checked=False)
+            with m.State("R_CHECK1"):
+                send(crc[8:], "IDLE", checked=False)
+                with m.If(self.tx.ready & (status != STATUS_OK)):
+                    m.d.sync += rejected.eq(rejected + 1)
+        return m

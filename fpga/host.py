@@ -1,0 +1,284 @@
+"""Host driver for the accelerator behind the UART bridge (``fpga.bridge``, framing in ``docs/UART.md``).
+
+Pure Python and IO-agnostic: :class:`Host` talks to any *transport* with ``write(bytes)`` and
+``read(n) -> bytes`` (``read`` returns fewer bytes, or none, when its timeout expires), e.g. a
+``serial.Serial`` from pyserial (:func:`open_serial`), the cocotb UART model of the tests, or a fake.
+Every problem is a :class:`golden.SdhwError` naming it.
+"""
+from __future__ import annotations
+
+import struct
+import time
+from typing import Protocol
+
+import numpy as np
+
+from golden import SdhwError
+from sdhw import hostbus as hb
+
+from .bridge import (
+    CMD_PING,
+    CMD_READ,
+    CMD_WRITE,
+    DEFAULT_MAX_WORDS,
+    PING_WORDS,
+    STATUS_NAMES,
+    STATUS_OK,
+    SYNC_REQUEST,
+    SYNC_RESPONSE,
+    crc16,
+)
+
+ADDR_LIMIT = 1 << hb.ADDR_BITS
+MAX_STRAY_BYTES = 64            # bytes skipped while looking for a response's sync byte
+
+
+class Transport(Protocol):
+    def write(self, data: bytes) -> object: ...
+
+    def read(self, n: int) -> bytes: ...
+
+
+class BridgeError(SdhwError):
+    """The bridge answered with an error status (the request was rejected and not executed)."""
+
+    def __init__(self, status: int, what: str):
+        self.status = status
+        name = STATUS_NAMES.get(status, f"unknown status {status}")
+        super().__init__(f"the board rejected the {what}: {name} (status {status}); nothing was executed")
+
+
+# ------------------------------------------------------------------------------------------- frames
+def encode_request(cmd: int, addr: int = 0, count: int = 0, words=()) -> bytes:
+    """``5A CMD ADDR[3] COUNT[2] PAYLOAD CRC[2]`` (little-endian fields, CRC-16/MODBUS after the sync byte)."""
+    if not 0 <= addr < ADDR_LIMIT:
+        raise SdhwError(f"bus address {addr:#x} is outside the {hb.ADDR_BITS}-bit bus")
+    if not 0 <= count <= 0xFFFF:
+        raise SdhwError(f"word count {count} does not fit the 16-bit COUNT field")
+    body = bytes([cmd]) + addr.to_bytes(3, "little") + count.to_bytes(2, "little")
+    body += b"".join((int(w) & 0xFFFFFFFF).to_bytes(4, "little") for w in words)
+    return bytes([SYNC_REQUEST]) + body + crc16(body).to_bytes(2, "little")
+
+
+def encode_write(addr: int, words) -> bytes:
+    words = list(words)
+    return encode_request(CMD_WRITE, addr, len(words), words)
+
+
+def encode_read(addr: int, count: int) -> bytes:
+    return encode_request(CMD_READ, addr, count)
+
+
+def encode_ping() -> bytes:
+    return encode_request(CMD_PING)
+
+
+def encode_response(status: int, words=()) -> bytes:
+    """What the bridge sends: ``A5 STATUS COUNT[2] DATA CRC[2]`` (for fakes and tests)."""
+    words = list(words)
+    body = bytes([status]) + len(words).to_bytes(2, "little")
+    body += b"".join((int(w) & 0xFFFFFFFF).to_bytes(4, "little") for w in words)
+    return bytes([SYNC_RESPONSE]) + body + crc16(body).to_bytes(2, "little")
+
+
+def decode_request(frame: bytes) -> tuple[int, int, int, list[int]]:
+    """``(cmd, addr, count, words)`` of a complete, well-formed request (for fakes and tests)."""
+    if len(frame) < 9 or frame[0] != SYNC_REQUEST or crc16(frame[1:]) != 0:
+        raise SdhwError(f"malformed request frame {frame.hex()}")
+    cmd, count = frame[1], int.from_bytes(frame[5:7], "little")
+    payload = frame[7:-2]
+    return cmd, int.from_bytes(frame[2:5], "little"), count, list(struct.unpack(f"<{len(payload) // 4}I", payload))
+
+
+# ------------------------------------------------------------------------------------------- host
+class Host:
+    """Load, run and read back the accelerator through the UART bridge.
+
+    Parameters
+    ----------
+    transport : Transport
+        ``write(bytes)`` / ``read(n) -> bytes``; ``read`` returns short on timeout.
+    max_words : int, optional
+        Words per request; :meth:`ping` sets it from the bridge (default 128, the bridge's default).
+    poll_timeout : float
+        Seconds :meth:`run` waits for the accelerator to finish.
+    """
+
+    def __init__(self, transport: Transport, *, max_words: int = DEFAULT_MAX_WORDS, poll_timeout: float = 10.0):
+        self.transport = transport
+        self.max_words = max_words
+        self.poll_timeout = poll_timeout
+
+    # ------------------------------------------------------------------ one request, one response
+    def _read_exact(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.transport.read(n - len(data))
+            if not chunk:
+                raise SdhwError(f"no response from the board (got {len(data)} of {n} expected bytes before the "
+                                "timeout); check the port, the baud rate and that the bitstream is loaded")
+            data += chunk
+        return data
+
+    def read_response(self, what: str = "request") -> list[int]:
+        """Read one response; return its data words or raise (:class:`BridgeError` for an error status)."""
+        for _ in range(MAX_STRAY_BYTES + 1):
+            first = self._read_exact(1)
+            if first[0] == SYNC_RESPONSE:
+                break
+        else:
+            raise SdhwError(f"no response sync byte (0x{SYNC_RESPONSE:02X}) in {MAX_STRAY_BYTES} bytes from the "
+                            "board; check the baud rate")
+        head = self._read_exact(3)
+        status, count = head[0], int.from_bytes(head[1:3], "little")
+        rest = self._read_exact(4 * count + 2)
+        if crc16(head + rest) != 0:
+            raise SdhwError(f"corrupt response from the board to the {what} (checksum mismatch); "
+                            "a noisy line or a wrong baud rate")
+        if status != STATUS_OK:
+            raise BridgeError(status, what)
+        return list(struct.unpack(f"<{count}I", rest[:-2]))
+
+    def exchange(self, frame: bytes, what: str = "request") -> list[int]:
+        """Send one request frame and return the response's data words."""
+        reset = getattr(self.transport, "reset_input_buffer", None)
+        if reset is not None:
+            reset()                                     # drop stale bytes (e.g. line noise at power-up)
+        self.transport.write(frame)
+        return self.read_response(what)
+
+    # ------------------------------------------------------------------ bus access
+    def ping(self) -> dict:
+        """The bridge's own identification: protocol version, words per request, rejected-frame count."""
+        words = self.exchange(encode_ping(), "ping")
+        if len(words) != PING_WORDS:
+            raise SdhwError(f"unexpected ping response ({len(words)} words, expected {PING_WORDS})")
+        info = {"protocol": words[0] & 0xFF, "max_words": words[0] >> 16, "rejected_frames": words[1] & 0xFFFF}
+        if info["max_words"] < 1:
+            raise SdhwError(f"the bridge reports max_words = {info['max_words']}")
+        self.max_words = info["max_words"]
+        return info
+
+    def write_words(self, addr: int, words) -> None:
+        words = [int(w) for w in words]
+        self._check_range(addr, len(words))
+        for k in range(0, len(words), self.max_words):
+            chunk = words[k:k + self.max_words]
+            got = self.exchange(encode_write(addr + k, chunk), f"write of {len(chunk)} words at {addr + k:#07x}")
+            if got:
+                raise SdhwError(f"unexpected response to a write: {len(got)} data words")
+
+    def read_words(self, addr: int, count: int) -> list[int]:
+        self._check_range(addr, count)
+        out: list[int] = []
+        for k in range(0, count, self.max_words):
+            n = min(self.max_words, count - k)
+            got = self.exchange(encode_read(addr + k, n), f"read of {n} words at {addr + k:#07x}")
+            if len(got) != n:
+                raise SdhwError(f"the board returned {len(got)} words for a read of {n}")
+            out += got
+        return out
+
+    @staticmethod
+    def _check_range(addr: int, count: int) -> None:
+        if count < 0 or not 0 <= addr or addr + count > ADDR_LIMIT:
+            raise SdhwError(f"{count} words at {addr:#x} do not fit the {hb.ADDR_BITS}-bit bus")
+
+    def csr(self, offset: int, count: int = 1) -> list[int]:
+        return self.read_words((hb.REGION_CSR << 16) | offset, count)
+
+    # ------------------------------------------------------------------ the accelerator
+    def identify(self) -> dict:
+        """Ping the bridge and read the accelerator's ID, version, lanes and memory depths."""
+        info = {"bridge": self.ping()}
+        ident, version, lanes = self.csr(hb.CSR_ID, 3)
+        if ident != hb.ID_MAGIC:
+            raise SdhwError(f"the board answers but is not an sdhw accelerator: ID {ident:#010x}, expected "
+                            f"{hb.ID_MAGIC:#010x}")
+        depths = self.csr(hb.CSR_DEPTHS, 6)
+        info.update({
+            "id": ident, "version": version & 0xFF, "dense": bool(version >> 8 & 1), "exp_bits": version >> 12 & 0xF,
+            "channel_lanes": lanes & 0xFFFF, "pixel_lanes": lanes >> 16,
+            "depths": dict(zip(("desc_layers", "act_depth", "code_depth", "bitmap_depth", "basis_depth",
+                                "bias_depth"), depths)),
+        })
+        info["pes"] = info["channel_lanes"] * info["pixel_lanes"]
+        return info
+
+    @staticmethod
+    def check_image(image, info: dict) -> None:
+        """Raise if ``image`` was laid out for another accelerator than the one ``identify()`` described."""
+        cfg = image.meta.get("config")
+        if not cfg:
+            return
+        want = {"dense": cfg["dense"], "exp_bits": cfg["exp_bits"], "channel_lanes": cfg["channel_lanes"],
+                "pixel_lanes": cfg["pixel_lanes"]}
+        have = {k: info[k] for k in want}
+        memories = ["desc_layers", "act_depth", "code_depth", "bias_depth"]
+        if not cfg["dense"]:
+            memories += ["bitmap_depth", "basis_depth"]
+        want.update({k: cfg[k] for k in memories})
+        have.update({k: info["depths"][k] for k in memories})
+        diff = [f"{k} {have[k]} (image: {want[k]})" for k in want if have[k] != want[k]]
+        if diff:
+            raise SdhwError("the program image was laid out for another accelerator; the board has "
+                            + ", ".join(diff))
+
+    def load(self, image) -> int:
+        """Write every word of a program image, grouped into runs of consecutive addresses; returns the count."""
+        runs: list[tuple[int, list[int]]] = []
+        for addr, word in image.writes():
+            if runs and runs[-1][0] + len(runs[-1][1]) == addr:
+                runs[-1][1].append(word)
+            else:
+                runs.append((addr, [word]))
+        for addr, words in runs:
+            self.write_words(addr, words)
+        return sum(len(w) for _, w in runs)
+
+    def counters(self) -> dict:
+        c = self.csr(hb.CSR_CYCLES, 8)
+        return {name: c[2 * k] | c[2 * k + 1] << 32 for k, name in enumerate(("cycles", "macs", "skipped", "stalls"))}
+
+    def run(self, image, x_q) -> dict:
+        """Write one int8 input, start, wait (``poll_timeout``), return outputs, status and counters.
+
+        Returns ``{"output", "status", "error_code", "error", "layer", "cycles", "macs", "skipped",
+        "stalls"}``; ``output`` holds the int8 outputs (empty when the accelerator raised its error flag).
+        """
+        x = np.asarray(x_q).reshape(-1)
+        n_in = int(np.prod(image.meta["input_shape"]))
+        if x.size != n_in:
+            raise SdhwError(f"input has {x.size} values; the program takes {n_in} "
+                            f"(shape {tuple(image.meta['input_shape'])})")
+        if x.size and (not np.issubdtype(x.dtype, np.integer) or x.min() < -128 or x.max() > 127):
+            raise SdhwError("accelerator inputs must be int8 values (-128..127)")
+        self.write_words(image.input_region << 16, [int(v) & 0xFFFFFFFF for v in x])
+        self.write_words((hb.REGION_CSR << 16) | hb.CSR_CONTROL, [hb.CONTROL_START])
+        deadline = time.monotonic() + self.poll_timeout
+        while True:
+            (status,) = self.csr(hb.CSR_STATUS)
+            if not status & hb.STATUS_BUSY:
+                break
+            if time.monotonic() > deadline:
+                raise SdhwError(f"the accelerator is still busy after {self.poll_timeout} s (status {status:#x})")
+        code = (status >> 8) & 0xFF
+        out = []
+        if status & hb.STATUS_DONE and not status & hb.STATUS_ERROR:
+            n_out = int(np.prod(image.meta["output_shape"]))
+            out = [v - (1 << 32) if v >= 1 << 31 else v for v in self.read_words(image.output_region << 16, n_out)]
+        return {"output": np.asarray(out, dtype=np.int64), "status": status, "error_code": code,
+                "error": hb.ERROR_NAMES.get(code, f"error code {code}") if status & hb.STATUS_ERROR else None,
+                "layer": status >> 16, **self.counters()}
+
+
+def open_serial(port: str, baud: int = 115200, *, timeout: float = 1.0):
+    """A pyserial port (8N1) as a transport; pyserial is imported here only."""
+    try:
+        import serial
+    except ImportError:
+        raise SdhwError("pyserial is not installed (pip install pyserial, or make install)") from None
+    try:
+        return serial.Serial(port, baudrate=baud, bytesize=8, parity="N", stopbits=1, timeout=timeout)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise SdhwError(f"cannot open serial port {port!r}: {exc}") from None

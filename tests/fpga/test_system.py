@@ -1,0 +1,81 @@
+"""The whole system on its generated Verilog (Icarus): UART pins, bridge, accelerator, driven by the real host
+driver (fpga.host.Host) through a cocotb UART model. Ping/identify, program load and read-back, a run checked
+bit-exactly against golden with its counters, corrupt and truncated frames rejected and not executed."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from golden.compiler import CompileOptions, compile_model
+from golden.model import Layer, Model
+from golden.program import run_program
+from rtl_gen.image import build_image, expected_counts, pack_image
+from rtl_gen.tools import which
+from sdhw.config import AcceleratorConfig
+
+HERE = Path(__file__).resolve().parent
+SEED = 5
+DIVISOR = 4                      # clock cycles per bit: 8 MHz / 2 Mbaud
+CLK_FREQ, BAUD = 8_000_000, 2_000_000
+BRIDGE_TIMEOUT = 30 * 10 * DIVISOR           # 30 character times
+MAX_WORDS = 128
+CONFIG = AcceleratorConfig(pes=4, device="generic", act_depth=256, code_depth=256, bitmap_depth=64,
+                           basis_depth=64, bias_depth=64, desc_layers=4)
+
+pytestmark = pytest.mark.skipif(which("iverilog") is None,
+                                reason="iverilog is not installed (make install adds the Debian package)")
+
+
+def small_program(seed: int):
+    """conv 3x3 (4x4x2 -> 4 channels, ReLU) then FC 64 -> 6, SD with 30 % of the rows pruned."""
+    rng = np.random.default_rng(seed)
+    model = Model((4, 4, 2), [Layer("conv", rng.normal(0, 0.4, (4, 2, 3, 3)), rng.normal(0, 0.1, 4), relu=True),
+                              Layer("fc", rng.normal(0, 0.2, (6, 64)), rng.normal(0, 0.1, 6))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = compile_model(model, rng.normal(0, 1, (32, 4, 4, 2)),
+                                CompileOptions(method="paper", prune=0.3)).program
+    return program, rng.integers(-128, 128, program.input_shape)
+
+
+def test_system_over_uart(tmp_path):
+    from cocotb_tools.runner import get_runner
+
+    from fpga.soc import SYSTEM_NAME, system_verilog
+
+    program, x = small_program(SEED)
+    image = build_image(program, CONFIG)
+    (tmp_path / "program.sdimg").write_bytes(pack_image(image))
+    src = tmp_path / f"{SYSTEM_NAME}.v"
+    src.write_text(system_verilog(CONFIG, clk_freq=CLK_FREQ, baud=BAUD, timeout=BRIDGE_TIMEOUT,
+                                  max_words=MAX_WORDS))
+    job = {"seed": SEED, "divisor": DIVISOR, "max_words": MAX_WORDS, "image": str(tmp_path / "program.sdimg"),
+           "read_timeout_cycles": 4 * BRIDGE_TIMEOUT + 4000, "config": CONFIG.as_dict(),
+           "input": x.reshape(-1).tolist(), "expected": run_program(program, x[None]).reshape(-1).tolist(),
+           **expected_counts(program, CONFIG)}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    result = tmp_path / "result.json"
+
+    if str(HERE) not in sys.path:                       # the cocotb module sits next to this file
+        sys.path.insert(0, str(HERE))
+    runner = get_runner("icarus")
+    runner.build(sources=[src], hdl_toplevel=SYSTEM_NAME, build_dir=tmp_path / "sim", timescale=("1ns", "1ps"))
+    start = time.monotonic()
+    try:
+        runner.test(hdl_toplevel=SYSTEM_NAME, test_module="cocotb_system", build_dir=tmp_path / "sim",
+                    test_dir=tmp_path, extra_env={"SDHW_UART_JOB": str(tmp_path / "job.json"),
+                                                  "SDHW_UART_RESULT": str(result)},
+                    results_xml=str(tmp_path / "results.xml"))
+    except SystemExit as exc:                           # the cocotb runner exits when a test fails under pytest
+        raise AssertionError(f"cocotb system test failed (seed {SEED}); see the simulator output above") from exc
+    assert result.exists(), f"cocotb system test failed (seed {SEED}); see the simulator output above"
+    stats = json.loads(result.read_text())
+    assert stats["outputs_checked"] == len(job["expected"]) and stats["rejected_checked"] == 3
+    print(f"system over UART (seed {SEED}): {stats['words_loaded']} words loaded, {stats['outputs_checked']} "
+          f"outputs bit-exact, {stats['sim_cycles']} cycles simulated in {time.monotonic() - start:.1f} s")
