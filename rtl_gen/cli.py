@@ -272,6 +272,29 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from fpga.boards import BOARDS, build_board
+
+    if args.board not in BOARDS:
+        raise SdhwError(f"unknown board {args.board!r}; valid: {', '.join(BOARDS)}")
+    args.device = BOARDS[args.board].device
+    cfg = _cli_config(args)
+    out = Path(args.output or f"build/board-{args.board}-{cfg.pes}{'-dense' if cfg.dense else ''}")
+    progress = Progress(not (args.quiet or args.json))
+    result = build_board(args.board, cfg, out_dir=out, freq_mhz=args.freq, baud=args.baud,
+                         allow_timing_fail=args.allow_timing_fail, log=progress)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    util = ", ".join(f"{k} {v['used']}/{v['available']}" for k, v in sorted(result["utilization"].items()))
+    print(f"{out}/{result['bitstream']}: {args.board}, {cfg.pes} PEs {'dense' if cfg.dense else 'SD'}, clock "
+          f"{result['clock_mhz']:.2f} MHz (Fmax {result['fmax_mhz']:.2f} MHz), UART {result['baud']} baud on "
+          f"{result['uart']}")
+    print(f"resources: {util}")
+    print(f"{out}/manifest.json: compile programs for it with: sdhw compile MODEL -o P.sdp --for {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdhw", description="SmartDeal accelerator generator and tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -333,6 +356,19 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--json", action="store_true", help="print the report as JSON")
     sy.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     sy.set_defaults(func=cmd_synth)
+    b = sub.add_parser("build", help="build a board bitstream: PLL, UART bridge and the accelerator")
+    b.add_argument("--board", required=True, help="icebreaker, ulx3s-25f, ulx3s-85f or orangecrab")
+    b.add_argument("--pes", type=int, help="PE count (default: the board device's default)")
+    b.add_argument("--dense", action="store_true", help="the dense int8 baseline")
+    b.add_argument("--config", help="TOML or JSON file setting any generator parameter; flags override it")
+    b.add_argument("--freq", type=float, help="accelerator clock in MHz (default: the board's default)")
+    b.add_argument("--baud", type=int, default=115200, help="UART rate (default 115200)")
+    b.add_argument("--allow-timing-fail", action="store_true", help="write the bitstream even if the clock "
+                                                                    "misses timing")
+    b.add_argument("-o", "--output", help="output directory (default build/board-BOARD-N)")
+    b.add_argument("--json", action="store_true", help="print the build report as JSON")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    b.set_defaults(func=cmd_build)
     i = sub.add_parser("inspect", help="check a packed program (.sdp) and print its layers")
     i.add_argument("program", help="program file (.sdp)")
     i.add_argument("--eval", action="store_true", help="accuracy on the bundled digits test split (golden)")
