@@ -21,7 +21,7 @@ SYNC_RESPONSE = 0xA5
 CMD_WRITE, CMD_READ, CMD_PING = 0x01, 0x02, 0x03
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_WORDS = 128
-PING_WORDS = 2                   # ping response: [version | max_words << 16, rejected-frame count]
+PING_WORDS = 1                   # ping response: version | rejected frames << 8 | max_words << 16
 HEADER_BYTES = 6                 # CMD, ADDR (3), COUNT (2)
 
 STATUS_OK = 0
@@ -68,8 +68,9 @@ def crc16_step(crc, byte):
 class UartBridge(wiring.Component):
     """Framed requests (byte stream in) -> host-bus accesses (initiator) -> framed responses (byte stream out).
 
-    Commands: write ``COUNT`` words from ``ADDR`` on (address + 1 per word), read ``COUNT`` words, ping (the
-    bridge's version, ``max_words`` and its rejected-frame counter). Every request gets exactly one response.
+    Commands: write ``COUNT`` words from ``ADDR`` on (address + 1 per word), read ``COUNT`` words, ping (one
+    word: the protocol version, the rejected-frame counter and ``max_words``). Every request gets exactly one
+    response.
     Errors (``STATUS_*``) are answered without executing anything; after a header error, a bad checksum or a
     framing error the bridge first drops bytes until the line has been quiet for ``timeout`` cycles, so the
     rest of a bad frame cannot be mistaken for a new one. A frame that stops in the middle is answered with
@@ -77,8 +78,9 @@ class UartBridge(wiring.Component):
 
     Latency: a write reaches the bus 2 cycles per word after its last CRC byte, then the response starts; a
     read word is fetched (1 bus cycle + 1) just before its four bytes are sent. Throughput: bytes are taken
-    one per cycle (``rx.ready`` is always high; bytes that arrive while a response is being sent are dropped)
-    and sent as fast as ``tx`` accepts them, so the UART line rate is the only limit.
+    one per cycle (``rx.ready`` is high except in the cycle after the six header bytes; bytes that arrive
+    while a request executes or its response is sent are dropped) and sent as fast as ``tx`` accepts them,
+    so the UART line rate is the only limit.
 
     Parameters
     ----------
@@ -98,15 +100,15 @@ class UartBridge(wiring.Component):
         Bytes to send (to :class:`fpga.uart.UartTx`).
     bus : Out(HostBusSignature)
         The accelerator's host port, bridge side.
-    rejected : Out(16)
-        Frames answered with an error status since reset (wraps).
+    rejected : Out(8)
+        Frames answered with an error status since reset (wraps at 256).
     """
 
     rx: In(stream.Signature(8))
     rx_error: In(1)
     tx: Out(stream.Signature(8))
     bus: Out(HostBusSignature)
-    rejected: Out(16)
+    rejected: Out(8)
 
     def __init__(self, *, max_words: int = DEFAULT_MAX_WORDS, timeout: int):
         if isinstance(max_words, bool) or not isinstance(max_words, int) or not 1 <= max_words <= 1024:
@@ -124,180 +126,171 @@ class UartBridge(wiring.Component):
         wr = buffer.write_port()
         rd = buffer.read_port()
 
-        cmd = Signal(2)
-        bad_cmd = Signal()
-        addr = Signal(ADDR_BITS)
-        bad_addr = Signal()
-        count_lo = Signal(8)
-        count = Signal(range(max(max_words, PING_WORDS) + 1))
-        idx = Signal(range(max(max_words, PING_WORDS)))
+        # the six header bytes shift into hdr: CMD at [0:8], ADDR at [8:32], COUNT at [32:48]
+        hdr = Signal(48)
+        cmd = hdr[0:8]
+        addr = hdr[8:8 + ADDR_BITS]
+        addr_top = hdr[8 + ADDR_BITS:32]
+        count = hdr[32:48]
+        n_words = Signal(range(max_words + 1))         # words of the request (ping: 1)
+        idx = Signal(range(max(max_words, HEADER_BYTES)))
         last = Signal()
+        has_data = Signal()
         nbyte = Signal(2)
-        word = Signal(32)
+        word = Signal(32)                               # payload assembly, then every response byte
         crc = Signal(16)
         crc_byte = Signal(8)
         crc_next = Signal(16)
         status = Signal(3)
         timer = Signal(range(self.timeout))
         rejected = self.rejected
-        m.d.comb += [crc_next.eq(crc16_step(crc, crc_byte)), last.eq(idx + 1 == count),
-                     self.rx.ready.eq(1), rd.addr.eq(idx)]
-
         byte = self.rx.payload
-        got = self.rx.valid
-        m.d.comb += [self.bus.addr.eq(addr), self.bus.w_data.eq(rd.data), crc_byte.eq(byte)]
+        got = Signal()
+        # registered, not decoded from the state: a comb signal that depends on nothing but a state register
+        # which has not changed since time 0 stays X in Icarus
+        rx_ready = Signal(init=1)
+        m.d.comb += [
+            n_words.eq(Mux(cmd == CMD_PING, PING_WORDS, count)),
+            last.eq(idx + 1 == n_words),
+            crc_next.eq(crc16_step(crc, crc_byte)),
+            crc_byte.eq(byte),
+            got.eq(self.rx.valid & self.rx.ready),
+            self.rx.ready.eq(rx_ready),
+            rd.addr.eq(idx),
+            self.bus.addr.eq(addr),
+            self.bus.w_data.eq(rd.data),
+            self.tx.payload.eq(word[:8]),
+        ]
+        shift = word.eq(Cat(word[8:], byte))           # rx: assemble a word; tx: next byte (top byte unused)
 
         def listen():
-            """Inter-byte timer of the receiving states: restarts on every byte, counts down otherwise."""
+            """Inter-byte timer: restarts on every byte (and framing error), counts down otherwise."""
             with m.If(got | self.rx_error):
                 m.d.sync += timer.eq(self.timeout - 1)
             with m.Elif(timer != 0):
                 m.d.sync += timer.eq(timer - 1)
 
-        def receive(next_state):
-            """A header/payload/CRC byte: CRC it and go on; a timeout or framing error ends the frame."""
+        def receive():
+            """A byte of the frame after SYNC: CRC it; a framing error or a timeout ends the frame."""
             listen()
             with m.If(self.rx_error):
                 m.d.sync += status.eq(STATUS_FRAMING)
                 m.next = "DRAIN"
             with m.Elif(got):
                 m.d.sync += crc.eq(crc_next)
-                if next_state is not None:
-                    m.next = next_state
             with m.Elif(timer == 0):
                 m.d.sync += status.eq(STATUS_TIMEOUT)
-                m.next = "R_SYNC"
+                m.next = "R_LOAD"
+            return got & ~self.rx_error
 
-        def send(value, next_state, *, checked=True):
-            m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(value), crc_byte.eq(value)]
+        def send():
+            """Put word[0:8] on the line; returns the handshake."""
+            m.d.comb += [self.tx.valid.eq(1), crc_byte.eq(word[:8])]
             with m.If(self.tx.ready):
-                if checked:
-                    m.d.sync += crc.eq(crc_next)
-                if next_state is not None:
-                    m.next = next_state
-
-        resp_count = Signal(16)
-        m.d.comb += resp_count.eq(Mux((status == STATUS_OK) & (cmd != CMD_WRITE), count, 0))
+                m.d.sync += [shift, nbyte.eq(nbyte + 1)]
+            return self.tx.ready
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.sync += timer.eq(self.timeout - 1)
+                m.d.sync += [timer.eq(self.timeout - 1), idx.eq(0), status.eq(STATUS_OK)]
                 with m.If(self.rx_error):
                     m.d.sync += status.eq(STATUS_FRAMING)
                     m.next = "DRAIN"
                 with m.Elif(got & (byte == SYNC_REQUEST)):
-                    m.d.sync += [crc.eq(CRC_INIT), status.eq(STATUS_OK)]
-                    m.next = "CMD"
-            with m.State("CMD"):
-                receive("ADDR0")
-                with m.If(got):
-                    m.d.sync += [cmd.eq(byte[:2]),
-                                 bad_cmd.eq((byte != CMD_WRITE) & (byte != CMD_READ) & (byte != CMD_PING))]
-            for k in range(3):
-                with m.State(f"ADDR{k}"):
-                    receive(f"ADDR{k + 1}" if k < 2 else "COUNT0")
-                    with m.If(got):
-                        if k < 2:
-                            m.d.sync += addr[8 * k:8 * k + 8].eq(byte)
-                        else:
-                            m.d.sync += [addr[16:20].eq(byte[:4]), bad_addr.eq(byte[4:] != 0)]
-            with m.State("COUNT0"):
-                receive("COUNT1")
-                with m.If(got):
-                    m.d.sync += count_lo.eq(byte)
-            with m.State("COUNT1"):
-                receive(None)
-                full = Cat(count_lo, byte)
-                with m.If(got & ~self.rx_error):
-                    m.d.sync += [count.eq(full), idx.eq(0), nbyte.eq(0)]
-                    with m.If(bad_cmd):
-                        m.d.sync += status.eq(STATUS_BAD_CMD)
-                        m.next = "DRAIN"
-                    with m.Elif(cmd == CMD_PING):
-                        m.d.sync += count.eq(PING_WORDS)
-                        m.next = "CHECK0"
-                    with m.Elif(bad_addr):
-                        m.d.sync += status.eq(STATUS_BAD_ADDR)
-                        m.next = "DRAIN"
-                    with m.Elif((full == 0) | (full > max_words)):
-                        m.d.sync += status.eq(STATUS_BAD_COUNT)
-                        m.next = "DRAIN"
-                    with m.Elif(cmd == CMD_WRITE):
-                        m.next = "PAYLOAD"
-                    with m.Else():
-                        m.next = "CHECK0"
-            with m.State("PAYLOAD"):
-                receive(None)
-                with m.If(got & ~self.rx_error):
-                    m.d.sync += nbyte.eq(nbyte + 1)
+                    m.d.sync += crc.eq(CRC_INIT)
+                    m.next = "HEADER"
+            with m.State("HEADER"):
+                with m.If(receive()):
+                    m.d.sync += [hdr.eq(Cat(hdr[8:], byte)), idx.eq(idx + 1)]
+                    with m.If(idx == HEADER_BYTES - 1):
+                        m.d.sync += rx_ready.eq(0)
+                        m.next = "VALIDATE"
+            with m.State("VALIDATE"):                  # one cycle (rx.ready low: the receiver keeps a byte)
+                m.d.sync += [idx.eq(0), nbyte.eq(0), rx_ready.eq(1)]
+                with m.If((cmd != CMD_WRITE) & (cmd != CMD_READ) & (cmd != CMD_PING)):
+                    m.d.sync += status.eq(STATUS_BAD_CMD)
+                    m.next = "DRAIN"
+                with m.Elif(cmd == CMD_PING):
+                    m.next = "CHECK"
+                with m.Elif(addr_top != 0):
+                    m.d.sync += status.eq(STATUS_BAD_ADDR)
+                    m.next = "DRAIN"
+                with m.Elif((count == 0) | (count > max_words)):
+                    m.d.sync += status.eq(STATUS_BAD_COUNT)
+                    m.next = "DRAIN"
+                with m.Elif(cmd == CMD_WRITE):
+                    m.next = "PAYLOAD"
+                with m.Else():
+                    m.next = "CHECK"
+            with m.State("PAYLOAD"):                   # buffered, not yet on the bus
+                with m.If(receive()):
+                    m.d.sync += [shift, nbyte.eq(nbyte + 1)]
                     with m.If(nbyte == 3):
-                        m.d.comb += [wr.en.eq(1), wr.addr.eq(idx), wr.data.eq(Cat(word[:24], byte))]
+                        m.d.comb += [wr.en.eq(1), wr.addr.eq(idx), wr.data.eq(Cat(word[8:], byte))]
                         m.d.sync += idx.eq(idx + 1)
                         with m.If(last):
-                            m.next = "CHECK0"
-                    with m.Else():
-                        m.d.sync += word[:24].eq(Cat(word[8:24], byte))
-            with m.State("CHECK0"):
-                receive("CHECK1")
-            with m.State("CHECK1"):
-                receive(None)
-                with m.If(got & ~self.rx_error):
-                    m.d.sync += idx.eq(0)
-                    with m.If(crc_next != 0):
-                        m.d.sync += status.eq(STATUS_BAD_CHECK)
-                        m.next = "DRAIN"
-                    with m.Elif(cmd == CMD_WRITE):
-                        m.next = "EXEC_READ"
-                    with m.Else():
-                        m.next = "R_SYNC"
-            with m.State("DRAIN"):                      # drop bytes until the line is quiet, then answer
+                            m.next = "CHECK"
+            with m.State("CHECK"):                     # two CRC bytes: the CRC over the frame must come out 0
+                with m.If(receive()):
+                    m.d.sync += nbyte.eq(nbyte + 1)
+                    with m.If(nbyte[0]):
+                        m.d.sync += [idx.eq(0), nbyte.eq(0)]
+                        with m.If(crc_next != 0):
+                            m.d.sync += status.eq(STATUS_BAD_CHECK)
+                            m.next = "DRAIN"
+                        with m.Elif(cmd == CMD_WRITE):
+                            m.next = "EXEC_READ"
+                        with m.Else():
+                            m.next = "R_LOAD"
+            with m.State("DRAIN"):                     # drop bytes until the line is quiet, then answer
                 listen()
                 with m.If(~got & ~self.rx_error & (timer == 0)):
-                    m.next = "R_SYNC"
-            # ------------------------------------------------ execute a checked write from the buffer
-            with m.State("EXEC_READ"):                  # the buffer's read port latches idx
+                    m.next = "R_LOAD"
+            # ------------------------------------------------ a checked write, from the buffer to the bus
+            with m.State("EXEC_READ"):                 # the buffer's read port latches idx
                 m.next = "EXEC_WRITE"
             with m.State("EXEC_WRITE"):
                 m.d.comb += self.bus.w_en.eq(1)
                 m.d.sync += [addr.eq(addr + 1), idx.eq(idx + 1)]
                 m.next = "EXEC_READ"
                 with m.If(last):
-                    m.next = "R_SYNC"
-            # ------------------------------------------------ the response
-            with m.State("R_SYNC"):
-                send(SYNC_RESPONSE, "R_STATUS", checked=False)
-                with m.If(self.tx.ready):
-                    m.d.sync += [crc.eq(CRC_INIT), idx.eq(0), nbyte.eq(0)]
-            with m.State("R_STATUS"):
-                send(status, "R_COUNT0")
-            with m.State("R_COUNT0"):
-                send(resp_count[:8], "R_COUNT1")
-            with m.State("R_COUNT1"):
-                send(resp_count[8:], None)
-                with m.If(self.tx.ready):
-                    m.next = "R_FETCH"
-                    with m.If(resp_count == 0):
-                        m.next = "R_CHECK0"
+                    m.next = "R_LOAD"
+            # ------------------------------------------------ the response, one byte of `word` at a time
+            with m.State("R_LOAD"):
+                ok_data = (status == STATUS_OK) & (cmd != CMD_WRITE)
+                m.d.sync += [word.eq(Cat(Const(SYNC_RESPONSE, 8), status, Const(0, 5), Mux(ok_data, n_words, 0),
+                                         Const(0, 16 - len(n_words)))),
+                             nbyte.eq(0), idx.eq(0), has_data.eq(ok_data)]
+                m.next = "R_HEAD"
+            with m.State("R_HEAD"):                    # A5 STATUS COUNT[2]; the CRC starts after A5
+                with m.If(send()):
+                    m.d.sync += crc.eq(Mux(nbyte == 0, CRC_INIT, crc_next))
+                    with m.If(nbyte == 3):
+                        m.next = "R_FETCH"
+                        with m.If(~has_data):
+                            m.next = "R_CRC"
             with m.State("R_FETCH"):
                 m.d.comb += self.bus.r_en.eq(cmd == CMD_READ)
                 m.next = "R_LATCH"
             with m.State("R_LATCH"):
-                ping_word = Mux(idx == 0, Const(PROTOCOL_VERSION | (max_words << 16), 32), rejected)
+                ping_word = Cat(Const(PROTOCOL_VERSION, 8), rejected, Const(max_words, 16))
                 m.d.sync += word.eq(Mux(cmd == CMD_READ, self.bus.r_data, ping_word))
                 m.next = "R_DATA"
             with m.State("R_DATA"):
-                send(word[:8], None)
-                with m.If(self.tx.ready):
-                    m.d.sync += [word.eq(word >> 8), nbyte.eq(nbyte + 1)]
+                with m.If(send()):
+                    m.d.sync += crc.eq(crc_next)
                     with m.If(nbyte == 3):
                         m.d.sync += [idx.eq(idx + 1), addr.eq(addr + 1)]
                         m.next = "R_FETCH"
                         with m.If(last):
-                            m.next = "R_CHECK0"
-            with m.State("R_CHECK0"):
-                send(crc[:8], "R_CHECK1", checked=False)
-            with m.State("R_CHECK1"):
-                send(crc[8:], "IDLE", checked=False)
-                with m.If(self.tx.ready & (status != STATUS_OK)):
-                    m.d.sync += rejected.eq(rejected + 1)
+                            m.next = "R_CRC"
+            with m.State("R_CRC"):
+                m.d.sync += [word.eq(crc), nbyte.eq(0)]
+                m.next = "R_CHECK"
+            with m.State("R_CHECK"):
+                with m.If(send()):
+                    with m.If(nbyte[0]):
+                        m.next = "IDLE"
+                        with m.If(status != STATUS_OK):
+                            m.d.sync += rejected.eq(rejected + 1)
         return m

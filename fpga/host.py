@@ -153,7 +153,7 @@ class Host:
         words = self.exchange(encode_ping(), "ping")
         if len(words) != PING_WORDS:
             raise SdhwError(f"unexpected ping response ({len(words)} words, expected {PING_WORDS})")
-        info = {"protocol": words[0] & 0xFF, "max_words": words[0] >> 16, "rejected_frames": words[1] & 0xFFFF}
+        info = {"protocol": words[0] & 0xFF, "rejected_frames": words[0] >> 8 & 0xFF, "max_words": words[0] >> 16}
         if info["max_words"] < 1:
             raise SdhwError(f"the bridge reports max_words = {info['max_words']}")
         self.max_words = info["max_words"]

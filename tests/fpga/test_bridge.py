@@ -153,7 +153,7 @@ def test_write_then_read_back(seed, tx_stall):
     items = [encode_ping(), encode_write(0x60010, words), encode_write(0xFFFFD, few),
              encode_read(0x6000F, MAX_WORDS), encode_read(0xFFFFD, 3), encode_read(0x60017, 1)]
     resp, mem, writes = run_bridge(items, seed=seed, tx_stall=tx_stall)
-    assert resp[0] == (br.STATUS_OK, [br.PROTOCOL_VERSION | MAX_WORDS << 16, 0]), f"seed {seed}: ping {resp[0]}"
+    assert resp[0] == (br.STATUS_OK, [br.PROTOCOL_VERSION | MAX_WORDS << 16]), f"seed {seed}: ping {resp[0]}"
     assert resp[1] == (br.STATUS_OK, []) and resp[2] == (br.STATUS_OK, [])
     assert writes == [(0x60010 + k, w) for k, w in enumerate(words)] + [(0xFFFFD + k, w) for k, w in enumerate(few)]
     assert resp[3] == (br.STATUS_OK, [0xDEAD000F] + words[:-1]), f"seed {seed}: read back {resp[3]}"
@@ -200,7 +200,7 @@ def test_truncated_frame_times_out_then_a_good_frame_works():
              encode_read(0x20000, 2)[:3], encode_ping()]
     resp, mem, writes = run_bridge(items)
     assert resp == [(br.STATUS_TIMEOUT, []), (br.STATUS_OK, []), (br.STATUS_OK, [3, 4]), (br.STATUS_TIMEOUT, []),
-                    (br.STATUS_OK, [br.PROTOCOL_VERSION | MAX_WORDS << 16, 2])], resp
+                    (br.STATUS_OK, [br.PROTOCOL_VERSION | 2 << 8 | MAX_WORDS << 16])], resp
     assert writes == [(0x20000, 3), (0x20001, 4)]
 
 
