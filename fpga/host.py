@@ -272,6 +272,64 @@ class Host:
                 "layer": status >> 16, **self.counters()}
 
 
+def load_input(image, path) -> np.ndarray:
+    """Inputs for ``image`` from a ``.npy`` file: ``(batch, n_in)`` int8 values.
+
+    Integer arrays are taken as quantised int8 inputs; float arrays are quantised with the image's input
+    scale and zero point (``golden.quant.QParams.quantize``, as ``golden.program.infer`` does). The array
+    holds one input (``input_shape`` or flat) or a batch of them.
+    """
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise SdhwError(f"cannot read input {str(path)!r}: {exc}") from None
+    if not isinstance(x, np.ndarray):
+        raise SdhwError(f"input {str(path)!r} must be a .npy array, not a .npz archive")
+    shape = tuple(image.meta["input_shape"])
+    n_in = int(np.prod(shape))
+    if x.size == 0 or x.size % n_in:
+        raise SdhwError(f"input {str(path)!r} has shape {x.shape} ({x.size} values); the program takes inputs "
+                        f"of shape {shape} ({n_in} values), one or a batch")
+    if np.issubdtype(x.dtype, np.integer):
+        if x.min() < -128 or x.max() > 127:
+            raise SdhwError(f"integer input {str(path)!r} must hold int8 values (-128..127), found "
+                            f"{x.min()}..{x.max()}; give float inputs to have them quantised")
+        x_q = x.astype(np.int64)
+    elif np.issubdtype(x.dtype, np.floating):
+        if "input_scale" not in image.meta or "input_zero_point" not in image.meta:
+            raise SdhwError(f"input {str(path)!r} is float but the program image has no input scale and zero "
+                            "point; give int8 quantised inputs")
+        if not np.all(np.isfinite(x)):
+            raise SdhwError(f"input {str(path)!r} holds NaN or infinite values")
+        from golden.quant import QParams
+        x_q = QParams(float(image.meta["input_scale"]), int(image.meta["input_zero_point"])).quantize(x)
+    else:
+        raise SdhwError(f"input {str(path)!r} has dtype {x.dtype}; expected int8 values or floats")
+    return x_q.reshape(-1, n_in)
+
+
+def run_on_board(transport: Transport, image, inputs, *, poll_timeout: float = 10.0) -> dict:
+    """Identify the board, check the image fits it, load it, run every input.
+
+    Returns ``{"board": identify(), "words_loaded": n, "results": [Host.run() per input]}``; an accelerator
+    error (its error flag) raises :class:`golden.SdhwError` naming the error code and the layer.
+    """
+    host = Host(transport, poll_timeout=poll_timeout)
+    info = host.identify()
+    host.check_image(image, info)
+    loaded = host.load(image)
+    results = []
+    for k, x in enumerate(inputs):
+        result = host.run(image, x)
+        if result["error"] is not None:
+            raise SdhwError(f"the accelerator stopped with error {result['error_code']} ({result['error']}) at "
+                            f"layer {result['layer']} of input {k}")
+        if not result["status"] & hb.STATUS_DONE:
+            raise SdhwError(f"the accelerator did not finish input {k} (status {result['status']:#x})")
+        results.append(result)
+    return {"board": info, "words_loaded": loaded, "results": results}
+
+
 def open_serial(port: str, baud: int = 115200, *, timeout: float = 1.0):
     """A pyserial port (8N1) as a transport; pyserial is imported here only."""
     try:

@@ -295,6 +295,50 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    # the board's host driver, imported only when asked for (pyserial only when the port is opened)
+    from fpga.host import load_input, open_serial, run_on_board
+
+    from .image import load_image
+
+    image = load_image(args.program)
+    inputs = load_input(image, args.input)
+    port = open_serial(args.port, args.baud, timeout=args.timeout)
+    try:
+        report = run_on_board(port, image, inputs, poll_timeout=args.timeout * 10)
+    finally:
+        port.close()
+    outputs = np.stack([r["output"] for r in report["results"]]).astype(np.int8)
+    out_shape = tuple(image.meta["output_shape"])
+    outputs = outputs.reshape((-1, *out_shape) if len(inputs) > 1 else out_shape)
+    if args.output:
+        import io
+        buf = io.BytesIO()
+        np.save(buf, outputs)
+        try:
+            fmt.write_atomic(args.output, buf.getvalue())
+        except OSError as exc:
+            raise SdhwError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
+    counters = ("cycles", "macs", "skipped", "stalls")
+    if args.json:
+        print(json.dumps({"port": args.port, "program": str(args.program), "board": report["board"],
+                          "words_loaded": report["words_loaded"], "output_file": args.output,
+                          "results": [{"output": r["output"].tolist(), "status": r["status"],
+                                       **{k: r[k] for k in counters}} for r in report["results"]]}, indent=2))
+        return 0
+    b = report["board"]
+    print(f"{args.port}: sdhw accelerator v{b['version']}, {b['pes']} PEs = {b['channel_lanes']} x "
+          f"{b['pixel_lanes']}, {'dense int8' if b['dense'] else 'SD'}; loaded {report['words_loaded']} words "
+          f"of {args.program}")
+    for k, r in enumerate(report["results"]):
+        print(f"input {k}: output {r['output'].tolist()}")
+        print(f"  status {r['status']:#x} (done), {r['cycles']} cycles, {r['macs']} MACs, {r['skipped']} zero "
+              f"rows skipped, {r['stalls']} stall cycles")
+    if args.output:
+        print(f"outputs (int8, shape {outputs.shape}) written to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdhw", description="SmartDeal accelerator generator and tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -374,6 +418,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--eval", action="store_true", help="accuracy on the bundled digits test split (golden)")
     i.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     i.set_defaults(func=cmd_inspect)
+    r = sub.add_parser("run", help="run a program image on a board over its UART and print the outputs")
+    r.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB1")
+    r.add_argument("--baud", type=int, default=115200, help="UART rate the board was built for (default 115200)")
+    r.add_argument("--program", required=True, help="program image (.sdimg from sdhw compile --for)")
+    r.add_argument("--input", required=True, help=".npy input: int8 values, or floats quantised with the "
+                                                  "program's input scale; one input or a batch")
+    r.add_argument("--output", help="write the int8 outputs to this .npy file")
+    r.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each response (default 1; "
+                                                              "ten times that for a run to finish)")
+    r.add_argument("--json", action="store_true", help="print the board, outputs and counters as JSON")
+    r.set_defaults(func=cmd_run)
     return parser
 
 

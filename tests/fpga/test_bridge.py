@@ -130,6 +130,7 @@ def test_doc_example_frames():
     assert encode_response(br.STATUS_OK, [0x53444857]).hex(" ") == "a5 00 01 00 57 48 44 53 f9 8e"
     assert encode_response(br.STATUS_BAD_CHECK).hex(" ") == "a5 01 00 00 20 00"
     assert encode_ping().hex(" ") == "5a 03 00 00 00 00 00 00 28"
+    assert encode_response(br.STATUS_OK, [1 | 128 << 16]).hex(" ") == "a5 00 01 00 01 00 80 00 7a ed"
 
 
 @pytest.mark.parametrize("bad", [0, 1025, True, 2.0])
