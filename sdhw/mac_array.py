@@ -1,7 +1,7 @@
 """The MAC array: ``channel_lanes x pixel_lanes`` int8 multiply-accumulate lanes."""
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -13,20 +13,31 @@ class MacArray(wiring.Component):
     per pixel lane to the Q channel lanes. ``first`` starts a new sum (``acc = product``); ``last`` marks the
     final op of a sum. Accumulators are ``acc_bits`` wide and wrap (the compiler keeps sums in range).
 
-    Latency: 3 cycles from an op to its accumulation (input register, product register, accumulate);
-    ``done`` is high for one cycle right after the accumulation of a ``last`` op, while ``acc`` holds the
-    finished sums (index ``q * P + p``). Throughput: one op (Q x P MACs) per cycle.
+    Products are ``*`` (mapped to DSP blocks by synthesis) except the last ``soft_products`` lanes, which
+    are built from adders (no multiplier cell, so synthesis keeps them in LUTs): yosys maps every ``*`` to
+    a DSP and fails placement when the device runs out, so the generator budgets DSPs itself.
+
+    Latency: :attr:`latency` cycles from an op to its accumulation: 3 (input register, product register,
+    accumulate), 4 when there are soft products (their two partial products get a register of their own;
+    the DSP lanes get the same extra register, which the DSP block absorbs). ``done`` is high for one
+    cycle right after the accumulation of a ``last`` op, while ``acc`` holds the finished sums (index
+    ``q * P + p``). Throughput: one op (Q x P MACs) per cycle.
     """
 
-    LATENCY = 3
+    LATENCY = 3                 # without soft products; see ``latency``
 
-    def __init__(self, *, channel_lanes: int, pixel_lanes: int, acc_bits: int = 32):
+    def __init__(self, *, channel_lanes: int, pixel_lanes: int, acc_bits: int = 32, soft_products: int = 0):
         for name, value in (("channel_lanes", channel_lanes), ("pixel_lanes", pixel_lanes)):
             if not (isinstance(value, int) and 1 <= value <= 1024):
                 raise ValueError(f"{name} must be an integer in 1..1024, not {value!r}")
         if not (isinstance(acc_bits, int) and 17 <= acc_bits <= 48):
             raise ValueError(f"acc_bits must be an integer in 17..48, not {acc_bits!r}")
+        lanes = channel_lanes * pixel_lanes
+        if not (isinstance(soft_products, int) and 0 <= soft_products <= lanes):
+            raise ValueError(f"soft_products must be an integer in 0..{lanes}, not {soft_products!r}")
         self._q, self._p, self._acc_bits = channel_lanes, pixel_lanes, acc_bits
+        self._soft = soft_products
+        self.latency = self.LATENCY + (1 if soft_products else 0)
         super().__init__({
             "weights": In(data.ArrayLayout(signed(8), channel_lanes)),
             "acts": In(data.ArrayLayout(signed(8), pixel_lanes)),
@@ -39,23 +50,51 @@ class MacArray(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        q_n, p_n = self._q, self._p
+        p_n, n = self._p, self._q * self._p
         w_r = Signal.like(self.weights)
         a_r = Signal.like(self.acts)
-        v1, f1, l1 = Signal(), Signal(), Signal()
-        m.d.sync += [w_r.eq(self.weights), a_r.eq(self.acts), v1.eq(self.valid), f1.eq(self.first),
-                     l1.eq(self.last)]
-        products = Signal(data.ArrayLayout(signed(16), q_n * p_n))
-        v2, f2, l2 = Signal(), Signal(), Signal()
-        m.d.sync += [v2.eq(v1), f2.eq(f1), l2.eq(l1)]
-        for q in range(q_n):
-            for p in range(p_n):
-                m.d.sync += products[q * p_n + p].eq(w_r[q] * a_r[p])
-        m.d.sync += self.done.eq(v2 & l2)
-        with m.If(v2):
-            for k in range(q_n * p_n):
-                with m.If(f2):
+        m.d.sync += [w_r.eq(self.weights), a_r.eq(self.acts)]
+        # valid/first/last travel beside the data: stage k holds the op k + 1 cycles after it came in
+        ctrl = [Signal(3, name=f"ctrl{k}") for k in range(self.latency - 1)]
+        m.d.sync += ctrl[0].eq(Cat(self.valid, self.first, self.last))
+        for k in range(1, len(ctrl)):
+            m.d.sync += ctrl[k].eq(ctrl[k - 1])
+        valid, first, last = ctrl[-1]
+
+        products = Signal(data.ArrayLayout(signed(16), n))
+        first_soft = n - self._soft
+        for k in range(n):
+            w, a = w_r[k // p_n], a_r[k % p_n]
+            if not self._soft:
+                m.d.sync += products[k].eq(w * a)
+            elif k < first_soft:
+                # the extra register on DSP products keeps every lane aligned (the DSP absorbs it)
+                early = Signal(signed(16), name=f"early{k}")
+                m.d.sync += [early.eq(w * a), products[k].eq(early)]
+            else:
+                lo = Signal(signed(12), name=f"soft_lo{k}")
+                hi = Signal(signed(12), name=f"soft_hi{k}")
+                m.d.sync += [lo.eq(_gated_sum(w, a[:4], signed_top=False)),
+                             hi.eq(_gated_sum(w, a[4:], signed_top=True)),
+                             products[k].eq(lo + (hi << 4))]
+
+        m.d.sync += self.done.eq(valid & last)
+        with m.If(valid):
+            for k in range(n):
+                with m.If(first):
                     m.d.sync += self.acc[k].eq(products[k])
                 with m.Else():
                     m.d.sync += self.acc[k].eq(self.acc[k] + products[k])
         return m
+
+
+def _gated_sum(w, bits, *, signed_top: bool):
+    """``w * bits`` as a sum of shifted copies of ``w`` gated by the bits of ``bits`` (no multiplier cell):
+    ``bits`` is unsigned, or two's complement when ``signed_top`` (its top bit weighs minus its place)."""
+    terms = []
+    for i in range(len(bits)):
+        term = Mux(bits[i], w, 0).as_signed() << i
+        terms.append(-term if signed_top and i == len(bits) - 1 else term)
+    while len(terms) > 1:                   # a balanced adder tree
+        terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k] for k in range(0, len(terms), 2)]
+    return terms[0]

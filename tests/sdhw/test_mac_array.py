@@ -11,17 +11,21 @@ from amaranth.sim import Simulator
 from sdhw.mac_array import MacArray
 
 
-@pytest.mark.parametrize("q_n, p_n, seed", [(1, 1, 1), (4, 1, 2), (2, 4, 3), (8, 2, 4)])
-def test_mac_array_accumulates_like_numpy(q_n, p_n, seed):
+@pytest.mark.parametrize("q_n, p_n, soft, seed", [(1, 1, 0, 1), (4, 1, 0, 2), (2, 4, 0, 3), (8, 2, 0, 4),
+                                                  (1, 1, 1, 5), (4, 2, 3, 6), (2, 2, 4, 7)])
+def test_mac_array_accumulates_like_numpy(q_n, p_n, soft, seed):
+    """Random sums; ``soft`` lanes use the adder-built multiplier (every int8 corner value appears)."""
     rng = random.Random(seed)
-    dut = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=32)
+    dut = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=32, soft_products=soft)
+    corners = [-128, -127, -1, 0, 1, 127]
     # sums of random length, back to back, with idle cycles between some ops
     ops = []
     for _ in range(30):
         length = rng.randint(1, 12)
         for k in range(length):
-            ops.append({"w": [rng.randint(-127, 127) for _ in range(q_n)],
-                        "a": [rng.randint(-128, 127) for _ in range(p_n)],
+            pick = rng.choice if rng.random() < 0.3 else None
+            ops.append({"w": [pick(corners) if pick else rng.randint(-128, 127) for _ in range(q_n)],
+                        "a": [pick(corners) if pick else rng.randint(-128, 127) for _ in range(p_n)],
                         "first": k == 0, "last": k == length - 1, "idle": rng.random() < 0.2})
     expected, acc = [], None
     for op in ops:
@@ -61,8 +65,9 @@ def test_mac_array_accumulates_like_numpy(q_n, p_n, seed):
     assert got == expected, f"seed {seed}: {len(got)} sums, first mismatch at sum {bad[:1]}"
 
 
-def test_mac_array_latency():
-    dut = MacArray(channel_lanes=1, pixel_lanes=1)
+@pytest.mark.parametrize("soft", [0, 1])
+def test_mac_array_latency(soft):
+    dut = MacArray(channel_lanes=1, pixel_lanes=1, soft_products=soft)
     seen = {}
 
     async def bench(ctx):
@@ -83,12 +88,15 @@ def test_mac_array_latency():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert seen == {"cycle": MacArray.LATENCY, "acc": -15}
+    assert seen == {"cycle": dut.latency, "acc": -15}
+    assert dut.latency == MacArray.LATENCY + soft
 
 
 @pytest.mark.parametrize("kwargs, match", [({"channel_lanes": 0, "pixel_lanes": 1}, "channel_lanes"),
                                           ({"channel_lanes": 1, "pixel_lanes": 2.5}, "pixel_lanes"),
-                                          ({"channel_lanes": 1, "pixel_lanes": 1, "acc_bits": 8}, "acc_bits")])
+                                          ({"channel_lanes": 1, "pixel_lanes": 1, "acc_bits": 8}, "acc_bits"),
+                                          ({"channel_lanes": 2, "pixel_lanes": 1, "soft_products": 3},
+                                           r"soft_products must be an integer in 0\.\.2, not 3")])
 def test_mac_array_rejects_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MacArray(**kwargs)
