@@ -87,7 +87,7 @@ def memory_map(cfg: AcceleratorConfig) -> dict:
         "status_bits": {"busy": hb.STATUS_BUSY, "done": hb.STATUS_DONE, "error": hb.STATUS_ERROR,
                         "error_code": [8, 15], "layer": [16, 31]},
         "error_codes": {str(k): v for k, v in hb.ERROR_NAMES.items()},
-        "wide_entries": {"codes": chunks(cfg.code_width), "bases": chunks(72)},
+        "wide_entries": {"codes": chunks(cfg.code_width), "bases": chunks(cfg.basis_width)},
         "descriptor_words": DESC_WORDS,
         "descriptor_fields": {k: list(v) for k, v in FIELDS.items()},
     }

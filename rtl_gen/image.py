@@ -164,14 +164,16 @@ def build_image(program: Program, cfg: AcceleratorConfig) -> ProgramImage:
                             lane |= ((int(cval < 0) << e_hw) | abs(cval)) << (k * (1 + e_hw))
                         entry |= lane << (q * lane_w)
                     codes.append(entry)
+                # three rows per block: column j of the Q lanes' bases, lane q at bits 24q, B[k][j] at byte k
                 for b in range(nb):
-                    for q in range(q_n):
-                        f = g * q_n + q
+                    block = [np.asarray(sdw.bases[f // sdw.basis_group, b], dtype=np.int64) if f < mo else None
+                             for f in range(g * q_n, (g + 1) * q_n)]
+                    for j in range(3):
                         value = 0
-                        if f < mo:
-                            basis = np.asarray(sdw.bases[f // sdw.basis_group, b], dtype=np.int64).reshape(-1)
-                            for k, byte in enumerate(basis):
-                                value |= (int(byte) & 0xFF) << (8 * k)
+                        for q, basis in enumerate(block):
+                            if basis is not None:
+                                for k in range(3):
+                                    value |= (int(basis[k, j]) & 0xFF) << (24 * q + 8 * k)
                         bases.append(value)
         else:
             weights = to_rows(np.asarray(layer.weights, dtype=np.int64))      # (M, R, 3), FC padded with 0
@@ -190,22 +192,23 @@ def build_image(program: Program, cfg: AcceleratorConfig) -> ProgramImage:
         except ValueError as exc:
             raise SdhwError(f"{where} does not fit the descriptor format: {exc}") from None
     desc_words += [0] * DESC_WORDS                                  # end marker (kind 0)
+    q_bases = len(bases) // 3 * q_n                                  # lane bases (basis_depth counts those)
     for name, used, depth in (("code", len(codes), cfg.code_depth), ("bitmap", len(bitmap), cfg.bitmap_depth),
-                              ("basis", len(bases), cfg.basis_depth), ("bias", len(biases), cfg.bias_depth)):
+                              ("basis", q_bases, cfg.basis_rows // 3 * q_n), ("bias", len(biases), cfg.bias_depth)):
         if used > depth:
             raise SdhwError(f"program needs {used} {name} memory entries; the accelerator holds {depth} "
                             f"({name}_depth); generate a larger configuration or prune more")
     sections = [(hb.REGION_DESC, 0, desc_words), (hb.REGION_BIAS, 0, biases)]
     if not cfg.dense:
         sections.append((hb.REGION_BITMAP, 0, bitmap))
-        sections += _contiguous(hb.REGION_BASES, _wide_words(bases, 72))
+        sections += _contiguous(hb.REGION_BASES, _wide_words(bases, cfg.basis_width))
     sections += _contiguous(hb.REGION_CODES, _wide_words(codes, cfg.code_width))
     meta = {
         "layers": n_layers, "input_shape": list(program.input_shape), "output_shape": list(program.output_shape),
         "input_zero_point": program.input_q.zero_point, "input_scale": program.input_q.scale,
         "output_zero_point": program.output_q.zero_point, "output_scale": program.output_q.scale,
         "output_region": hb.REGION_ACT0 if n_layers % 2 == 0 else hb.REGION_ACT1,
-        "usage": {"code": len(codes), "bitmap": len(bitmap), "basis": len(bases), "bias": len(biases),
+        "usage": {"code": len(codes), "bitmap": len(bitmap), "basis": q_bases, "bias": len(biases),
                   "descriptors": n_layers + 1},
         "config": cfg.as_dict(),
     }

@@ -43,7 +43,7 @@ class Accelerator(wiring.Component):
 
     Throughput: ``pes`` MACs per cycle peak (Q channel lanes x P pixel lanes, one tap per cycle); zero
     ``Ce`` rows take no cycle. Latency: a layer costs its row steps plus a few cycles per channel group
-    (basis load, pipeline fill) and a descriptor fetch.
+    (pipeline fill) and a descriptor fetch.
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -75,7 +75,7 @@ class Accelerator(wiring.Component):
         m.submodules.bias_mem = bias_mem
         if sd:
             bitmap_mem = Memory(shape=32, depth=cfg.bitmap_depth, init=[])
-            basis_mem = Memory(shape=72, depth=cfg.basis_depth, init=[])
+            basis_mem = Memory(shape=cfg.basis_width, depth=cfg.basis_rows, init=[])
             m.submodules.bitmap_mem = bitmap_mem
             m.submodules.basis_mem = basis_mem
         act_mems = [[Memory(shape=8, depth=cfg.act_depth, init=[]) for _ in range(p_n)] for _ in range(2)]
@@ -155,7 +155,7 @@ class Accelerator(wiring.Component):
 
         wide_write(code_wr, cfg.code_width, hb.REGION_CODES, "code")
         if sd:
-            wide_write(basis_wr, 72, hb.REGION_BASES, "basis")
+            wide_write(basis_wr, cfg.basis_width, hb.REGION_BASES, "basis")
 
         # activation writes: the host when idle (region ACT0/ACT1), the drain when busy
         drain_wr_en = Signal()
@@ -225,9 +225,10 @@ class Accelerator(wiring.Component):
         requant = Requantiser(acc_bits=cfg.acc_bits, tag_bits=tag_bits)
         m.submodules.requant = ResetInserter(flush)(requant)
         rebuild = []
+        info_bits = 17 + 2 + 4                   # the tap info (info_layout below) travels with lane 0
         if sd:
             for q in range(q_n):
-                unit = RebuildUnit(exp_bits=e_bits, weight_bits=8)
+                unit = RebuildUnit(exp_bits=e_bits, weight_bits=8, tag_bits=info_bits if q == 0 else 0)
                 m.submodules[f"rebuild{q}"] = ResetInserter(flush)(unit)
                 rebuild.append(unit)
                 m.d.comb += unit.wshift.eq(fld["wshift"])
@@ -298,16 +299,10 @@ class Accelerator(wiring.Component):
             m.d.sync += [cycles.eq(0), macs.eq(0), skipped.eq(0), stalls.eq(0), err.eq(0), err_code.eq(0),
                          done.eq(0)]
 
-        # basis loading: Q cycles, one lane per cycle, for (channel group, block)
-        basis_lane = Signal(range(q_n + 1))
-        basis_addr = Signal(20)
-        basis_settling = Signal()                # rows wait while bases are being loaded
+        # bases are streamed from the basis memory: one row (column j of the Q lanes' bases) per tap
         block_next = Signal(18)                  # golden row index where the next block starts
-        block_idx = Signal(16)                   # next block to load in the current channel group
-        group_basis_ptr = Signal(20)             # basis entry of (channel group, block 0, lane 0)
-        loaded_valid = Signal()                  # the rebuild units hold the bases at loaded_addr
-        loaded_addr = Signal(20)
-        q_shift = (q_n - 1).bit_length()
+        block_ptr = Signal(20)                   # basis row of (channel group, current block, column 0)
+        group_basis_ptr = Signal(20)             # basis row of (channel group, block 0, column 0)
 
         decoder_start = Signal()
         m.d.comb += [decoder.base.eq(bm_ptr), decoder.n_rows.eq(fld["n_rows"]), decoder.skip_slot3.eq(is_k3),
@@ -317,89 +312,102 @@ class Accelerator(wiring.Component):
                          bitmap_rd.en.eq(Mux(busy, decoder.mem_en, 1)), decoder.mem_data.eq(bitmap_rd.data)]
 
         # ---------------------------------------------------------------------------- row fetch
-        # one entry per decoder output: codes read from the code memory (SD) or dense weights
+        # two stages: rf0 takes a decoder entry (with its code and basis addresses), so the decoder can finish
+        # a group and restart for the next while rf still emits the taps of the row before; rf reads the
+        # row's codes (SD) or dense weights as it takes the entry from rf0 and holds the row while its taps
+        # (3, or 1 for an empty entry) leave one per cycle (rf_step)
+        entry_layout = data.StructLayout({"row": 17, "last": 1, "empty": 1, "first": 1})
+        rf0_valid = Signal()
+        rf0_info = Signal(entry_layout)
+        rf0_code = Signal.like(code_ptr, name="rf0_code")
         rf_valid = Signal()
-        rf_info = Signal(data.StructLayout({"row": 17, "last": 1, "empty": 1, "first": 1}))
+        rf_info = Signal(entry_layout)
+        rf_tap = Signal(2)
         rf_first_pending = Signal()              # next decoded entry is the group's first
-        rf_ready = Signal()
+        rf_ready = Signal()                      # rf takes rf0's entry this cycle if there is one
+        rf_take = Signal()
+        rf_step = Signal()                       # tap rf_tap of the held row moves on this cycle
+        rf_final = Signal()                      # ... and it is the row's final tap
+        m.d.comb += [rf_final.eq(rf_info.empty | (rf_tap == 2)), rf_ready.eq(~rf_valid | (rf_step & rf_final)),
+                     rf_take.eq(rf0_valid & rf_ready)]
         row_i = Signal(18)                       # golden row index of the decoder's row
         m.d.comb += row_i.eq(Mux(is_k3, decoder.o.payload.row - (decoder.o.payload.row >> 2),
                                  decoder.o.payload.row))
         needs_block = Signal()
         m.d.comb += needs_block.eq(sd & ~decoder.o.payload.empty & (row_i >= block_next))
-        loading_basis = Signal()
         accept_row = Signal()
-        m.d.comb += accept_row.eq(decoder.o.valid & rf_ready & ~loading_basis & ~needs_block & busy)
+        m.d.comb += accept_row.eq(decoder.o.valid & (~rf0_valid | rf_take) & ~needs_block & busy)
         m.d.comb += decoder.o.ready.eq(accept_row)
-        m.d.comb += [code_rd.addr.eq(code_ptr), code_rd.en.eq(accept_row & ~decoder.o.payload.empty)]
         with m.If(accept_row):
-            m.d.sync += [rf_valid.eq(1), rf_info.row.eq(decoder.o.payload.row),
-                         rf_info.last.eq(decoder.o.payload.last), rf_info.empty.eq(decoder.o.payload.empty),
-                         rf_info.first.eq(rf_first_pending), rf_first_pending.eq(0)]
+            m.d.sync += [rf0_valid.eq(1), rf0_info.row.eq(decoder.o.payload.row), rf0_code.eq(code_ptr),
+                         rf0_info.last.eq(decoder.o.payload.last), rf0_info.empty.eq(decoder.o.payload.empty),
+                         rf0_info.first.eq(rf_first_pending), rf_first_pending.eq(0)]
             with m.If(~decoder.o.payload.empty):
                 m.d.sync += code_ptr.eq(code_ptr + 1)
                 with m.If(code_ptr >= cfg.code_depth):
                     m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
+        with m.Elif(rf_take):
+            m.d.sync += rf0_valid.eq(0)
+        m.d.comb += [code_rd.addr.eq(rf0_code), code_rd.en.eq(rf_take & ~rf0_info.empty)]
+        with m.If(rf_take):
+            m.d.sync += [rf_valid.eq(1), rf_info.eq(rf0_info), rf_tap.eq(0)]
         with m.Elif(rf_ready):
             m.d.sync += rf_valid.eq(0)
+        with m.Elif(rf_step):
+            m.d.sync += rf_tap.eq(rf_tap + 1)
         rf_codes = Signal(cfg.code_width)
         m.d.comb += rf_codes.eq(Mux(rf_info.empty, 0, code_rd.data))
 
-        # block switch (SD): advance to the block holding the row, then load the Q lanes' bases. Only when the
-        # row-fetch stage is empty, so every earlier row has entered the rebuild units with the old bases.
+        # block switch (SD): advance to the block holding the row (one block per cycle); rf reads the tap's
+        # basis column one cycle ahead: column 0 as it takes the row, column j + 1 when tap j moves on
         if sd:
-            with m.If(busy & decoder.o.valid & needs_block & ~loading_basis & ~rf_valid & ~basis_settling):
-                m.d.sync += [block_next.eq(block_next + fld["block_rows"]), block_idx.eq(block_idx + 1)]
-                target = Signal(20)
-                m.d.comb += target.eq(group_basis_ptr + (block_idx << q_shift))
-                # the bases of (channel group, block) stay in the rebuild units across pixel groups: a layer
-                # whose channels fit one channel group loads them once
-                with m.If((row_i < block_next + fld["block_rows"]) & ~(loaded_valid & (loaded_addr == target))):
-                    m.d.sync += [loading_basis.eq(1), basis_lane.eq(0), basis_addr.eq(target),
-                                 loaded_valid.eq(1), loaded_addr.eq(target)]
-            m.d.comb += [basis_rd.addr.eq(basis_addr), basis_rd.en.eq(1)]
-            with m.If(loading_basis):
-                m.d.sync += [basis_addr.eq(basis_addr + 1), basis_lane.eq(basis_lane + 1)]
-                with m.If(basis_addr >= cfg.basis_depth):
+            rf0_basis = Signal.like(block_ptr, name="rf0_basis")
+            rf_bnext = Signal.like(block_ptr, name="rf_bnext")        # basis row of the held row's next column
+            with m.If(busy & decoder.o.valid & needs_block):
+                m.d.sync += [block_next.eq(block_next + fld["block_rows"]), block_ptr.eq(block_ptr + 3)]
+            with m.If(accept_row):
+                m.d.sync += rf0_basis.eq(block_ptr)
+                with m.If(~decoder.o.payload.empty & (block_ptr + 2 >= cfg.basis_rows)):
                     m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
-                with m.If(basis_lane == q_n - 1):
-                    m.d.sync += loading_basis.eq(0)
-            # the read issued in the previous cycle lands in lane basis_lane - 1
-            load_lane = Signal(range(q_n + 1))
-            load_valid = Signal()
-            m.d.sync += [load_lane.eq(basis_lane), load_valid.eq(loading_basis)]
-            for q, unit in enumerate(rebuild):
-                m.d.comb += [unit.basis.as_value().eq(basis_rd.data),
-                             unit.basis_load.eq(load_valid & (load_lane == q))]
-            m.d.comb += basis_settling.eq(loading_basis | load_valid)
+            with m.If(rf_take):
+                m.d.sync += rf_bnext.eq(rf0_basis + 1)
+            with m.Elif(rf_step):
+                m.d.sync += rf_bnext.eq(rf_bnext + 1)
+            m.d.comb += [basis_rd.addr.eq(Mux(rf_take, rf0_basis, rf_bnext)),
+                         basis_rd.en.eq(rf_take | (rf_step & ~rf_final))]
 
         # ---------------------------------------------------------------------------- rebuild / weights
-        info_layout = data.StructLayout({"row": 17, "last": 1, "empty": 1, "first": 1})
-        rb_valid = Signal()                      # a row of weights ready for the tap issuer
-        rb_weights = Signal(data.ArrayLayout(data.ArrayLayout(signed(8), 3), q_n))
+        # one tap per cycle: (codes, tap) -> Q rebuild units (SD; unit 0 carries the tap's info as its tag),
+        # or the tap's dense weights straight from the row fetch
+        info_layout = data.StructLayout({"row": 17, "tap": 2, "empty": 1, "first": 1, "last": 1, "final": 1})
+        rf_tap_info = Signal(info_layout)
+        m.d.comb += [rf_tap_info.row.eq(rf_info.row), rf_tap_info.tap.eq(rf_tap), rf_tap_info.empty.eq(rf_info.empty),
+                     rf_tap_info.first.eq(rf_info.first & (rf_tap == 0)), rf_tap_info.last.eq(rf_info.last & rf_final),
+                     rf_tap_info.final.eq(rf_final)]
+        rb_valid = Signal()                      # a tap's weights ready for the tap issuer
+        rb_weights = Signal(data.ArrayLayout(signed(8), q_n))
         rb_info = Signal(info_layout)
-        ti_take = Signal()                       # the tap issuer takes the row this cycle
+        ti_take = Signal()                       # the tap issuer takes the tap this cycle
         if sd:
-            info_fifo = fifo.SyncFIFOBuffered(width=info_layout.size, depth=RebuildUnit.LATENCY + 4)
-            m.submodules.info_fifo = ResetInserter(flush)(info_fifo)
             unit0 = rebuild[0]
-            in_ok = rf_valid & ~basis_settling & unit0.i.ready & info_fifo.w_rdy
+            m.d.comb += rf_step.eq(rf_valid & unit0.i.ready)
             for q, unit in enumerate(rebuild):
-                lane_codes = rf_codes[q * lane_w:(q + 1) * lane_w]
-                m.d.comb += [unit.i.valid.eq(in_ok), unit.i.payload.as_value().eq(lane_codes),
-                             unit.o.ready.eq(ti_take)]
-                m.d.comb += rb_weights[q].as_value().eq(unit.o.payload.as_value())
-            m.d.comb += [info_fifo.w_en.eq(in_ok), info_fifo.w_data.eq(rf_info),
-                         rf_ready.eq(~rf_valid | in_ok),
-                         rb_valid.eq(unit0.o.valid & info_fifo.r_rdy), rb_info.as_value().eq(info_fifo.r_data),
-                         info_fifo.r_en.eq(ti_take)]
+                m.d.comb += [unit.i.valid.eq(rf_step), unit.o.ready.eq(ti_take),
+                             unit.i.payload.column.as_value().eq(basis_rd.data[q * 24:(q + 1) * 24]),
+                             unit.i.payload.codes.as_value().eq(rf_codes[q * lane_w:(q + 1) * lane_w]),
+                             rb_weights[q].eq(unit.o.payload.weight)]
+            m.d.comb += [unit0.i.payload.tag.eq(rf_tap_info), rb_valid.eq(unit0.o.valid),
+                         rb_info.as_value().eq(unit0.o.payload.tag)]
         else:
-            m.d.comb += [rf_ready.eq(~rf_valid | ti_take), rb_valid.eq(rf_valid), rb_info.eq(rf_info)]
+            m.d.comb += [rf_step.eq(ti_take), rb_valid.eq(rf_valid), rb_info.eq(rf_tap_info)]
             for q in range(q_n):
-                m.d.comb += rb_weights[q].as_value().eq(rf_codes[q * lane_w:(q + 1) * lane_w])
-        with m.If(accept_row & ~ti_take):
+                lane = rf_codes[q * lane_w:(q + 1) * lane_w]
+                m.d.comb += rb_weights[q].eq(Mux(rf_tap[1], lane[16:24], Mux(rf_tap[0], lane[8:16], lane[:8])))
+        row_taken = Signal()                     # a row's final tap enters the tap issuer
+        m.d.comb += row_taken.eq(ti_take & rb_info.final)
+        with m.If(accept_row & ~row_taken):
             m.d.sync += rows_in_flight.eq(rows_in_flight + 1)
-        with m.Elif(ti_take & ~accept_row):
+        with m.Elif(row_taken & ~accept_row):
             m.d.sync += rows_in_flight.eq(rows_in_flight - 1)
 
         # group records: pushed when a group's decoding starts, popped with its first row at the tap issuer
@@ -421,7 +429,7 @@ class Accelerator(wiring.Component):
         ti_valid = Signal()
         ti_weights = Signal.like(rb_weights)
         ti_info = Signal(info_layout)
-        ti_tap = Signal(2)
+        ti_tap = ti_info.tap
         ti_m = Signal(17)
         ti_qv = Signal(range(q_n + 1))
         ti_out = Signal(32)
@@ -430,14 +438,12 @@ class Accelerator(wiring.Component):
         op_last = Signal()
         op_first = Signal()
         op_final_tap = Signal()
-        m.d.comb += [op_final_tap.eq(ti_info.empty | (ti_tap == 2)),
-                     op_last.eq(ti_info.last & op_final_tap),
-                     op_first.eq(ti_info.first & (ti_tap == 0))]
+        m.d.comb += [op_final_tap.eq(ti_info.final), op_last.eq(ti_info.last), op_first.eq(ti_info.first)]
         m.d.comb += issue.eq(ti_valid & busy & ~(op_last & (shadow_busy | last_in_flight)))
-        m.d.comb += ti_take.eq(rb_valid & (~ti_valid | (issue & op_final_tap)))
+        m.d.comb += ti_take.eq(rb_valid & (~ti_valid | issue))
         m.d.comb += grp_fifo.r_en.eq(ti_take & rb_info.first)
         with m.If(ti_take):
-            m.d.sync += [ti_valid.eq(1), ti_weights.eq(rb_weights), ti_info.eq(rb_info), ti_tap.eq(0)]
+            m.d.sync += [ti_valid.eq(1), ti_weights.eq(rb_weights), ti_info.eq(rb_info)]
             with m.If(rb_info.first):
                 m.d.sync += [ti_m.eq(grp_r.m), ti_qv.eq(grp_r.qv), ti_out.eq(grp_r.out), ti_pv.eq(grp_r.pv)]
                 with m.If(grp_r.restart):
@@ -446,10 +452,8 @@ class Accelerator(wiring.Component):
                 with m.Elif(grp_r.newpix):
                     for p in range(p_n):
                         m.d.sync += set_lane(p, step(p, fld["qs"], fld["r_w"], fld["rs"], fld["group_step"], p_n))
-        with m.Elif(issue & op_final_tap):
-            m.d.sync += ti_valid.eq(0)
         with m.Elif(issue):
-            m.d.sync += ti_tap.eq(ti_tap + 1)
+            m.d.sync += ti_valid.eq(0)
         with m.If(busy & ~issue):
             m.d.sync += stalls.eq(stalls + 1)
 
@@ -507,7 +511,7 @@ class Accelerator(wiring.Component):
         m.d.sync += [m1_valid.eq(issue), m1_first.eq(op_first), m1_last.eq(op_last), m1_buf.eq(in_buf),
                      m1_pad.eq(Cat(*pad)), m1_kill.eq(Cat(*kill))]
         for q in range(q_n):
-            m.d.sync += m1_w[q].eq(Mux(ti_info.empty, 0, ti_weights[q][ti_tap]))
+            m.d.sync += m1_w[q].eq(ti_weights[q])          # 0 for an empty entry (its codes are 0)
         m.d.comb += [mac.valid.eq(m1_valid), mac.first.eq(m1_first), mac.last.eq(m1_last), mac.weights.eq(m1_w)]
         for p in range(p_n):
             data_p = Mux(m1_buf, act_rd[1][p].data, act_rd[0][p].data)
@@ -533,7 +537,8 @@ class Accelerator(wiring.Component):
             m.d.sync += [pend_m.eq(ti_m), pend_qv.eq(ti_qv), pend_out.eq(ti_out), pend_pv.eq(ti_pv)]
 
         m.d.comb += [
-            issue_idle.eq((rows_in_flight == 0) & ~ti_valid & ~rf_valid & ~group_pending & ~decoder.busy),
+            issue_idle.eq((rows_in_flight == 0) & ~ti_valid & ~rf_valid & ~rf0_valid & ~group_pending
+                           & ~decoder.busy),
             pipeline_empty.eq(issue_idle & (ops_in_flight == 0) & ~last_in_flight & ~shadow_busy & ~drain_active
                               & (requant_in_flight == 0)),
         ]
@@ -628,7 +633,6 @@ class Accelerator(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         pad0 = Mux(is_k3, -1, 0)
-                        m.d.sync += loaded_valid.eq(0)
                         m.d.sync += set_lane(0, (0, pad0, pad0, fld["base0"], 0), init=True)
                         m.d.sync += [init_k.eq(1), pg_o.eq(0), pix_out_base.eq(0)]
                         m.next = "INIT_LANES"
@@ -654,15 +658,16 @@ class Accelerator(wiring.Component):
                 with m.Elif(pg_o >= fld["n_pix"]):
                     # next channel group; the pixel lanes restart when its first row reaches the tap issuer
                     m.d.sync += [cg_m.eq(cg_m + q_n), bm_ptr.eq(bm_ptr + fld["bm_words"]),
-                                 group_basis_ptr.eq(group_basis_ptr + (fld["n_blocks"] << q_shift)),
+                                 group_basis_ptr.eq(group_basis_ptr + (fld["n_blocks"] << 1) + fld["n_blocks"]),
                                  code_ptr.eq(group_code_end), group_code_start.eq(group_code_end),
                                  pg_o.eq(0), pix_out_base.eq(0), restart_pending.eq(1), newpix_pending.eq(0)]
-                with m.Elif(~decoder.busy & ~group_pending & ~loading_basis & ~basis_settling & grp_fifo.w_rdy):
+                with m.Elif(~decoder.busy & ~group_pending & grp_fifo.w_rdy):
                     # start decoding this channel group; bases load when its first row arrives
                     m.d.comb += decoder_start.eq(1)
                     with m.If(Const(int(sd)) & (bm_ptr + fld["bm_words"] > cfg.bitmap_depth)):
                         m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
-                    m.d.sync += [group_pending.eq(1), rf_first_pending.eq(1), block_next.eq(0), block_idx.eq(0),
+                    m.d.sync += [group_pending.eq(1), rf_first_pending.eq(1), block_next.eq(fld["block_rows"]),
+                                 block_ptr.eq(group_basis_ptr),
                                  newpix_pending.eq(0), restart_pending.eq(0)]
                     m.next = "DECODE"
                 with m.If(fail):
@@ -696,9 +701,7 @@ class Accelerator(wiring.Component):
             m.d.sync += [err.eq(1), err_code.eq(fail_code), busy.eq(0), done.eq(0)]
         # the start of a run clears every pipeline register (submodules are reset by ResetInserter)
         with m.If(flush):
-            m.d.sync += [rf_valid.eq(0), ti_valid.eq(0), rows_in_flight.eq(0), ops_in_flight.eq(0),
+            m.d.sync += [rf0_valid.eq(0), rf_valid.eq(0), ti_valid.eq(0), rows_in_flight.eq(0), ops_in_flight.eq(0),
                          last_in_flight.eq(0), shadow_busy.eq(0), d1_valid.eq(0), requant_in_flight.eq(0),
                          group_pending.eq(0), op_delay.eq(0)]
-            if sd:
-                m.d.sync += [loading_basis.eq(0), load_valid.eq(0)]
         return m

@@ -82,7 +82,7 @@ class AcceleratorConfig:
     act_depth: int | None = None           # bytes per activation buffer (two buffers, ping-pong)
     code_depth: int | None = None          # rows of codes (SD) or dense weights, all lanes side by side
     bitmap_depth: int | None = None        # 32-bit words of row bitmaps (SD only)
-    basis_depth: int | None = None         # basis entries (all lanes side by side, SD only)
+    basis_depth: int | None = None         # 3x3 bases, one per (channel group, block, lane) (SD only)
     bias_depth: int | None = None          # 32-bit biases
     desc_layers: int | None = None         # layer descriptors (program length)
     extra: dict = field(default_factory=dict, compare=False, repr=False)
@@ -134,8 +134,16 @@ class AcceleratorConfig:
         per_lane = 24 if self.dense else 3 * (1 + self.exp_bits)
         return self.channel_lanes * per_lane
 
-    #: one lane's 3x3 int8 basis per entry; a group start loads the Q lanes' bases one per cycle
-    basis_width = 72
+    @property
+    def basis_width(self) -> int:
+        """Bits of one basis-memory row: one basis column (3 int8) per channel lane, read once per tap."""
+        return 24 * self.channel_lanes
+
+    @property
+    def basis_rows(self) -> int:
+        """Basis-memory rows: three (the columns) per (channel group, row block); ``basis_depth`` counts
+        3x3 lane bases, so the memory holds ``ceil(basis_depth / Q)`` (channel group, block) pairs."""
+        return 3 * -(-self.basis_depth // self.channel_lanes)
 
     def memories(self) -> dict[str, tuple[int, int, int]]:
         """``name -> (depth, width, copies)`` of every on-chip memory."""
@@ -147,7 +155,7 @@ class AcceleratorConfig:
         }
         if not self.dense:
             mems["bitmap"] = (self.bitmap_depth, 32, 1)
-            mems["bases"] = (self.basis_depth, self.basis_width, 1)
+            mems["bases"] = (self.basis_rows, self.basis_width, 1)
         return mems
 
     def as_dict(self) -> dict:

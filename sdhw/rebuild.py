@@ -1,7 +1,7 @@
-"""Rebuild unit: a row of SmartDeal codes times the block's 3x3 basis -> three MAC weights (shift-based)."""
+"""Rebuild unit: a row of SmartDeal codes times one basis column -> the MAC weight of one tap (shift-add)."""
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,31 +14,33 @@ def _check_int(name: str, value, lo: int, hi: int) -> None:
 
 
 class RebuildUnit(wiring.Component):
-    """Rebuild one row of MAC weights from three code fields and a stationary 3x3 int8 basis.
+    """Rebuild the MAC weight of one tap ``j`` from a row of three code fields and column ``j`` of its basis.
 
-    Bit-exact with ``golden.sd.round_saturate(golden.sd.rebuild_exact(codes, B), wshift, weight_bits)``::
+    Bit-exact with ``golden.sd.round_saturate(golden.sd.rebuild_exact(codes, B), wshift, weight_bits)[j]``
+    for ``column = B[:, j]``::
 
         exact_j = sum_k sign(c_k) * (B[k][j] << (|c_k| - 1))        (0 when |c_k| = 0)
         w_j     = clamp((exact_j + (1 << (wshift - 1))) >> wshift, -(2**(wb-1) - 1), 2**(wb-1) - 1)
 
     with ``>>`` arithmetic and no rounding when ``wshift = 0``. A code field is
     ``(sign << exp_bits) | magnitude`` (``docs/FORMAT.md``); magnitude 0 is zero whatever the sign bit.
-    No multiplier: each of the nine terms is a shifter (mux tree) and a conditional negation.
-    The rounding uses ``(x + 2**(s-1)) >> s == ((x >> (s-1)) + 1) >> 1`` for ``s >= 1``.
+    The tap issuer consumes one tap per cycle, so a row is fed once per tap, each time with the basis column
+    of that tap (the accelerator streams it from the basis memory): three terms per weight, no multiplier.
+    Each term is an ``exp_bits``-level shifter (``(B[k][j] << |c_k|) >> 1``, the input zeroed for magnitude
+    0); its negation is folded into the sum as a ones' complement plus a correction (``-t = ~t + 1``: the
+    ``+1``s and the rounding constant ``2**(wshift-1)`` form one small addend); then one arithmetic right
+    shift by ``wshift`` (clamped to the sum's width, beyond which the result is 0 anyway) and the symmetric
+    saturation.
 
-    Basis and shift: ``basis`` is latched into an internal register file at the clock edge of every cycle in
-    which ``basis_load`` is high. A row uses the basis in effect in the cycle it is accepted (``i.valid &
-    i.ready``), *including* a load in that same cycle (the loaded value is forwarded). Rows already
-    accepted keep their basis (its contribution is computed on acceptance), so a basis can be loaded
-    between two rows of a stream without draining. ``wshift`` is likewise sampled on acceptance and
-    carried along with the row.
+    ``wshift`` is a per-layer setting: hold it stable while a tap is in the pipeline. ``tag`` passes through
+    unchanged.
 
-    Pipeline (one register stage each): 1. the nine shifted and signed terms; 2. the three column sums
-    (``exact``); 3. rounding and saturation, into the output register.
+    Pipeline (one register stage each): 1. the three shifted terms (ones' complement) and the correction
+    addend; 2. their sum ``exact_j + 2**(wshift-1)``; 3. the shift and saturation, into the output register.
 
     Latency: :attr:`LATENCY` = 3 cycles from the input handshake to the output handshake when the output is
-    never stalled. Throughput: one row per cycle (valid/ready streams; the whole pipeline advances when
-    the output register is empty or being read).
+    never stalled. Throughput: one tap (one weight) per cycle (valid/ready streams; the whole pipeline
+    advances when the output register is empty or being read, so units fed in lockstep stay in lockstep).
 
     Parameters
     ----------
@@ -46,34 +48,37 @@ class RebuildUnit(wiring.Component):
         Magnitude bits ``E`` per code, 1..4 (shifts of 0..2**E - 2).
     weight_bits : int
         Width ``wb`` of the signed MAC weights, 2..16 (saturated to ``+-(2**(wb-1) - 1)``).
+    tag_bits : int
+        Width of the pass-through tag, 0..64 (0: the payloads have no ``tag`` field).
 
     Attributes
     ----------
-    basis : In(ArrayLayout(signed(8), 9))
-        The basis to load, ``B[k][j]`` at index ``3*k + j``.
-    basis_load : In(1)
-        Load ``basis`` at this cycle's clock edge.
     wshift : In(unsigned(5))
-        Rebuild rounding shift.
-    i : In(stream.Signature(ArrayLayout(unsigned(1 + exp_bits), 3)))
-        Rows of three code fields (taps ``k = 0, 1, 2``).
-    o : Out(stream.Signature(ArrayLayout(signed(weight_bits), 3)))
-        The rows' MAC weights ``w_j``, ``j = 0, 1, 2``.
+        Rebuild rounding shift (held stable while taps are in flight).
+    i : In(stream.Signature(StructLayout({"codes": ..., "column": ..., "tag": tag_bits})))
+        Taps: the row's three code fields (``ArrayLayout(unsigned(1 + exp_bits), 3)``) and the tap's basis
+        column ``B[k][j]``, ``k = 0, 1, 2`` (``ArrayLayout(signed(8), 3)``).
+    o : Out(stream.Signature(StructLayout({"weight": signed(weight_bits), "tag": tag_bits})))
+        The taps' MAC weights ``w_j``.
     """
 
     LATENCY = 3
 
-    def __init__(self, *, exp_bits: int = 2, weight_bits: int = 8):
+    def __init__(self, *, exp_bits: int = 2, weight_bits: int = 8, tag_bits: int = 0):
         _check_int("exp_bits", exp_bits, 1, 4)
         _check_int("weight_bits", weight_bits, 2, 16)
+        _check_int("tag_bits", tag_bits, 0, 64)
         self._exp_bits = exp_bits
         self._weight_bits = weight_bits
+        self._tag_bits = tag_bits
+        tag = {"tag": unsigned(tag_bits)} if tag_bits else {}           # no zero-width Verilog wires
+        in_layout = data.StructLayout({"codes": data.ArrayLayout(unsigned(1 + exp_bits), 3),
+                                       "column": data.ArrayLayout(signed(8), 3), **tag})
+        out_layout = data.StructLayout({"weight": signed(weight_bits), **tag})
         super().__init__({
-            "basis": In(data.ArrayLayout(signed(8), 9)),
-            "basis_load": In(1),
             "wshift": In(unsigned(5)),
-            "i": In(stream.Signature(data.ArrayLayout(unsigned(1 + exp_bits), 3))),
-            "o": Out(stream.Signature(data.ArrayLayout(signed(weight_bits), 3))),
+            "i": In(stream.Signature(in_layout)),
+            "o": Out(stream.Signature(out_layout)),
         })
 
     @property
@@ -84,13 +89,20 @@ class RebuildUnit(wiring.Component):
     def weight_bits(self) -> int:
         return self._weight_bits
 
+    @property
+    def tag_bits(self) -> int:
+        return self._tag_bits
+
     def elaborate(self, platform):
         m = Module()
         e = self._exp_bits
-        # A term lies in [-127 * 2**s, 128 * 2**s] with s = 2**E - 2 (the largest shift), a column sum within
-        # +-3 * 2**(7 + s) < 2**(9 + s).
-        term_bits = (1 << e) + 7
-        exact_bits = term_bits + 1
+        # A term B << (|c| - 1) lies in [-2**(tb-1), 2**(tb-1)) with tb = 8 + 2**E - 2 (its ones' complement
+        # too); the exact column sum within +-3 * 2**(tb-1) < 2**(tb+1), so it has eb = tb + 2 signed bits.
+        # For wshift >= eb the result is 0, as it is for wshift = eb: the shift is clamped to eb, and the sum
+        # plus the rounding constant 2**(eb-1) needs eb + 1 bits.
+        term_bits = 8 + (1 << e) - 2
+        exact_bits = term_bits + 2
+        sum_bits = exact_bits + 1
         qmax = (1 << (self._weight_bits - 1)) - 1
 
         advance = Signal()
@@ -99,63 +111,57 @@ class RebuildUnit(wiring.Component):
             self.i.ready.eq(advance),
         ]
 
-        # The basis register file, with the value being loaded forwarded to a row accepted in the same cycle.
-        basis_regs = Signal(data.ArrayLayout(signed(8), 9))
-        basis_now = Signal(data.ArrayLayout(signed(8), 9))
-        with m.If(self.basis_load):
-            m.d.sync += basis_regs.eq(self.basis)
-            m.d.comb += basis_now.eq(self.basis)
-        with m.Else():
-            m.d.comb += basis_now.eq(basis_regs)
+        # Per-layer shift: clamped amount and rounding constant (shared by all units fed the same wshift).
+        shift = Signal(range(exact_bits + 1))
+        half = Signal(sum_bits)
+        m.d.comb += [
+            shift.eq(Mux(self.wshift > exact_bits, exact_bits, self.wshift)),
+            half.eq((Const(1, sum_bits + 1) << shift)[1:]),
+        ]
 
-        # Stage 1: term[k][j] = sign(c_k) * (B[k][j] << (|c_k| - 1)), or 0.
+        # Stage 1: term_k = (B[k][j] << |c_k|) >> 1 (input zeroed for |c_k| = 0), complemented if negative.
         s1_valid = Signal()
-        s1_wshift = Signal(5)
-        s1_terms = [[Signal(signed(term_bits), name=f"s1_term_{k}{j}") for j in range(3)] for k in range(3)]
+        s1_tag = Signal(max(1, self._tag_bits))
+        in_tag = self.i.payload.tag if self._tag_bits else 0
+        s1_terms = [Signal(signed(term_bits), name=f"s1_term{k}") for k in range(3)]
+        s1_corr = Signal(sum_bits)
+        negs = []
+        for k in range(3):
+            field = self.i.payload.codes[k]
+            magnitude = field[:e]
+            negative = field[e]
+            negs.append(negative)
+            shifted = Signal(signed(term_bits + 1), name=f"shifted{k}")
+            m.d.comb += shifted.eq(Mux(magnitude == 0, 0, self.i.payload.column[k]) << magnitude)
+            with m.If(advance):
+                m.d.sync += s1_terms[k].eq(shifted[1:].as_signed() ^ negative.replicate(term_bits).as_signed())
         with m.If(advance):
             m.d.sync += [
                 s1_valid.eq(self.i.valid),
-                s1_wshift.eq(self.wshift),
+                s1_tag.eq(in_tag),
+                s1_corr.eq(half + Cat(negs[0], 0) + Cat(negs[1], 0) + negs[2]),
             ]
-        for k in range(3):
-            field = self.i.payload[k]
-            magnitude = Signal(e, name=f"code_mag_{k}")
-            negative = Signal(name=f"code_neg_{k}")
-            amount = Signal(e, name=f"code_shift_{k}")
-            m.d.comb += [
-                magnitude.eq(field[:e]),
-                negative.eq(field[e]),
-                amount.eq(magnitude - 1),          # wraps for magnitude 0, which is masked below
-            ]
-            for j in range(3):
-                shifted = Signal(signed(term_bits), name=f"shifted_{k}{j}")
-                m.d.comb += shifted.eq(basis_now[3 * k + j] << amount)
-                with m.If(advance):
-                    m.d.sync += s1_terms[k][j].eq(Mux(magnitude == 0, 0, Mux(negative, -shifted, shifted)))
 
-        # Stage 2: exact_j = sum over k.
+        # Stage 2: exact_j + 2**(wshift-1) (the correction adds the ones' complements' +1s).
         s2_valid = Signal()
-        s2_wshift = Signal(5)
-        s2_exact = [Signal(signed(exact_bits), name=f"s2_exact_{j}") for j in range(3)]
+        s2_tag = Signal(max(1, self._tag_bits))
+        s2_sum = Signal(signed(sum_bits))
         with m.If(advance):
             m.d.sync += [
                 s2_valid.eq(s1_valid),
-                s2_wshift.eq(s1_wshift),
+                s2_tag.eq(s1_tag),
+                s2_sum.eq(s1_terms[0] + s1_terms[1] + s1_terms[2] + s1_corr.as_signed()),
             ]
-            m.d.sync += [s2_exact[j].eq(s1_terms[0][j] + s1_terms[1][j] + s1_terms[2][j]) for j in range(3)]
 
-        # Stage 3: round half up by wshift (arithmetic), saturate symmetrically.
-        pre_shift = Signal(5)
-        m.d.comb += pre_shift.eq(s2_wshift - 1)
+        # Stage 3: arithmetic shift by the clamped wshift, symmetric saturation.
+        shifted_sum = Signal(signed(sum_bits))
+        m.d.comb += shifted_sum.eq(s2_sum >> shift)
         with m.If(advance):
-            m.d.sync += self.o.valid.eq(s2_valid)
-        for j in range(3):
-            halved = Signal(signed(exact_bits), name=f"halved_{j}")      # exact >> (wshift - 1)
-            rounded = Signal(signed(exact_bits), name=f"rounded_{j}")
-            m.d.comb += [
-                halved.eq(s2_exact[j] >> pre_shift),
-                rounded.eq(Mux(s2_wshift == 0, s2_exact[j], (halved + 1) >> 1)),
+            m.d.sync += [
+                self.o.valid.eq(s2_valid),
+                self.o.payload.weight.eq(Mux(shifted_sum > qmax, qmax,
+                                             Mux(shifted_sum < -qmax, -qmax, shifted_sum))),
             ]
-            with m.If(advance):
-                m.d.sync += self.o.payload[j].eq(Mux(rounded > qmax, qmax, Mux(rounded < -qmax, -qmax, rounded)))
+            if self._tag_bits:
+                m.d.sync += self.o.payload.tag.eq(s2_tag)
         return m
