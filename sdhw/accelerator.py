@@ -26,7 +26,7 @@ from .decoder import RowDecoder
 from .descriptor import FIELDS, KIND_END, KIND_K1, KIND_K3, USED_WORDS
 from .mac_array import MacArray
 from .rebuild import RebuildUnit
-from .requant import Requantiser
+from .requant import Requantiser, SerialRequantiser
 
 
 def _bits(depth: int) -> int:
@@ -265,7 +265,8 @@ class Accelerator(wiring.Component):
         mac = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=cfg.acc_bits)
         m.submodules.mac = ResetInserter(flush)(mac)
         tag_bits = _bits(cfg.act_depth)
-        requant = Requantiser(acc_bits=cfg.acc_bits, tag_bits=tag_bits)
+        requant_cls = Requantiser if cfg.requant == "pipelined" else SerialRequantiser
+        requant = requant_cls(acc_bits=cfg.acc_bits, tag_bits=tag_bits)
         m.submodules.requant = ResetInserter(flush)(requant)
         rebuild = []
         info_bits = r_bits + 2 + 4               # the tap info (info_layout below) travels with lane 0

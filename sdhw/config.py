@@ -40,7 +40,7 @@ DEVICES = {
 }
 
 #: Default PE count and memory depths (entries) per device, sized so that default fits the device.
-DEFAULT_PES = {"up5k": 16, "hx8k": 1, "ecp5-25f": 16, "ecp5-45f": 64, "ecp5-85f": 128, "generic": 16}
+DEFAULT_PES = {"up5k": 4, "hx8k": 1, "ecp5-25f": 16, "ecp5-45f": 64, "ecp5-85f": 128, "generic": 16}
 DEFAULT_DEVICE = "ecp5-25f"
 DEFAULT_DEPTHS = {
     "up5k": {"act_depth": 1024, "code_depth": 512, "bitmap_depth": 256, "basis_depth": 256, "bias_depth": 256,
@@ -86,6 +86,7 @@ class AcceleratorConfig:
     bias_depth: int | None = None          # 32-bit biases
     desc_layers: int | None = None         # layer descriptors (program length)
     counter_bits: int | None = None        # performance counters (None: 32 on iCE40, 48 elsewhere)
+    requant: str | None = None             # "pipelined" (4 DSPs, 1/cycle) | "serial" (no DSP); None: per family
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -130,6 +131,10 @@ class AcceleratorConfig:
         if not (isinstance(self.counter_bits, int) and not isinstance(self.counter_bits, bool)
                 and 16 <= self.counter_bits <= 64):
             bad("counter_bits", self.counter_bits, "an integer in 16..64")
+        if self.requant is None:
+            object.__setattr__(self, "requant", "serial" if DEVICES[self.device].family == "ice40" else "pipelined")
+        if self.requant not in ("pipelined", "serial"):
+            bad("requant", self.requant, '"pipelined" or "serial"')
         if self.extra:
             bad("config keys", sorted(self.extra), "known parameters only: " + ", ".join(PARAMETERS))
 
@@ -189,12 +194,15 @@ def _bram_blocks(device: Device, depth: int, width: int) -> int:
     return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in shapes)
 
 
-#: Logic model calibrated on yosys `synth_ice40 -dsp` of the generated top (2026-11-29: N=4 -> 8512 LUT4,
-#: N=16 -> 13168 LUT4): a fixed part (sequencer, host port, requantiser, decoder), per channel lane (rebuild
-#: unit, weight path), per PE (accumulator) and per pixel lane (address arithmetic). Yosys maps one product
-#: per DSP and does not fall back to LUT multipliers when DSPs run out, so every product and the
-#: requantiser's four partial products need a DSP (iCE40 HX has none: products become LUT multipliers).
-LUT_FIXED, LUT_PER_SD_LANE, LUT_PER_DENSE_LANE, LUT_PER_PE, LUT_PER_PIXEL_LANE = 4650, 790, 150, 100, 300
+#: Logic model calibrated on yosys `synth_ice40 -dsp` of the generated top with the UP5K's memory depths, the
+#: serial requantiser and 32-bit counters (2026-11-29: N=1 -> 3,583 LUT4, N=2 -> 3,912, N=4 (4x1) -> 4,559,
+#: N=16 (4x4) -> 6,744): a fixed part (sequencer, host port, requantiser, decoder), per channel lane (rebuild
+#: unit, weight path), per PE (accumulator, drain) and per pixel lane (address arithmetic, padding and range
+#: checks). The pipelined requantiser adds about 500 LUTs and needs four DSPs for its partial products; yosys
+#: maps one product per DSP and does not fall back to LUT multipliers when DSPs run out, so every MAC product
+#: needs a DSP (iCE40 HX has none: products become LUT multipliers).
+LUT_FIXED, LUT_PER_SD_LANE, LUT_PER_DENSE_LANE, LUT_PER_PE, LUT_PER_PIXEL_LANE = 2930, 230, 60, 100, 330
+LUT_PIPELINED_REQUANT = 500
 LUT_PER_SOFT_MULTIPLIER = 250
 REQUANT_DSPS = 4
 
@@ -204,9 +212,9 @@ def estimate_resources(cfg: AcceleratorConfig) -> dict[str, int]:
     device = DEVICES[cfg.device]
     blocks = sum(_bram_blocks(device, depth, width) * copies for depth, width, copies in cfg.memories().values())
     q, p = cfg.channel_lanes, cfg.pixel_lanes
-    products = q * p + REQUANT_DSPS
+    products = q * p + (REQUANT_DSPS if cfg.requant == "pipelined" else 0)
     luts = (LUT_FIXED + (LUT_PER_DENSE_LANE if cfg.dense else LUT_PER_SD_LANE) * q + LUT_PER_PE * q * p
-            + LUT_PER_PIXEL_LANE * p)
+            + LUT_PER_PIXEL_LANE * p + (LUT_PIPELINED_REQUANT if cfg.requant == "pipelined" else 0))
     dsps = products
     if device.dsps == 0:                           # iCE40 HX: no DSPs, every product in LUTs
         luts += LUT_PER_SOFT_MULTIPLIER * products
@@ -223,7 +231,8 @@ def check_fits(cfg: AcceleratorConfig) -> dict[str, int]:
                         f"{device.bram_blocks} blocks (memories: {_memory_summary(cfg)}); reduce the depths or pes")
     if est["dsps"] > device.dsps:
         raise SdhwError(f"configuration does not fit {device.name}: multipliers need {est['dsps']} of "
-                        f"{device.dsps} DSPs ({cfg.pes} MAC lanes + {REQUANT_DSPS} for the requantiser); "
+                        f"{device.dsps} DSPs ({cfg.pes} MAC lanes"
+                        f"{f' + {REQUANT_DSPS} for the pipelined requantiser' if cfg.requant == 'pipelined' else ''}); "
                         "choose fewer pes or a larger device")
     if est["luts"] > device.luts:
         raise SdhwError(f"configuration does not fit {device.name}: logic needs ~{est['luts']} of {device.luts} "

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.quant import INT32_MAX, INT32_MIN
 
-__all__ = ["Requantiser"]
+__all__ = ["Requantiser", "SerialRequantiser"]
 
 
 def _check_int(name: str, value, lo: int, hi: int) -> None:
@@ -228,4 +228,167 @@ class Requantiser(wiring.Component):
                 self.o.payload.tag.eq(s6_tag),
                 self.o.payload.value.eq(Mux(above_min > self.act_max, self.act_max, above_min)),
             ]
+        return m
+
+
+class SerialRequantiser(wiring.Component):
+    """The :class:`Requantiser`'s function (same ports, same bit-exact result) without a multiplier.
+
+    For each element, bit-exact with ``golden.quant.requantize`` as documented for :class:`Requantiser`
+    (including its two out-of-domain cases). One element at a time, iteratively:
+
+    1. on acceptance, ``s = sat32(acc + bias)``;
+    2. ``max(-shift, 0)`` cycles of a saturating left shift by one (once saturated, it stays saturated);
+    3. 16 cycles of a radix-4 shift-and-add multiply ``x * m0`` (two gated adds per cycle, the low bits
+       shifted out into a sticky bit), started from gemmlowp's nudge so the register ends at
+       ``floor((x * m0 + nudge) / 2**31)``;
+    4. one cycle: ``+1`` when that is negative with a non-zero remainder (C division truncates);
+    5. for ``r = max(shift, 0)``: ``r // 4 + r % 4`` cycles of an arithmetic right shift by four or one,
+       remembering the last bit shifted out and whether any bit before it was set, then one cycle adding
+       the rounding (RoundingDivideByPOT: ties away from zero);
+    6. one cycle: ``+ zero_point`` and the clamp, into the output register.
+
+    No DSP block and no ``*`` cell: a few hundred LUTs instead of the pipelined unit's four 16-bit
+    multipliers and 64-bit adders, for a design that drains one output per group of rows.
+
+    Latency: :meth:`latency` = ``21 + max(-shift, 0) + r // 4 + r % 4`` cycles (``r = max(shift, 0)``) from
+    the input handshake to the output becoming valid. Throughput: one element per latency (``i.ready`` is
+    high only while the unit is idle; a held output is kept until it is read, and the next element is
+    accepted in the cycle it is read). The per-layer inputs must be held stable while an element is in the
+    unit.
+
+    Parameters
+    ----------
+    acc_bits : int
+        Width of the signed accumulator input, 16..40.
+    tag_bits : int
+        Width of the pass-through tag, 1..32.
+    """
+
+    BASE_LATENCY = 21
+
+    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 16):
+        _check_int("acc_bits", acc_bits, 16, 40)
+        _check_int("tag_bits", tag_bits, 1, 32)
+        self._acc_bits = acc_bits
+        self._tag_bits = tag_bits
+        in_layout = data.StructLayout({"acc": signed(acc_bits), "bias": signed(32), "tag": unsigned(tag_bits)})
+        out_layout = data.StructLayout({"value": signed(8), "tag": unsigned(tag_bits)})
+        super().__init__({
+            "m0": In(unsigned(31)),
+            "shift": In(signed(6)),
+            "zero_point": In(signed(8)),
+            "act_min": In(signed(8)),
+            "act_max": In(signed(8)),
+            "i": In(stream.Signature(in_layout)),
+            "o": Out(stream.Signature(out_layout)),
+        })
+
+    @property
+    def acc_bits(self) -> int:
+        return self._acc_bits
+
+    @property
+    def tag_bits(self) -> int:
+        return self._tag_bits
+
+    @staticmethod
+    def latency(shift: int) -> int:
+        """Cycles from the input handshake to a valid output for a layer's ``shift``."""
+        right = max(shift, 0)
+        return SerialRequantiser.BASE_LATENCY + max(-shift, 0) + right // 4 + right % 4
+
+    def elaborate(self, platform):
+        m = Module()
+        acc_w = 36                                # the multiply's partial sums, shifted right as they grow
+        x = Signal(signed(32))                    # the saturated, left-shifted sum
+        acc = Signal(signed(acc_w))
+        tag = Signal(self._tag_bits)
+        count = Signal(6)
+        sticky = Signal()                         # bits shifted out of the product (below 2**31)
+        last = Signal()                           # RoundingDivideByPOT: the last bit shifted out ...
+        lower = Signal()                          # ... and any bit before it
+
+        left = Signal(range(33))
+        right = Signal(range(32))
+        m.d.comb += [left.eq(Mux(self.shift < 0, -self.shift, 0)), right.eq(Mux(self.shift > 0, self.shift, 0))]
+
+        out_free = Signal()
+        m.d.comb += out_free.eq(~self.o.valid | self.o.ready)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        sum_full = Signal(signed(max(self._acc_bits, 32) + 1))
+        m.d.comb += sum_full.eq(self.i.payload.acc + self.i.payload.bias)
+        # m0 bits 2k and 2k + 1 of multiply cycle k (bit 31 does not exist)
+        k = count[:4]
+        bit0 = Signal()
+        bit1 = Signal()
+        m.d.comb += [bit0.eq(self.m0.bit_select(k << 1, 1)),
+                     bit1.eq(Mux(k == 15, 0, self.m0.bit_select((k << 1) + 1, 1)))]
+
+        total = Signal(signed(acc_w))
+        m.d.comb += total.eq(acc + Mux(bit0, x, 0) + Mux(bit1, x << 1, 0))
+        # y fits 32 bits; clamp it to 10 bits first (the clamp bounds are int8), then add the zero point
+        y = acc[:32].as_signed()
+        small = Signal(signed(10))
+        with_zp = Signal(signed(11))
+        above_min = Signal(signed(11))
+        fits = (y[9:].all() | ~y[9:].any())
+        m.d.comb += [small.eq(Mux(fits, y[:10], Mux(y[31], -512, 511))),
+                     with_zp.eq(small + self.zero_point),
+                     above_min.eq(Mux(with_zp < self.act_min, self.act_min, with_zp))]
+
+        # Combinational outputs of the state machine are formed from ``fsm.ongoing`` outside it, as continuous
+        # assignments: a ``comb`` statement inside a state becomes a Verilog ``always @*`` block that Icarus
+        # may never evaluate when the state register does not change after time 0.
+        with m.FSM(name="requant") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.i.valid):
+                    m.d.sync += [x.eq(_saturate_int32(sum_full)), tag.eq(self.i.payload.tag), count.eq(left)]
+                    m.next = "LEFT"
+            with m.State("LEFT"):
+                with m.If(count != 0):
+                    m.d.sync += count.eq(count - 1)
+                    with m.If(x[31] != x[30]):
+                        m.d.sync += x.eq(Mux(x[31], INT32_MIN, INT32_MAX))
+                    with m.Else():
+                        m.d.sync += x.eq(x << 1)
+                with m.Else():
+                    # nudge = 2**30 if x * m0 >= 0 else 1 - 2**30
+                    m.d.sync += [acc.eq(Mux((x < 0) & (self.m0 != 0), 1 - (1 << 30), 1 << 30)), sticky.eq(0)]
+                    m.next = "MUL"
+            with m.State("MUL"):
+                # cycle k adds m0 bits 2k and 2k + 1 at the register's bits 0 and 1, then shifts right by 2;
+                # the last cycle (k = 15) adds bit 30 only and shifts by 1: the register then holds bits 31+
+                with m.If(k == 15):
+                    m.d.sync += [acc.eq(total >> 1), sticky.eq(sticky | total[0]), count.eq(0)]
+                    m.next = "TRUNC"
+                with m.Else():
+                    m.d.sync += [acc.eq(total >> 2), sticky.eq(sticky | total[:2].any()), count.eq(count + 1)]
+            with m.State("TRUNC"):
+                m.d.sync += [count.eq(right), last.eq(0), lower.eq(0)]
+                m.next = "RIGHT"
+            with m.State("RIGHT"):
+                with m.If(count >= 4):
+                    m.d.sync += [acc.eq(acc >> 4), last.eq(acc[3]), lower.eq(lower | last | acc[:3].any()),
+                                 count.eq(count - 4)]
+                with m.Elif(count != 0):
+                    m.d.sync += [acc.eq(acc >> 1), last.eq(acc[0]), lower.eq(lower | last), count.eq(count - 1)]
+                with m.Else():
+                    m.next = "OUT"
+            with m.State("OUT"):
+                with m.If(out_free):
+                    m.d.sync += [self.o.valid.eq(1), self.o.payload.tag.eq(tag),
+                                 self.o.payload.value.eq(Mux(above_min > self.act_max, self.act_max, above_min))]
+                    m.next = "IDLE"
+        # the one incrementer: truncation toward zero after the multiply, then the rounding of the shift
+        inc = Signal()
+        m.d.comb += [
+            self.i.ready.eq(fsm.ongoing("IDLE")),
+            inc.eq((fsm.ongoing("TRUNC") & acc[-1] & sticky)
+                   | (fsm.ongoing("RIGHT") & (count == 0) & last & (~acc[-1] | lower))),
+        ]
+        with m.If(inc):
+            m.d.sync += acc.eq(acc + 1)
         return m

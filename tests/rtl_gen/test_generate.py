@@ -60,7 +60,7 @@ BAD = {
     "pes-too-big": (["--pes", 2048], "pes must be", "1024"),
     "does-not-fit": (["--pes", 256, "--device", "up5k"], "does not fit up5k", "block RAM"),
     "dsp": (["--pes", 256, "--device", "ecp5-45f"], "does not fit ecp5-45f", "DSPs"),
-    "logic": (["--pes", 4, "--device", "up5k"], "does not fit up5k", "LUTs"),
+    "logic": (["--pes", 8, "--device", "up5k"], "does not fit up5k", "LUTs"),
 }
 
 

@@ -211,3 +211,21 @@ def test_counter_bits_default_and_validation():
     for bad in (15, 65, 32.0, True):
         with pytest.raises(SdhwError, match="counter_bits must be an integer in 16..64"):
             AcceleratorConfig(pes=4, counter_bits=bad)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_serial_requantiser_multilayer_bit_exact(dense):
+    """The DSP-free requantiser (the iCE40 default) in a whole program: conv 3x3 -> conv 1x1 s2 -> fc."""
+    seed = 51
+    rng = np.random.default_rng(seed)
+    model = Model((5, 6, 3), [
+        Layer("conv", rng.normal(0, 0.4, (6, 3, 3, 3)), rng.normal(0, 0.1, 6), relu=True, stride=1),
+        Layer("conv", rng.normal(0, 0.4, (5, 6, 1, 1)), rng.normal(0, 0.1, 5), relu=False, stride=2),
+        Layer("fc", rng.normal(0, 0.4, (7, 3 * 3 * 5)), rng.normal(0, 0.1, 7), relu=False),
+    ])
+    cfg = AcceleratorConfig(pes=4, channel_lanes=2, pixel_lanes=2, dense=dense, requant="serial", **SMALL)
+    assert cfg.requant == "serial" and AcceleratorConfig(pes=4, device="up5k").requant == "serial"
+    assert AcceleratorConfig(pes=4, **SMALL).requant == "pipelined"
+    program = _program(model, rng, dense, prune=0.3)
+    results = _check(program, cfg, rng, n_inputs=2)
+    _counts_match(program, cfg, results[0])

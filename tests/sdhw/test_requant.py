@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""sdhw.requant.Requantiser against golden.quant.requantize (Amaranth simulator, random handshakes)."""
+"""sdhw.requant.Requantiser and SerialRequantiser against golden.quant.requantize (Amaranth simulator, random
+handshakes)."""
 from __future__ import annotations
 
 import random
@@ -10,7 +11,7 @@ from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from golden.quant import INT32_MAX, INT32_MIN, requantize
-from sdhw.requant import Requantiser
+from sdhw.requant import Requantiser, SerialRequantiser
 
 
 def expected(acc: int, bias: int, m0: int, shift: int, zp: int, lo: int, hi: int) -> int:
@@ -69,7 +70,7 @@ def run(dut: Requantiser, batches, *, seed: int, p_valid: float, p_ready: float)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     sim.add_testbench(monitor, background=True)
-    max_cycles = 20 * total + 1000
+    max_cycles = (20 if isinstance(dut, Requantiser) else 90) * total + 1000
     while sim.advance() and cycle[0] < max_cycles:
         pass
     return inputs, outputs
@@ -87,7 +88,8 @@ def check(dut, batches, *, seed, p_valid, p_ready):
             assert tag == n & tag_mask, f"seed {seed}: element {n}: tag {tag}, want {n & tag_mask} (order lost)"
             assert value == want[n], (f"seed {seed}: element {n}: acc={acc} bias={bias} (m0, shift, zp, min, max)="
                                       f"{params}: got {value}, want {want[n]}")
-            assert outputs[n][0] - inputs[n][0] >= dut.LATENCY, f"seed {seed}: element {n} overtook the pipeline"
+            least = dut.LATENCY if isinstance(dut, Requantiser) else SerialRequantiser.latency(params[1])
+            assert outputs[n][0] - inputs[n][0] >= least, f"seed {seed}: element {n} overtook the pipeline"
             n += 1
     return inputs, outputs
 
@@ -162,17 +164,19 @@ def edge_batches(acc_bits: int):
 
 
 # -------------------------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("cls", [Requantiser, SerialRequantiser])
 @pytest.mark.parametrize(("acc_bits", "tag_bits", "seed"), [(32, 16, 1), (40, 5, 2), (16, 1, 3)])
-def test_random_against_golden(acc_bits, tag_bits, seed):
+def test_random_against_golden(cls, acc_bits, tag_bits, seed):
     rng = random.Random(seed)
-    dut = Requantiser(acc_bits=acc_bits, tag_bits=tag_bits)
-    batches = random_batches(rng, acc_bits, n_batches=80, per_batch=50)
+    dut = cls(acc_bits=acc_bits, tag_bits=tag_bits)
+    batches = random_batches(rng, acc_bits, n_batches=80, per_batch=50 if cls is Requantiser else 12)
     check(dut, batches, seed=seed, p_valid=0.8, p_ready=0.7)
 
 
+@pytest.mark.parametrize("cls", [Requantiser, SerialRequantiser])
 @pytest.mark.parametrize(("acc_bits", "seed"), [(32, 11), (40, 12), (16, 13)])
-def test_edge_cases_against_golden(acc_bits, seed):
-    dut = Requantiser(acc_bits=acc_bits, tag_bits=16)
+def test_edge_cases_against_golden(cls, acc_bits, seed):
+    dut = cls(acc_bits=acc_bits, tag_bits=16)
     check(dut, edge_batches(acc_bits), seed=seed, p_valid=0.9, p_ready=0.6)
 
 
@@ -250,3 +254,25 @@ def test_multiply_is_isolated_in_one_stage():
     """The only multipliers are the two partial products of stage 3 (32 x 16 and 32 x 15 bits)."""
     text = rtlil.convert(Requantiser(), name="requantiser")
     assert text.count("cell $mul") == 2
+
+
+def test_serial_latency_and_throughput():
+    """One element at a time: the output is valid exactly latency(shift) cycles after the input handshake and
+    the next element is taken in the cycle the output is read."""
+    seed = 31
+    rng = random.Random(seed)
+    batches = [(params, items) for params, items in random_batches(rng, 32, n_batches=12, per_batch=20)]
+    inputs, outputs = check(SerialRequantiser(), batches, seed=seed, p_valid=1.0, p_ready=1.0)
+    n = 0
+    for params, items in batches:
+        want = SerialRequantiser.latency(params[1])
+        for k in range(len(items)):
+            assert outputs[n][0] - inputs[n][0] == want, f"seed {seed}: element {n} shift {params[1]}"
+            if k:
+                assert inputs[n][0] == outputs[n - 1][0], f"seed {seed}: element {n} not taken at once"
+            n += 1
+
+
+def test_serial_has_no_multiplier():
+    text = rtlil.convert(SerialRequantiser(), name="requantiser")
+    assert "$mul" not in text

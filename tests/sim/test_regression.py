@@ -76,6 +76,18 @@ def test_random_layers_many(builds, record_counts, pes, dense):
     _run_random(builds, record_counts, pes, dense, PROGRAMS_SLOW, seed=5000 + pes + 7 * dense)
 
 
+@pytest.mark.parametrize("pes, dense", [(4, False), (16, True)])
+def test_random_layers_serial_requantiser(tmp_path, record_counts, pes, dense):
+    """The DSP-free requantiser (the iCE40 default) on random programs."""
+    cfg = AcceleratorConfig(pes=pes, dense=dense, device="ecp5-85f", requant="serial", **DEPTHS)
+    build = Build(cfg, tmp_path)
+    n_programs, seed = PROGRAMS_FAST // 3, 3000 + pes + 7 * dense
+    job, layers = _random_job(seed, cfg, n_programs)
+    stats = build.run(job, seed=seed, idle=0.15, name=f"serial-{seed}")
+    assert stats["cases"] == n_programs and stats["inferences"] == n_programs
+    record_counts(layers=layers, programs=n_programs, outputs=stats["outputs_checked"])
+
+
 @pytest.mark.parametrize("pes, dense", [(4, False), (16, False), (4, True)])
 def test_edge_cases(builds, record_counts, pes, dense):
     build = builds(pes, dense)
