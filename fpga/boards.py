@@ -18,6 +18,7 @@ from pathlib import Path
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
 from amaranth.build import Attrs, Pins, Resource, Subsignal
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from golden import SdhwError
@@ -76,9 +77,7 @@ def ice40_pll(fin_hz: float, fout_hz: float) -> dict:
                 if best is None or abs(fout - fout_hz) < abs(best["fout_hz"] - fout_hz):
                     filt = next(k for k, top in enumerate((17e6, 26e6, 44e6, 66e6, 101e6, 1e12), 1) if fpfd < top)
                     best = {"DIVR": divr, "DIVF": divf, "DIVQ": divq, "FILTER_RANGE": filt, "fout_hz": fout}
-    if best is None or abs(best["fout_hz"] - fout_hz) > 0.02 * fout_hz:
-        raise SdhwError(f"the iCE40 PLL cannot make {fout_hz / 1e6:g} MHz from {fin_hz / 1e6:g} MHz "
-                        "(valid: about 16..275 MHz)")
+    _check_pll("iCE40", fin_hz, fout_hz, best, "16..275")
     return best
 
 
@@ -98,10 +97,16 @@ def ecp5_pll(fin_hz: float, fout_hz: float) -> dict:
                 if 400e6 <= fout * clkop <= 800e6:
                     best = {"CLKI_DIV": clki, "CLKFB_DIV": clkfb, "CLKOP_DIV": clkop, "fout_hz": fout}
                     break
-    if best is None or abs(best["fout_hz"] - fout_hz) > 0.02 * fout_hz:
-        raise SdhwError(f"the ECP5 PLL cannot make {fout_hz / 1e6:g} MHz from {fin_hz / 1e6:g} MHz "
-                        "(valid: about 4..400 MHz)")
+    _check_pll("ECP5", fin_hz, fout_hz, best, "4..400")
     return best
+
+
+def _check_pll(family: str, fin_hz: float, fout_hz: float, best: dict | None, valid: str) -> None:
+    if best is not None and abs(best["fout_hz"] - fout_hz) <= 0.02 * fout_hz:
+        return
+    nearest = f"; the nearest is {best['fout_hz'] / 1e6:.3f} MHz" if best is not None else ""
+    raise SdhwError(f"the {family} PLL cannot make {fout_hz / 1e6:g} MHz (within 2 %) from {fin_hz / 1e6:g} MHz "
+                    f"(valid: about {valid} MHz{nearest})")
 
 
 # ------------------------------------------------------------------------------------------------ top
@@ -115,7 +120,8 @@ class BoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        clk_in = platform.request(platform.default_clk, dir="i")
+        m.submodules.clk_buffer = clk_buffer = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+        clk_in = clk_buffer.i
         fin = platform.default_clk_frequency
         clk = Signal(name="pll_clk")            # a unique name: nextpnr finds the clock constraint by it
         locked = Signal(name="pll_locked")
@@ -125,7 +131,7 @@ class BoardTop(Elaboratable):
             p = ice40_pll(fin, self.freq_hz)
             m.submodules.pll = Instance(
                 "SB_PLL40_CORE", p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
-                p_FILTER_RANGE=p["FILTER_RANGE"], i_REFERENCECLK=clk_in.i, i_RESETB=1, i_BYPASS=0,
+                p_FILTER_RANGE=p["FILTER_RANGE"], i_REFERENCECLK=clk_in, i_RESETB=1, i_BYPASS=0,
                 o_PLLOUTGLOBAL=clk, o_LOCK=locked)
         else:
             p = ecp5_pll(fin, self.freq_hz)
@@ -134,20 +140,28 @@ class BoardTop(Elaboratable):
                 p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
                 p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"], p_CLKOP_DIV=p["CLKOP_DIV"],
                 p_CLKOP_CPHASE=p["CLKOP_DIV"] - 1, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
-                i_CLKI=clk_in.i, i_CLKFB=clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=0,
+                i_CLKI=clk_in, i_CLKFB=clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=0,
                 i_PHASESTEP=0, i_PHASELOADREG=0, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_CLKOP=clk, o_LOCK=locked)
         platform.add_clock_constraint(clk, self.freq_hz)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
 
         m.submodules.system = system = self.system
-        uart = platform.request("uart", 0)
-        m.d.comb += [system.rx.eq(uart.rx.i), uart.tx.o.eq(system.tx)]
-        for name, index, bit in self.board.leds:
-            led = platform.request(name, index)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [system.rx.eq(rx.i), tx.o.eq(system.tx)]
+        requested = {}
+        for k, (name, index, bit) in enumerate(self.board.leds):
             if name == "rgb_led":
-                m.d.comb += getattr(led, bit).o.eq(system.leds[{"b": 0, "g": 1, "r": 2}[bit]])
+                if (name, index) not in requested:
+                    requested[name, index] = platform.request(name, index, dir="-")
+                port = getattr(requested[name, index], bit)
+                status = system.leds[{"b": 0, "g": 1, "r": 2}[bit]]
             else:
-                m.d.comb += led.o.eq(system.leds[bit])
+                port = platform.request(name, index, dir="-")
+                status = system.leds[bit]
+            m.submodules[f"led{k}"] = led = io.Buffer("o", port)
+            m.d.comb += led.o.eq(status)
         return m
 
 
