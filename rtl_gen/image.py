@@ -28,7 +28,7 @@ from sdhw.config import DESC_WORDS, AcceleratorConfig
 from sdhw.descriptor import KIND_K1, KIND_K3, encode
 
 IMAGE_MAGIC = b"SDIM"
-IMAGE_VERSION = 1
+IMAGE_VERSION = 2                  # 2: bases stored as columns (24·Q-bit rows), one per tap
 _SECTION = struct.Struct("<HHII")
 
 
