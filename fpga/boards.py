@@ -120,8 +120,7 @@ class BoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.clk_buffer = clk_buffer = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
-        clk_in = clk_buffer.i
+        clk_port = platform.request(platform.default_clk, dir="-")
         fin = platform.default_clk_frequency
         clk = Signal(name="pll_clk")            # a unique name: nextpnr finds the clock constraint by it
         locked = Signal(name="pll_locked")
@@ -129,18 +128,21 @@ class BoardTop(Elaboratable):
         m.d.comb += ClockSignal("sync").eq(clk)
         if self.board.device in ("up5k", "hx8k"):
             p = ice40_pll(fin, self.freq_hz)
+            # the clock pin is the PLL's own pad (iCEBreaker pin 35): SB_PLL40_PAD takes it directly, a
+            # PLL40_CORE behind an input buffer on that pad cannot be placed
             m.submodules.pll = Instance(
-                "SB_PLL40_CORE", p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
-                p_FILTER_RANGE=p["FILTER_RANGE"], i_REFERENCECLK=clk_in, i_RESETB=1, i_BYPASS=0,
+                "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
+                p_FILTER_RANGE=p["FILTER_RANGE"], i_PACKAGEPIN=clk_port.io, i_RESETB=1, i_BYPASS=0,
                 o_PLLOUTGLOBAL=clk, o_LOCK=locked)
         else:
             p = ecp5_pll(fin, self.freq_hz)
+            m.submodules.clk_buffer = clk_buffer = io.Buffer("i", clk_port)
             m.submodules.pll = Instance(
                 "EHXPLLL", p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
                 p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
                 p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"], p_CLKOP_DIV=p["CLKOP_DIV"],
                 p_CLKOP_CPHASE=p["CLKOP_DIV"] - 1, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
-                i_CLKI=clk_in, i_CLKFB=clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=0,
+                i_CLKI=clk_buffer.i, i_CLKFB=clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=0,
                 i_PHASESTEP=0, i_PHASELOADREG=0, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_CLKOP=clk, o_LOCK=locked)
         platform.add_clock_constraint(clk, self.freq_hz)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")

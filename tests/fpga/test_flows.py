@@ -167,7 +167,7 @@ def test_every_board_top_elaborates(board):
     assert "sdhw_board.il" in script
     rtlil = plan.files["sdhw_board.il"]
     rtlil = rtlil.decode() if isinstance(rtlil, bytes) else rtlil
-    assert ("SB_PLL40_CORE" if spec.device == "up5k" else "EHXPLLL") in rtlil
+    assert ("SB_PLL40_PAD" if spec.device == "up5k" else "EHXPLLL") in rtlil
 
 
 # ------------------------------------------------------------------------------------------------ quick flows
