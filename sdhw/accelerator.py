@@ -15,7 +15,7 @@ accumulates.
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -28,11 +28,15 @@ from .mac_array import MacArray
 from .rebuild import RebuildUnit
 from .requant import Requantiser
 
-ADDR_SIGNED = 26            # width of signed activation address arithmetic
-
 
 def _bits(depth: int) -> int:
+    """Address bits of a memory of ``depth`` entries."""
     return max(1, ceil_log2(depth))
+
+
+def _holds(value: int) -> int:
+    """Bits of an unsigned register that holds ``0..value``."""
+    return max(1, value.bit_length())
 
 
 class Accelerator(wiring.Component):
@@ -65,6 +69,37 @@ class Accelerator(wiring.Component):
         sd = not cfg.dense
         e_bits = cfg.exp_bits
         lane_w = 24 if cfg.dense else 3 * (1 + e_bits)
+
+        # Widths from the memory depths. Sizes (dimensions, pixel and channel counts) are at most act_depth
+        # (U bits); a valid program's addresses of live pixel lanes lie in (-2 D, 4 D) (S bits, signed), its
+        # image coordinates in (-2 D, 2 D) (I bits, signed); rows in hardware order number at most 4 D (R bits).
+        # Address steps are taken modulo 2**S (exact for every lane a program uses); descriptor fields wider
+        # than their register are checked on fetch and raise the error their range check raises.
+        depth = cfg.act_depth
+        a_bits = _bits(depth)
+        u_bits = _holds(depth)
+        s_bits = a_bits + 3
+        i_bits = u_bits + 2
+        r_bits = _holds(4 * depth)
+        m_bits = _holds((1 << u_bits) + 2 * q_n)           # output channel counters (out_c + Q)
+        o_bits = _holds((1 << u_bits) + 2 * p_n)           # output pixel counters (n_pix + P)
+        cb_bits = _holds(cfg.code_depth)
+        bb_bits = _holds(cfg.bitmap_depth)
+        kb_bits = _holds(cfg.basis_rows)
+        zb_bits = _holds(cfg.bias_depth)
+        size_err, waddr_err, params_err = hb.ERR_ACT_SIZE, hb.ERR_WEIGHT_ADDR, hb.ERR_PARAMS
+        # field -> (register bits, error code if a wider value is refused; None: modulo, "sat": saturated)
+        fit = {name: (u_bits, size_err) for name in ("in_h", "in_w", "in_c", "out_c", "n_pix", "out_w", "in_size",
+                                                       "out_size", "wc", "r_w")}
+        fit.update({"n_rows": (r_bits, size_err), "base0": (s_bits, hb.ERR_ACT_ADDR),
+                    "code_base": (cb_bits, waddr_err), "bias_base": (zb_bits, hb.ERR_BIAS_ADDR),
+                    "pm_step": (a_bits, None)})
+        fit.update({name: (s_bits, None) for name in ("step_x", "step_y", "row_wrap", "group_step")})
+        fit.update({name: (i_bits, None) for name in ("qs", "rs", "wo_s")})
+        if sd:
+            fit.update({"bm_words": (bb_bits, waddr_err), "bitmap_base": (bb_bits, waddr_err),
+                        "basis_base": (kb_bits, waddr_err), "n_blocks": (kb_bits, params_err),
+                        "block_rows": (r_bits, "sat")})
 
         # ---------------------------------------------------------------------------- memories
         desc_mem = Memory(shape=32, depth=cfg.desc_layers * DESC_WORDS, init=[])
@@ -103,18 +138,25 @@ class Accelerator(wiring.Component):
         done = Signal()
         err = Signal()
         err_code = Signal(8)
-        layer_idx = Signal(16)
+        layer_idx = Signal(range(cfg.desc_layers + 1))
         in_buf = Signal()                       # activation buffer the current layer reads
         m.d.comb += [self.busy.eq(busy), self.done.eq(done), self.error.eq(err)]
-        cycles = Signal(64)
-        macs = Signal(64)
-        skipped = Signal(64)
-        stalls = Signal(64)
+        cycles = Signal(cfg.counter_bits)
+        macs = Signal(cfg.counter_bits)
+        skipped = Signal(cfg.counter_bits)
+        stalls = Signal(cfg.counter_bits)
 
-        # layer registers, one per descriptor field
-        fld = {}
+        # layer registers, one per descriptor field, as wide as the configuration needs (see ``fit``), and
+        # for each checked field a flag: its value did not fit the register
+        fld, over = {}, {}
         for name, (_, _, width, is_signed) in FIELDS.items():
-            fld[name] = Signal(signed(width) if is_signed else unsigned(width), name=f"d_{name}")
+            bits = min(width, fit.get(name, (width, None))[0])
+            fld[name] = Signal(signed(bits) if is_signed else unsigned(bits), name=f"d_{name}")
+            if bits < width and fit[name][1] is not None:
+                over[name] = Signal(name=f"d_{name}_over")
+
+        def over_any(*names):
+            return Cat(*(over[n] for n in names if n in over)).any()
 
         # ---------------------------------------------------------------------------- host port
         bus = self.bus
@@ -193,8 +235,9 @@ class Accelerator(wiring.Component):
                                   (hb.CSR_STALLS, stalls)):
                 with m.Case(base):
                     m.d.comb += csr.eq(counter[:32])
-                with m.Case(base + 1):
-                    m.d.comb += csr.eq(counter[32:])
+                if cfg.counter_bits > 32:                        # the high word reads 0 when narrower
+                    with m.Case(base + 1):
+                        m.d.comb += csr.eq(counter[32:])
             for k, depth in enumerate(depths):
                 with m.Case(hb.CSR_DEPTHS + k):
                     m.d.comb += csr.eq(depth)
@@ -217,7 +260,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += bus.r_data.eq(act_host_data[1].as_signed())
 
         # ---------------------------------------------------------------------------- sub-blocks
-        decoder = RowDecoder(addr_bits=_bits(cfg.bitmap_depth), row_bits=17, dense=cfg.dense)
+        decoder = RowDecoder(addr_bits=_bits(cfg.bitmap_depth), row_bits=r_bits, dense=cfg.dense)
         m.submodules.decoder = ResetInserter(flush)(decoder)
         mac = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=cfg.acc_bits)
         m.submodules.mac = ResetInserter(flush)(mac)
@@ -227,7 +270,7 @@ class Accelerator(wiring.Component):
         rebuild = []
         # a tap's info travels with rebuild lane 0; its activation offset, kernel row and channel kill are
         # worked out before the rebuild, so the tap issuer only adds the pixel lane's base
-        info_layout = data.StructLayout({"tap_off": signed(ADDR_SIGNED), "kr": 2, "chan_kill": 1, "tap": 2,
+        info_layout = data.StructLayout({"tap_off": signed(s_bits), "kr": 2, "chan_kill": 1, "tap": 2,
                                          "empty": 1, "first": 1, "last": 1, "final": 1})
         info_bits = info_layout.size
         if sd:
@@ -246,35 +289,30 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------------------- sequencer state
         desc_word = Signal(range(DESC_WORDS + 1))
-        pg_o = Signal(18)                        # output pixel of pixel lane 0
-        cg_m = Signal(17)                        # output channel of channel lane 0
-        code_ptr = Signal(18)
-        bm_ptr = Signal(18)
-        pix_out_base = Signal(32)                # pg_o * M
+        pg_o = Signal(o_bits)                    # output pixel of pixel lane 0
+        cg_m = Signal(m_bits)                    # output channel of channel lane 0
+        code_ptr = Signal(cb_bits)               # never past code_depth (checked before it moves on)
+        bm_ptr = Signal(bb_bits)                 # never past bitmap_depth (checked at every group start)
         init_k = Signal(range(p_n + 1))
-        newpix_pending = Signal()                # the next group started is the first of a new pixel group
-        restart_pending = Signal()               # ... is pixel group 0 of a new channel group
-        group_code_start = Signal(18)            # first code entry of the current channel group
-        group_code_end = Signal(18)              # one past its last entry
-        # pixel lanes
-        lane_ox = [Signal(17, name=f"lane{p}_ox") for p in range(p_n)]
-        lane_iy = [Signal(signed(18), name=f"lane{p}_iy") for p in range(p_n)]
-        lane_ix = [Signal(signed(18), name=f"lane{p}_ix") for p in range(p_n)]
-        lane_base = [Signal(signed(ADDR_SIGNED), name=f"lane{p}_base") for p in range(p_n)]
-        lane_o = [Signal(18, name=f"lane{p}_o") for p in range(p_n)]
-        lanes = (lane_ox, lane_iy, lane_ix, lane_base, lane_o)
+        group_code_start = Signal(cb_bits)       # first code entry of the current channel group
+        group_code_end = Signal(cb_bits)         # one past its last entry
+        # pixel lanes (coordinates and addresses modulo 2**I, 2**S: exact for every lane with an output pixel)
+        lane_ox = [Signal(u_bits + 1, name=f"lane{p}_ox") for p in range(p_n)]
+        lane_iy = [Signal(signed(i_bits), name=f"lane{p}_iy") for p in range(p_n)]
+        lane_ix = [Signal(signed(i_bits), name=f"lane{p}_ix") for p in range(p_n)]
+        lane_base = [Signal(signed(s_bits), name=f"lane{p}_base") for p in range(p_n)]
+        lanes = (lane_ox, lane_iy, lane_ix, lane_base)
         # the lanes' state at pixel group 0, restored at the start of every channel group
         lanes_init = tuple([Signal.like(sig, name=f"{sig.name}_init") for sig in group] for group in lanes)
 
-        def step(p_src, dq_s, dr, dr_s, dbase, do):
-            """Values of a pixel lane advanced by (dq rows, dr columns); returns (ox, iy, ix, base, o)."""
+        def step(p_src, dq_s, dr, dr_s, dbase):
+            """Values of a pixel lane advanced by (dq rows, dr columns); returns (ox, iy, ix, base)."""
             ox = lane_ox[p_src] + dr
             wrap = ox >= fld["out_w"]
             return (Mux(wrap, ox - fld["out_w"], ox),
                     lane_iy[p_src] + dq_s + Mux(wrap, fld["stride"], 0),
                     lane_ix[p_src] + dr_s - Mux(wrap, fld["wo_s"], 0),
-                    lane_base[p_src] + dbase + Mux(wrap, fld["row_wrap"], 0),
-                    lane_o[p_src] + do)
+                    lane_base[p_src] + dbase + Mux(wrap, fld["row_wrap"], 0))
 
         def set_lane(p, values, init=False):
             stmts = [group[p].eq(v) for group, v in zip(lanes, values)]
@@ -283,12 +321,12 @@ class Accelerator(wiring.Component):
             return stmts
 
         # group bookkeeping shared with the pipeline
-        rows_in_flight = Signal(8)               # rows accepted by row fetch and not yet issued
+        rows_in_flight = Signal(4)               # rows accepted by row fetch and not yet issued (<= 6)
         ops_in_flight = Signal(4)                # issued ops not yet accumulated
         last_in_flight = Signal()                # a group's last op issued, its sums not yet in the shadow
         shadow_busy = Signal()
         drain_active = Signal()
-        requant_in_flight = Signal(8)
+        requant_in_flight = Signal(range(Requantiser.LATENCY + 2))
         group_pending = Signal()                 # decoder started for the current group, not finished
         pipeline_empty = Signal()
         issue_idle = Signal()                    # no row waiting between the decoder and the MAC array
@@ -311,9 +349,9 @@ class Accelerator(wiring.Component):
                          done.eq(0)]
 
         # bases are streamed from the basis memory: one row (column j of the Q lanes' bases) per tap
-        block_next = Signal(18)                  # golden row index where the next block starts
-        block_ptr = Signal(20)                   # basis row of (channel group, current block, column 0)
-        group_basis_ptr = Signal(20)             # basis row of (channel group, block 0, column 0)
+        block_next = Signal(r_bits + 1)          # golden row index where the next block starts
+        block_ptr = Signal(kb_bits + 3)          # basis row of (channel group, current block, column 0)
+        group_basis_ptr = Signal(kb_bits + 3)    # basis row of (channel group, block 0, column 0)
 
         decoder_start = Signal()
         m.d.comb += [decoder.base.eq(bm_ptr), decoder.n_rows.eq(fld["n_rows"]), decoder.skip_slot3.eq(is_k3),
@@ -327,7 +365,7 @@ class Accelerator(wiring.Component):
         # a group and restart for the next while rf still emits the taps of the row before; rf reads the
         # row's codes (SD) or dense weights as it takes the entry from rf0 and holds the row while its taps
         # (3, or 1 for an empty entry) leave one per cycle (rf_step)
-        entry_layout = data.StructLayout({"row": 17, "last": 1, "empty": 1, "first": 1})
+        entry_layout = data.StructLayout({"row": r_bits, "last": 1, "empty": 1, "first": 1})
         rf0_valid = Signal()
         rf0_info = Signal(entry_layout)
         rf0_code = Signal.like(code_ptr, name="rf0_code")
@@ -341,7 +379,7 @@ class Accelerator(wiring.Component):
         rf_final = Signal()                      # ... and it is the row's final tap
         m.d.comb += [rf_final.eq(rf_info.empty | (rf_tap == 2)), rf_ready.eq(~rf_valid | (rf_step & rf_final)),
                      rf_take.eq(rf0_valid & rf_ready)]
-        row_i = Signal(18)                       # golden row index of the decoder's row
+        row_i = Signal(r_bits)                   # golden row index of the decoder's row
         m.d.comb += row_i.eq(Mux(is_k3, decoder.o.payload.row - (decoder.o.payload.row >> 2),
                                  decoder.o.payload.row))
         needs_block = Signal()
@@ -375,7 +413,10 @@ class Accelerator(wiring.Component):
             rf0_basis = Signal.like(block_ptr, name="rf0_basis")
             rf_bnext = Signal.like(block_ptr, name="rf_bnext")        # basis row of the held row's next column
             with m.If(busy & decoder.o.valid & needs_block):
+                # the next block exists in a valid program (the row lies in it or beyond)
                 m.d.sync += [block_next.eq(block_next + fld["block_rows"]), block_ptr.eq(block_ptr + 3)]
+                with m.If(block_ptr + 5 >= cfg.basis_rows):
+                    m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
             with m.If(accept_row):
                 m.d.sync += rf0_basis.eq(block_ptr)
                 with m.If(~decoder.o.payload.empty & (block_ptr + 2 >= cfg.basis_rows)):
@@ -392,7 +433,7 @@ class Accelerator(wiring.Component):
         # or the tap's dense weights straight from the row fetch
         rf_tap_info = Signal(info_layout)
         # tap geometry: row h -> channel offset and kernel row (conv 3x3 rows are 4c + kernel row)
-        c_row = Signal(18)
+        c_row = Signal(s_bits)
         with m.If(is_k3):
             m.d.comb += [c_row.eq(rf_info.row >> 2), rf_tap_info.kr.eq(rf_info.row[:2])]
             m.d.comb += rf_tap_info.tap_off.eq(
@@ -431,30 +472,24 @@ class Accelerator(wiring.Component):
         with m.Elif(row_taken & ~accept_row):
             m.d.sync += rows_in_flight.eq(rows_in_flight - 1)
 
-        # group records: pushed when a group's decoding starts, popped with its first row at the tap issuer
-        grp_layout = data.StructLayout({"m": 17, "qv": (q_n + 1).bit_length(), "out": 32,
-                                        "pv": (p_n + 1).bit_length(), "newpix": 1, "restart": 1})
-        grp_fifo = fifo.SyncFIFOBuffered(width=grp_layout.size, depth=8)
-        m.submodules.group_fifo = ResetInserter(flush)(grp_fifo)
-        grp_w = Signal(grp_layout)
-        pix_left = fld["n_pix"] - pg_o
-        chan_left = fld["out_c"] - cg_m
-        m.d.comb += [grp_w.m.eq(cg_m), grp_w.qv.eq(Mux(chan_left >= q_n, q_n, chan_left)),
-                     grp_w.out.eq(pix_out_base + cg_m), grp_w.pv.eq(Mux(pix_left >= p_n, p_n, pix_left)),
-                     grp_w.newpix.eq(newpix_pending), grp_w.restart.eq(restart_pending),
-                     grp_fifo.w_en.eq(decoder_start), grp_fifo.w_data.eq(grp_w)]
-        grp_r = Signal(grp_layout)
-        m.d.comb += grp_r.as_value().eq(grp_fifo.r_data)
-
         # ---------------------------------------------------------------------------- tap issuer
         ti_valid = Signal()
         ti_weights = Signal.like(rb_weights)
         ti_info = Signal(info_layout)
         ti_tap = ti_info.tap
-        ti_m = Signal(17)
-        ti_qv = Signal(range(q_n + 1))
-        ti_out = Signal(32)
-        ti_pv = Signal(range(p_n + 1))
+        # the tap issuer follows the loop nest on its own (channel groups outside, pixel groups inside): at
+        # each group's first tap it advances its group counters and the pixel lanes, so no record of the
+        # group needs to travel down the pipeline
+        ti_layer_start = Signal()                # the next group is the layer's first
+        ti_m = Signal(m_bits)                    # output channel of channel lane 0
+        ti_pg = Signal(o_bits)                   # output pixel of pixel lane 0
+        ti_pix_out = Signal(a_bits)              # output address of (ti_pg, channel 0)
+        ti_qv = Signal(range(q_n + 1))           # channel lanes with an output channel
+        ti_pv = Signal(range(p_n + 1))           # pixel lanes with an output pixel
+        chan_left = Signal(m_bits)
+        pix_left = Signal(o_bits)
+        m.d.comb += [chan_left.eq(fld["out_c"] - ti_m), pix_left.eq(fld["n_pix"] - ti_pg),
+                     ti_qv.eq(Mux(chan_left >= q_n, q_n, chan_left)), ti_pv.eq(Mux(pix_left >= p_n, p_n, pix_left))]
         issue = Signal()
         op_last = Signal()
         op_first = Signal()
@@ -462,17 +497,20 @@ class Accelerator(wiring.Component):
         m.d.comb += [op_final_tap.eq(ti_info.final), op_last.eq(ti_info.last), op_first.eq(ti_info.first)]
         m.d.comb += issue.eq(ti_valid & busy & ~(op_last & (shadow_busy | last_in_flight)))
         m.d.comb += ti_take.eq(rb_valid & (~ti_valid | issue))
-        m.d.comb += grp_fifo.r_en.eq(ti_take & rb_info.first)
         with m.If(ti_take):
             m.d.sync += [ti_valid.eq(1), ti_weights.eq(rb_weights), ti_info.eq(rb_info)]
             with m.If(rb_info.first):
-                m.d.sync += [ti_m.eq(grp_r.m), ti_qv.eq(grp_r.qv), ti_out.eq(grp_r.out), ti_pv.eq(grp_r.pv)]
-                with m.If(grp_r.restart):
+                with m.If(ti_layer_start):
+                    m.d.sync += [ti_layer_start.eq(0), ti_m.eq(0), ti_pg.eq(0), ti_pix_out.eq(0)]
+                with m.Elif(ti_pg + p_n >= fld["n_pix"]):
+                    # next channel group: the pixel lanes restart
+                    m.d.sync += [ti_m.eq(ti_m + q_n), ti_pg.eq(0), ti_pix_out.eq(0)]
                     for p in range(p_n):
                         m.d.sync += [group[p].eq(init[p]) for group, init in zip(lanes, lanes_init)]
-                with m.Elif(grp_r.newpix):
+                with m.Else():
+                    m.d.sync += [ti_pg.eq(ti_pg + p_n), ti_pix_out.eq(ti_pix_out + fld["pm_step"])]
                     for p in range(p_n):
-                        m.d.sync += set_lane(p, step(p, fld["qs"], fld["r_w"], fld["rs"], fld["group_step"], p_n))
+                        m.d.sync += set_lane(p, step(p, fld["qs"], fld["r_w"], fld["rs"], fld["group_step"]))
         with m.Elif(issue):
             m.d.sync += ti_valid.eq(0)
         with m.If(busy & ~issue):
@@ -483,7 +521,7 @@ class Accelerator(wiring.Component):
         chan_kill = ti_info.chan_kill
 
         # per pixel lane: address, padding, kill; the activation read
-        act_addr = [Signal(signed(ADDR_SIGNED), name=f"tap{p}_addr") for p in range(p_n)]
+        act_addr = [Signal(signed(s_bits), name=f"tap{p}_addr") for p in range(p_n)]
         pad = [Signal(name=f"tap{p}_pad") for p in range(p_n)]
         kill = [Signal(name=f"tap{p}_kill") for p in range(p_n)]
         addr_bad = Signal()
@@ -493,7 +531,7 @@ class Accelerator(wiring.Component):
             ix = lane_ix[p] + ti_tap
             m.d.comb += [act_addr[p].eq(lane_base[p] + tap_off),
                          pad[p].eq(is_k3 & ((iy < 0) | (iy >= fld["in_h"]) | (ix < 0) | (ix >= fld["in_w"]))),
-                         kill[p].eq(chan_kill | ti_info.empty | (lane_o[p] >= fld["n_pix"]))]
+                         kill[p].eq(chan_kill | ti_info.empty | (ti_pv <= p))]
             bad_terms.append(~pad[p] & ~kill[p] & ((act_addr[p] < 0) | (act_addr[p] >= fld["in_size"])))
             for b in range(2):
                 port = act_rd[b][p]
@@ -540,12 +578,12 @@ class Accelerator(wiring.Component):
             m.d.sync += ops_in_flight.eq(ops_in_flight + 1)
 
         # group information travels with the group's last op
-        pend_m = Signal(17)
+        pend_m = Signal(m_bits)
         pend_qv = Signal(range(q_n + 1))
-        pend_out = Signal(32)
+        pend_out = Signal(a_bits)
         pend_pv = Signal(range(p_n + 1))
         with m.If(issue & op_last):
-            m.d.sync += [pend_m.eq(ti_m), pend_qv.eq(ti_qv), pend_out.eq(ti_out), pend_pv.eq(ti_pv)]
+            m.d.sync += [pend_m.eq(ti_m), pend_qv.eq(ti_qv), pend_out.eq(ti_pix_out + ti_m), pend_pv.eq(ti_pv)]
 
         m.d.comb += [
             issue_idle.eq((rows_in_flight == 0) & ~ti_valid & ~rf_valid & ~rf0_valid & ~group_pending
@@ -556,17 +594,16 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------------------- drain + requant
         shadow = Signal.like(mac.acc)
-        sh_m = Signal(17)
+        sh_m = Signal(m_bits)
         sh_qv = Signal(range(q_n + 1))
         sh_pv = Signal(range(p_n + 1))
-        sh_out = Signal(32)
         d_q = Signal(range(q_n + 1))
         d_p = Signal(range(p_n + 1))
-        d_addr = Signal(32)                      # output address of (d_p, d_q)
-        d_row_addr = Signal(32)                  # output address of (d_p, 0)
+        d_addr = Signal(a_bits)                  # output address of (d_p, d_q)
+        d_row_addr = Signal(a_bits)              # output address of (d_p, 0)
         with m.If(mac.done):
             m.d.sync += [shadow.eq(mac.acc), shadow_busy.eq(1), last_in_flight.eq(0), sh_m.eq(pend_m),
-                         sh_qv.eq(pend_qv), sh_pv.eq(pend_pv), sh_out.eq(pend_out), d_q.eq(0), d_p.eq(0),
+                         sh_qv.eq(pend_qv), sh_pv.eq(pend_pv), d_q.eq(0), d_p.eq(0),
                          d_addr.eq(pend_out), d_row_addr.eq(pend_out)]
         # D0: pick one sum, read its bias
         d1_valid = Signal()
@@ -576,7 +613,7 @@ class Accelerator(wiring.Component):
         m.d.comb += sel_acc.eq(shadow[d_q * p_n + d_p] if q_n * p_n > 1 else shadow[0])
         drain_step = Signal()
         m.d.comb += drain_step.eq(shadow_busy & requant.i.ready)
-        bias_addr = Signal(32)
+        bias_addr = Signal(_holds((1 << zb_bits) + (1 << m_bits) + q_n))
         m.d.comb += [bias_addr.eq(fld["bias_base"] + sh_m + d_q),
                      bias_rd.addr.eq(Mux(busy, bias_addr, offset)), bias_rd.en.eq(Mux(busy, drain_step, 1))]
         m.d.comb += drain_active.eq(d1_valid)
@@ -601,7 +638,7 @@ class Accelerator(wiring.Component):
             m.d.sync += requant_in_flight.eq(requant_in_flight - 1)
 
         # ---------------------------------------------------------------------------- the layer loop
-        m.d.comb += [desc_rd.addr.eq(Mux(busy, layer_idx * DESC_WORDS + desc_word, offset)), desc_rd.en.eq(1)]
+        m.d.comb += [desc_rd.addr.eq(Mux(busy, Cat(desc_word[:5], layer_idx), offset)), desc_rd.en.eq(1)]
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(start_req):
@@ -613,9 +650,21 @@ class Accelerator(wiring.Component):
             with m.State("FETCH"):
                 # word k is read in cycle k and lands in cycle k + 1
                 m.d.sync += desc_word.eq(desc_word + 1)
-                for name, (word, lsb, width, _) in FIELDS.items():
+                for name, (word, lsb, width, is_signed) in FIELDS.items():
+                    value = desc_rd.data[lsb:lsb + width]
+                    bits = len(fld[name])
                     with m.If(desc_word == word + 1):
-                        m.d.sync += fld[name].eq(desc_rd.data[lsb:lsb + width])
+                        if bits == width:
+                            m.d.sync += fld[name].eq(value)
+                        else:
+                            upper = value[bits - 1:] if is_signed else value[bits:]
+                            too_wide = ~(upper.all() | ~upper.any()) if is_signed else upper.any()
+                            if fit[name][1] == "sat":
+                                m.d.sync += fld[name].eq(Mux(too_wide, (1 << bits) - 1, value[:bits]))
+                            else:
+                                m.d.sync += fld[name].eq(value[:bits])
+                            if name in over:
+                                m.d.sync += over[name].eq(too_wide)
                 with m.If(desc_word == USED_WORDS):
                     m.next = "CHECK"
                 with m.If(fail):
@@ -630,33 +679,41 @@ class Accelerator(wiring.Component):
                         m.d.comb += code.eq(hb.ERR_KIND)
                     with m.Elif((fld["stride"] != 1) & (fld["stride"] != 2)):
                         m.d.comb += code.eq(hb.ERR_STRIDE)
-                    with m.Elif((fld["in_h"] == 0) | (fld["in_w"] == 0) | (fld["in_c"] == 0) | (fld["out_c"] == 0)
-                                | (fld["n_pix"] == 0) | (fld["out_w"] == 0) | (fld["n_rows"] == 0)):
+                    with m.Elif(Cat(*((fld[n] == 0) & ~over_any(n) for n in ("in_h", "in_w", "in_c", "out_c", "n_pix",
+                                                                               "out_w", "n_rows"))).any()):
                         m.d.comb += code.eq(hb.ERR_SHAPE)
                     with m.Elif(fld["sd"] != int(sd)):
                         m.d.comb += code.eq(hb.ERR_MODE)
-                    with m.Elif((fld["in_size"] > cfg.act_depth) | (fld["out_size"] > cfg.act_depth)):
+                    with m.Elif((fld["in_size"] > cfg.act_depth) | (fld["out_size"] > cfg.act_depth)
+                                | over_any(*(n for n in fit if fit[n][1] == size_err))):
                         m.d.comb += code.eq(hb.ERR_ACT_SIZE)
-                    with m.Elif(Const(int(sd)) & ((fld["block_rows"] == 0) | (fld["n_blocks"] == 0))):
+                    with m.Elif(Const(int(sd)) & ((fld["block_rows"] == 0) | (fld["n_blocks"] == 0)
+                                                  | over_any("n_blocks"))):
                         m.d.comb += code.eq(hb.ERR_PARAMS)
+                    # fields too wide for their registers, whose range checks come later in a run
+                    with m.Elif(over_any(*(n for n in fit if fit[n][1] == waddr_err))):
+                        m.d.comb += code.eq(hb.ERR_WEIGHT_ADDR)
+                    with m.Elif(over_any("bias_base")):
+                        m.d.comb += code.eq(hb.ERR_BIAS_ADDR)
+                    with m.Elif(over_any("base0")):
+                        m.d.comb += code.eq(hb.ERR_ACT_ADDR)
                     with m.If(code != 0):
                         m.d.comb += [fail.eq(1), fail_code.eq(code)]
                         m.next = "IDLE"
                     with m.Else():
                         pad0 = Mux(is_k3, -1, 0)
-                        m.d.sync += set_lane(0, (0, pad0, pad0, fld["base0"], 0), init=True)
-                        m.d.sync += [init_k.eq(1), pg_o.eq(0), pix_out_base.eq(0)]
+                        m.d.sync += set_lane(0, (0, pad0, pad0, fld["base0"]), init=True)
+                        m.d.sync += [init_k.eq(1), pg_o.eq(0), ti_layer_start.eq(1)]
                         m.next = "INIT_LANES"
                 with m.If(fail):
                     m.next = "IDLE"
             with m.State("INIT_LANES"):
                 for k in range(1, p_n):
                     with m.If(init_k == k):
-                        m.d.sync += set_lane(k, step(k - 1, 0, 1, fld["stride"], fld["step_x"], 1), init=True)
+                        m.d.sync += set_lane(k, step(k - 1, 0, 1, fld["stride"], fld["step_x"]), init=True)
                 m.d.sync += init_k.eq(init_k + 1)
                 with m.If(init_k >= p_n - 1 if p_n > 1 else Const(1)):
-                    m.d.sync += [cg_m.eq(0), code_ptr.eq(fld["code_base"]), newpix_pending.eq(0),
-                                 restart_pending.eq(0), group_code_start.eq(fld["code_base"]),
+                    m.d.sync += [cg_m.eq(0), code_ptr.eq(fld["code_base"]), group_code_start.eq(fld["code_base"]),
                                  group_code_end.eq(fld["code_base"]),
                                  bm_ptr.eq(fld["bitmap_base"]), group_basis_ptr.eq(fld["basis_base"])]
                     m.next = "GROUP"
@@ -670,16 +727,16 @@ class Accelerator(wiring.Component):
                     # next channel group; the pixel lanes restart when its first row reaches the tap issuer
                     m.d.sync += [cg_m.eq(cg_m + q_n), bm_ptr.eq(bm_ptr + fld["bm_words"]),
                                  group_basis_ptr.eq(group_basis_ptr + (fld["n_blocks"] << 1) + fld["n_blocks"]),
-                                 code_ptr.eq(group_code_end), group_code_start.eq(group_code_end),
-                                 pg_o.eq(0), pix_out_base.eq(0), restart_pending.eq(1), newpix_pending.eq(0)]
-                with m.Elif(~decoder.busy & ~group_pending & grp_fifo.w_rdy):
-                    # start decoding this channel group; bases load when its first row arrives
+                                 code_ptr.eq(group_code_end), group_code_start.eq(group_code_end), pg_o.eq(0)]
+                with m.Elif(~decoder.busy & ~group_pending):
+                    # start decoding this (channel group, pixel group)
                     m.d.comb += decoder_start.eq(1)
-                    with m.If(Const(int(sd)) & (bm_ptr + fld["bm_words"] > cfg.bitmap_depth)):
-                        m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
+                    if sd:
+                        with m.If((bm_ptr + fld["bm_words"] > cfg.bitmap_depth)
+                                  | (group_basis_ptr + 2 >= cfg.basis_rows)):
+                            m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
                     m.d.sync += [group_pending.eq(1), rf_first_pending.eq(1), block_next.eq(fld["block_rows"]),
-                                 block_ptr.eq(group_basis_ptr),
-                                 newpix_pending.eq(0), restart_pending.eq(0)]
+                                 block_ptr.eq(group_basis_ptr)]
                     m.next = "DECODE"
                 with m.If(fail):
                     m.next = "IDLE"
@@ -687,8 +744,7 @@ class Accelerator(wiring.Component):
                 # wait until the decoder has handed out the group's last entry
                 with m.If(accept_row & decoder.o.payload.last):
                     # the next pixel group re-reads this channel group's codes
-                    m.d.sync += [group_pending.eq(0), pg_o.eq(pg_o + p_n), newpix_pending.eq(1),
-                                 pix_out_base.eq(pix_out_base + fld["pm_step"]), code_ptr.eq(group_code_start),
+                    m.d.sync += [group_pending.eq(0), pg_o.eq(pg_o + p_n), code_ptr.eq(group_code_start),
                                  group_code_end.eq(code_ptr + ~decoder.o.payload.empty),
                                  # conv 3x3 row slots 4c + 3 do not exist: not counted as skipped
                                  skipped.eq(skipped + decoder.skipped_count
@@ -716,5 +772,5 @@ class Accelerator(wiring.Component):
         with m.If(flush):
             m.d.sync += [rf0_valid.eq(0), rf_valid.eq(0), ti_valid.eq(0), rows_in_flight.eq(0), ops_in_flight.eq(0),
                          last_in_flight.eq(0), shadow_busy.eq(0), d1_valid.eq(0), requant_in_flight.eq(0),
-                         group_pending.eq(0), op_delay.eq(0), dp_fail_r.eq(0)]
+                         group_pending.eq(0), op_delay.eq(0), dp_fail_r.eq(0), ti_layer_start.eq(0)]
         return m

@@ -85,6 +85,7 @@ class AcceleratorConfig:
     basis_depth: int | None = None         # 3x3 bases, one per (channel group, block, lane) (SD only)
     bias_depth: int | None = None          # 32-bit biases
     desc_layers: int | None = None         # layer descriptors (program length)
+    counter_bits: int | None = None        # performance counters (None: 32 on iCE40, 48 elsewhere)
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -124,6 +125,11 @@ class AcceleratorConfig:
             if not (isinstance(v, int) and 1 <= v <= 65536):
                 bad(name, v, "an integer in 1..65536")
             object.__setattr__(self, name, v)
+        if self.counter_bits is None:
+            object.__setattr__(self, "counter_bits", 32 if DEVICES[self.device].family == "ice40" else 48)
+        if not (isinstance(self.counter_bits, int) and not isinstance(self.counter_bits, bool)
+                and 16 <= self.counter_bits <= 64):
+            bad("counter_bits", self.counter_bits, "an integer in 16..64")
         if self.extra:
             bad("config keys", sorted(self.extra), "known parameters only: " + ", ".join(PARAMETERS))
 

@@ -108,6 +108,14 @@ CORRUPTIONS = {
     "tap-address": ({"base0": -5000}, hb.ERR_ACT_ADDR),
     "basis-address": ({"basis_base": 255}, hb.ERR_WEIGHT_ADDR),
     "no-end": (None, hb.ERR_NO_END),
+    # fields wider than the registers the configured depths need (act_depth 512: 10-bit sizes)
+    "wide-channels": ({"in_c": 40000}, hb.ERR_ACT_SIZE),
+    "wide-rows": ({"n_rows": 70000}, hb.ERR_ACT_SIZE),
+    "wide-base0": ({"base0": -(1 << 20)}, hb.ERR_ACT_ADDR),
+    "wide-code-base": ({"code_base": 40000}, hb.ERR_WEIGHT_ADDR),
+    "wide-bitmap-words": ({"bm_words": 40000}, hb.ERR_WEIGHT_ADDR),
+    "wide-bias-base": ({"bias_base": 40000}, hb.ERR_BIAS_ADDR),
+    "wide-blocks": ({"n_blocks": 40000}, hb.ERR_PARAMS),
 }
 
 
@@ -182,3 +190,24 @@ def test_many_empty_groups_back_to_back():
     sdw.codes[...] = 0
     cfg = AcceleratorConfig(pes=4, **SMALL)
     _check(program, cfg, rng, n_inputs=1)
+
+
+def test_huge_block_rows_mean_one_block():
+    """block_rows wider than its register saturates: every row is in block 0, as in golden."""
+    seed = 42
+    rng = np.random.default_rng(seed)
+    model = Model((30,), [Layer("fc", rng.normal(0, 0.3, (8, 30)), rng.normal(0, 0.1, 8), relu=True)])
+    program = _program(model, rng, False)
+    assert program.layers[0].weights.bases.shape[1] == 1          # one row block
+    program.layers[0].weights.block_rows = 65535
+    _check(program, AcceleratorConfig(pes=4, **SMALL), rng, n_inputs=1)
+
+
+def test_counter_bits_default_and_validation():
+    from golden import SdhwError
+    assert AcceleratorConfig(pes=4, device="up5k").counter_bits == 32
+    assert AcceleratorConfig(pes=4, device="ecp5-25f").counter_bits == 48
+    assert AcceleratorConfig(pes=4, counter_bits=40).counter_bits == 40
+    for bad in (15, 65, 32.0, True):
+        with pytest.raises(SdhwError, match="counter_bits must be an integer in 16..64"):
+            AcceleratorConfig(pes=4, counter_bits=bad)
