@@ -380,8 +380,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [rf_final.eq(rf_info.empty | (rf_tap == 2)), rf_ready.eq(~rf_valid | (rf_step & rf_final)),
                      rf_take.eq(rf0_valid & rf_ready)]
         row_i = Signal(r_bits)                   # golden row index of the decoder's row
-        m.d.comb += row_i.eq(Mux(is_k3, decoder.o.payload.row - (decoder.o.payload.row >> 2),
-                                 decoder.o.payload.row))
+        m.d.comb += row_i.eq(decoder.o.payload.index)
         needs_block = Signal()
         m.d.comb += needs_block.eq(sd & ~decoder.o.payload.empty & (row_i >= block_next))
         accept_row = Signal()
