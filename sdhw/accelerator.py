@@ -269,7 +269,11 @@ class Accelerator(wiring.Component):
         requant = requant_cls(acc_bits=cfg.acc_bits, tag_bits=tag_bits)
         m.submodules.requant = ResetInserter(flush)(requant)
         rebuild = []
-        info_bits = r_bits + 2 + 4               # the tap info (info_layout below) travels with lane 0
+        # a tap's info travels with rebuild lane 0; its activation offset, kernel row and channel kill are
+        # worked out before the rebuild, so the tap issuer only adds the pixel lane's base
+        info_layout = data.StructLayout({"tap_off": signed(s_bits), "kr": 2, "chan_kill": 1, "tap": 2,
+                                         "empty": 1, "first": 1, "last": 1, "final": 1})
+        info_bits = info_layout.size
         if sd:
             for q in range(q_n):
                 unit = RebuildUnit(exp_bits=e_bits, weight_bits=8, tag_bits=info_bits if q == 0 else 0)
@@ -331,6 +335,13 @@ class Accelerator(wiring.Component):
 
         fail = Signal()
         fail_code = Signal(8)
+        # data-path checks (addresses out of range) stop the run one cycle later: their comparators sit at
+        # the end of long arithmetic paths, so they go through a register before reaching the sequencer
+        dp_fail = Signal()
+        dp_code = Signal(8)
+        dp_fail_r = Signal()
+        dp_code_r = Signal(8)
+        m.d.sync += [dp_fail_r.eq(dp_fail & busy), dp_code_r.eq(dp_code)]
 
         with m.If(busy & ~fail):
             m.d.sync += cycles.eq(cycles + 1)
@@ -370,8 +381,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [rf_final.eq(rf_info.empty | (rf_tap == 2)), rf_ready.eq(~rf_valid | (rf_step & rf_final)),
                      rf_take.eq(rf0_valid & rf_ready)]
         row_i = Signal(r_bits)                   # golden row index of the decoder's row
-        m.d.comb += row_i.eq(Mux(is_k3, decoder.o.payload.row - (decoder.o.payload.row >> 2),
-                                 decoder.o.payload.row))
+        m.d.comb += row_i.eq(decoder.o.payload.index)
         needs_block = Signal()
         m.d.comb += needs_block.eq(sd & ~decoder.o.payload.empty & (row_i >= block_next))
         accept_row = Signal()
@@ -384,7 +394,7 @@ class Accelerator(wiring.Component):
             with m.If(~decoder.o.payload.empty):
                 m.d.sync += code_ptr.eq(code_ptr + 1)
                 with m.If(code_ptr >= cfg.code_depth):
-                    m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
+                    m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_WEIGHT_ADDR)]
         with m.Elif(rf_take):
             m.d.sync += rf0_valid.eq(0)
         m.d.comb += [code_rd.addr.eq(rf0_code), code_rd.en.eq(rf_take & ~rf0_info.empty)]
@@ -410,7 +420,7 @@ class Accelerator(wiring.Component):
             with m.If(accept_row):
                 m.d.sync += rf0_basis.eq(block_ptr)
                 with m.If(~decoder.o.payload.empty & (block_ptr + 2 >= cfg.basis_rows)):
-                    m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
+                    m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_WEIGHT_ADDR)]
             with m.If(rf_take):
                 m.d.sync += rf_bnext.eq(rf0_basis + 1)
             with m.Elif(rf_step):
@@ -421,9 +431,19 @@ class Accelerator(wiring.Component):
         # ---------------------------------------------------------------------------- rebuild / weights
         # one tap per cycle: (codes, tap) -> Q rebuild units (SD; unit 0 carries the tap's info as its tag),
         # or the tap's dense weights straight from the row fetch
-        info_layout = data.StructLayout({"row": r_bits, "tap": 2, "empty": 1, "first": 1, "last": 1, "final": 1})
         rf_tap_info = Signal(info_layout)
-        m.d.comb += [rf_tap_info.row.eq(rf_info.row), rf_tap_info.tap.eq(rf_tap), rf_tap_info.empty.eq(rf_info.empty),
+        # tap geometry: row h -> channel offset and kernel row (conv 3x3 rows are 4c + kernel row)
+        c_row = Signal(s_bits)
+        with m.If(is_k3):
+            m.d.comb += [c_row.eq(rf_info.row >> 2), rf_tap_info.kr.eq(rf_info.row[:2])]
+            m.d.comb += rf_tap_info.tap_off.eq(
+                c_row + Mux(rf_info.row[:2] == 0, 0, Mux(rf_info.row[:2] == 1, fld["wc"], fld["wc"] << 1))
+                + Mux(rf_tap == 0, 0, Mux(rf_tap == 1, fld["in_c"], fld["in_c"] << 1)))
+        with m.Else():
+            m.d.comb += [c_row.eq(rf_info.row + (rf_info.row << 1)), rf_tap_info.kr.eq(0),
+                         rf_tap_info.tap_off.eq(c_row + rf_tap)]
+        m.d.comb += rf_tap_info.chan_kill.eq(~is_k3 & (c_row + rf_tap >= fld["in_c"]))
+        m.d.comb += [rf_tap_info.tap.eq(rf_tap), rf_tap_info.empty.eq(rf_info.empty),
                      rf_tap_info.first.eq(rf_info.first & (rf_tap == 0)), rf_tap_info.last.eq(rf_info.last & rf_final),
                      rf_tap_info.final.eq(rf_final)]
         rb_valid = Signal()                      # a tap's weights ready for the tap issuer
@@ -496,19 +516,9 @@ class Accelerator(wiring.Component):
         with m.If(busy & ~issue):
             m.d.sync += stalls.eq(stalls + 1)
 
-        # tap geometry: row h -> channel offset and kernel row
-        c_row = Signal(s_bits)
-        kr = Signal(2)
-        tap_off = Signal(signed(s_bits))
-        with m.If(is_k3):
-            m.d.comb += [c_row.eq(ti_info.row >> 2), kr.eq(ti_info.row[:2])]
-            m.d.comb += tap_off.eq(c_row + Mux(kr == 0, 0, Mux(kr == 1, fld["wc"], fld["wc"] << 1))
-                                   + Mux(ti_tap == 0, 0, Mux(ti_tap == 1, fld["in_c"], fld["in_c"] << 1)))
-        with m.Else():
-            m.d.comb += [c_row.eq(ti_info.row + (ti_info.row << 1)), kr.eq(0)]
-            m.d.comb += tap_off.eq(c_row + ti_tap)
-        chan_kill = Signal()
-        m.d.comb += chan_kill.eq(~is_k3 & (c_row + ti_tap >= fld["in_c"]))
+        kr = ti_info.kr
+        tap_off = ti_info.tap_off
+        chan_kill = ti_info.chan_kill
 
         # per pixel lane: address, padding, kill; the activation read
         act_addr = [Signal(signed(s_bits), name=f"tap{p}_addr") for p in range(p_n)]
@@ -531,7 +541,7 @@ class Accelerator(wiring.Component):
                     m.d.comb += [port.addr.eq(act_addr[p]), port.en.eq(1)]
         m.d.comb += addr_bad.eq(issue & Cat(*bad_terms).any())
         with m.If(addr_bad):
-            m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_ACT_ADDR)]
+            m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_ACT_ADDR)]
 
         # count MACs: valid channel lanes x pixel lanes doing real work
         live = Signal(range(p_n + 1))
@@ -609,7 +619,7 @@ class Accelerator(wiring.Component):
         m.d.comb += drain_active.eq(d1_valid)
         with m.If(drain_step):
             with m.If(bias_addr >= cfg.bias_depth):
-                m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_BIAS_ADDR)]
+                m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_BIAS_ADDR)]
             m.d.sync += [d1_valid.eq(1), d1_acc.eq(sel_acc), d1_tag.eq(d_addr)]
             with m.If(d_q + 1 < sh_qv):
                 m.d.sync += [d_q.eq(d_q + 1), d_addr.eq(d_addr + 1)]
@@ -753,6 +763,8 @@ class Accelerator(wiring.Component):
                 with m.If(fail):
                     m.next = "IDLE"
 
+        with m.If(dp_fail_r):
+            m.d.comb += [fail.eq(1), fail_code.eq(dp_code_r)]
         # a failure stops the run where it is: status shows the error code and the layer
         with m.If(fail & busy):
             m.d.sync += [err.eq(1), err_code.eq(fail_code), busy.eq(0), done.eq(0)]
@@ -760,5 +772,5 @@ class Accelerator(wiring.Component):
         with m.If(flush):
             m.d.sync += [rf0_valid.eq(0), rf_valid.eq(0), ti_valid.eq(0), rows_in_flight.eq(0), ops_in_flight.eq(0),
                          last_in_flight.eq(0), shadow_busy.eq(0), d1_valid.eq(0), requant_in_flight.eq(0),
-                         group_pending.eq(0), op_delay.eq(0), ti_layer_start.eq(0)]
+                         group_pending.eq(0), op_delay.eq(0), dp_fail_r.eq(0), ti_layer_start.eq(0)]
         return m

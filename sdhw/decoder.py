@@ -52,7 +52,8 @@ class RowDecoder(wiring.Component):
     n_rows : In(unsigned(row_bits))
         Number of rows of the group (0 is allowed: a single ``empty`` entry).
     skip_slot3 : In(1)
-        Dense mode only: do not emit the rows with ``h % 4 == 3``. Ignored in sparse mode (the bitmap says it).
+        Rows ``h % 4 == 3`` do not exist: dense mode does not emit them (in sparse mode the bitmap says it);
+        both modes number ``index`` without them.
     mem_addr, mem_en : Out(unsigned(addr_bits)), Out(1)
         Read port of the bitmap memory, synchronous with one cycle of latency. ``mem_en`` is combinational from
         ``start`` (the first word is requested in the ``start`` cycle); otherwise it comes from registers only.
@@ -60,10 +61,13 @@ class RowDecoder(wiring.Component):
     mem_data : In(32)
         The word addressed with ``mem_en`` in the previous cycle. Not sampled in any other cycle, so a RAM that
         does not hold its output is fine.
-    o : Out(stream.Signature(StructLayout({"row": unsigned(row_bits), "last": 1, "empty": 1})))
-        One entry per non-zero row, in increasing ``row`` order, ``last`` set on the final one. A group without any
-        non-zero row gives one entry with ``empty = 1, last = 1`` (``row = 0``), so the consumer always sees the end
-        of a group. Valid/ready: an offered entry stays valid and unchanged until it is accepted.
+    o : Out(stream.Signature(StructLayout({"row": unsigned(row_bits), "index": unsigned(row_bits), "last": 1,
+    "empty": 1})))
+        One entry per non-zero row, in increasing ``row`` order, ``last`` set on the final one. ``index`` is the
+        row's index among real rows: ``row - row // 4`` when ``skip_slot3`` was set at ``start`` (conv 3x3 slots
+        ``4c + 3`` do not exist), else ``row``; it comes from a register, like the rest of the entry. A group
+        without any non-zero row gives one entry with ``empty = 1, last = 1`` (``row = 0``), so the consumer always
+        sees the end of a group. Valid/ready: an offered entry stays valid and unchanged until it is accepted.
     busy : Out(1)
         Registered; high from the cycle after ``start`` until the ``last`` entry has been accepted.
     skipped_count : Out(unsigned(row_bits + 1))
@@ -95,7 +99,8 @@ class RowDecoder(wiring.Component):
         if not isinstance(dense, bool):
             raise ValueError(f"dense must be a bool, not {dense!r}")
         self._addr_bits, self._row_bits, self._dense = addr_bits, row_bits, dense
-        self.entry_layout = data.StructLayout({"row": unsigned(row_bits), "last": 1, "empty": 1})
+        self.entry_layout = data.StructLayout({"row": unsigned(row_bits), "index": unsigned(row_bits), "last": 1,
+                                               "empty": 1})
         super().__init__({
             "start": In(1),
             "base": In(unsigned(addr_bits)),
@@ -156,6 +161,7 @@ class RowDecoder(wiring.Component):
             m.d.sync += [
                 o.valid.eq(1),
                 o.payload.row.eq(h),
+                o.payload.index.eq(h - Mux(skip, h >> 2, 0)),
                 o.payload.last.eq(is_last),
                 o.payload.empty.eq(n_rows == 0),
                 h.eq(nxt),
@@ -185,6 +191,9 @@ class RowDecoder(wiring.Component):
 
         # The most recent non-zero row, held back until we know whether it is the last one.
         pend_row, pend_valid = Signal(rb), Signal()
+        skip = Signal()  # latched at start: number ``index`` without the slots 4c + 3
+        pend_index = Signal(rb)
+        m.d.comb += pend_index.eq(pend_row - Mux(skip, pend_row >> 2, 0))
         scan_done = Signal()  # every word scanned: only the final entry remains to be emitted
 
         passed = Signal(rb)  # rows scanned so far
@@ -238,6 +247,7 @@ class RowDecoder(wiring.Component):
             n_words = (self.n_rows + (WORD_BITS - 1)) >> 5
             m.d.sync += [
                 n_rows.eq(self.n_rows),
+                skip.eq(self.skip_slot3),
                 tail.eq(self.n_rows[:5]),
                 fetch_addr.eq(self.base + 1),
                 fetch_left.eq(Mux(self.n_rows != 0, n_words - 1, 0)),
@@ -268,6 +278,7 @@ class RowDecoder(wiring.Component):
                 m.d.sync += [
                     o.valid.eq(1),
                     o.payload.row.eq(pend_row),
+                    o.payload.index.eq(pend_index),
                     o.payload.last.eq(0),
                     o.payload.empty.eq(0),
                 ]
@@ -302,6 +313,7 @@ class RowDecoder(wiring.Component):
             m.d.sync += [
                 o.valid.eq(1),
                 o.payload.row.eq(Mux(pend_valid, pend_row, 0)),
+                o.payload.index.eq(Mux(pend_valid, pend_index, 0)),
                 o.payload.last.eq(1),
                 o.payload.empty.eq(~pend_valid),
                 pend_valid.eq(0),

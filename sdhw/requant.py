@@ -58,8 +58,9 @@ class Requantiser(wiring.Component):
 
     The per-layer inputs ``m0``, ``shift``, ``zero_point``, ``act_min`` and ``act_max`` are read by the
     stage that needs them, so they must be held stable while any element is in the pipeline (change
-    them only between layers, once the output has drained). ``tag`` passes through unchanged and the
-    order of elements is kept.
+    them only between layers, once the output has drained); the amounts and masks derived from ``shift``
+    are registered, so ``shift`` must also be stable one cycle before the first element. ``tag`` passes
+    through unchanged and the order of elements is kept.
 
     Parameters
     ----------
@@ -132,21 +133,37 @@ class Requantiser(wiring.Component):
                 s1_sum.eq(_saturate_int32(sum_full)),
             ]
 
-        # Stage 2: left shift (0..32) into 64 bits, exact, then saturated to int32.
+        # per-layer constants from ``shift``, registered (they are off every element's path)
+        left_shift = Signal(range(33))
+        right_shift = Signal(range(32))
+        overflow_mask = Signal(32)              # bits that must all equal the sign for s << left_shift to fit
+        shift_32 = Signal()                     # left shift by 32: only 0 fits
+        round_mask = Signal(32)
+        left = Mux(self.shift < 0, -self.shift, 0)
+        m.d.sync += [
+            left_shift.eq(left),
+            right_shift.eq(Mux(self.shift > 0, self.shift, 0)),
+            overflow_mask.eq(Mux(left >= 31, 0xFFFFFFFF, ~((Const(1, 33) << (31 - left)[:5]) - 1))),
+            shift_32.eq(left == 32),
+            round_mask.eq((Const(1, 33) << Mux(self.shift > 0, self.shift, 0).as_unsigned()[:5]) - 1),
+        ]
+
+        # Stage 2: left shift (0..32), saturated to int32: it overflows unless the bits under the mask all
+        # equal the sign, which is decided beside the shifter, not after it.
         s2_valid = Signal()
         s2_tag = Signal(tag_bits)
         s2_x = Signal(signed(32))
-        left_shift = Signal(range(33))
-        shifted_full = Signal(signed(64))
+        sign_fill = Signal(32)
+        overflow = Signal()
         m.d.comb += [
-            left_shift.eq(Mux(self.shift < 0, -self.shift, 0)),
-            shifted_full.eq(s1_sum << left_shift),
+            sign_fill.eq(Mux(s1_sum < 0, 0xFFFFFFFF, 0)),
+            overflow.eq((((s1_sum.as_unsigned() ^ sign_fill) & overflow_mask) != 0) | (shift_32 & (s1_sum != 0))),
         ]
         with m.If(advance):
             m.d.sync += [
                 s2_valid.eq(s1_valid),
                 s2_tag.eq(s1_tag),
-                s2_x.eq(_saturate_int32(shifted_full)),
+                s2_x.eq(Mux(overflow, Mux(s1_sum < 0, -(1 << 31), (1 << 31) - 1), (s1_sum << left_shift)[:32])),
             ]
 
         # Stage 3: the multiply, as two 32 x 16 partial products (m0 is 31 bits, non-negative).
@@ -198,13 +215,9 @@ class Requantiser(wiring.Component):
         s6_valid = Signal()
         s6_tag = Signal(tag_bits)
         s6_y = Signal(signed(32))
-        right_shift = Signal(range(32))
-        round_mask = Signal(32)
         round_rem = Signal(32)
         round_threshold = Signal(32)
         m.d.comb += [
-            right_shift.eq(Mux(self.shift > 0, self.shift, 0)),
-            round_mask.eq((Const(1, 33) << right_shift) - 1),
             round_rem.eq(s5_high.as_unsigned() & round_mask),
             round_threshold.eq((round_mask >> 1) + (s5_high < 0)),
         ]
