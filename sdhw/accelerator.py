@@ -262,7 +262,7 @@ class Accelerator(wiring.Component):
         # ---------------------------------------------------------------------------- sub-blocks
         decoder = RowDecoder(addr_bits=_bits(cfg.bitmap_depth), row_bits=r_bits, dense=cfg.dense)
         m.submodules.decoder = ResetInserter(flush)(decoder)
-        mac = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=cfg.acc_bits)
+        mac = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=cfg.acc_bits, soft_products=cfg.soft_products)
         m.submodules.mac = ResetInserter(flush)(mac)
         tag_bits = _bits(cfg.act_depth)
         requant_cls = Requantiser if cfg.requant == "pipelined" else SerialRequantiser
@@ -569,8 +569,8 @@ class Accelerator(wiring.Component):
         # ops in flight: issue -> m1 -> MacArray (3) ; last op tracked until the shadow copy
         with m.If(issue & op_last):
             m.d.sync += [last_in_flight.eq(1)]
-        # a simple occupancy model: ops drain MacArray.LATENCY + 1 cycles after issue
-        op_delay = Signal(MacArray.LATENCY + 1)
+        # a simple occupancy model: ops drain mac.latency + 1 cycles after issue
+        op_delay = Signal(mac.latency + 1)
         m.d.sync += op_delay.eq(Cat(issue, op_delay[:-1]))
         with m.If(op_delay[-1] & ~issue):
             m.d.sync += ops_in_flight.eq(ops_in_flight - 1)

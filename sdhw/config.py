@@ -87,6 +87,7 @@ class AcceleratorConfig:
     desc_layers: int | None = None         # layer descriptors (program length)
     counter_bits: int | None = None        # performance counters (None: 32 on iCE40, 48 elsewhere)
     requant: str | None = None             # "pipelined" (4 DSPs, 1/cycle) | "serial" (no DSP); None: per family
+    dsp_budget: int | None = None          # DSPs the MAC array may use (None: what the device has left)
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -135,6 +136,9 @@ class AcceleratorConfig:
             object.__setattr__(self, "requant", "serial" if DEVICES[self.device].family == "ice40" else "pipelined")
         if self.requant not in ("pipelined", "serial"):
             bad("requant", self.requant, '"pipelined" or "serial"')
+        if self.dsp_budget is not None and not (isinstance(self.dsp_budget, int)
+                                                and not isinstance(self.dsp_budget, bool) and self.dsp_budget >= 0):
+            bad("dsp_budget", self.dsp_budget, "a non-negative integer (DSPs for MAC products) or unset")
         if self.extra:
             bad("config keys", sorted(self.extra), "known parameters only: " + ", ".join(PARAMETERS))
 
@@ -155,6 +159,22 @@ class AcceleratorConfig:
         """Basis-memory rows: three (the columns) per (channel group, row block); ``basis_depth`` counts
         3x3 lane bases, so the memory holds ``ceil(basis_depth / Q)`` (channel group, block) pairs."""
         return 3 * -(-self.basis_depth // self.channel_lanes)
+
+    @property
+    def soft_products(self) -> int:
+        """MAC products built from LUTs because the device's DSPs are spent (the others map to DSPs).
+
+        Yosys maps every multiplication to a DSP and placement fails when they run out, so the generator
+        budgets them: ``dsp_budget`` if set, else the device's DSPs minus the pipelined requantiser's four.
+        Without a budget, devices without DSPs (HX8K) and the simulation-only ``generic`` device get none
+        (yosys builds LUT multipliers there itself)."""
+        device = DEVICES[self.device]
+        if self.dsp_budget is not None:
+            return max(0, self.pes - self.dsp_budget)
+        if device.family not in ("ice40", "ecp5") or device.dsps == 0:
+            return 0
+        budget = max(0, device.dsps - (REQUANT_DSPS if self.requant == "pipelined" else 0))
+        return max(0, self.pes - budget)
 
     def memories(self) -> dict[str, tuple[int, int, int]]:
         """``name -> (depth, width, copies)`` of every on-chip memory."""
@@ -203,7 +223,8 @@ def _bram_blocks(device: Device, depth: int, width: int) -> int:
 #: needs a DSP (iCE40 HX has none: products become LUT multipliers).
 LUT_FIXED, LUT_PER_SD_LANE, LUT_PER_DENSE_LANE, LUT_PER_PE, LUT_PER_PIXEL_LANE = 2930, 230, 60, 100, 330
 LUT_PIPELINED_REQUANT = 500
-LUT_PER_SOFT_MULTIPLIER = 250
+LUT_PER_SOFT_MULTIPLIER = 250          # yosys' LUT multiplier (iCE40 HX)
+LUT_PER_GATED_MULTIPLIER = 150         # MacArray's soft product (gated adder tree, two stages)
 REQUANT_DSPS = 4
 
 
@@ -214,8 +235,9 @@ def estimate_resources(cfg: AcceleratorConfig) -> dict[str, int]:
     q, p = cfg.channel_lanes, cfg.pixel_lanes
     products = q * p + (REQUANT_DSPS if cfg.requant == "pipelined" else 0)
     luts = (LUT_FIXED + (LUT_PER_DENSE_LANE if cfg.dense else LUT_PER_SD_LANE) * q + LUT_PER_PE * q * p
-            + LUT_PER_PIXEL_LANE * p + (LUT_PIPELINED_REQUANT if cfg.requant == "pipelined" else 0))
-    dsps = products
+            + LUT_PER_PIXEL_LANE * p + (LUT_PIPELINED_REQUANT if cfg.requant == "pipelined" else 0)
+            + LUT_PER_GATED_MULTIPLIER * cfg.soft_products)
+    dsps = products - cfg.soft_products
     if device.dsps == 0:                           # iCE40 HX: no DSPs, every product in LUTs
         luts += LUT_PER_SOFT_MULTIPLIER * products
         dsps = 0

@@ -59,7 +59,7 @@ BAD = {
     "pes": (["--pes", 3], "pes must be a power of two", "valid: 1, 2, 4"),
     "pes-too-big": (["--pes", 2048], "pes must be", "1024"),
     "does-not-fit": (["--pes", 256, "--device", "up5k"], "does not fit up5k", "block RAM"),
-    "dsp": (["--pes", 256, "--device", "ecp5-45f"], "does not fit ecp5-45f", "DSPs"),
+    "dsp": (["--pes", 256, "--device", "ecp5-45f"], "does not fit ecp5-45f", "LUTs"),   # soft products past the DSPs
     "logic": (["--pes", 8, "--device", "up5k"], "does not fit up5k", "LUTs"),
 }
 

@@ -229,3 +229,30 @@ def test_serial_requantiser_multilayer_bit_exact(dense):
     program = _program(model, rng, dense, prune=0.3)
     results = _check(program, cfg, rng, n_inputs=2)
     _counts_match(program, cfg, results[0])
+
+
+def test_dsp_budget_and_soft_products():
+    from golden import SdhwError
+    assert AcceleratorConfig(pes=16, device="ecp5-25f").soft_products == 0
+    assert AcceleratorConfig(pes=64, device="ecp5-25f").soft_products == 64 - (28 - 4)
+    assert AcceleratorConfig(pes=16, device="up5k", requant="serial", dsp_budget=4).soft_products == 12
+    assert AcceleratorConfig(pes=16, device="generic").soft_products == 0
+    assert AcceleratorConfig(pes=16, device="hx8k").soft_products == 0
+    for bad in (-1, 2.0, True):
+        with pytest.raises(SdhwError, match="dsp_budget must be a non-negative integer"):
+            AcceleratorConfig(pes=4, dsp_budget=bad)
+
+
+def test_soft_products_multilayer_bit_exact():
+    """Three of four products from LUTs (the MAC array's 4-cycle latency) in a whole program."""
+    seed = 52
+    rng = np.random.default_rng(seed)
+    model = Model((5, 6, 3), [
+        Layer("conv", rng.normal(0, 0.4, (6, 3, 3, 3)), rng.normal(0, 0.1, 6), relu=True, stride=1),
+        Layer("fc", rng.normal(0, 0.4, (7, 5 * 6 * 6)), rng.normal(0, 0.1, 7), relu=False),
+    ])
+    cfg = AcceleratorConfig(pes=4, channel_lanes=2, pixel_lanes=2, dsp_budget=1, **SMALL)
+    assert cfg.soft_products == 3
+    program = _program(model, rng, False, prune=0.3)
+    results = _check(program, cfg, rng, n_inputs=2)
+    _counts_match(program, cfg, results[0])

@@ -88,6 +88,19 @@ def test_random_layers_serial_requantiser(tmp_path, record_counts, pes, dense):
     record_counts(layers=layers, programs=n_programs, outputs=stats["outputs_checked"])
 
 
+@pytest.mark.parametrize("pes, dense, budget", [(4, False, 1), (16, True, 8)])
+def test_random_layers_soft_products(tmp_path, record_counts, pes, dense, budget):
+    """Products past the DSP budget built from LUTs (MAC latency 4) on random programs."""
+    cfg = AcceleratorConfig(pes=pes, dense=dense, device="ecp5-85f", dsp_budget=budget, **DEPTHS)
+    assert cfg.soft_products == pes - budget
+    build = Build(cfg, tmp_path)
+    n_programs, seed = PROGRAMS_FAST // 3, 4000 + pes + 7 * dense
+    job, layers = _random_job(seed, cfg, n_programs)
+    stats = build.run(job, seed=seed, idle=0.15, name=f"soft-{seed}")
+    assert stats["cases"] == n_programs and stats["inferences"] == n_programs
+    record_counts(layers=layers, programs=n_programs, outputs=stats["outputs_checked"])
+
+
 @pytest.mark.parametrize("pes, dense", [(4, False), (16, False), (4, True)])
 def test_edge_cases(builds, record_counts, pes, dense):
     build = builds(pes, dense)
