@@ -259,7 +259,7 @@ def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: 
                                                           build_dir), runs))
         report["seeds"] = results
         failed = [r for r in results if not r["ok"]]
-        if failed and all("place" in r["error"].lower() or "bel" in r["error"].lower() for r in failed):
+        if failed and all(_placement_overflow(r["error"]) for r in failed):
             report["fits"] = False
             report["fit_problems"] = [f"placement failed: {failed[0]['error']}"]
         elif failed and len(failed) == len(results):
@@ -276,6 +276,13 @@ def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: 
     report["verdict"] = verdict(report)
     report["seconds"] = round(time.monotonic() - t0, 1)
     return report
+
+
+def _placement_overflow(error: str) -> bool:
+    """nextpnr's ways of saying the packed design is larger than the device."""
+    text = error.lower()
+    return any(key in text for key in ("no bels remaining", "couldn't be placed", "unable to place",
+                                       "failed to expand region", "not enough"))
 
 
 def _capacity(device: str) -> dict:

@@ -76,6 +76,12 @@ def test_fit_problems_name_each_resource():
     assert ecp5["lut4"] == 120 and synth.fit_problems(ecp5, "ecp5-25f") == []
 
 
+def test_placement_overflow_messages_mean_does_not_fit():
+    assert synth._placement_overflow("ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5300 ICESTORM_LCs")
+    assert synth._placement_overflow("ERROR: Unable to place cell 'x', no BELs remaining to implement cell type")
+    assert not synth._placement_overflow("ERROR: Failed to open log file")
+
+
 def test_critical_path_summary():
     step = {"cell": "a", "port": "Q"}
     report = {"critical_paths": [
