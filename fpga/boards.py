@@ -22,7 +22,7 @@ from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from golden import SdhwError
-from sdhw.config import AcceleratorConfig
+from sdhw.config import AcceleratorConfig, check_fits
 
 from .soc import SystemTop, uart_divisor
 from .synth import YOSYS_VARIANTS, find_tool
@@ -218,6 +218,7 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
     board = BOARDS[board_name]
     if config.device != board.device:
         raise SdhwError(f"board {board_name} carries device {board.device}, not {config.device}")
+    check_fits(config)                                  # a clear error before an hour of tools
     freq_hz = (freq_mhz or board.default_mhz) * 1e6
     platform = _platform(board)
     pll = (ice40_pll if board.device in ("up5k", "hx8k") else ecp5_pll)(platform.default_clk_frequency, freq_hz)
@@ -265,16 +266,17 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
 
 
 def _publish(board: Board, config: AcceleratorConfig, build_dir: Path, out_dir: Path, result: dict) -> None:
-    """Bitstream, manifest.json and build.json into ``out_dir``, each staged then renamed."""
-    from rtl_gen.generate import build_manifest
-    from sdhw.accelerator import Accelerator
-    from sdhw.config import estimate_resources
+    """Bitstream, manifest.json (+ the accelerator's Verilog) and build.json into ``out_dir``, each staged then
+    renamed."""
+    from rtl_gen.generate import generate
 
     raw = (build_dir / f"{BOARD_NAME}.{'bin' if board.extension == 'bin' else 'bit'}").read_bytes()
     bitstream = dfu_suffix(raw) if board.name == "orangecrab" else raw
-    manifest = build_manifest(config, Accelerator(config), estimate_resources(config))
+    # the accelerator's Verilog and manifest (staged beside the build), then the board's facts on top
+    manifest = generate(config, build_dir / "accelerator")
     manifest["board"] = result
     files = {result["bitstream"]: bitstream, "manifest.json": (json.dumps(manifest, indent=2) + "\n").encode(),
+             "sdhw_top.v": (build_dir / "accelerator" / "sdhw_top.v").read_bytes(),
              "build.json": (json.dumps(result, indent=2) + "\n").encode()}
     out_dir.mkdir(parents=True, exist_ok=True)
     staged = []

@@ -40,7 +40,7 @@ DEVICES = {
 }
 
 #: Default PE count and memory depths (entries) per device, sized so that default fits the device.
-DEFAULT_PES = {"up5k": 4, "hx8k": 1, "ecp5-25f": 16, "ecp5-45f": 64, "ecp5-85f": 128, "generic": 16}
+DEFAULT_PES = {"up5k": 1, "hx8k": 1, "ecp5-25f": 16, "ecp5-45f": 64, "ecp5-85f": 128, "generic": 16}
 DEFAULT_DEVICE = "ecp5-25f"
 DEFAULT_DEPTHS = {
     "up5k": {"act_depth": 1024, "code_depth": 512, "bitmap_depth": 256, "basis_depth": 256, "bias_depth": 256,
@@ -226,6 +226,9 @@ LUT_PIPELINED_REQUANT = 500
 LUT_PER_SOFT_MULTIPLIER = 250          # yosys' LUT multiplier (iCE40 HX)
 LUT_PER_GATED_MULTIPLIER = 150         # MacArray's soft product (gated adder tree, two stages)
 REQUANT_DSPS = 4
+#: iCE40 logic cells per yosys LUT4 after nextpnr packs the flip-flops (measured 2026-11-29 with
+#: `sdhw synth --device up5k`: 3,799 LUT4 -> 5,111 LCs at N=1, 4,559 LUT4 -> 6,411 LCs at N=4)
+ICE40_LC_PER_LUT4 = 1.4
 
 
 def estimate_resources(cfg: AcceleratorConfig) -> dict[str, int]:
@@ -259,6 +262,10 @@ def check_fits(cfg: AcceleratorConfig) -> dict[str, int]:
     if est["luts"] > device.luts:
         raise SdhwError(f"configuration does not fit {device.name}: logic needs ~{est['luts']} of {device.luts} "
                         f"LUTs for pes={cfg.pes}; choose fewer pes or a larger device")
+    if device.family == "ice40" and round(est["luts"] * ICE40_LC_PER_LUT4) > device.luts:
+        raise SdhwError(f"configuration does not fit {device.name}: ~{est['luts']} LUT4 plus the flip-flops that "
+                        f"do not pack with them need ~{round(est['luts'] * ICE40_LC_PER_LUT4)} of {device.luts} "
+                        f"logic cells (LUTs) for pes={cfg.pes}; choose fewer pes or a larger device")
     return est
 
 
