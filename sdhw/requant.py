@@ -20,7 +20,36 @@ def _saturate_int32(value):
     return Mux(value > INT32_MAX, INT32_MAX, Mux(value < INT32_MIN, INT32_MIN, value))
 
 
-class Requantiser(wiring.Component):
+class _RequantiserPorts(wiring.Component):
+    """The ports and parameters both requantisers share (see :class:`Requantiser` for their meaning)."""
+
+    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 16):
+        _check_int("acc_bits", acc_bits, 16, 40)
+        _check_int("tag_bits", tag_bits, 1, 32)
+        self._acc_bits = acc_bits
+        self._tag_bits = tag_bits
+        in_layout = data.StructLayout({"acc": signed(acc_bits), "bias": signed(32), "tag": unsigned(tag_bits)})
+        out_layout = data.StructLayout({"value": signed(8), "tag": unsigned(tag_bits)})
+        super().__init__({
+            "m0": In(unsigned(31)),
+            "shift": In(signed(6)),
+            "zero_point": In(signed(8)),
+            "act_min": In(signed(8)),
+            "act_max": In(signed(8)),
+            "i": In(stream.Signature(in_layout)),
+            "o": Out(stream.Signature(out_layout)),
+        })
+
+    @property
+    def acc_bits(self) -> int:
+        return self._acc_bits
+
+    @property
+    def tag_bits(self) -> int:
+        return self._tag_bits
+
+
+class Requantiser(_RequantiserPorts):
     """Requantise an accumulator plus bias to an int8 activation (gemmlowp rounding, fused clamp).
 
     For each stream element, bit-exact with
@@ -84,31 +113,6 @@ class Requantiser(wiring.Component):
     """
 
     LATENCY = 7
-
-    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 16):
-        _check_int("acc_bits", acc_bits, 16, 40)
-        _check_int("tag_bits", tag_bits, 1, 32)
-        self._acc_bits = acc_bits
-        self._tag_bits = tag_bits
-        in_layout = data.StructLayout({"acc": signed(acc_bits), "bias": signed(32), "tag": unsigned(tag_bits)})
-        out_layout = data.StructLayout({"value": signed(8), "tag": unsigned(tag_bits)})
-        super().__init__({
-            "m0": In(unsigned(31)),
-            "shift": In(signed(6)),
-            "zero_point": In(signed(8)),
-            "act_min": In(signed(8)),
-            "act_max": In(signed(8)),
-            "i": In(stream.Signature(in_layout)),
-            "o": Out(stream.Signature(out_layout)),
-        })
-
-    @property
-    def acc_bits(self) -> int:
-        return self._acc_bits
-
-    @property
-    def tag_bits(self) -> int:
-        return self._tag_bits
 
     def elaborate(self, platform):
         m = Module()
@@ -244,7 +248,7 @@ class Requantiser(wiring.Component):
         return m
 
 
-class SerialRequantiser(wiring.Component):
+class SerialRequantiser(_RequantiserPorts):
     """The :class:`Requantiser`'s function (same ports, same bit-exact result) without a multiplier.
 
     For each element, bit-exact with ``golden.quant.requantize`` as documented for :class:`Requantiser`
@@ -279,31 +283,6 @@ class SerialRequantiser(wiring.Component):
     """
 
     BASE_LATENCY = 21
-
-    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 16):
-        _check_int("acc_bits", acc_bits, 16, 40)
-        _check_int("tag_bits", tag_bits, 1, 32)
-        self._acc_bits = acc_bits
-        self._tag_bits = tag_bits
-        in_layout = data.StructLayout({"acc": signed(acc_bits), "bias": signed(32), "tag": unsigned(tag_bits)})
-        out_layout = data.StructLayout({"value": signed(8), "tag": unsigned(tag_bits)})
-        super().__init__({
-            "m0": In(unsigned(31)),
-            "shift": In(signed(6)),
-            "zero_point": In(signed(8)),
-            "act_min": In(signed(8)),
-            "act_max": In(signed(8)),
-            "i": In(stream.Signature(in_layout)),
-            "o": Out(stream.Signature(out_layout)),
-        })
-
-    @property
-    def acc_bits(self) -> int:
-        return self._acc_bits
-
-    @property
-    def tag_bits(self) -> int:
-        return self._tag_bits
 
     @staticmethod
     def latency(shift: int) -> int:
