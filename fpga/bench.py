@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import io
 import json
 import math
 import os
@@ -39,7 +40,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from golden import SdhwError
+from golden.format import write_atomic
 from sdhw.config import DEFAULT_PES, DEVICES, AcceleratorConfig, check_fits, default_lanes, estimate_resources
 
 from .synth import PNR_TARGETS
@@ -417,18 +418,6 @@ def markdown(result: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ output
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _plot_data(hw: list[dict], device: str, build: str, value) -> tuple[list, list, list]:
     pts = sorted((r for r in hw if r["device"] == device and r["build"] == build), key=lambda r: r["pes"])
     pts = [(r["pes"], value(r), r["status"] == "fits") for r in pts if value(r) is not None]
@@ -491,17 +480,12 @@ def write_plots(result: dict, out: Path) -> list[str]:
             panel(ax, device, value, ylabel, *line(device), errors=errors)
         fig.suptitle(f"SD vs dense int8: {ylabel.split(' (')[0]} vs PE count", fontsize=11)
         fig.tight_layout()
-        path = out / name
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+        png = io.BytesIO()
         try:
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, format="png", dpi=110)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            fig.savefig(png, format="png", dpi=110)
         finally:
             plt.close(fig)
+        write_atomic(out / name, png.getvalue())
         written.append(name)
     return written
 

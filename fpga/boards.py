@@ -10,7 +10,6 @@ import importlib
 import json
 import os
 import subprocess
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from golden import SdhwError
+from golden.format import write_files_atomic
 from sdhw.config import AcceleratorConfig, check_fits
 
 from .soc import SystemTop, uart_divisor
@@ -278,16 +278,4 @@ def _publish(board: Board, config: AcceleratorConfig, build_dir: Path, out_dir: 
     files = {result["bitstream"]: bitstream, "manifest.json": (json.dumps(manifest, indent=2) + "\n").encode(),
              "sdhw_top.v": (build_dir / "accelerator" / "sdhw_top.v").read_bytes(),
              "build.json": (json.dumps(result, indent=2) + "\n").encode()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staged = []
-    try:
-        for name, content in files.items():
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(content)
-            staged.append((tmp, out_dir / name))
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in staged:
-            Path(tmp).unlink(missing_ok=True)
+    write_files_atomic(out_dir, files)

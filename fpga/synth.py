@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from golden import SdhwError
+from golden.format import write_atomic
 from sdhw.config import DEVICES, AcceleratorConfig, estimate_resources
 
 TOP = "sdhw_harness"
@@ -347,12 +346,6 @@ def format_markdown(report: dict) -> str:
 def write_report(report: dict, out_dir) -> tuple[Path, Path]:
     """``synth.json`` and ``synth.md`` in ``out_dir``, each written atomically."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in (("synth.json", json.dumps(report, indent=2) + "\n"), ("synth.md", format_markdown(report))):
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, out_dir / name)
-        paths.append(out_dir / name)
-    return paths[0], paths[1]
+    write_atomic(out_dir / "synth.json", (json.dumps(report, indent=2) + "\n").encode())
+    write_atomic(out_dir / "synth.md", format_markdown(report).encode())
+    return out_dir / "synth.json", out_dir / "synth.md"

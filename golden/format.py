@@ -290,6 +290,27 @@ def write_atomic(path, data: bytes) -> None:
         raise
 
 
+def write_files_atomic(out_dir, files: dict[str, bytes]) -> None:
+    """Write several files into ``out_dir``: all are staged first, then renamed, so an error while writing
+    leaves none of them half-written."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SdhwError(f"output {str(out_dir)!r} exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged = []
+    try:
+        for name, content in files.items():
+            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
+            staged.append((tmp, out_dir / name))
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+
+
 def save(program: Program, path) -> int:
     """Pack and write atomically; returns the size in bytes."""
     data = pack(program)

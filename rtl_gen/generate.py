@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from amaranth.lib import wiring
 
 from golden import SdhwError
+from golden.format import write_files_atomic
 from sdhw import hostbus as hb
 from sdhw.config import DESC_WORDS, PARAMETERS, AcceleratorConfig, check_fits
 from sdhw.descriptor import FIELDS
@@ -117,23 +116,8 @@ def generate(cfg: AcceleratorConfig, out_dir) -> dict:
     top = Accelerator(cfg)
     text = verilog.convert(top, name=TOP_NAME, emit_src=False)
     manifest = build_manifest(cfg, top, resources)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SdhwError(f"output {str(out_dir)!r} exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {f"{TOP_NAME}.v": text, "manifest.json": json.dumps(manifest, indent=2) + "\n"}
-    staged = []
-    try:
-        for name, content in files.items():
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                f.write(content)
-            staged.append((tmp, out_dir / name))
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in staged:
-            Path(tmp).unlink(missing_ok=True)
+    write_files_atomic(out_dir, {f"{TOP_NAME}.v": text.encode(),
+                                 "manifest.json": (json.dumps(manifest, indent=2) + "\n").encode()})
     return manifest
 
 

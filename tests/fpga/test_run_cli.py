@@ -2,8 +2,6 @@
 port, bad image, shape mismatch, silent board, rejected frames, accelerator error, another accelerator)."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
@@ -13,19 +11,9 @@ from test_host import CFG, small_program
 
 import fpga.host
 from golden.program import run_program
-from rtl_gen.cli import main
 from rtl_gen.image import build_image, pack_image
 from sdhw.config import AcceleratorConfig
-
-
-def run(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in argv])
-        except SystemExit as exc:
-            rc = exc.code
-    return rc, out.getvalue(), err.getvalue()
+from tests.rtl_gen.test_cli import run
 
 
 def assert_one_line_error(rc, err: str, *keywords: str, code: int = 1) -> None:
