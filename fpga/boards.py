@@ -226,7 +226,7 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
     uart_divisor(round(freq_hz), baud)                  # a clear error before any elaboratable exists
     top = BoardTop(board, config, freq_hz=freq_hz, baud=baud)
     build_dir = Path(build_dir or Path(out_dir) / "build")
-    os.environ.update({k: v for k, v in _tool_env().items() if k not in os.environ})
+    env = {**_tool_env(), **os.environ}                 # the user's own tool variables win
     t0 = time.monotonic()
     failures = []
     for label, prelude, flags in YOSYS_VARIANTS:
@@ -236,7 +236,7 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
         if prelude:
             overrides["script_after_read"] = prelude
         try:
-            platform.build(top, name=BOARD_NAME, build_dir=str(build_dir), do_program=False, **overrides)
+            platform.prepare(top, name=BOARD_NAME, **overrides).execute_local(str(build_dir), env=env)
             break
         except subprocess.CalledProcessError as exc:     # a tool of the build script failed
             log_text = ""
@@ -244,7 +244,7 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
                 log_text += candidate.read_text(errors="replace")
             errors = [ln for ln in log_text.splitlines() if ln.startswith("ERROR")]
             failures.append(f"{label}: {errors[-1] if errors else exc}")
-            if not any("Assert" in f for f in failures[-1:]):
+            if "Assert" not in failures[-1]:
                 raise SdhwError(f"board build failed ({build_dir}): {failures[-1]}") from None
             top = BoardTop(board, config, freq_hz=freq_hz, baud=baud)
     else:
