@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -322,7 +323,7 @@ class Accelerator(wiring.Component):
             return stmts
 
         # group bookkeeping shared with the pipeline
-        rows_in_flight = Signal(4)               # rows accepted by row fetch and not yet issued (<= 6)
+        rows_in_flight = Signal(4)               # rows accepted by row fetch and not yet issued (<= 8)
         ops_in_flight = Signal(4)                # issued ops not yet accumulated
         last_in_flight = Signal()                # a group's last op issued, its sums not yet in the shadow
         shadow_busy = Signal()
@@ -345,6 +346,16 @@ class Accelerator(wiring.Component):
 
         with m.If(busy & ~fail):
             m.d.sync += cycles.eq(cycles + 1)
+        # the MAC count is pipelined (issue -> lanes x channels -> counter) off the issue path; it lands two
+        # cycles after an issue, long before the run's last output is written
+        mac_issue = Signal()
+        mac_live = Signal(range(cfg.pixel_lanes + 1))
+        mac_chans = Signal(range(cfg.channel_lanes + 1))
+        mac_inc_valid = Signal()
+        mac_inc = Signal(range(cfg.pes + 1))
+        m.d.sync += [mac_inc_valid.eq(mac_issue), mac_inc.eq(mac_live * mac_chans)]
+        with m.If(mac_inc_valid):
+            m.d.sync += macs.eq(macs + mac_inc)
         with m.If(clear_req & ~busy):
             m.d.sync += [cycles.eq(0), macs.eq(0), skipped.eq(0), stalls.eq(0), err.eq(0), err_code.eq(0),
                          done.eq(0)]
@@ -451,15 +462,32 @@ class Accelerator(wiring.Component):
         rb_info = Signal(info_layout)
         ti_take = Signal()                       # the tap issuer takes the tap this cycle
         if sd:
+            # credit flow: the rebuild units never stall (no enable fans out to their registers and no ready
+            # runs back from the tap issuer to the decoder); a tap enters only when the queue behind them has
+            # room for every tap in flight. A tap holds its credit for LATENCY + 1 cycles at full rate, so the
+            # queue is one deeper than that for one tap per cycle.
+            credits = RebuildUnit.LATENCY + 2
+            tap_queue = SyncFIFO(width=q_n * 8 + info_bits, depth=credits)
+            m.submodules.tap_queue = ResetInserter(flush)(tap_queue)
+            taps_held = Signal(range(credits + 1))      # taps in the rebuild units or the queue
             unit0 = rebuild[0]
-            m.d.comb += rf_step.eq(rf_valid & unit0.i.ready)
+            m.d.comb += rf_step.eq(rf_valid & (taps_held < credits))
+            with m.If(rf_step & ~ti_take):
+                m.d.sync += taps_held.eq(taps_held + 1)
+            with m.Elif(ti_take & ~rf_step):
+                m.d.sync += taps_held.eq(taps_held - 1)
+            with m.If(flush):
+                m.d.sync += taps_held.eq(0)
             for q, unit in enumerate(rebuild):
-                m.d.comb += [unit.i.valid.eq(rf_step), unit.o.ready.eq(ti_take),
+                m.d.comb += [unit.i.valid.eq(rf_step), unit.o.ready.eq(1),
                              unit.i.payload.column.as_value().eq(basis_rd.data[q * 24:(q + 1) * 24]),
                              unit.i.payload.codes.as_value().eq(rf_codes[q * lane_w:(q + 1) * lane_w]),
-                             rb_weights[q].eq(unit.o.payload.weight)]
-            m.d.comb += [unit0.i.payload.tag.eq(rf_tap_info), rb_valid.eq(unit0.o.valid),
-                         rb_info.as_value().eq(unit0.o.payload.tag)]
+                             tap_queue.w_data[q * 8:(q + 1) * 8].eq(unit.o.payload.weight)]
+            m.d.comb += [unit0.i.payload.tag.eq(rf_tap_info), tap_queue.w_en.eq(unit0.o.valid),
+                         tap_queue.w_data[q_n * 8:].eq(unit0.o.payload.tag),
+                         rb_valid.eq(tap_queue.r_rdy), tap_queue.r_en.eq(ti_take),
+                         rb_weights.as_value().eq(tap_queue.r_data[:q_n * 8]),
+                         rb_info.as_value().eq(tap_queue.r_data[q_n * 8:])]
         else:
             m.d.comb += [rf_step.eq(ti_take), rb_valid.eq(rf_valid), rb_info.eq(rf_tap_info)]
             for q in range(q_n):
@@ -546,8 +574,7 @@ class Accelerator(wiring.Component):
         # count MACs: valid channel lanes x pixel lanes doing real work
         live = Signal(range(p_n + 1))
         m.d.comb += live.eq(sum((~kill[p]).as_unsigned() for p in range(p_n)))
-        with m.If(issue):
-            m.d.sync += macs.eq(macs + live * ti_qv)
+        m.d.sync += [mac_issue.eq(issue), mac_live.eq(live), mac_chans.eq(ti_qv)]
 
         # stage after issue: activation data arrives; form the MAC inputs
         m1_valid = Signal()
@@ -639,6 +666,8 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------------------- the layer loop
         m.d.comb += [desc_rd.addr.eq(Mux(busy, Cat(desc_word[:5], layer_idx), offset)), desc_rd.en.eq(1)]
+        desc_data = Signal(32)
+        m.d.sync += desc_data.eq(desc_rd.data)
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(start_req):
@@ -648,12 +677,13 @@ class Accelerator(wiring.Component):
                                  stalls.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                # word k is read in cycle k and lands in cycle k + 1
+                # word k is read in cycle k, registered (the block RAM's clock-to-out is slow) and lands in
+                # its field registers in cycle k + 2
                 m.d.sync += desc_word.eq(desc_word + 1)
                 for name, (word, lsb, width, is_signed) in FIELDS.items():
-                    value = desc_rd.data[lsb:lsb + width]
+                    value = desc_data[lsb:lsb + width]
                     bits = len(fld[name])
-                    with m.If(desc_word == word + 1):
+                    with m.If(desc_word == word + 2):
                         if bits == width:
                             m.d.sync += fld[name].eq(value)
                         else:
@@ -665,7 +695,7 @@ class Accelerator(wiring.Component):
                                 m.d.sync += fld[name].eq(value[:bits])
                             if name in over:
                                 m.d.sync += over[name].eq(too_wide)
-                with m.If(desc_word == USED_WORDS):
+                with m.If(desc_word == USED_WORDS + 1):
                     m.next = "CHECK"
                 with m.If(fail):
                     m.next = "IDLE"

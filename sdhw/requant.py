@@ -1,7 +1,7 @@
 """Requantiser: int32 accumulator + bias -> int8 activation, bit-exact with :func:`golden.quant.requantize`."""
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -75,13 +75,15 @@ class Requantiser(_RequantiserPorts):
 
     1. ``s = sat32(acc + bias)``;
     2. ``x = sat32(s << max(-shift, 0))``;
-    3. the two partial products ``x * m0[0:16]`` and ``x * m0[16:31]`` (the only multipliers);
-    4. the 64-bit product ``ab`` plus gemmlowp's nudge (``2**30`` if ``ab >= 0``, else ``1 - 2**30``);
-    5. truncating (toward zero) division by ``2**31``;
-    6. RoundingDivideByPOT by ``max(shift, 0)`` (ties away from zero);
-    7. ``+ zero_point`` and the clamp; the output register.
+    3. the four 16 x 16 partial products of ``x * m0`` (the only multipliers: one DSP each, no adder);
+    4. the two middle products summed; gemmlowp's nudge (``2**30`` if ``ab >= 0``, else ``1 - 2**30``)
+       added to the low product;
+    5. and 6. the 64-bit ``ab + nudge`` assembled in two adds of at most 35 bits each (no 64-bit carry);
+    7. truncating (toward zero) division by ``2**31``;
+    8. RoundingDivideByPOT by ``max(shift, 0)`` (ties away from zero);
+    9. ``+ zero_point`` and the clamp; the output register.
 
-    Latency: :attr:`LATENCY` = 7 cycles from the input handshake to the output handshake when the output is
+    Latency: :attr:`LATENCY` = 9 cycles from the input handshake to the output handshake when the output is
     never stalled. Throughput: one element per cycle (valid/ready streams; the whole pipeline advances
     when the output register is empty or being read, so backpressure stalls every stage).
 
@@ -112,7 +114,7 @@ class Requantiser(_RequantiserPorts):
         Requantised activations with their tags.
     """
 
-    LATENCY = 7
+    LATENCY = 9
 
     def elaborate(self, platform):
         m = Module()
@@ -170,79 +172,109 @@ class Requantiser(_RequantiserPorts):
                 s2_x.eq(Mux(overflow, Mux(s1_sum < 0, -(1 << 31), (1 << 31) - 1), (s1_sum << left_shift)[:32])),
             ]
 
-        # Stage 3: the multiply, as two 32 x 16 partial products (m0 is 31 bits, non-negative).
+        # Stage 3: the multiply as four 16 x 16 partial products, each one DSP multiplier with no fabric adder
+        # behind it: x = xh * 2**16 + xl (xl unsigned), m0 = mh * 2**16 + ml (m0 is 31 bits, non-negative).
         s3_valid = Signal()
         s3_tag = Signal(tag_bits)
-        s3_prod_lo = Signal(signed(49))         # x * m0[0:16]
-        s3_prod_hi = Signal(signed(48))         # x * m0[16:31]
+        s3_ll = Signal(unsigned(32))            # xl * ml
+        s3_lh = Signal(unsigned(31))            # xl * mh
+        s3_hl = Signal(signed(32))              # xh * ml
+        s3_hh = Signal(signed(31))              # xh * mh
         s3_prod_neg = Signal()                  # x * m0 < 0, known from the operands' signs
+        x_low, x_high = s2_x.as_unsigned()[:16], s2_x[16:].as_signed()
+        m0_low, m0_high = self.m0[:16], self.m0[16:]
         with m.If(advance):
             m.d.sync += [
                 s3_valid.eq(s2_valid),
                 s3_tag.eq(s2_tag),
-                s3_prod_lo.eq(s2_x * self.m0[:16]),
-                s3_prod_hi.eq(s2_x * self.m0[16:]),
+                s3_ll.eq(x_low * m0_low),
+                s3_lh.eq(x_low * m0_high),
+                s3_hl.eq(x_high * m0_low),
+                s3_hh.eq(x_high * m0_high),
                 s3_prod_neg.eq((s2_x < 0) & (self.m0 != 0)),
             ]
 
-        # Stage 4: ab_64 + nudge (gemmlowp: nudge = ab_64 >= 0 ? 2**30 : 1 - 2**30).
+        # Stage 4: the two middle products summed, the nudge added to the low one (gemmlowp: nudge =
+        # x * m0 >= 0 ? 2**30 : 1 - 2**30); the sum ab_64 + nudge = low + mid * 2**16 + hh * 2**32.
         s4_valid = Signal()
         s4_tag = Signal(tag_bits)
-        s4_nudged = Signal(signed(64))
-        product = Signal(signed(64))
-        nudge = Signal(signed(32))
-        m.d.comb += [
-            product.eq(s3_prod_lo + (s3_prod_hi << 16)),
-            nudge.eq(Mux(s3_prod_neg, 1 - (1 << 30), 1 << 30)),
-        ]
+        s4_low = Signal(signed(34))
+        s4_mid = Signal(signed(34))
+        s4_hh = Signal(signed(31))
         with m.If(advance):
             m.d.sync += [
                 s4_valid.eq(s3_valid),
                 s4_tag.eq(s3_tag),
-                s4_nudged.eq(product + nudge),
+                s4_low.eq(s3_ll + Mux(s3_prod_neg, 1 - (1 << 30), 1 << 30)),
+                s4_mid.eq(s3_lh + s3_hl),
+                s4_hh.eq(s3_hh),
             ]
 
-        # Stage 5: (ab_64 + nudge) / 2**31 rounding toward zero (C division); fits int32 as m0 < 2**31.
+        # Stage 5: low + mid * 2**16 (bits 0..15 are the low sum's own).
         s5_valid = Signal()
         s5_tag = Signal(tag_bits)
-        s5_high = Signal(signed(32))
-        truncate_up = Signal()
-        m.d.comb += truncate_up.eq((s4_nudged < 0) & (s4_nudged[:31] != 0))
+        s5_lowmid = Signal(signed(51))
+        s5_hh = Signal(signed(31))
         with m.If(advance):
             m.d.sync += [
                 s5_valid.eq(s4_valid),
                 s5_tag.eq(s4_tag),
-                s5_high.eq((s4_nudged >> 31) + truncate_up),
+                s5_lowmid.eq(Cat(s4_low[:16], (s4_low >> 16) + s4_mid)),
+                s5_hh.eq(s4_hh),
             ]
 
-        # Stage 6: RoundingDivideByPOT(high, max(shift, 0)).
+        # Stage 6: + hh * 2**32 (bits 0..31 are the partial sum's own): ab_64 + nudge.
         s6_valid = Signal()
         s6_tag = Signal(tag_bits)
-        s6_y = Signal(signed(32))
-        round_rem = Signal(32)
-        round_threshold = Signal(32)
-        m.d.comb += [
-            round_rem.eq(s5_high.as_unsigned() & round_mask),
-            round_threshold.eq((round_mask >> 1) + (s5_high < 0)),
-        ]
+        s6_nudged = Signal(signed(64))
         with m.If(advance):
             m.d.sync += [
                 s6_valid.eq(s5_valid),
                 s6_tag.eq(s5_tag),
-                s6_y.eq((s5_high >> right_shift) + (round_rem > round_threshold)),
+                s6_nudged.eq(Cat(s5_lowmid[:32], (s5_lowmid >> 32) + s5_hh)),
             ]
 
-        # Stage 7: zero point and clamp, into the output register.
+        # Stage 7: (ab_64 + nudge) / 2**31 rounding toward zero (C division); fits int32 as m0 < 2**31.
+        s7_valid = Signal()
+        s7_tag = Signal(tag_bits)
+        s7_high = Signal(signed(32))
+        truncate_up = Signal()
+        m.d.comb += truncate_up.eq((s6_nudged < 0) & (s6_nudged[:31] != 0))
+        with m.If(advance):
+            m.d.sync += [
+                s7_valid.eq(s6_valid),
+                s7_tag.eq(s6_tag),
+                s7_high.eq((s6_nudged >> 31) + truncate_up),
+            ]
+
+        # Stage 8: RoundingDivideByPOT(high, max(shift, 0)).
+        s8_valid = Signal()
+        s8_tag = Signal(tag_bits)
+        s8_y = Signal(signed(32))
+        round_rem = Signal(32)
+        round_threshold = Signal(32)
+        m.d.comb += [
+            round_rem.eq(s7_high.as_unsigned() & round_mask),
+            round_threshold.eq((round_mask >> 1) + (s7_high < 0)),
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                s8_valid.eq(s7_valid),
+                s8_tag.eq(s7_tag),
+                s8_y.eq((s7_high >> right_shift) + (round_rem > round_threshold)),
+            ]
+
+        # Stage 9: zero point and clamp, into the output register.
         with_zp = Signal(signed(33))
         above_min = Signal(signed(33))
         m.d.comb += [
-            with_zp.eq(s6_y + self.zero_point),
+            with_zp.eq(s8_y + self.zero_point),
             above_min.eq(Mux(with_zp < self.act_min, self.act_min, with_zp)),
         ]
         with m.If(advance):
             m.d.sync += [
-                self.o.valid.eq(s6_valid),
-                self.o.payload.tag.eq(s6_tag),
+                self.o.valid.eq(s8_valid),
+                self.o.payload.tag.eq(s8_tag),
                 self.o.payload.value.eq(Mux(above_min > self.act_max, self.act_max, above_min)),
             ]
         return m

@@ -4,6 +4,7 @@ handshakes)."""
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -251,9 +252,14 @@ def test_stalled_output_fills_every_stage():
 
 
 def test_multiply_is_isolated_in_one_stage():
-    """The only multipliers are the two partial products of stage 3 (32 x 16 and 32 x 15 bits)."""
+    """The only multipliers are the four partial products of stage 3, each small enough for one 18 x 18 DSP."""
     text = rtlil.convert(Requantiser(), name="requantiser")
-    assert text.count("cell $mul") == 2
+    cells = text.split("cell $mul")[1:]
+    assert len(cells) == 4
+    for cell in cells:
+        header = cell.split("connect")[0]
+        widths = [int(w) for w in re.findall(r"parameter \\[AB]_WIDTH (\d+)", header)]
+        assert len(widths) == 2 and max(widths) <= 18, header
 
 
 def test_serial_latency_and_throughput():
