@@ -22,8 +22,11 @@ from .bridge import (
     CMD_WRITE,
     DEFAULT_MAX_WORDS,
     PING_WORDS,
+    STATUS_BAD_CHECK,
+    STATUS_FRAMING,
     STATUS_NAMES,
     STATUS_OK,
+    STATUS_TIMEOUT,
     SYNC_REQUEST,
     SYNC_RESPONSE,
     crc16,
@@ -31,6 +34,9 @@ from .bridge import (
 
 ADDR_LIMIT = 1 << hb.ADDR_BITS
 MAX_STRAY_BYTES = 64            # bytes skipped while looking for a response's sync byte
+#: statuses of a request damaged on the line: the bridge rejected it unexecuted, so sending it again is safe
+LINE_ERRORS = frozenset({STATUS_BAD_CHECK, STATUS_TIMEOUT, STATUS_FRAMING})
+DEFAULT_RETRIES = 2
 
 
 class Transport(Protocol):
@@ -102,12 +108,23 @@ class Host:
         Words per request; :meth:`ping` sets it from the bridge (default 128, the bridge's default).
     poll_timeout : float
         Seconds :meth:`run` waits for the accelerator to finish.
+    retries : int
+        Times a request is sent again after a line error. A request the bridge rejected as damaged on the line
+        (bad checksum, truncated, framing error) was not executed and is always re-sent. A missing or corrupt
+        *response* leaves open whether the request ran, so only requests that can run twice without effect
+        are re-sent then: reads, pings and memory writes, never a control register write (it starts a run).
+        :attr:`retried` counts the re-sent requests.
     """
 
-    def __init__(self, transport: Transport, *, max_words: int = DEFAULT_MAX_WORDS, poll_timeout: float = 10.0):
+    def __init__(self, transport: Transport, *, max_words: int = DEFAULT_MAX_WORDS, poll_timeout: float = 10.0,
+                 retries: int = DEFAULT_RETRIES):
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise SdhwError(f"retries must be a non-negative integer, not {retries!r}")
         self.transport = transport
         self.max_words = max_words
         self.poll_timeout = poll_timeout
+        self.retries = retries
+        self.retried = 0
 
     # ------------------------------------------------------------------ one request, one response
     def _read_exact(self, n: int) -> bytes:
@@ -139,13 +156,26 @@ class Host:
             raise BridgeError(status, what)
         return list(struct.unpack(f"<{count}I", rest[:-2]))
 
-    def exchange(self, frame: bytes, what: str = "request") -> list[int]:
-        """Send one request frame and return the response's data words."""
+    def exchange(self, frame: bytes, what: str = "request", *, repeatable: bool = True) -> list[int]:
+        """Send one request frame and return the response's data words, re-sending it after line errors
+        (see ``retries``; ``repeatable``: the request may run twice without effect)."""
         reset = getattr(self.transport, "reset_input_buffer", None)
-        if reset is not None:
-            reset()                                     # drop stale bytes (e.g. line noise at power-up)
-        self.transport.write(frame)
-        return self.read_response(what)
+        for attempt in range(self.retries + 1):
+            if reset is not None:
+                reset()                                 # drop stale bytes (line noise, a late response)
+            self.transport.write(frame)
+            try:
+                return self.read_response(what)
+            except BridgeError as exc:
+                if exc.status not in LINE_ERRORS or attempt == self.retries:
+                    raise
+            except SdhwError as exc:
+                if not repeatable or attempt == self.retries:
+                    if attempt:
+                        raise SdhwError(f"{exc} ({attempt + 1} attempts)") from None
+                    raise
+            self.retried += 1
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ bus access
     def ping(self) -> dict:
@@ -164,7 +194,8 @@ class Host:
         self._check_range(addr, len(words))
         for k in range(0, len(words), self.max_words):
             chunk = words[k:k + self.max_words]
-            got = self.exchange(encode_write(addr + k, chunk), f"write of {len(chunk)} words at {addr + k:#07x}")
+            got = self.exchange(encode_write(addr + k, chunk), f"write of {len(chunk)} words at {addr + k:#07x}",
+                                repeatable=(addr + k) >> 16 != hb.REGION_CSR)
             if got:
                 raise SdhwError(f"unexpected response to a write: {len(got)} data words")
 
@@ -308,13 +339,15 @@ def load_input(image, path) -> np.ndarray:
     return x_q.reshape(-1, n_in)
 
 
-def run_on_board(transport: Transport, image, inputs, *, poll_timeout: float = 10.0) -> dict:
+def run_on_board(transport: Transport, image, inputs, *, poll_timeout: float = 10.0,
+                 retries: int = DEFAULT_RETRIES) -> dict:
     """Identify the board, check the image fits it, load it, run every input.
 
-    Returns ``{"board": identify(), "words_loaded": n, "results": [Host.run() per input]}``; an accelerator
-    error (its error flag) raises :class:`golden.SdhwError` naming the error code and the layer.
+    Returns ``{"board": identify(), "words_loaded": n, "results": [Host.run() per input], "retried": n}``
+    (``retried``: requests re-sent after line errors); an accelerator error (its error flag) raises
+    :class:`golden.SdhwError` naming the error code and the layer.
     """
-    host = Host(transport, poll_timeout=poll_timeout)
+    host = Host(transport, poll_timeout=poll_timeout, retries=retries)
     info = host.identify()
     host.check_image(image, info)
     loaded = host.load(image)
@@ -327,7 +360,7 @@ def run_on_board(transport: Transport, image, inputs, *, poll_timeout: float = 1
         if not result["status"] & hb.STATUS_DONE:
             raise SdhwError(f"the accelerator did not finish input {k} (status {result['status']:#x})")
         results.append(result)
-    return {"board": info, "words_loaded": loaded, "results": results}
+    return {"board": info, "words_loaded": loaded, "results": results, "retried": host.retried}
 
 
 def open_serial(port: str, baud: int = 115200, *, timeout: float = 1.0):

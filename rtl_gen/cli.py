@@ -301,11 +301,13 @@ def cmd_run(args) -> int:
 
     from .image import load_image
 
+    if args.retries < 0:
+        raise SdhwError(f"--retries must be 0 or more, not {args.retries}")
     image = load_image(args.program)
     inputs = load_input(image, args.input)
     port = open_serial(args.port, args.baud, timeout=args.timeout)
     try:
-        report = run_on_board(port, image, inputs, poll_timeout=args.timeout * 10)
+        report = run_on_board(port, image, inputs, poll_timeout=args.timeout * 10, retries=args.retries)
     finally:
         port.close()
     outputs = np.stack([r["output"] for r in report["results"]]).astype(np.int8)
@@ -322,7 +324,8 @@ def cmd_run(args) -> int:
     counters = ("cycles", "macs", "skipped", "stalls")
     if args.json:
         print(json.dumps({"port": args.port, "program": str(args.program), "board": report["board"],
-                          "words_loaded": report["words_loaded"], "output_file": args.output,
+                          "words_loaded": report["words_loaded"], "retried": report["retried"],
+                          "output_file": args.output,
                           "results": [{"output": r["output"].tolist(), "status": r["status"],
                                        **{k: r[k] for k in counters}} for r in report["results"]]}, indent=2))
         return 0
@@ -334,6 +337,8 @@ def cmd_run(args) -> int:
         print(f"input {k}: output {r['output'].tolist()}")
         print(f"  status {r['status']:#x} (done), {r['cycles']} cycles, {r['macs']} MACs, {r['skipped']} zero "
               f"rows skipped, {r['stalls']} stall cycles")
+    if report["retried"]:
+        print(f"{report['retried']} requests re-sent after line errors")
     if args.output:
         print(f"outputs (int8, shape {outputs.shape}) written to {args.output}")
     return 0
@@ -427,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", help="write the int8 outputs to this .npy file")
     r.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each response (default 1; "
                                                               "ten times that for a run to finish)")
+    r.add_argument("--retries", type=int, default=2, help="times a request is re-sent after a line error "
+                                                          "(default 2; a run is never started twice)")
     r.add_argument("--json", action="store_true", help="print the board, outputs and counters as JSON")
     r.set_defaults(func=cmd_run)
     return parser

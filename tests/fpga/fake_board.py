@@ -15,7 +15,10 @@ from sdhw.config import VERSION, AcceleratorConfig
 
 class FakeBoard:
     """``write``/``read`` transport. ``mode``: None (works), "silent" (never answers), "reject" (every write
-    is answered with a bad-checksum status), "error" (the accelerator raises error 8 at layer 1)."""
+    is answered with a bad-checksum status), "error" (the accelerator raises error 8 at layer 1), "noisy" (a
+    line that damages frames: of every five, the second is rejected unexecuted as corrupted and the fourth is
+    executed but its response arrives corrupted, except the response to a control write, so runs start once
+    per request). ``starts`` counts the runs started."""
 
     def __init__(self, program: Program, cfg: AcceleratorConfig, *, mode: str | None = None):
         self.program, self.cfg, self.mode = program, cfg, mode
@@ -24,13 +27,20 @@ class FakeBoard:
         self.status = 0
         self.counters = {hb.CSR_CYCLES: 0, hb.CSR_MACS: 0, hb.CSR_SKIPPED: 0, hb.CSR_STALLS: 0}
         self.frames = 0
+        self.starts = 0
         self.closed = False
 
     # transport
     def write(self, data: bytes) -> int:
         self.frames += 1
-        if self.mode != "silent":
-            self.out += self._handle(bytes(data))
+        if self.mode == "noisy" and self.frames % 5 == 2:
+            self.out += encode_response(br.STATUS_BAD_CHECK)
+        elif self.mode != "silent":
+            response = bytearray(self._handle(bytes(data)))
+            control = data[1] == br.CMD_WRITE and int.from_bytes(data[2:5], "little") >> 16 == hb.REGION_CSR
+            if self.mode == "noisy" and self.frames % 5 == 4 and not control:
+                response[-1] ^= 0x40
+            self.out += response
         return len(data)
 
     def read(self, n: int) -> bytes:
@@ -83,6 +93,7 @@ class FakeBoard:
         self.mem[addr] = word
 
     def _start(self) -> None:
+        self.starts += 1
         if self.mode == "error":
             self.status = hb.STATUS_ERROR | hb.ERR_ACT_ADDR << 8 | 1 << 16
             return

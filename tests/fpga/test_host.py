@@ -58,25 +58,67 @@ def test_writes_and_reads_are_split_into_max_words_chunks():
 
 
 def test_response_errors_name_the_problem():
-    with pytest.raises(SdhwError, match="no response from the board"):
+    with pytest.raises(SdhwError, match="no response from the board.*\\(3 attempts\\)"):
         Host(Recorder([])).read_words(0, 1)
     with pytest.raises(SdhwError, match="no response from the board \\(got 2 of 6 expected bytes"):
-        Host(Recorder([encode_response(0, [1])[:6]])).read_words(0, 1)
+        Host(Recorder([encode_response(0, [1])[:6]]), retries=0).read_words(0, 1)
     with pytest.raises(SdhwError, match="checksum mismatch"):
         bad = bytearray(encode_response(0, [5]))
         bad[5] ^= 1
-        Host(Recorder([bytes(bad)])).read_words(0, 1)
+        Host(Recorder([bytes(bad)]), retries=0).read_words(0, 1)
     for status, words in ((br.STATUS_BAD_CHECK, "bad checksum"), (br.STATUS_TIMEOUT, "truncated"),
                           (br.STATUS_FRAMING, "framing"), (br.STATUS_BAD_COUNT, "word count")):
         with pytest.raises(SdhwError, match=words) as exc:
-            Host(Recorder([encode_response(status)])).write_words(0, [1])
+            Host(Recorder([encode_response(status)] * 3)).write_words(0, [1])
         assert exc.value.status == status and "nothing was executed" in str(exc.value)
     with pytest.raises(SdhwError, match="returned 2 words for a read of 1"):
         Host(Recorder([encode_response(0, [1, 2])])).read_words(0, 1)
     with pytest.raises(SdhwError, match="sync byte"):
-        Host(Recorder([b"\x00" * 100])).read_words(0, 1)
+        Host(Recorder([b"\x00" * 100]), retries=0).read_words(0, 1)
     with pytest.raises(SdhwError, match="20-bit bus"):
         Host(Recorder([])).read_words(0xFFFFF, 2)
+
+
+def test_line_errors_are_retried_only_where_safe():
+    """A request rejected as damaged on the line is re-sent (it did not run); after a lost or corrupt response
+    only a request that may run twice is re-sent, never a control write (it starts a run)."""
+    corrupt = bytearray(encode_response(0))
+    corrupt[-1] ^= 1
+    t = Recorder([encode_response(br.STATUS_TIMEOUT), encode_response(br.STATUS_BAD_CHECK), encode_response(0)])
+    host = Host(t)
+    host.write_words(0x10004, [7, 8])
+    assert t.frames == [encode_write(0x10004, [7, 8])] * 3 and host.retried == 2
+    t = Recorder([bytes(corrupt), encode_response(0, [9])])
+    host = Host(t)
+    assert host.read_words(0x60000, 1) == [9] and host.retried == 1
+    control = (hb.REGION_CSR << 16) | hb.CSR_CONTROL
+    t = Recorder([encode_response(br.STATUS_FRAMING), encode_response(0)])
+    host = Host(t)
+    host.write_words(control, [hb.CONTROL_START])
+    assert len(t.frames) == 2 and host.retried == 1
+    t = Recorder([bytes(corrupt), encode_response(0)])
+    with pytest.raises(SdhwError, match="checksum mismatch"):
+        Host(t).write_words(control, [hb.CONTROL_START])
+    assert len(t.frames) == 1
+    t = Recorder([encode_response(br.STATUS_BAD_ADDR), encode_response(0)])
+    with pytest.raises(SdhwError, match="address"):
+        Host(t).write_words(0, [1])
+    assert len(t.frames) == 1                               # not a line error: the request itself is bad
+    with pytest.raises(SdhwError, match="retries must be a non-negative integer, not -1"):
+        Host(t, retries=-1)
+
+
+def test_run_on_noisy_line_matches_golden_and_starts_once_per_input():
+    program = small_program()
+    image = build_image(program, CFG)
+    board = FakeBoard(program, CFG, mode="noisy")
+    xs = np.random.default_rng(2).integers(-128, 128, (3, 12))
+    report = run_on_board(board, image, xs)
+    for x, r in zip(xs, report["results"]):
+        assert r["output"].tolist() == run_program(program, x[None]).reshape(-1).tolist()
+    assert report["retried"] > 0 and board.starts == len(xs)
+    with pytest.raises(SdhwError, match="rejected|corrupt response"):
+        run_on_board(board, image, xs, retries=0)
 
 
 def test_stray_bytes_before_a_response_are_skipped():

@@ -132,3 +132,15 @@ def test_missing_arguments_exit_2(files):
     _, d, _ = files
     rc, _, err = run(["run", "--program", d / "p.sdimg", "--input", d / "x.npy"])
     assert rc == 2 and "--port" in err
+
+
+def test_noisy_line_is_retried_and_reported(files, board):
+    program, d, x = files
+    made = board(program, mode="noisy")
+    rc, out, err = run(["run", "--port", "p", "--program", d / "p.sdimg", "--input", d / "x.npy"])
+    assert rc == 0, err
+    want = run_program(program, x.astype(np.int64)[None]).reshape(-1)
+    assert f"output {want.tolist()}" in out and "requests re-sent after line errors" in out, out
+    assert made["board"].starts == 1
+    rc, _, err = run(["run", "--port", "p", "--program", d / "p.sdimg", "--input", d / "x.npy", "--retries", "-1"])
+    assert_one_line_error(rc, err, "--retries", "-1")
