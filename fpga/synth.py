@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -194,6 +195,32 @@ def _critical_path(report: dict) -> dict | None:
             "path": cells}
 
 
+_SRC_RANGE = re.compile(rf"{TOP}\.v:(\d+)\.\d+-(\d+)\.\d+")
+
+
+def path_statements(build_dir: Path, cells: list[str], limit: int = 12) -> list[str]:
+    """The harness Verilog statements the critical path's cells came from, in path order (read from the
+    cells' ``src`` attributes in ``netlist.json``: they survive synthesis even when yosys had to hide the
+    wire names, which leaves the cell names meaningless)."""
+    try:
+        netlist = json.loads((build_dir / "netlist.json").read_text())
+        verilog = (build_dir / f"{TOP}.v").read_text().splitlines()
+    except (OSError, ValueError):
+        return []
+    by_name = {}
+    for module in netlist.get("modules", {}).values():
+        by_name.update(module.get("cells", {}))
+    out: list[str] = []
+    for name in cells:
+        cell = by_name.get(name) or by_name.get(name.split("$CCU2")[0])
+        src = (cell or {}).get("attributes", {}).get("src", "")
+        for first, last in _SRC_RANGE.findall(src):
+            text = " ".join(" ".join(verilog[int(first) - 1:int(last)]).split())
+            if text and text not in out:
+                out.append(text)
+    return out[:limit]
+
+
 def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_dir: Path) -> dict:
     target = PNR_TARGETS[device]
     tool = find_tool(f"yowasp-nextpnr-{target.family}")
@@ -270,6 +297,8 @@ def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: 
         report["seeds_met"] = sum(r["met"] for r in done)
         worst = min(done, key=lambda r: r["fmax_mhz"])
         report["critical_path"] = worst["critical_path"]
+        if report["critical_path"]:
+            report["critical_path"]["verilog"] = path_statements(build_dir, report["critical_path"]["path"])
         report["utilization"] = done[0]["utilization"]
     report["timing_met"] = bool(done) and report["seeds_met"] == len(done)
     report["verdict"] = verdict(report)
@@ -337,6 +366,9 @@ def format_markdown(report: dict) -> str:
     if cp:
         lines += ["", f"Critical path (slowest seed): {cp['from']} -> {cp['to']}, {cp['delay_ns']} ns "
                       f"({cp['logic_ns']} ns logic, {cp['routing_ns']} ns routing, {cp['cells']} cells)."]
+        if cp.get("verilog"):
+            lines += ["", f"Through these statements of `{TOP}.v`, in path order:", ""]
+            lines += [f"- `{text[:120]}`" for text in cp["verilog"]]
     if report.get("utilization"):
         lines += ["", "nextpnr utilisation: " + ", ".join(
             f"{k} {v['used']}/{v['available']}" for k, v in sorted(report["utilization"].items()))]

@@ -427,7 +427,7 @@ class Accelerator(wiring.Component):
                 # the next block exists in a valid program (the row lies in it or beyond)
                 m.d.sync += [block_next.eq(block_next + fld["block_rows"]), block_ptr.eq(block_ptr + 3)]
                 with m.If(block_ptr + 5 >= cfg.basis_rows):
-                    m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
+                    m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_WEIGHT_ADDR)]
             with m.If(accept_row):
                 m.d.sync += rf0_basis.eq(block_ptr)
                 with m.If(~decoder.o.payload.empty & (block_ptr + 2 >= cfg.basis_rows)):
@@ -701,6 +701,7 @@ class Accelerator(wiring.Component):
                     m.next = "IDLE"
             with m.State("CHECK"):
                 code = Signal(8)
+                check_code = Signal(8)
                 with m.If(fld["kind"] == KIND_END):
                     m.d.sync += [busy.eq(0), done.eq(1)]
                     m.next = "IDLE"
@@ -727,14 +728,20 @@ class Accelerator(wiring.Component):
                         m.d.comb += code.eq(hb.ERR_BIAS_ADDR)
                     with m.Elif(over_any("base0")):
                         m.d.comb += code.eq(hb.ERR_ACT_ADDR)
-                    with m.If(code != 0):
-                        m.d.comb += [fail.eq(1), fail_code.eq(code)]
-                        m.next = "IDLE"
-                    with m.Else():
-                        pad0 = Mux(is_k3, -1, 0)
-                        m.d.sync += set_lane(0, (0, pad0, pad0, fld["base0"]), init=True)
-                        m.d.sync += [init_k.eq(1), pg_o.eq(0), ti_layer_start.eq(1)]
-                        m.next = "INIT_LANES"
+                    # the checks' verdict is registered: their priority chain stays off the error path
+                    m.d.sync += check_code.eq(code)
+                    m.next = "CHECKED"
+                with m.If(fail):
+                    m.next = "IDLE"
+            with m.State("CHECKED"):
+                with m.If(check_code != 0):
+                    m.d.comb += [fail.eq(1), fail_code.eq(check_code)]
+                    m.next = "IDLE"
+                with m.Else():
+                    pad0 = Mux(is_k3, -1, 0)
+                    m.d.sync += set_lane(0, (0, pad0, pad0, fld["base0"]), init=True)
+                    m.d.sync += [init_k.eq(1), pg_o.eq(0), ti_layer_start.eq(1)]
+                    m.next = "INIT_LANES"
                 with m.If(fail):
                     m.next = "IDLE"
             with m.State("INIT_LANES"):
@@ -762,9 +769,10 @@ class Accelerator(wiring.Component):
                     # start decoding this (channel group, pixel group)
                     m.d.comb += decoder_start.eq(1)
                     if sd:
+                        # a data-path check (stops the run a cycle later): the decoder only reads meanwhile
                         with m.If((bm_ptr + fld["bm_words"] > cfg.bitmap_depth)
                                   | (group_basis_ptr + 2 >= cfg.basis_rows)):
-                            m.d.comb += [fail.eq(1), fail_code.eq(hb.ERR_WEIGHT_ADDR)]
+                            m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_WEIGHT_ADDR)]
                     m.d.sync += [group_pending.eq(1), rf_first_pending.eq(1), block_next.eq(fld["block_rows"]),
                                  block_ptr.eq(group_basis_ptr)]
                     m.next = "DECODE"

@@ -96,6 +96,29 @@ def test_critical_path_summary():
                   "path": ["a", "b", "c"]}
 
 
+def test_critical_path_statements_come_from_the_cells_src(tmp_path):
+    """Cell names are meaningless after yosys hid the wire names; their src attributes point at the Verilog."""
+    top = synth.TOP
+    (tmp_path / f"{top}.v").write_text("module m;\n  assign $1 = ptr + 2'h2;\n  always @(posedge clk)\n"
+                                       "    err <= $1 ;\nendmodule\n")
+    cells = {"x_CCU2C": {"attributes": {"src": f"{top}.v:2.10-2.25|/share/lattice/arith_map_ccu2c.v:74.7-80.4"}},
+             "y_FF": {"attributes": {"src": f"{top}.v:3.3-4.13|/share/lattice/cells_map_trellis.v:83.1-83.9"}},
+             "z": {"attributes": {}}}
+    (tmp_path / "netlist.json").write_text(json.dumps({"modules": {top: {"cells": cells}}}))
+    got = synth.path_statements(tmp_path, ["x_CCU2C$CCU2_COMB0", "x_CCU2C", "z", "y_FF", "missing"])
+    assert got == ["assign $1 = ptr + 2'h2;", "always @(posedge clk) err <= $1 ;"]
+    assert synth.path_statements(tmp_path / "nowhere", ["x_CCU2C"]) == []
+    report = {"device": "ecp5-25f", "family": "ecp5", "pes": 1, "dense": False, "channel_lanes": 1,
+              "pixel_lanes": 1, "verdict": "v", "top": top, "target_mhz": 125.0,
+              "synthesis": {"variant": "default", "seconds": 1.0},
+              "resources": {"lut4": 1, "ff": 1, "carry": 0, "dsp": 0, "bram": 0, "spram": 0},
+              "device_capacity": {"lut4": 2, "dsp": 1, "bram": 1, "spram": 0},
+              "estimate": {"luts": 1, "dsps": 0, "bram_blocks": 0}, "seeds": [],
+              "critical_path": {"from": "a", "to": "b", "delay_ns": 1, "logic_ns": 1, "routing_ns": 0, "cells": 2,
+                                "path": ["a", "b"], "verilog": got}}
+    assert "- `assign $1 = ptr + 2'h2;`" in synth.format_markdown(report)
+
+
 def test_harness_replays_requests_and_shifts_reads_out():
     """A write then a read of a descriptor word, and a read of the ID register, through the one-pin harness."""
     dut = SerialHarness(small("generic"))
