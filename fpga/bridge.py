@@ -272,10 +272,11 @@ class UartBridge(wiring.Component):
             with m.State("R_FETCH"):
                 m.d.comb += self.bus.r_en.eq(cmd == CMD_READ)
                 m.next = "R_LATCH"
-            with m.State("R_LATCH"):
+            with m.State("R_LATCH"):                   # waits for the read data (any latency)
                 ping_word = Cat(Const(PROTOCOL_VERSION, 8), rejected, Const(max_words, 16))
-                m.d.sync += word.eq(Mux(cmd == CMD_READ, self.bus.r_data, ping_word))
-                m.next = "R_DATA"
+                with m.If((cmd != CMD_READ) | self.bus.r_valid):
+                    m.d.sync += word.eq(Mux(cmd == CMD_READ, self.bus.r_data, ping_word))
+                    m.next = "R_DATA"
             with m.State("R_DATA"):
                 with m.If(send()):
                     m.d.sync += crc.eq(crc_next)

@@ -215,10 +215,14 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.comb += [port.addr.eq(offset), port.data.eq(bus.w_data[:8]), port.en.eq(host_sel)]
 
-        # host reads: registered 1-cycle latency
+        # host reads: hb.READ_LATENCY = 2 cycles; the memories' read data and the counters are multiplexed in
+        # the cycle after r_en and registered, so no block RAM output drives logic outside the accelerator
         r_region = Signal(4)
         r_offset = Signal(16)
-        m.d.sync += [bus.r_valid.eq(bus.r_en), r_region.eq(region), r_offset.eq(offset)]
+        r_pending = Signal()
+        read_data = Signal(32)
+        m.d.sync += [r_pending.eq(bus.r_en), bus.r_valid.eq(r_pending), r_region.eq(region), r_offset.eq(offset),
+                     bus.r_data.eq(read_data)]
         csr = Signal(32)
         lanes_word = Const(q_n | (p_n << 16), 32)
         depths = [cfg.desc_layers, cfg.act_depth, cfg.code_depth, cfg.bitmap_depth if sd else 0,
@@ -247,18 +251,18 @@ class Accelerator(wiring.Component):
             m.d.comb += act_host_data[b].eq(act_rd[b][0].data)
         with m.Switch(r_region):
             with m.Case(hb.REGION_CSR):
-                m.d.comb += bus.r_data.eq(csr)
+                m.d.comb += read_data.eq(csr)
             with m.Case(hb.REGION_DESC):
-                m.d.comb += bus.r_data.eq(desc_rd.data)
+                m.d.comb += read_data.eq(desc_rd.data)
             with m.Case(hb.REGION_BIAS):
-                m.d.comb += bus.r_data.eq(bias_rd.data)
+                m.d.comb += read_data.eq(bias_rd.data)
             if sd:
                 with m.Case(hb.REGION_BITMAP):
-                    m.d.comb += bus.r_data.eq(bitmap_rd.data)
+                    m.d.comb += read_data.eq(bitmap_rd.data)
             with m.Case(hb.REGION_ACT0):
-                m.d.comb += bus.r_data.eq(act_host_data[0].as_signed())
+                m.d.comb += read_data.eq(act_host_data[0].as_signed())
             with m.Case(hb.REGION_ACT1):
-                m.d.comb += bus.r_data.eq(act_host_data[1].as_signed())
+                m.d.comb += read_data.eq(act_host_data[1].as_signed())
 
         # ---------------------------------------------------------------------------- sub-blocks
         decoder = RowDecoder(addr_bits=_bits(cfg.bitmap_depth), row_bits=r_bits, dense=cfg.dense)

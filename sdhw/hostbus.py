@@ -4,7 +4,11 @@ from amaranth.lib.wiring import Out
 
 ADDR_BITS = 20
 
-#: From the host's side. ``r_data`` is valid (``r_valid`` high) exactly one cycle after ``r_en``.
+#: Cycles from ``r_en`` to ``r_data`` (``r_valid`` high): the read data leaves the accelerator from a register.
+READ_LATENCY = 2
+
+#: From the host's side. ``r_data`` is valid (``r_valid`` high) exactly :data:`READ_LATENCY` cycles after
+#: ``r_en``; initiators should wait for ``r_valid``.
 #: Writes take effect in the cycle ``w_en`` is high. One access per cycle; never stalls.
 HostBusSignature = wiring.Signature({
     "addr": Out(ADDR_BITS),

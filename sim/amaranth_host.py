@@ -27,7 +27,10 @@ class Host:
         self.ctx.set(bus.r_en, 1)
         await self.ctx.tick()
         self.ctx.set(bus.r_en, 0)
-        assert self.ctx.get(bus.r_valid)
+        for _ in range(hb.READ_LATENCY - 1):
+            assert not self.ctx.get(bus.r_valid), "r_valid early"
+            await self.ctx.tick()
+        assert self.ctx.get(bus.r_valid), f"r_valid low {hb.READ_LATENCY} cycles after r_en"
         return self.ctx.get(bus.r_data)
 
     async def csr(self, offset: int) -> int:

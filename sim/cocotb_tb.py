@@ -19,6 +19,7 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
 REGION_CSR, REGION_DESC = 0, 1
 CSR_CONTROL, CSR_STATUS, CSR_CYCLES, CSR_MACS, CSR_SKIPPED, CSR_STALLS = 3, 4, 8, 10, 12, 14
 STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
+READ_LATENCY = 2                # cycles from r_en to r_data (sdhw.hostbus; tests/sim checks they agree)
 
 
 class TB:
@@ -60,11 +61,14 @@ class TB:
         dut.bus__addr.value = addr
         dut.bus__r_en.value = 1
         await RisingEdge(dut.clk)
-        await ReadOnly()
-        assert dut.bus__r_valid.value == 1, f"seed {self.seed}: r_valid low one cycle after r_en"
-        value = int(dut.bus__r_data.value)
         await Timer(1, unit="ns")
         dut.bus__r_en.value = 0
+        for _ in range(READ_LATENCY - 1):
+            await RisingEdge(dut.clk)
+        await ReadOnly()
+        assert dut.bus__r_valid.value == 1, f"seed {self.seed}: r_valid low {READ_LATENCY} cycles after r_en"
+        value = int(dut.bus__r_data.value)
+        await Timer(1, unit="ns")
         return value
 
     async def csr(self, offset: int) -> int:

@@ -134,7 +134,8 @@ def test_harness_replays_requests_and_shifts_reads_out():
         await ctx.tick()
         ctx.set(dut.load, 0)
         if not write:
-            await ctx.tick().repeat(4)              # load_r, bus request, r_valid capture, first bit on sout
+            # load_r, bus request, the read latency, response capture, first bit on sout
+            await ctx.tick().repeat(3 + hb.READ_LATENCY)
             word = 0
             for k in range(32):
                 word |= ctx.get(dut.sout) << k

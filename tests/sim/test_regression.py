@@ -236,3 +236,22 @@ def test_image_file_from_the_command_line_runs_on_the_rtl(tmp_path):
     job.add_image("digits from .sdimg", image, list(x_q), [run_program(program, x[None]) for x in x_q])
     stats = Build(cfg, tmp_path / "build").run(job, seed=3, idle=0.2)
     assert stats["inferences"] == 2 and stats["outputs_checked"] == 20
+
+
+def test_testbench_bus_constants_match_the_hardware():
+    """sim/cocotb_tb.py runs inside the simulator without the project on its path: its copies of the host-bus
+    constants must equal sdhw.hostbus."""
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parents[2] / "sim" / "cocotb_tb.py").read_text())
+    consts = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            names = [t.id for t in (node.targets[0].elts if isinstance(node.targets[0], ast.Tuple)
+                                    else node.targets)]
+            values = ast.literal_eval(node.value)
+            consts.update(zip(names, values if isinstance(values, tuple) else (values,)))
+    checked = [k for k in consts if hasattr(hb, k)]
+    assert {"READ_LATENCY", "CSR_STATUS", "REGION_CSR", "STATUS_DONE"} <= set(checked)
+    for name in checked:
+        assert consts[name] == getattr(hb, name), name
