@@ -357,7 +357,9 @@ class Accelerator(wiring.Component):
         mac_chans = Signal(range(cfg.channel_lanes + 1))
         mac_inc_valid = Signal()
         mac_inc = Signal(range(cfg.pes + 1))
-        m.d.sync += [mac_inc_valid.eq(mac_issue), mac_inc.eq(mac_live * mac_chans)]
+        # live lanes x channels as gated shifted adds: a ``*`` here would take a DSP from the MAC budget
+        m.d.sync += [mac_inc_valid.eq(mac_issue),
+                     mac_inc.eq(sum(Mux(mac_live[b], mac_chans << b, 0) for b in range(len(mac_live))))]
         with m.If(mac_inc_valid):
             m.d.sync += macs.eq(macs + mac_inc)
         with m.If(clear_req & ~busy):

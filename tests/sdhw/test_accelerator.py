@@ -243,6 +243,20 @@ def test_dsp_budget_and_soft_products():
             AcceleratorConfig(pes=4, dsp_budget=bad)
 
 
+@pytest.mark.parametrize("pes, device, dense", [(64, "ecp5-25f", False), (16, "ecp5-25f", True), (4, "up5k", False)])
+def test_multipliers_are_exactly_the_budgeted_products(pes, device, dense):
+    """Every ``*`` in the design is a DSP product the configuration budgeted (MAC lanes in DSPs plus the
+    pipelined requantiser's four): a stray multiplier (e.g. in a counter) would push the design past the
+    device's DSPs, which yosys does not fall back from."""
+    from amaranth.back import rtlil
+
+    from sdhw.config import REQUANT_DSPS
+    cfg = AcceleratorConfig(pes=pes, device=device, dense=dense)
+    text = rtlil.convert(Accelerator(cfg), name="top")
+    want = pes - cfg.soft_products + (REQUANT_DSPS if cfg.requant == "pipelined" else 0)
+    assert text.count("cell $mul") == want
+
+
 def test_soft_products_multilayer_bit_exact():
     """Three of four products from LUTs (the MAC array's 4-cycle latency) in a whole program."""
     seed = 52
