@@ -14,7 +14,7 @@ accumulates.
 """
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -626,11 +626,12 @@ class Accelerator(wiring.Component):
         ]
 
         # ---------------------------------------------------------------------------- drain + requant
-        # the shadow holds a finished group's sums in drain order (pixel lane outer, channel lane inner) and
-        # shifts by one sum per drain step, so the drain reads only its head: no Q*P-way multiplexer. Every
-        # channel slot is stepped through; slots past the group's valid channels only cost a cycle each.
+        # the shadow holds a finished group's sums while the next group accumulates; the drain selects one per
+        # step from registered indices. (A shift register instead of the Q*P-way multiplexer was tried: it
+        # costs a LUT per bit, Q*P*acc_bits in all, several times the multiplexer's area, and pushed ECP5-25F
+        # N = 64 past the device.)
         acc_shape = signed(cfg.acc_bits)
-        shadow = Signal(data.ArrayLayout(acc_shape, q_n * p_n))
+        shadow = Signal.like(mac.acc)
         sh_m = Signal(m_bits)
         sh_qv = Signal(range(q_n + 1))
         sh_pv = Signal(range(p_n + 1))
@@ -640,39 +641,37 @@ class Accelerator(wiring.Component):
         d_row_addr = Signal(a_bits)              # output address of (d_p, 0)
         d_bias = Signal(_holds((1 << zb_bits) + (1 << m_bits) + q_n))    # bias entry of channel sh_m + d_q
         d_bias_row = Signal.like(d_bias)                                   # ... of channel sh_m
+        with m.If(mac.done):
+            m.d.sync += [shadow.eq(mac.acc), shadow_busy.eq(1), last_in_flight.eq(0), sh_m.eq(pend_m),
+                         sh_qv.eq(pend_qv), sh_pv.eq(pend_pv), d_q.eq(0), d_p.eq(0),
+                         d_addr.eq(pend_out), d_row_addr.eq(pend_out),
+                         d_bias.eq(fld["bias_base"] + pend_m), d_bias_row.eq(fld["bias_base"] + pend_m)]
+        # D0: pick one sum, read its bias
         d1_valid = Signal()
         d1_acc = Signal(acc_shape)
         d1_tag = Signal(tag_bits)
-        emit = Signal()                          # the head is a valid channel's sum
+        sel_acc = Signal(acc_shape)
+        p_log = ceil_log2(p_n)                  # P is a power of two: sum (q, p) sits at q * P + p
+        sel_index = Cat(d_p[:p_log], d_q) if p_log else d_q
+        sums = Array(shadow[k] for k in range(q_n * p_n))          # a multiplexer, not a shift by index * 32
+        m.d.comb += sel_acc.eq(sums[sel_index] if q_n * p_n > 1 else shadow[0])
         drain_step = Signal()
-        m.d.comb += [emit.eq(d_q < sh_qv), drain_step.eq(shadow_busy & (requant.i.ready | ~emit))]
-        with m.If(mac.done):
-            m.d.sync += [shadow_busy.eq(1), last_in_flight.eq(0), sh_m.eq(pend_m), sh_qv.eq(pend_qv),
-                         sh_pv.eq(pend_pv), d_q.eq(0), d_p.eq(0), d_addr.eq(pend_out), d_row_addr.eq(pend_out),
-                         d_bias.eq(fld["bias_base"] + pend_m), d_bias_row.eq(fld["bias_base"] + pend_m)]
-            for p in range(p_n):
-                for q in range(q_n):
-                    m.d.sync += shadow[p * q_n + q].eq(mac.acc[q * p_n + p])
-        with m.Elif(drain_step):
-            for k in range(q_n * p_n - 1):
-                m.d.sync += shadow[k].eq(shadow[k + 1])
-        # D0: take the head, read its bias
-        m.d.comb += [bias_rd.addr.eq(Mux(busy, d_bias, offset)), bias_rd.en.eq(Mux(busy, drain_step & emit, 1))]
+        m.d.comb += drain_step.eq(shadow_busy & requant.i.ready)
+        m.d.comb += [bias_rd.addr.eq(Mux(busy, d_bias, offset)), bias_rd.en.eq(Mux(busy, drain_step, 1))]
         m.d.comb += drain_active.eq(d1_valid)
-        with m.If(drain_step & emit):
+        with m.If(drain_step):
             with m.If(d_bias >= cfg.bias_depth):
                 m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_BIAS_ADDR)]
-            m.d.sync += [d1_valid.eq(1), d1_acc.eq(shadow[0]), d1_tag.eq(d_addr)]
-        with m.Elif(requant.i.ready):
-            m.d.sync += d1_valid.eq(0)
-        with m.If(drain_step):
-            with m.If((d_p + 1 >= sh_pv) & (d_q + 1 >= sh_qv)):
-                m.d.sync += shadow_busy.eq(0)
-            with m.Elif(d_q + 1 < q_n):
+            m.d.sync += [d1_valid.eq(1), d1_acc.eq(sel_acc), d1_tag.eq(d_addr)]
+            with m.If(d_q + 1 < sh_qv):
                 m.d.sync += [d_q.eq(d_q + 1), d_addr.eq(d_addr + 1), d_bias.eq(d_bias + 1)]
-            with m.Else():
+            with m.Elif(d_p + 1 < sh_pv):
                 m.d.sync += [d_q.eq(0), d_p.eq(d_p + 1), d_addr.eq(d_row_addr + fld["out_c"]),
                              d_row_addr.eq(d_row_addr + fld["out_c"]), d_bias.eq(d_bias_row)]
+            with m.Else():
+                m.d.sync += shadow_busy.eq(0)
+        with m.Elif(requant.i.ready):
+            m.d.sync += d1_valid.eq(0)
         m.d.comb += [requant.i.valid.eq(d1_valid), requant.i.payload.acc.eq(d1_acc),
                      requant.i.payload.bias.eq(bias_rd.data.as_signed()), requant.i.payload.tag.eq(d1_tag)]
         with m.If(requant.i.valid & requant.i.ready & ~requant.o.valid):
