@@ -276,14 +276,35 @@ def _unpack_layer(data: bytes, offset: int, in_q: QParams, where: str) -> tuple[
 
 
 # ------------------------------------------------------------------------------------------- files
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()      # read once at import: os.umask is process-wide and not thread-safe to probe
+
+
+def _stage(directory: Path, name: str, data: bytes) -> str:
+    """A temporary file beside the target holding ``data``, with the permissions a plain ``open`` would give
+    (``mkstemp`` makes it private, 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
 def write_atomic(path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file, so a failure leaves no partial output."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _stage(path.parent, path.name, data)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -300,10 +321,7 @@ def write_files_atomic(out_dir, files: dict[str, bytes]) -> None:
     staged = []
     try:
         for name, content in files.items():
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-            staged.append((tmp, out_dir / name))
-            with os.fdopen(fd, "wb") as f:
-                f.write(content)
+            staged.append((_stage(out_dir, name, content), out_dir / name))
         for tmp, final in staged:
             os.replace(tmp, final)
     finally:

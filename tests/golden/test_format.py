@@ -531,6 +531,15 @@ def test_load_missing_file(tmp_path):
         fmt.load(tmp_path / "nope.sdp")
 
 
+def test_atomic_writes_get_ordinary_permissions(tmp_path, monkeypatch):
+    """Outputs are as readable as a plain open() would make them (umask applied), not private like mkstemp's."""
+    monkeypatch.setattr(fmt, "_UMASK", 0o027)
+    fmt.write_atomic(tmp_path / "a.bin", b"x")
+    fmt.write_files_atomic(tmp_path / "d", {"b.json": b"{}", "c.v": b""})
+    for path in (tmp_path / "a.bin", tmp_path / "d" / "b.json", tmp_path / "d" / "c.v"):
+        assert path.stat().st_mode & 0o777 == 0o640, path
+
+
 def test_write_atomic_failure_leaves_nothing(tmp_path, monkeypatch, small):
     program, data = small
     target = tmp_path / "p.sdp"
