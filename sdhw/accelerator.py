@@ -14,7 +14,7 @@ accumulates.
 """
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -653,8 +653,7 @@ class Accelerator(wiring.Component):
         sel_acc = Signal(acc_shape)
         p_log = ceil_log2(p_n)                  # P is a power of two: sum (q, p) sits at q * P + p
         sel_index = Cat(d_p[:p_log], d_q) if p_log else d_q
-        sums = Array(shadow[k] for k in range(q_n * p_n))          # a multiplexer, not a shift by index * 32
-        m.d.comb += sel_acc.eq(sums[sel_index] if q_n * p_n > 1 else shadow[0])
+        m.d.comb += sel_acc.eq(shadow[sel_index] if q_n * p_n > 1 else shadow[0])
         drain_step = Signal()
         m.d.comb += drain_step.eq(shadow_busy & requant.i.ready)
         m.d.comb += [bias_rd.addr.eq(Mux(busy, d_bias, offset)), bias_rd.en.eq(Mux(busy, drain_step, 1))]
