@@ -27,7 +27,8 @@ class SerialHarness(wiring.Component):
     (busy, done, error). Every input is registered on entry and every output leaves from a flip-flop.
 
     Latency: a request takes :data:`REQUEST_BITS` cycles to shift in, one to replay; read data starts to
-    shift out ``hostbus.READ_LATENCY + 1`` cycles after the replay. It exists for synthesis and timing, not for throughput.
+    shift out ``hostbus.READ_LATENCY + 1`` cycles after the replay. It exists for synthesis and timing, not for
+    throughput.
     """
 
     def __init__(self, config: AcceleratorConfig):

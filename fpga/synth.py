@@ -212,7 +212,8 @@ def path_statements(build_dir: Path, cells: list[str], limit: int = 12) -> list[
         by_name.update(module.get("cells", {}))
     out: list[str] = []
     for name in cells:
-        cell = by_name.get(name) or by_name.get(name.split("$CCU2")[0])
+        # nextpnr's packed cells: ECP5 carry halves "<cell>$CCU2_COMB0", iCE40 logic cells "<cell>_LC"
+        cell = by_name.get(name) or by_name.get(name.split("$CCU2")[0]) or by_name.get(name.removesuffix("_LC"))
         src = (cell or {}).get("attributes", {}).get("src", "")
         for first, last in _SRC_RANGE.findall(src):
             text = " ".join(" ".join(verilog[int(first) - 1:int(last)]).split())

@@ -105,7 +105,7 @@ def test_critical_path_statements_come_from_the_cells_src(tmp_path):
              "y_FF": {"attributes": {"src": f"{top}.v:3.3-4.13|/share/lattice/cells_map_trellis.v:83.1-83.9"}},
              "z": {"attributes": {}}}
     (tmp_path / "netlist.json").write_text(json.dumps({"modules": {top: {"cells": cells}}}))
-    got = synth.path_statements(tmp_path, ["x_CCU2C$CCU2_COMB0", "x_CCU2C", "z", "y_FF", "missing"])
+    got = synth.path_statements(tmp_path, ["x_CCU2C$CCU2_COMB0", "x_CCU2C", "z", "y_FF_LC", "missing"])
     assert got == ["assign $1 = ptr + 2'h2;", "always @(posedge clk) err <= $1 ;"]
     assert synth.path_statements(tmp_path / "nowhere", ["x_CCU2C"]) == []
     report = {"device": "ecp5-25f", "family": "ecp5", "pes": 1, "dense": False, "channel_lanes": 1,
