@@ -55,12 +55,17 @@ def _random_job(seed: int, cfg: AcceleratorConfig, n_programs: int) -> tuple[Job
     return job, layers
 
 
-def _run_random(builds, record_counts, pes, dense, n_programs, seed):
-    build = builds(pes, dense)
+def _run_random_on(build, record_counts, n_programs, seed, prefix="random"):
+    """``n_programs`` random programs (seeded) on ``build``, every output checked; returns (layers, stats)."""
     job, layers = _random_job(seed, build.cfg, n_programs)
-    stats = build.run(job, seed=seed, idle=0.15, name=f"random-{seed}")
+    stats = build.run(job, seed=seed, idle=0.15, name=f"{prefix}-{seed}")
     assert stats["cases"] == n_programs and stats["inferences"] == n_programs
     record_counts(layers=layers, programs=n_programs, outputs=stats["outputs_checked"])
+    return layers, stats
+
+
+def _run_random(builds, record_counts, pes, dense, n_programs, seed):
+    layers, stats = _run_random_on(builds(pes, dense), record_counts, n_programs, seed)
     print(f"N={pes} {'dense' if dense else 'SD'}: {layers} random layers in {n_programs} programs, "
           f"{stats['outputs_checked']} outputs checked bit-exact (seed {seed})")
 
@@ -80,12 +85,7 @@ def test_random_layers_many(builds, record_counts, pes, dense):
 def test_random_layers_serial_requantiser(tmp_path, record_counts, pes, dense):
     """The DSP-free requantiser (the iCE40 default) on random programs."""
     cfg = AcceleratorConfig(pes=pes, dense=dense, device="ecp5-85f", requant="serial", **DEPTHS)
-    build = Build(cfg, tmp_path)
-    n_programs, seed = PROGRAMS_FAST // 3, 3000 + pes + 7 * dense
-    job, layers = _random_job(seed, cfg, n_programs)
-    stats = build.run(job, seed=seed, idle=0.15, name=f"serial-{seed}")
-    assert stats["cases"] == n_programs and stats["inferences"] == n_programs
-    record_counts(layers=layers, programs=n_programs, outputs=stats["outputs_checked"])
+    _run_random_on(Build(cfg, tmp_path), record_counts, PROGRAMS_FAST // 3, 3000 + pes + 7 * dense, "serial")
 
 
 @pytest.mark.parametrize("pes, dense, budget", [(4, False, 1), (16, True, 8)])
@@ -93,12 +93,7 @@ def test_random_layers_soft_products(tmp_path, record_counts, pes, dense, budget
     """Products past the DSP budget built from LUTs (MAC latency 4) on random programs."""
     cfg = AcceleratorConfig(pes=pes, dense=dense, device="ecp5-85f", dsp_budget=budget, **DEPTHS)
     assert cfg.soft_products == pes - budget
-    build = Build(cfg, tmp_path)
-    n_programs, seed = PROGRAMS_FAST // 3, 4000 + pes + 7 * dense
-    job, layers = _random_job(seed, cfg, n_programs)
-    stats = build.run(job, seed=seed, idle=0.15, name=f"soft-{seed}")
-    assert stats["cases"] == n_programs and stats["inferences"] == n_programs
-    record_counts(layers=layers, programs=n_programs, outputs=stats["outputs_checked"])
+    _run_random_on(Build(cfg, tmp_path), record_counts, PROGRAMS_FAST // 3, 4000 + pes + 7 * dense, "soft")
 
 
 @pytest.mark.parametrize("pes, dense", [(4, False), (16, False), (4, True)])
