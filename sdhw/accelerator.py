@@ -267,6 +267,15 @@ class Accelerator(wiring.Component):
         # ---------------------------------------------------------------------------- sub-blocks
         decoder = RowDecoder(addr_bits=_bits(cfg.bitmap_depth), row_bits=r_bits, dense=cfg.dense)
         m.submodules.decoder = ResetInserter(flush)(decoder)
+        # the decoder's entries pass through a two-entry queue: its ready comes from the queue's level, so
+        # no combinational ready runs from the row fetch back into the decoder's scan logic
+        entry_queue = SyncFIFO(width=decoder.entry_layout.size, depth=2)
+        m.submodules.entry_queue = ResetInserter(flush)(entry_queue)
+        entry = Signal(decoder.entry_layout)
+        entry_valid = Signal()
+        m.d.comb += [entry_queue.w_data.eq(decoder.o.payload), entry_queue.w_en.eq(decoder.o.valid),
+                     decoder.o.ready.eq(entry_queue.w_rdy), entry.eq(entry_queue.r_data),
+                     entry_valid.eq(entry_queue.r_rdy)]
         mac = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=cfg.acc_bits, soft_products=cfg.soft_products)
         m.submodules.mac = ResetInserter(flush)(mac)
         tag_bits = _bits(cfg.act_depth)
@@ -297,6 +306,8 @@ class Accelerator(wiring.Component):
         desc_word = Signal(range(DESC_WORDS + 1))
         pg_o = Signal(o_bits)                    # output pixel of pixel lane 0
         cg_m = Signal(m_bits)                    # output channel of channel lane 0
+        pg_end = Signal()                        # pg_o >= n_pix, registered with pg_o
+        cg_end = Signal()                        # cg_m >= out_c, registered with cg_m
         code_ptr = Signal(cb_bits)               # never past code_depth (checked before it moves on)
         bm_ptr = Signal(bb_bits)                 # never past bitmap_depth (checked at every group start)
         init_k = Signal(range(p_n + 1))
@@ -379,13 +390,17 @@ class Accelerator(wiring.Component):
                          bitmap_rd.en.eq(Mux(busy, decoder.mem_en, 1)), decoder.mem_data.eq(bitmap_rd.data)]
 
         # ---------------------------------------------------------------------------- row fetch
-        # two stages: rf0 takes a decoder entry (with its code and basis addresses), so the decoder can finish
-        # a group and restart for the next while rf still emits the taps of the row before; rf reads the
-        # row's codes (SD) or dense weights as it takes the entry from rf0 and holds the row while its taps
-        # (3, or 1 for an empty entry) leave one per cycle (rf_step)
+        # two stages: rf0 takes an entry from the queue (with its code address), so the decoder can finish a
+        # group and restart for the next while rf still emits the taps of the row before; rf reads the row's
+        # codes (SD) or dense weights as it takes the entry from rf0 and holds the row while its taps (3, or
+        # 1 for an empty entry) leave one per cycle (rf_step). SD: while the entry waits in rf0, the basis
+        # pointer advances to the block that holds the row, one block per cycle, decided from registers
+        # (rf0_ok: the entry's block is current); a row spends at least two cycles in rf0 and three in rf.
         entry_layout = data.StructLayout({"row": r_bits, "last": 1, "empty": 1, "first": 1})
         rf0_valid = Signal()
         rf0_info = Signal(entry_layout)
+        rf0_index = Signal(r_bits)               # golden row index of rf0's row
+        rf0_ok = Signal()
         rf0_code = Signal.like(code_ptr, name="rf0_code")
         rf_valid = Signal()
         rf_info = Signal(entry_layout)
@@ -396,19 +411,15 @@ class Accelerator(wiring.Component):
         rf_step = Signal()                       # tap rf_tap of the held row moves on this cycle
         rf_final = Signal()                      # ... and it is the row's final tap
         m.d.comb += [rf_final.eq(rf_info.empty | (rf_tap == 2)), rf_ready.eq(~rf_valid | (rf_step & rf_final)),
-                     rf_take.eq(rf0_valid & rf_ready)]
-        row_i = Signal(r_bits)                   # golden row index of the decoder's row
-        m.d.comb += row_i.eq(decoder.o.payload.index)
-        needs_block = Signal()
-        m.d.comb += needs_block.eq(sd & ~decoder.o.payload.empty & (row_i >= block_next))
+                     rf_take.eq(rf0_valid & rf_ready & (rf0_ok if sd else 1))]
         accept_row = Signal()
-        m.d.comb += accept_row.eq(decoder.o.valid & (~rf0_valid | rf_take) & ~needs_block & busy)
-        m.d.comb += decoder.o.ready.eq(accept_row)
+        m.d.comb += accept_row.eq(entry_valid & (~rf0_valid | rf_take) & busy)
+        m.d.comb += entry_queue.r_en.eq(accept_row)
         with m.If(accept_row):
-            m.d.sync += [rf0_valid.eq(1), rf0_info.row.eq(decoder.o.payload.row), rf0_code.eq(code_ptr),
-                         rf0_info.last.eq(decoder.o.payload.last), rf0_info.empty.eq(decoder.o.payload.empty),
+            m.d.sync += [rf0_valid.eq(1), rf0_info.row.eq(entry.row), rf0_code.eq(code_ptr), rf0_ok.eq(0),
+                         rf0_index.eq(entry.index), rf0_info.last.eq(entry.last), rf0_info.empty.eq(entry.empty),
                          rf0_info.first.eq(rf_first_pending), rf_first_pending.eq(0)]
-            with m.If(~decoder.o.payload.empty):
+            with m.If(~entry.empty):
                 m.d.sync += code_ptr.eq(code_ptr + 1)
                 with m.If(code_ptr >= cfg.code_depth):
                     m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_WEIGHT_ADDR)]
@@ -424,25 +435,29 @@ class Accelerator(wiring.Component):
         rf_codes = Signal(cfg.code_width)
         m.d.comb += rf_codes.eq(Mux(rf_info.empty, 0, code_rd.data))
 
-        # block switch (SD): advance to the block holding the row (one block per cycle); rf reads the tap's
+        # block switch (SD): a group's first entry restarts the blocks as it enters rf0; rf reads the tap's
         # basis column one cycle ahead: column 0 as it takes the row, column j + 1 when tap j moves on
         if sd:
-            rf0_basis = Signal.like(block_ptr, name="rf0_basis")
+            needs_block = Signal()
+            m.d.comb += needs_block.eq(~rf0_info.empty & (rf0_index >= block_next))
             rf_bnext = Signal.like(block_ptr, name="rf_bnext")        # basis row of the held row's next column
-            with m.If(busy & decoder.o.valid & needs_block):
-                # the next block exists in a valid program (the row lies in it or beyond)
-                m.d.sync += [block_next.eq(block_next + fld["block_rows"]), block_ptr.eq(block_ptr + 3)]
-                with m.If(block_ptr + 5 >= cfg.basis_rows):
-                    m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_WEIGHT_ADDR)]
-            with m.If(accept_row):
-                m.d.sync += rf0_basis.eq(block_ptr)
-                with m.If(~decoder.o.payload.empty & (block_ptr + 2 >= cfg.basis_rows)):
-                    m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_WEIGHT_ADDR)]
+            with m.If(accept_row & rf_first_pending):
+                m.d.sync += [block_next.eq(fld["block_rows"]), block_ptr.eq(group_basis_ptr)]
+            with m.Elif(busy & rf0_valid & ~rf0_ok):
+                with m.If(needs_block):
+                    # the next block exists in a valid program (the row lies in it or beyond)
+                    m.d.sync += [block_next.eq(block_next + fld["block_rows"]), block_ptr.eq(block_ptr + 3)]
+                    with m.If(block_ptr + 5 >= cfg.basis_rows):
+                        m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_WEIGHT_ADDR)]
+                with m.Else():
+                    m.d.sync += rf0_ok.eq(1)
             with m.If(rf_take):
-                m.d.sync += rf_bnext.eq(rf0_basis + 1)
+                m.d.sync += rf_bnext.eq(block_ptr + 1)
+                with m.If(~rf0_info.empty & (block_ptr + 2 >= cfg.basis_rows)):
+                    m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_WEIGHT_ADDR)]
             with m.Elif(rf_step):
                 m.d.sync += rf_bnext.eq(rf_bnext + 1)
-            m.d.comb += [basis_rd.addr.eq(Mux(rf_take, rf0_basis, rf_bnext)),
+            m.d.comb += [basis_rd.addr.eq(Mux(rf_take, block_ptr, rf_bnext)),
                          basis_rd.en.eq(rf_take | (rf_step & ~rf_final))]
 
         # ---------------------------------------------------------------------------- rebuild / weights
@@ -470,9 +485,9 @@ class Accelerator(wiring.Component):
         if sd:
             # credit flow: the rebuild units never stall (no enable fans out to their registers and no ready
             # runs back from the tap issuer to the decoder); a tap enters only when the queue behind them has
-            # room for every tap in flight. A tap holds its credit for LATENCY + 1 cycles at full rate, so the
-            # queue is one deeper than that for one tap per cycle.
-            credits = RebuildUnit.LATENCY + 2
+            # room for every tap in flight. A tap holds its credit for LATENCY + 2 cycles at full rate (the
+            # input register, the unit, the queue), so the queue is one deeper than that for one tap per cycle.
+            credits = RebuildUnit.LATENCY + 3
             tap_queue = SyncFIFO(width=q_n * 8 + info_bits, depth=credits)
             m.submodules.tap_queue = ResetInserter(flush)(tap_queue)
             taps_held = Signal(range(credits + 1))      # taps in the rebuild units or the queue
@@ -484,12 +499,20 @@ class Accelerator(wiring.Component):
                 m.d.sync += taps_held.eq(taps_held - 1)
             with m.If(flush):
                 m.d.sync += taps_held.eq(0)
+            # the code and basis block RAMs' outputs are registered before the rebuild units (their
+            # clock-to-out is most of a cycle)
+            rb_in_valid = Signal()
+            rb_in_codes = Signal(cfg.code_width)
+            rb_in_column = Signal(cfg.basis_width)
+            rb_in_info = Signal(info_layout)
+            m.d.sync += [rb_in_valid.eq(rf_step & ~flush), rb_in_codes.eq(rf_codes), rb_in_column.eq(basis_rd.data),
+                         rb_in_info.eq(rf_tap_info)]
             for q, unit in enumerate(rebuild):
-                m.d.comb += [unit.i.valid.eq(rf_step), unit.o.ready.eq(1),
-                             unit.i.payload.column.as_value().eq(basis_rd.data[q * 24:(q + 1) * 24]),
-                             unit.i.payload.codes.as_value().eq(rf_codes[q * lane_w:(q + 1) * lane_w]),
+                m.d.comb += [unit.i.valid.eq(rb_in_valid), unit.o.ready.eq(1),
+                             unit.i.payload.column.as_value().eq(rb_in_column[q * 24:(q + 1) * 24]),
+                             unit.i.payload.codes.as_value().eq(rb_in_codes[q * lane_w:(q + 1) * lane_w]),
                              tap_queue.w_data[q * 8:(q + 1) * 8].eq(unit.o.payload.weight)]
-            m.d.comb += [unit0.i.payload.tag.eq(rf_tap_info), tap_queue.w_en.eq(unit0.o.valid),
+            m.d.comb += [unit0.i.payload.tag.eq(rb_in_info), tap_queue.w_en.eq(unit0.o.valid),
                          tap_queue.w_data[q_n * 8:].eq(unit0.o.payload.tag),
                          rb_valid.eq(tap_queue.r_rdy), tap_queue.r_en.eq(ti_take),
                          rb_weights.as_value().eq(tap_queue.r_data[:q_n * 8]),
@@ -516,14 +539,13 @@ class Accelerator(wiring.Component):
         # group needs to travel down the pipeline
         ti_layer_start = Signal()                # the next group is the layer's first
         ti_m = Signal(m_bits)                    # output channel of channel lane 0
-        ti_pg = Signal(o_bits)                   # output pixel of pixel lane 0
-        ti_pix_out = Signal(a_bits)              # output address of (ti_pg, channel 0)
+        ti_pix_out = Signal(a_bits)              # output address of (pixel lane 0, channel 0)
+        # the group's counts, registered as the group starts (no subtract-and-compare behind the issue)
+        ti_chan_left = Signal(m_bits)            # output channels from ti_m on
+        ti_pix_left = Signal(o_bits)             # output pixels from pixel lane 0 on
         ti_qv = Signal(range(q_n + 1))           # channel lanes with an output channel
         ti_pv = Signal(range(p_n + 1))           # pixel lanes with an output pixel
-        chan_left = Signal(m_bits)
-        pix_left = Signal(o_bits)
-        m.d.comb += [chan_left.eq(fld["out_c"] - ti_m), pix_left.eq(fld["n_pix"] - ti_pg),
-                     ti_qv.eq(Mux(chan_left >= q_n, q_n, chan_left)), ti_pv.eq(Mux(pix_left >= p_n, p_n, pix_left))]
+        ti_pg_last = Signal()                    # the pixel group is its channel group's last
         issue = Signal()
         op_last = Signal()
         op_first = Signal()
@@ -534,15 +556,20 @@ class Accelerator(wiring.Component):
         with m.If(ti_take):
             m.d.sync += [ti_valid.eq(1), ti_weights.eq(rb_weights), ti_info.eq(rb_info)]
             with m.If(rb_info.first):
-                with m.If(ti_layer_start):
-                    m.d.sync += [ti_layer_start.eq(0), ti_m.eq(0), ti_pg.eq(0), ti_pix_out.eq(0)]
-                with m.Elif(ti_pg + p_n >= fld["n_pix"]):
-                    # next channel group: the pixel lanes restart
-                    m.d.sync += [ti_m.eq(ti_m + q_n), ti_pg.eq(0), ti_pix_out.eq(0)]
-                    for p in range(p_n):
-                        m.d.sync += [group[p].eq(init[p]) for group, init in zip(lanes, lanes_init)]
+                with m.If(ti_layer_start | ti_pg_last):
+                    chan_left = Mux(ti_layer_start, fld["out_c"], ti_chan_left - q_n)
+                    m.d.sync += [ti_layer_start.eq(0), ti_m.eq(Mux(ti_layer_start, 0, ti_m + q_n)),
+                                 ti_chan_left.eq(chan_left), ti_qv.eq(Mux(chan_left >= q_n, q_n, chan_left)),
+                                 ti_pix_left.eq(fld["n_pix"]), ti_pv.eq(Mux(fld["n_pix"] >= p_n, p_n, fld["n_pix"])),
+                                 ti_pg_last.eq(fld["n_pix"] <= p_n), ti_pix_out.eq(0)]
+                    with m.If(~ti_layer_start):
+                        # next channel group: the pixel lanes restart
+                        for p in range(p_n):
+                            m.d.sync += [group[p].eq(init[p]) for group, init in zip(lanes, lanes_init)]
                 with m.Else():
-                    m.d.sync += [ti_pg.eq(ti_pg + p_n), ti_pix_out.eq(ti_pix_out + fld["pm_step"])]
+                    pix_left = ti_pix_left - p_n
+                    m.d.sync += [ti_pix_left.eq(pix_left), ti_pv.eq(Mux(pix_left >= p_n, p_n, pix_left)),
+                                 ti_pg_last.eq(pix_left <= p_n), ti_pix_out.eq(ti_pix_out + fld["pm_step"])]
                     for p in range(p_n):
                         m.d.sync += set_lane(p, step(p, fld["qs"], fld["r_w"], fld["rs"], fld["group_step"]))
         with m.Elif(issue):
@@ -620,7 +647,7 @@ class Accelerator(wiring.Component):
 
         m.d.comb += [
             issue_idle.eq((rows_in_flight == 0) & ~ti_valid & ~rf_valid & ~rf0_valid & ~group_pending
-                           & ~decoder.busy),
+                           & ~decoder.busy & ~entry_valid),
             pipeline_empty.eq(issue_idle & (ops_in_flight == 0) & ~last_in_flight & ~shadow_busy & ~drain_active
                               & (requant_in_flight == 0)),
         ]
@@ -646,18 +673,24 @@ class Accelerator(wiring.Component):
                          sh_qv.eq(pend_qv), sh_pv.eq(pend_pv), d_q.eq(0), d_p.eq(0),
                          d_addr.eq(pend_out), d_row_addr.eq(pend_out),
                          d_bias.eq(fld["bias_base"] + pend_m), d_bias_row.eq(fld["bias_base"] + pend_m)]
-        # D0: pick one sum, read its bias
+        # D0: pick one sum, read its bias; D1: the bias arrives from the block RAM; D2: registered, so the
+        # block RAM's slow clock-to-out does not lead into the requantiser's first adder
         d1_valid = Signal()
         d1_acc = Signal(acc_shape)
         d1_tag = Signal(tag_bits)
+        d2_valid = Signal()
+        d2_acc = Signal(acc_shape)
+        d2_bias = Signal(signed(32))
+        d2_tag = Signal(tag_bits)
+        d2_ready = Signal()
         sel_acc = Signal(acc_shape)
         p_log = ceil_log2(p_n)                  # P is a power of two: sum (q, p) sits at q * P + p
         sel_index = Cat(d_p[:p_log], d_q) if p_log else d_q
         m.d.comb += sel_acc.eq(shadow[sel_index] if q_n * p_n > 1 else shadow[0])
         drain_step = Signal()
-        m.d.comb += drain_step.eq(shadow_busy & requant.i.ready)
+        m.d.comb += [d2_ready.eq(~d2_valid | requant.i.ready), drain_step.eq(shadow_busy & (~d1_valid | d2_ready))]
         m.d.comb += [bias_rd.addr.eq(Mux(busy, d_bias, offset)), bias_rd.en.eq(Mux(busy, drain_step, 1))]
-        m.d.comb += drain_active.eq(d1_valid)
+        m.d.comb += drain_active.eq(d1_valid | d2_valid)
         with m.If(drain_step):
             with m.If(d_bias >= cfg.bias_depth):
                 m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_BIAS_ADDR)]
@@ -669,10 +702,13 @@ class Accelerator(wiring.Component):
                              d_row_addr.eq(d_row_addr + fld["out_c"]), d_bias.eq(d_bias_row)]
             with m.Else():
                 m.d.sync += shadow_busy.eq(0)
-        with m.Elif(requant.i.ready):
+        with m.Elif(d2_ready):
             m.d.sync += d1_valid.eq(0)
-        m.d.comb += [requant.i.valid.eq(d1_valid), requant.i.payload.acc.eq(d1_acc),
-                     requant.i.payload.bias.eq(bias_rd.data.as_signed()), requant.i.payload.tag.eq(d1_tag)]
+        with m.If(d2_ready):
+            # the read port holds its data while not enabled, so a stalled D1 keeps its bias
+            m.d.sync += [d2_valid.eq(d1_valid), d2_acc.eq(d1_acc), d2_bias.eq(bias_rd.data), d2_tag.eq(d1_tag)]
+        m.d.comb += [requant.i.valid.eq(d2_valid), requant.i.payload.acc.eq(d2_acc),
+                     requant.i.payload.bias.eq(d2_bias), requant.i.payload.tag.eq(d2_tag)]
         with m.If(requant.i.valid & requant.i.ready & ~requant.o.valid):
             m.d.sync += requant_in_flight.eq(requant_in_flight + 1)
         with m.Elif(requant.o.valid & ~(requant.i.valid & requant.i.ready)):
@@ -754,7 +790,7 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     pad0 = Mux(is_k3, -1, 0)
                     m.d.sync += set_lane(0, (0, pad0, pad0, fld["base0"]), init=True)
-                    m.d.sync += [init_k.eq(1), pg_o.eq(0), ti_layer_start.eq(1)]
+                    m.d.sync += [init_k.eq(1), pg_o.eq(0), pg_end.eq(0), ti_layer_start.eq(1)]
                     m.next = "INIT_LANES"
                 with m.If(fail):
                     m.next = "IDLE"
@@ -764,19 +800,20 @@ class Accelerator(wiring.Component):
                         m.d.sync += set_lane(k, step(k - 1, 0, 1, fld["stride"], fld["step_x"]), init=True)
                 m.d.sync += init_k.eq(init_k + 1)
                 with m.If(init_k >= p_n - 1 if p_n > 1 else Const(1)):
-                    m.d.sync += [cg_m.eq(0), code_ptr.eq(fld["code_base"]), group_code_start.eq(fld["code_base"]),
-                                 group_code_end.eq(fld["code_base"]),
+                    m.d.sync += [cg_m.eq(0), cg_end.eq(0), code_ptr.eq(fld["code_base"]),
+                                 group_code_start.eq(fld["code_base"]), group_code_end.eq(fld["code_base"]),
                                  bm_ptr.eq(fld["bitmap_base"]), group_basis_ptr.eq(fld["basis_base"])]
                     m.next = "GROUP"
                 with m.If(fail):
                     m.next = "IDLE"
             with m.State("GROUP"):
                 # channel groups outside, pixel groups inside: a channel group's bases load once per layer
-                with m.If(cg_m >= fld["out_c"]):
+                with m.If(cg_end):
                     m.next = "LAYER_END"
-                with m.Elif(pg_o >= fld["n_pix"]):
+                with m.Elif(pg_end):
                     # next channel group; the pixel lanes restart when its first row reaches the tap issuer
-                    m.d.sync += [cg_m.eq(cg_m + q_n), bm_ptr.eq(bm_ptr + fld["bm_words"]),
+                    m.d.sync += [cg_m.eq(cg_m + q_n), cg_end.eq(cg_m + q_n >= fld["out_c"]), pg_end.eq(0),
+                                 bm_ptr.eq(bm_ptr + fld["bm_words"]),
                                  group_basis_ptr.eq(group_basis_ptr + (fld["n_blocks"] << 1) + fld["n_blocks"]),
                                  code_ptr.eq(group_code_end), group_code_start.eq(group_code_end), pg_o.eq(0)]
                 with m.Elif(~decoder.busy & ~group_pending):
@@ -787,17 +824,17 @@ class Accelerator(wiring.Component):
                         with m.If((bm_ptr + fld["bm_words"] > cfg.bitmap_depth)
                                   | (group_basis_ptr + 2 >= cfg.basis_rows)):
                             m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_WEIGHT_ADDR)]
-                    m.d.sync += [group_pending.eq(1), rf_first_pending.eq(1), block_next.eq(fld["block_rows"]),
-                                 block_ptr.eq(group_basis_ptr)]
+                    m.d.sync += [group_pending.eq(1), rf_first_pending.eq(1)]
                     m.next = "DECODE"
                 with m.If(fail):
                     m.next = "IDLE"
             with m.State("DECODE"):
                 # wait until the decoder has handed out the group's last entry
-                with m.If(accept_row & decoder.o.payload.last):
+                with m.If(accept_row & entry.last):
                     # the next pixel group re-reads this channel group's codes
-                    m.d.sync += [group_pending.eq(0), pg_o.eq(pg_o + p_n), code_ptr.eq(group_code_start),
-                                 group_code_end.eq(code_ptr + ~decoder.o.payload.empty),
+                    m.d.sync += [group_pending.eq(0), pg_o.eq(pg_o + p_n), pg_end.eq(pg_o + p_n >= fld["n_pix"]),
+                                 code_ptr.eq(group_code_start),
+                                 group_code_end.eq(code_ptr + ~entry.empty),
                                  # conv 3x3 row slots 4c + 3 do not exist: not counted as skipped
                                  skipped.eq(skipped + decoder.skipped_count
                                             - (Mux(is_k3, fld["in_c"], 0) if sd else 0))]
@@ -823,6 +860,7 @@ class Accelerator(wiring.Component):
         # the start of a run clears every pipeline register (submodules are reset by ResetInserter)
         with m.If(flush):
             m.d.sync += [rf0_valid.eq(0), rf_valid.eq(0), ti_valid.eq(0), rows_in_flight.eq(0), ops_in_flight.eq(0),
-                         last_in_flight.eq(0), shadow_busy.eq(0), d1_valid.eq(0), requant_in_flight.eq(0),
-                         group_pending.eq(0), op_delay.eq(0), dp_fail_r.eq(0), ti_layer_start.eq(0)]
+                         last_in_flight.eq(0), shadow_busy.eq(0), d1_valid.eq(0), d2_valid.eq(0),
+                         requant_in_flight.eq(0), group_pending.eq(0), op_delay.eq(0), dp_fail_r.eq(0),
+                         ti_layer_start.eq(0)]
         return m

@@ -80,10 +80,13 @@ class Requantiser(_RequantiserPorts):
        added to the low product;
     5. and 6. the 64-bit ``ab + nudge`` assembled in two adds of at most 35 bits each (no 64-bit carry);
     7. truncating (toward zero) division by ``2**31``;
-    8. RoundingDivideByPOT by ``max(shift, 0)`` (ties away from zero);
-    9. ``+ zero_point`` and the clamp; the output register.
+    8. RoundingDivideByPOT by ``max(shift, 0)`` (ties away from zero): the arithmetic shift and the
+       rounding decision, side by side (its thresholds are per-layer registers);
+    9. the rounding added to the shifted value saturated to 10 bits (any value beyond stays beyond the
+       int8 clamp after an int8 zero point);
+    10. ``+ zero_point`` and the clamp; the output register.
 
-    Latency: :attr:`LATENCY` = 9 cycles from the input handshake to the output handshake when the output is
+    Latency: :attr:`LATENCY` = 10 cycles from the input handshake to the output handshake when the output is
     never stalled. Throughput: one element per cycle (valid/ready streams; the whole pipeline advances
     when the output register is empty or being read, so backpressure stalls every stage).
 
@@ -114,7 +117,7 @@ class Requantiser(_RequantiserPorts):
         Requantised activations with their tags.
     """
 
-    LATENCY = 9
+    LATENCY = 10
 
     def elaborate(self, platform):
         m = Module()
@@ -145,13 +148,18 @@ class Requantiser(_RequantiserPorts):
         overflow_mask = Signal(32)              # bits that must all equal the sign for s << left_shift to fit
         shift_32 = Signal()                     # left shift by 32: only 0 fits
         round_mask = Signal(32)
+        round_half = Signal(32)                 # RoundingDivideByPOT's threshold for a non-negative value
+        round_half_neg = Signal(32)             # ... and for a negative one (one more)
+        right = Mux(self.shift > 0, self.shift, 0).as_unsigned()[:5]
         left = Mux(self.shift < 0, -self.shift, 0)
         m.d.sync += [
             left_shift.eq(left),
             right_shift.eq(Mux(self.shift > 0, self.shift, 0)),
             overflow_mask.eq(Mux(left >= 31, 0xFFFFFFFF, ~((Const(1, 33) << (31 - left)[:5]) - 1))),
             shift_32.eq(left == 32),
-            round_mask.eq((Const(1, 33) << Mux(self.shift > 0, self.shift, 0).as_unsigned()[:5]) - 1),
+            round_mask.eq((Const(1, 33) << right) - 1),
+            round_half.eq(((Const(1, 33) << right) - 1) >> 1),
+            round_half_neg.eq((((Const(1, 33) << right) - 1) >> 1) + 1),
         ]
 
         # Stage 2: left shift (0..32), saturated to int32: it overflows unless the bits under the mask all
@@ -247,34 +255,48 @@ class Requantiser(_RequantiserPorts):
                 s7_high.eq((s6_nudged >> 31) + truncate_up),
             ]
 
-        # Stage 8: RoundingDivideByPOT(high, max(shift, 0)).
+        # Stage 8: RoundingDivideByPOT(high, max(shift, 0)), its shift and its rounding decision side by side.
         s8_valid = Signal()
         s8_tag = Signal(tag_bits)
-        s8_y = Signal(signed(32))
+        s8_shifted = Signal(signed(32))
+        s8_round_up = Signal()
         round_rem = Signal(32)
-        round_threshold = Signal(32)
-        m.d.comb += [
-            round_rem.eq(s7_high.as_unsigned() & round_mask),
-            round_threshold.eq((round_mask >> 1) + (s7_high < 0)),
-        ]
+        m.d.comb += round_rem.eq(s7_high.as_unsigned() & round_mask)
         with m.If(advance):
             m.d.sync += [
                 s8_valid.eq(s7_valid),
                 s8_tag.eq(s7_tag),
-                s8_y.eq((s7_high >> right_shift) + (round_rem > round_threshold)),
+                s8_shifted.eq(s7_high >> right_shift),
+                s8_round_up.eq(round_rem > Mux(s7_high < 0, round_half_neg, round_half)),
             ]
 
-        # Stage 9: zero point and clamp, into the output register.
-        with_zp = Signal(signed(33))
-        above_min = Signal(signed(33))
+        # Stage 9: the rounding added to the shifted value narrowed to 10 bits: beyond -512..511 the result
+        # only has to stay beyond the int8 clamp bounds after adding an int8 zero point, so +-512 will do.
+        s9_valid = Signal()
+        s9_tag = Signal(tag_bits)
+        s9_y = Signal(signed(11))
+        upper = s8_shifted[9:]
+        narrow = Signal(signed(10))
+        m.d.comb += narrow.eq(Mux(upper.all() | ~upper.any(), s8_shifted[:10],
+                                  Mux(s8_shifted < 0, -512, 511)))
+        with m.If(advance):
+            m.d.sync += [
+                s9_valid.eq(s8_valid),
+                s9_tag.eq(s8_tag),
+                s9_y.eq(narrow + s8_round_up),
+            ]
+
+        # Stage 10: zero point and clamp, into the output register.
+        with_zp = Signal(signed(12))
+        above_min = Signal(signed(12))
         m.d.comb += [
-            with_zp.eq(s8_y + self.zero_point),
+            with_zp.eq(s9_y + self.zero_point),
             above_min.eq(Mux(with_zp < self.act_min, self.act_min, with_zp)),
         ]
         with m.If(advance):
             m.d.sync += [
-                self.o.valid.eq(s8_valid),
-                self.o.payload.tag.eq(s8_tag),
+                self.o.valid.eq(s9_valid),
+                self.o.payload.tag.eq(s9_tag),
                 self.o.payload.value.eq(Mux(above_min > self.act_max, self.act_max, above_min)),
             ]
         return m

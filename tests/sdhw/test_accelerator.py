@@ -95,8 +95,11 @@ def test_zero_rows_are_skipped_and_cost_no_cycles():
         cycles[prune] = result["cycles"]
         if prune:
             assert result["skipped"] == 16 // 4 * 16, result["skipped"]        # 16 of 32 rows, 4 groups
+    # every skipped row saves exactly its three tap cycles; the rest (descriptor fetch, pipeline fill and
+    # drain) is the same for both
+    assert cycles[0.0] - cycles[0.5] == 3 * 16 // 4 * 16, f"seed {seed}: cycles {cycles}"
     ratio = cycles[0.5] / cycles[0.0]
-    assert 0.45 <= ratio <= 0.6, f"seed {seed}: cycles {cycles}, ratio {ratio:.3f}"
+    assert 0.45 <= ratio <= 0.65, f"seed {seed}: cycles {cycles}, ratio {ratio:.3f}"
 
 
 CORRUPTIONS = {
