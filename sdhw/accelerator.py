@@ -215,14 +215,17 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.comb += [port.addr.eq(offset), port.data.eq(bus.w_data[:8]), port.en.eq(host_sel)]
 
-        # host reads: hb.READ_LATENCY = 2 cycles; the memories' read data and the counters are multiplexed in
-        # the cycle after r_en and registered, so no block RAM output drives logic outside the accelerator
+        # host reads: hb.READ_LATENCY = 3 cycles. The cycle after r_en every source is registered as it is (the
+        # block RAMs' read data straight from their outputs, the counters through the CSR multiplexer); the
+        # next cycle the region's register is selected into r_data. No block RAM output drives logic.
         r_region = Signal(4)
+        r_region2 = Signal(4)
         r_offset = Signal(16)
         r_pending = Signal()
+        r_pending2 = Signal()
         read_data = Signal(32)
-        m.d.sync += [r_pending.eq(bus.r_en), bus.r_valid.eq(r_pending), r_region.eq(region), r_offset.eq(offset),
-                     bus.r_data.eq(read_data)]
+        m.d.sync += [r_pending.eq(bus.r_en), r_pending2.eq(r_pending), bus.r_valid.eq(r_pending2),
+                     r_region.eq(region), r_region2.eq(r_region), r_offset.eq(offset), bus.r_data.eq(read_data)]
         csr = Signal(32)
         lanes_word = Const(q_n | (p_n << 16), 32)
         depths = [cfg.desc_layers, cfg.act_depth, cfg.code_depth, cfg.bitmap_depth if sd else 0,
@@ -246,23 +249,30 @@ class Accelerator(wiring.Component):
             for k, depth in enumerate(depths):
                 with m.Case(hb.CSR_DEPTHS + k):
                     m.d.comb += csr.eq(depth)
-        act_host_data = [Signal(8, name=f"act{b}_host_data") for b in range(2)]
-        for b in range(2):
-            m.d.comb += act_host_data[b].eq(act_rd[b][0].data)
-        with m.Switch(r_region):
+        desc_data = Signal(32)                  # the descriptor block RAM's output, registered (also for FETCH)
+        m.d.sync += desc_data.eq(desc_rd.data)
+        csr_q = Signal(32)
+        bias_q = Signal(32)
+        bitmap_q = Signal(32)
+        act_q = [Signal(8, name=f"act{b}_host_q") for b in range(2)]
+        m.d.sync += [csr_q.eq(csr), bias_q.eq(bias_rd.data), act_q[0].eq(act_rd[0][0].data),
+                     act_q[1].eq(act_rd[1][0].data)]
+        if sd:
+            m.d.sync += bitmap_q.eq(bitmap_rd.data)
+        with m.Switch(r_region2):
             with m.Case(hb.REGION_CSR):
-                m.d.comb += read_data.eq(csr)
+                m.d.comb += read_data.eq(csr_q)
             with m.Case(hb.REGION_DESC):
-                m.d.comb += read_data.eq(desc_rd.data)
+                m.d.comb += read_data.eq(desc_data)
             with m.Case(hb.REGION_BIAS):
-                m.d.comb += read_data.eq(bias_rd.data)
+                m.d.comb += read_data.eq(bias_q)
             if sd:
                 with m.Case(hb.REGION_BITMAP):
-                    m.d.comb += read_data.eq(bitmap_rd.data)
+                    m.d.comb += read_data.eq(bitmap_q)
             with m.Case(hb.REGION_ACT0):
-                m.d.comb += read_data.eq(act_host_data[0].as_signed())
+                m.d.comb += read_data.eq(act_q[0].as_signed())
             with m.Case(hb.REGION_ACT1):
-                m.d.comb += read_data.eq(act_host_data[1].as_signed())
+                m.d.comb += read_data.eq(act_q[1].as_signed())
 
         # ---------------------------------------------------------------------------- sub-blocks
         decoder = RowDecoder(addr_bits=_bits(cfg.bitmap_depth), row_bits=r_bits, dense=cfg.dense)
@@ -322,14 +332,44 @@ class Accelerator(wiring.Component):
         # the lanes' state at pixel group 0, restored at the start of every channel group
         lanes_init = tuple([Signal.like(sig, name=f"{sig.name}_init") for sig in group] for group in lanes)
 
-        def step(p_src, dq_s, dr, dr_s, dbase):
-            """Values of a pixel lane advanced by (dq rows, dr columns); returns (ox, iy, ix, base)."""
-            ox = lane_ox[p_src] + dr
-            wrap = ox >= fld["out_w"]
-            return (Mux(wrap, ox - fld["out_w"], ox),
-                    lane_iy[p_src] + dq_s + Mux(wrap, fld["stride"], 0),
-                    lane_ix[p_src] + dr_s - Mux(wrap, fld["wo_s"], 0),
-                    lane_base[p_src] + dbase + Mux(wrap, fld["row_wrap"], 0))
+        # Stepping a pixel lane by (dq rows, dr columns) wraps at the row end: ox + dr >= out_w. Both outcomes
+        # are summed a cycle ahead, in registers, from the lane's state and per-layer step constants (the
+        # wrapped sums' constants pre-added), so a step is a sign bit and a multiplexer. Two step kinds:
+        # the group step (P pixels on) and, while the lanes are set up, the step from lane k - 1 to lane k.
+        init_mode = Signal()                     # lanes being set up: the steppers make the lane-to-lane step
+        lanes_changed = Signal()                 # a lane (or init_mode) changes this cycle
+        lanes_settled = Signal()                 # the steppers' sums are those of the current lanes
+        m.d.sync += lanes_settled.eq(~lanes_changed)
+        stride = fld["stride"]
+        consts = {                               # name: (width, signed, group step, lane-to-lane step)
+            "dr": (u_bits + 1, False, fld["r_w"], 1),
+            "dr_w": (u_bits + 2, True, fld["r_w"] - fld["out_w"], 1 - fld["out_w"]),
+            "dq": (i_bits, True, fld["qs"], 0),
+            "dq_w": (i_bits, True, fld["qs"] + stride, stride),
+            "ds": (i_bits, True, fld["rs"], stride),
+            "ds_w": (i_bits, True, fld["rs"] - fld["wo_s"], stride - fld["wo_s"]),
+            "db": (s_bits, True, fld["group_step"], fld["step_x"]),
+            "db_w": (s_bits, True, fld["group_step"] + fld["row_wrap"], fld["step_x"] + fld["row_wrap"]),
+        }
+        k_sel = {}
+        for name, (width, is_signed, group_value, init_value) in consts.items():
+            shape = signed(width) if is_signed else unsigned(width)
+            k_group = Signal(shape, name=f"kstep_{name}")
+            k_init = Signal(shape, name=f"kinit_{name}")
+            m.d.sync += [k_group.eq(group_value), k_init.eq(init_value)]        # the fields are stable
+            k_sel[name] = Mux(init_mode, k_init, k_group)
+        steppers = []
+        for p in range(p_n):
+            ox = Signal(u_bits + 2, name=f"step{p}_ox")
+            ox_w = Signal(signed(u_bits + 3), name=f"step{p}_ox_w")
+            sums = [(Signal(signed(i_bits), name=f"step{p}_iy"), Signal(signed(i_bits), name=f"step{p}_iy_w")),
+                    (Signal(signed(i_bits), name=f"step{p}_ix"), Signal(signed(i_bits), name=f"step{p}_ix_w")),
+                    (Signal(signed(s_bits), name=f"step{p}_base"), Signal(signed(s_bits), name=f"step{p}_base_w"))]
+            m.d.sync += [ox.eq(lane_ox[p] + k_sel["dr"]), ox_w.eq(lane_ox[p] + k_sel["dr_w"])]
+            for (plain, wrapped), src, k in zip(sums, (lane_iy, lane_ix, lane_base), ("dq", "ds", "db")):
+                m.d.sync += [plain.eq(src[p] + k_sel[k]), wrapped.eq(src[p] + k_sel[k + "_w"])]
+            wrap = ~ox_w[-1]
+            steppers.append((Mux(wrap, ox_w, ox), *(Mux(wrap, wrapped, plain) for plain, wrapped in sums)))
 
         def set_lane(p, values, init=False):
             stmts = [group[p].eq(v) for group, v in zip(lanes, values)]
@@ -551,27 +591,40 @@ class Accelerator(wiring.Component):
         op_first = Signal()
         op_final_tap = Signal()
         m.d.comb += [op_final_tap.eq(ti_info.final), op_last.eq(ti_info.last), op_first.eq(ti_info.first)]
-        m.d.comb += issue.eq(ti_valid & busy & ~(op_last & (shadow_busy | last_in_flight)))
-        m.d.comb += ti_take.eq(rb_valid & (~ti_valid | issue))
-        with m.If(ti_take):
-            m.d.sync += [ti_valid.eq(1), ti_weights.eq(rb_weights), ti_info.eq(rb_info)]
-            with m.If(rb_info.first):
-                with m.If(ti_layer_start | ti_pg_last):
-                    chan_left = Mux(ti_layer_start, fld["out_c"], ti_chan_left - q_n)
-                    m.d.sync += [ti_layer_start.eq(0), ti_m.eq(Mux(ti_layer_start, 0, ti_m + q_n)),
-                                 ti_chan_left.eq(chan_left), ti_qv.eq(Mux(chan_left >= q_n, q_n, chan_left)),
-                                 ti_pix_left.eq(fld["n_pix"]), ti_pv.eq(Mux(fld["n_pix"] >= p_n, p_n, fld["n_pix"])),
-                                 ti_pg_last.eq(fld["n_pix"] <= p_n), ti_pix_out.eq(0)]
-                    with m.If(~ti_layer_start):
-                        # next channel group: the pixel lanes restart
-                        for p in range(p_n):
-                            m.d.sync += [group[p].eq(init[p]) for group, init in zip(lanes, lanes_init)]
-                with m.Else():
-                    pix_left = ti_pix_left - p_n
-                    m.d.sync += [ti_pix_left.eq(pix_left), ti_pv.eq(Mux(pix_left >= p_n, p_n, pix_left)),
-                                 ti_pg_last.eq(pix_left <= p_n), ti_pix_out.eq(ti_pix_out + fld["pm_step"])]
+        # a group's first op steps the group counters and the pixel lanes while it waits in the tap issuer, one
+        # cycle before it can issue: the step is decided from registers, and taking a tap only loads the
+        # tap issuer's registers (a small fan-out on the path from the tap queue)
+        ti_stepped = Signal()                    # the held op's group step is done
+        step_now = Signal()
+        m.d.comb += [
+            step_now.eq(ti_valid & op_first & ~ti_stepped & lanes_settled),
+            issue.eq(ti_valid & busy & ~(op_last & (shadow_busy | last_in_flight)) & (~op_first | ti_stepped)),
+            ti_take.eq(rb_valid & (~ti_valid | issue)),
+        ]
+        with m.If(~ti_valid | issue):
+            # without a tap to take these registers hold nothing (ti_valid goes low)
+            m.d.sync += [ti_weights.eq(rb_weights), ti_info.eq(rb_info), ti_stepped.eq(0)]
+        with m.If(step_now):
+            m.d.sync += ti_stepped.eq(1)
+            m.d.comb += lanes_changed.eq(1)
+            with m.If(ti_layer_start | ti_pg_last):
+                chan_left = Mux(ti_layer_start, fld["out_c"], ti_chan_left - q_n)
+                m.d.sync += [ti_layer_start.eq(0), ti_m.eq(Mux(ti_layer_start, 0, ti_m + q_n)),
+                             ti_chan_left.eq(chan_left), ti_qv.eq(Mux(chan_left >= q_n, q_n, chan_left)),
+                             ti_pix_left.eq(fld["n_pix"]), ti_pv.eq(Mux(fld["n_pix"] >= p_n, p_n, fld["n_pix"])),
+                             ti_pg_last.eq(fld["n_pix"] <= p_n), ti_pix_out.eq(0)]
+                with m.If(~ti_layer_start):
+                    # next channel group: the pixel lanes restart
                     for p in range(p_n):
-                        m.d.sync += set_lane(p, step(p, fld["qs"], fld["r_w"], fld["rs"], fld["group_step"]))
+                        m.d.sync += [group[p].eq(init[p]) for group, init in zip(lanes, lanes_init)]
+            with m.Else():
+                pix_left = ti_pix_left - p_n
+                m.d.sync += [ti_pix_left.eq(pix_left), ti_pv.eq(Mux(pix_left >= p_n, p_n, pix_left)),
+                             ti_pg_last.eq(pix_left <= p_n), ti_pix_out.eq(ti_pix_out + fld["pm_step"])]
+                for p in range(p_n):
+                    m.d.sync += set_lane(p, steppers[p])
+        with m.If(ti_take):
+            m.d.sync += ti_valid.eq(1)
         with m.Elif(issue):
             m.d.sync += ti_valid.eq(0)
         with m.If(busy & ~issue):
@@ -716,8 +769,6 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------------------- the layer loop
         m.d.comb += [desc_rd.addr.eq(Mux(busy, Cat(desc_word[:5], layer_idx), offset)), desc_rd.en.eq(1)]
-        desc_data = Signal(32)
-        m.d.sync += desc_data.eq(desc_rd.data)
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(start_req):
@@ -790,17 +841,22 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     pad0 = Mux(is_k3, -1, 0)
                     m.d.sync += set_lane(0, (0, pad0, pad0, fld["base0"]), init=True)
-                    m.d.sync += [init_k.eq(1), pg_o.eq(0), pg_end.eq(0), ti_layer_start.eq(1)]
+                    m.d.sync += [init_k.eq(1), init_mode.eq(1), pg_o.eq(0), pg_end.eq(0), ti_layer_start.eq(1)]
+                    m.d.comb += lanes_changed.eq(1)
                     m.next = "INIT_LANES"
                 with m.If(fail):
                     m.next = "IDLE"
             with m.State("INIT_LANES"):
+                # lane k is lane k - 1 stepped one output pixel on, once the steppers have lane k - 1
                 for k in range(1, p_n):
-                    with m.If(init_k == k):
-                        m.d.sync += set_lane(k, step(k - 1, 0, 1, fld["stride"], fld["step_x"]), init=True)
-                m.d.sync += init_k.eq(init_k + 1)
-                with m.If(init_k >= p_n - 1 if p_n > 1 else Const(1)):
-                    m.d.sync += [cg_m.eq(0), cg_end.eq(0), code_ptr.eq(fld["code_base"]),
+                    with m.If((init_k == k) & lanes_settled):
+                        m.d.sync += set_lane(k, steppers[k - 1], init=True)
+                        m.d.comb += lanes_changed.eq(1)
+                with m.If(lanes_settled):
+                    m.d.sync += init_k.eq(init_k + 1)
+                with m.If((init_k >= p_n - 1) & lanes_settled if p_n > 1 else Const(1)):
+                    m.d.comb += lanes_changed.eq(1)
+                    m.d.sync += [init_mode.eq(0), cg_m.eq(0), cg_end.eq(0), code_ptr.eq(fld["code_base"]),
                                  group_code_start.eq(fld["code_base"]), group_code_end.eq(fld["code_base"]),
                                  bm_ptr.eq(fld["bitmap_base"]), group_basis_ptr.eq(fld["basis_base"])]
                     m.next = "GROUP"

@@ -4,8 +4,9 @@ from amaranth.lib.wiring import Out
 
 ADDR_BITS = 20
 
-#: Cycles from ``r_en`` to ``r_data`` (``r_valid`` high): the read data leaves the accelerator from a register.
-READ_LATENCY = 2
+#: Cycles from ``r_en`` to ``r_data`` (``r_valid`` high): the memories' read data is registered as it leaves
+#: the block RAMs, multiplexed, and registered again as it leaves the accelerator.
+READ_LATENCY = 3
 
 #: From the host's side. ``r_data`` is valid (``r_valid`` high) exactly :data:`READ_LATENCY` cycles after
 #: ``r_en``; initiators should wait for ``r_valid``.
