@@ -401,8 +401,8 @@ class Accelerator(wiring.Component):
 
         with m.If(busy & ~fail):
             m.d.sync += cycles.eq(cycles + 1)
-        # the MAC count is pipelined (issue -> lanes x channels -> counter) off the issue path; it lands two
-        # cycles after an issue, long before the run's last output is written
+        # the MAC count is pipelined (issue -> m1 -> lanes x channels -> counter) off the issue path; it lands
+        # three cycles after an issue, long before the run's last output is written
         mac_issue = Signal()
         mac_live = Signal(range(cfg.pixel_lanes + 1))
         mac_chans = Signal(range(cfg.channel_lanes + 1))
@@ -639,28 +639,18 @@ class Accelerator(wiring.Component):
         pad = [Signal(name=f"tap{p}_pad") for p in range(p_n)]
         kill = [Signal(name=f"tap{p}_kill") for p in range(p_n)]
         addr_bad = Signal()
-        bad_terms = []
         for p in range(p_n):
             iy = lane_iy[p] + kr
             ix = lane_ix[p] + ti_tap
             m.d.comb += [act_addr[p].eq(lane_base[p] + tap_off),
                          pad[p].eq(is_k3 & ((iy < 0) | (iy >= fld["in_h"]) | (ix < 0) | (ix >= fld["in_w"]))),
                          kill[p].eq(chan_kill | ti_info.empty | (ti_pv <= p))]
-            bad_terms.append(~pad[p] & ~kill[p] & ((act_addr[p] < 0) | (act_addr[p] >= fld["in_size"])))
             for b in range(2):
                 port = act_rd[b][p]
                 if p == 0:
                     m.d.comb += [port.addr.eq(Mux(busy, act_addr[p], offset)), port.en.eq(1)]
                 else:
                     m.d.comb += [port.addr.eq(act_addr[p]), port.en.eq(1)]
-        m.d.comb += addr_bad.eq(issue & Cat(*bad_terms).any())
-        with m.If(addr_bad):
-            m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_ACT_ADDR)]
-
-        # count MACs: valid channel lanes x pixel lanes doing real work
-        live = Signal(range(p_n + 1))
-        m.d.comb += live.eq(sum((~kill[p]).as_unsigned() for p in range(p_n)))
-        m.d.sync += [mac_issue.eq(issue), mac_live.eq(live), mac_chans.eq(ti_qv)]
 
         # stage after issue: activation data arrives; form the MAC inputs
         m1_valid = Signal()
@@ -670,8 +660,22 @@ class Accelerator(wiring.Component):
         m1_pad = Signal(p_n)
         m1_kill = Signal(p_n)
         m1_buf = Signal()
+        m1_qv = Signal.like(ti_qv)
+        m1_addr = [Signal(signed(s_bits), name=f"m1_addr{p}") for p in range(p_n)]
         m.d.sync += [m1_valid.eq(issue), m1_first.eq(op_first), m1_last.eq(op_last), m1_buf.eq(in_buf),
-                     m1_pad.eq(Cat(*pad)), m1_kill.eq(Cat(*kill))]
+                     m1_pad.eq(Cat(*pad)), m1_kill.eq(Cat(*kill)), m1_qv.eq(ti_qv)]
+        m.d.sync += [m1_addr[p].eq(act_addr[p]) for p in range(p_n)]
+        # the read addresses' range check, a cycle after the read (from registers; the failure is registered
+        # once more before it stops the run)
+        bad_terms = [~m1_pad[p] & ~m1_kill[p] & ((m1_addr[p] < 0) | (m1_addr[p] >= fld["in_size"]))
+                     for p in range(p_n)]
+        m.d.comb += addr_bad.eq(m1_valid & Cat(*bad_terms).any())
+        with m.If(addr_bad):
+            m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_ACT_ADDR)]
+        # count MACs: valid channel lanes x pixel lanes doing real work
+        live = Signal(range(p_n + 1))
+        m.d.comb += live.eq(sum((~m1_kill[p]).as_unsigned() for p in range(p_n)))
+        m.d.sync += [mac_issue.eq(m1_valid), mac_live.eq(live), mac_chans.eq(m1_qv)]
         for q in range(q_n):
             m.d.sync += m1_w[q].eq(ti_weights[q])          # 0 for an empty entry (its codes are 0)
         m.d.comb += [mac.valid.eq(m1_valid), mac.first.eq(m1_first), mac.last.eq(m1_last), mac.weights.eq(m1_w)]
@@ -721,9 +725,12 @@ class Accelerator(wiring.Component):
         d_row_addr = Signal(a_bits)              # output address of (d_p, 0)
         d_bias = Signal(_holds((1 << zb_bits) + (1 << m_bits) + q_n))    # bias entry of channel sh_m + d_q
         d_bias_row = Signal.like(d_bias)                                   # ... of channel sh_m
+        d_q_last = Signal()                      # d_q + 1 >= sh_qv, registered with d_q
+        d_p_last = Signal()                      # d_p + 1 >= sh_pv, registered with d_p
         with m.If(mac.done):
             m.d.sync += [shadow.eq(mac.acc), shadow_busy.eq(1), last_in_flight.eq(0), sh_m.eq(pend_m),
                          sh_qv.eq(pend_qv), sh_pv.eq(pend_pv), d_q.eq(0), d_p.eq(0),
+                         d_q_last.eq(pend_qv <= 1), d_p_last.eq(pend_pv <= 1),
                          d_addr.eq(pend_out), d_row_addr.eq(pend_out),
                          d_bias.eq(fld["bias_base"] + pend_m), d_bias_row.eq(fld["bias_base"] + pend_m)]
         # D0: pick one sum, read its bias; D1: the bias arrives from the block RAM; D2: registered, so the
@@ -748,10 +755,12 @@ class Accelerator(wiring.Component):
             with m.If(d_bias >= cfg.bias_depth):
                 m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_BIAS_ADDR)]
             m.d.sync += [d1_valid.eq(1), d1_acc.eq(sel_acc), d1_tag.eq(d_addr)]
-            with m.If(d_q + 1 < sh_qv):
-                m.d.sync += [d_q.eq(d_q + 1), d_addr.eq(d_addr + 1), d_bias.eq(d_bias + 1)]
-            with m.Elif(d_p + 1 < sh_pv):
-                m.d.sync += [d_q.eq(0), d_p.eq(d_p + 1), d_addr.eq(d_row_addr + fld["out_c"]),
+            with m.If(~d_q_last):
+                m.d.sync += [d_q.eq(d_q + 1), d_q_last.eq(d_q + 2 >= sh_qv), d_addr.eq(d_addr + 1),
+                             d_bias.eq(d_bias + 1)]
+            with m.Elif(~d_p_last):
+                m.d.sync += [d_q.eq(0), d_q_last.eq(sh_qv <= 1), d_p.eq(d_p + 1), d_p_last.eq(d_p + 2 >= sh_pv),
+                             d_addr.eq(d_row_addr + fld["out_c"]),
                              d_row_addr.eq(d_row_addr + fld["out_c"]), d_bias.eq(d_bias_row)]
             with m.Else():
                 m.d.sync += shadow_busy.eq(0)

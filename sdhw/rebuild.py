@@ -32,13 +32,15 @@ class RebuildUnit(wiring.Component):
     shift by ``wshift`` (clamped to the sum's width, beyond which the result is 0 anyway) and the symmetric
     saturation.
 
-    ``wshift`` is a per-layer setting: hold it stable while a tap is in the pipeline. ``tag`` passes through
+    ``wshift`` is a per-layer setting: hold it stable while a tap is in the pipeline, and from one cycle
+    before the first (its clamped amount and rounding constant are registered). ``tag`` passes through
     unchanged.
 
     Pipeline (one register stage each): 1. the three shifted terms (ones' complement) and the correction
-    addend; 2. their sum ``exact_j + 2**(wshift-1)``; 3. the shift and saturation, into the output register.
+    addend; 2. their sum ``exact_j + 2**(wshift-1)``; 3. the arithmetic shift; 4. the saturation, into the
+    output register.
 
-    Latency: :attr:`LATENCY` = 3 cycles from the input handshake to the output handshake when the output is
+    Latency: :attr:`LATENCY` = 4 cycles from the input handshake to the output handshake when the output is
     never stalled. Throughput: one tap (one weight) per cycle (valid/ready streams; the whole pipeline
     advances when the output register is empty or being read, so units fed in lockstep stay in lockstep).
 
@@ -62,7 +64,7 @@ class RebuildUnit(wiring.Component):
         The taps' MAC weights ``w_j``.
     """
 
-    LATENCY = 3
+    LATENCY = 4
 
     def __init__(self, *, exp_bits: int = 2, weight_bits: int = 8, tag_bits: int = 0):
         _check_int("exp_bits", exp_bits, 1, 4)
@@ -111,12 +113,13 @@ class RebuildUnit(wiring.Component):
             self.i.ready.eq(advance),
         ]
 
-        # Per-layer shift: clamped amount and rounding constant (shared by all units fed the same wshift).
+        # Per-layer shift: clamped amount and rounding constant, registered (off every tap's path).
         shift = Signal(range(exact_bits + 1))
         half = Signal(sum_bits)
-        m.d.comb += [
-            shift.eq(Mux(self.wshift > exact_bits, exact_bits, self.wshift)),
-            half.eq((Const(1, sum_bits + 1) << shift)[1:]),
+        clamped = Mux(self.wshift > exact_bits, exact_bits, self.wshift)
+        m.d.sync += [
+            shift.eq(clamped),
+            half.eq((Const(1, sum_bits + 1) << clamped)[1:]),
         ]
 
         # Stage 1: term_k = (B[k][j] << |c_k|) >> 1 (input zeroed for |c_k| = 0), complemented if negative.
@@ -153,15 +156,25 @@ class RebuildUnit(wiring.Component):
                 s2_sum.eq(s1_terms[0] + s1_terms[1] + s1_terms[2] + s1_corr.as_signed()),
             ]
 
-        # Stage 3: arithmetic shift by the clamped wshift, symmetric saturation.
-        shifted_sum = Signal(signed(sum_bits))
-        m.d.comb += shifted_sum.eq(s2_sum >> shift)
+        # Stage 3: arithmetic shift by the clamped wshift.
+        s3_valid = Signal()
+        s3_tag = Signal(max(1, self._tag_bits))
+        s3_shifted = Signal(signed(sum_bits))
         with m.If(advance):
             m.d.sync += [
-                self.o.valid.eq(s2_valid),
+                s3_valid.eq(s2_valid),
+                s3_tag.eq(s2_tag),
+                s3_shifted.eq(s2_sum >> shift),
+            ]
+
+        # Stage 4: symmetric saturation.
+        shifted_sum = s3_shifted
+        with m.If(advance):
+            m.d.sync += [
+                self.o.valid.eq(s3_valid),
                 self.o.payload.weight.eq(Mux(shifted_sum > qmax, qmax,
                                              Mux(shifted_sum < -qmax, -qmax, shifted_sum))),
             ]
             if self._tag_bits:
-                m.d.sync += self.o.payload.tag.eq(s2_tag)
+                m.d.sync += self.o.payload.tag.eq(s3_tag)
         return m
