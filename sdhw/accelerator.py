@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import hostbus as hb
-from .config import DESC_WORDS, VERSION, AcceleratorConfig
+from .config import DESC_WORDS, DEVICES, VERSION, AcceleratorConfig
 from .decoder import RowDecoder
 from .descriptor import FIELDS, KIND_END, KIND_K1, KIND_K3, USED_WORDS
 from .mac_array import MacArray
@@ -76,6 +76,11 @@ class Accelerator(wiring.Component):
         # image coordinates in (-2 D, 2 D) (I bits, signed); rows in hardware order number at most 4 D (R bits).
         # Address steps are taken modulo 2**S (exact for every lane a program uses); descriptor fields wider
         # than their register are checked on fetch and raise the error their range check raises.
+        # iCE40 builds are area-bound (and their clock is set by long carry chains, not by block RAM outputs):
+        # they leave out the registers that only shorten ECP5 paths — the decoder's entry queue and read-data
+        # register, the rebuild input register, the lane steppers' sums and the host read port's per-memory
+        # registers (ECP5's block RAM clock-to-out is 5.8 ns in nextpnr's -6 timing model)
+        lean = DEVICES[cfg.device].family == "ice40"
         depth = cfg.act_depth
         a_bits = _bits(depth)
         u_bits = _holds(depth)
@@ -255,37 +260,49 @@ class Accelerator(wiring.Component):
         bias_q = Signal(32)
         bitmap_q = Signal(32)
         act_q = [Signal(8, name=f"act{b}_host_q") for b in range(2)]
-        m.d.sync += [csr_q.eq(csr), bias_q.eq(bias_rd.data), act_q[0].eq(act_rd[0][0].data),
-                     act_q[1].eq(act_rd[1][0].data)]
+        # lean builds multiplex first and register the result twice (the same latency, fewer flip-flops)
+        read_domain = m.d.comb if lean else m.d.sync
+        read_domain += [csr_q.eq(csr), bias_q.eq(bias_rd.data), act_q[0].eq(act_rd[0][0].data),
+                        act_q[1].eq(act_rd[1][0].data)]
         if sd:
-            m.d.sync += bitmap_q.eq(bitmap_rd.data)
-        with m.Switch(r_region2):
+            read_domain += bitmap_q.eq(bitmap_rd.data)
+        read_mux = Signal(32)
+        if lean:
+            m.d.sync += read_data.eq(read_mux)
+        else:
+            m.d.comb += read_data.eq(read_mux)
+        with m.Switch(r_region if lean else r_region2):
             with m.Case(hb.REGION_CSR):
-                m.d.comb += read_data.eq(csr_q)
+                m.d.comb += read_mux.eq(csr_q)
             with m.Case(hb.REGION_DESC):
-                m.d.comb += read_data.eq(desc_data)
+                m.d.comb += read_mux.eq(desc_rd.data if lean else desc_data)
             with m.Case(hb.REGION_BIAS):
-                m.d.comb += read_data.eq(bias_q)
+                m.d.comb += read_mux.eq(bias_q)
             if sd:
                 with m.Case(hb.REGION_BITMAP):
-                    m.d.comb += read_data.eq(bitmap_q)
+                    m.d.comb += read_mux.eq(bitmap_q)
             with m.Case(hb.REGION_ACT0):
-                m.d.comb += read_data.eq(act_q[0].as_signed())
+                m.d.comb += read_mux.eq(act_q[0].as_signed())
             with m.Case(hb.REGION_ACT1):
-                m.d.comb += read_data.eq(act_q[1].as_signed())
+                m.d.comb += read_mux.eq(act_q[1].as_signed())
 
         # ---------------------------------------------------------------------------- sub-blocks
-        decoder = RowDecoder(addr_bits=_bits(cfg.bitmap_depth), row_bits=r_bits, dense=cfg.dense)
+        decoder = RowDecoder(addr_bits=_bits(cfg.bitmap_depth), row_bits=r_bits, dense=cfg.dense,
+                             register_data=not lean)
         m.submodules.decoder = ResetInserter(flush)(decoder)
         # the decoder's entries pass through a two-entry queue: its ready comes from the queue's level, so
         # no combinational ready runs from the row fetch back into the decoder's scan logic
-        entry_queue = SyncFIFO(width=decoder.entry_layout.size, depth=2)
-        m.submodules.entry_queue = ResetInserter(flush)(entry_queue)
         entry = Signal(decoder.entry_layout)
         entry_valid = Signal()
-        m.d.comb += [entry_queue.w_data.eq(decoder.o.payload), entry_queue.w_en.eq(decoder.o.valid),
-                     decoder.o.ready.eq(entry_queue.w_rdy), entry.eq(entry_queue.r_data),
-                     entry_valid.eq(entry_queue.r_rdy)]
+        entry_take = Signal()
+        if lean:
+            m.d.comb += [entry.eq(decoder.o.payload), entry_valid.eq(decoder.o.valid), decoder.o.ready.eq(entry_take)]
+        else:
+            entry_queue = SyncFIFO(width=decoder.entry_layout.size, depth=2)
+            m.submodules.entry_queue = ResetInserter(flush)(entry_queue)
+            m.d.comb += [entry_queue.w_data.eq(decoder.o.payload), entry_queue.w_en.eq(decoder.o.valid),
+                         decoder.o.ready.eq(entry_queue.w_rdy), entry.eq(entry_queue.r_data),
+                         entry_valid.eq(entry_queue.r_rdy), entry_queue.r_en.eq(entry_take)]
         mac = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=cfg.acc_bits, soft_products=cfg.soft_products)
         m.submodules.mac = ResetInserter(flush)(mac)
         tag_bits = _bits(cfg.act_depth)
@@ -339,7 +356,12 @@ class Accelerator(wiring.Component):
         init_mode = Signal()                     # lanes being set up: the steppers make the lane-to-lane step
         lanes_changed = Signal()                 # a lane (or init_mode) changes this cycle
         lanes_settled = Signal()                 # the steppers' sums are those of the current lanes
-        m.d.sync += lanes_settled.eq(~lanes_changed)
+        # lean builds (iCE40) sum combinationally: always settled
+        step_domain = m.d.comb if lean else m.d.sync
+        if lean:
+            m.d.comb += lanes_settled.eq(1)
+        else:
+            m.d.sync += lanes_settled.eq(~lanes_changed)
         stride = fld["stride"]
         consts = {                               # name: (width, signed, group step, lane-to-lane step)
             "dr": (u_bits + 1, False, fld["r_w"], 1),
@@ -356,7 +378,7 @@ class Accelerator(wiring.Component):
             shape = signed(width) if is_signed else unsigned(width)
             k_group = Signal(shape, name=f"kstep_{name}")
             k_init = Signal(shape, name=f"kinit_{name}")
-            m.d.sync += [k_group.eq(group_value), k_init.eq(init_value)]        # the fields are stable
+            step_domain += [k_group.eq(group_value), k_init.eq(init_value)]       # the fields are stable
             k_sel[name] = Mux(init_mode, k_init, k_group)
         steppers = []
         for p in range(p_n):
@@ -365,9 +387,9 @@ class Accelerator(wiring.Component):
             sums = [(Signal(signed(i_bits), name=f"step{p}_iy"), Signal(signed(i_bits), name=f"step{p}_iy_w")),
                     (Signal(signed(i_bits), name=f"step{p}_ix"), Signal(signed(i_bits), name=f"step{p}_ix_w")),
                     (Signal(signed(s_bits), name=f"step{p}_base"), Signal(signed(s_bits), name=f"step{p}_base_w"))]
-            m.d.sync += [ox.eq(lane_ox[p] + k_sel["dr"]), ox_w.eq(lane_ox[p] + k_sel["dr_w"])]
+            step_domain += [ox.eq(lane_ox[p] + k_sel["dr"]), ox_w.eq(lane_ox[p] + k_sel["dr_w"])]
             for (plain, wrapped), src, k in zip(sums, (lane_iy, lane_ix, lane_base), ("dq", "ds", "db")):
-                m.d.sync += [plain.eq(src[p] + k_sel[k]), wrapped.eq(src[p] + k_sel[k + "_w"])]
+                step_domain += [plain.eq(src[p] + k_sel[k]), wrapped.eq(src[p] + k_sel[k + "_w"])]
             wrap = ~ox_w[-1]
             steppers.append((Mux(wrap, ox_w, ox), *(Mux(wrap, wrapped, plain) for plain, wrapped in sums)))
 
@@ -454,7 +476,7 @@ class Accelerator(wiring.Component):
                      rf_take.eq(rf0_valid & rf_ready & (rf0_ok if sd else 1))]
         accept_row = Signal()
         m.d.comb += accept_row.eq(entry_valid & (~rf0_valid | rf_take) & busy)
-        m.d.comb += entry_queue.r_en.eq(accept_row)
+        m.d.comb += entry_take.eq(accept_row)
         with m.If(accept_row):
             m.d.sync += [rf0_valid.eq(1), rf0_info.row.eq(entry.row), rf0_code.eq(code_ptr), rf0_ok.eq(0),
                          rf0_index.eq(entry.index), rf0_info.last.eq(entry.last), rf0_info.empty.eq(entry.empty),
@@ -522,7 +544,20 @@ class Accelerator(wiring.Component):
         rb_weights = Signal(data.ArrayLayout(signed(8), q_n))
         rb_info = Signal(info_layout)
         ti_take = Signal()                       # the tap issuer takes the tap this cycle
-        if sd:
+        ti_free = Signal()                       # the tap issuer can take a tap (it is empty or issuing)
+        if sd and lean:
+            # lean builds (iCE40): the rebuild units advance together when the tap issuer takes their output
+            # (a ready chain back to the row fetch: cheap at iCE40 clock rates, and no tap queue)
+            unit0 = rebuild[0]
+            m.d.comb += rf_step.eq(rf_valid & unit0.i.ready)
+            for q, unit in enumerate(rebuild):
+                m.d.comb += [unit.i.valid.eq(rf_step), unit.o.ready.eq(ti_free),
+                             unit.i.payload.column.as_value().eq(basis_rd.data[q * 24:(q + 1) * 24]),
+                             unit.i.payload.codes.as_value().eq(rf_codes[q * lane_w:(q + 1) * lane_w]),
+                             rb_weights[q].eq(unit.o.payload.weight)]
+            m.d.comb += [unit0.i.payload.tag.eq(rf_tap_info), rb_valid.eq(unit0.o.valid),
+                         rb_info.as_value().eq(unit0.o.payload.tag)]
+        elif sd:
             # credit flow: the rebuild units never stall (no enable fans out to their registers and no ready
             # runs back from the tap issuer to the decoder); a tap enters only when the queue behind them has
             # room for every tap in flight. A tap holds its credit for LATENCY + 2 cycles at full rate (the
@@ -545,8 +580,8 @@ class Accelerator(wiring.Component):
             rb_in_codes = Signal(cfg.code_width)
             rb_in_column = Signal(cfg.basis_width)
             rb_in_info = Signal(info_layout)
-            m.d.sync += [rb_in_valid.eq(rf_step & ~flush), rb_in_codes.eq(rf_codes), rb_in_column.eq(basis_rd.data),
-                         rb_in_info.eq(rf_tap_info)]
+            m.d.sync += [rb_in_valid.eq(rf_step & ~flush), rb_in_codes.eq(rf_codes),
+                         rb_in_column.eq(basis_rd.data), rb_in_info.eq(rf_tap_info)]
             for q, unit in enumerate(rebuild):
                 m.d.comb += [unit.i.valid.eq(rb_in_valid), unit.o.ready.eq(1),
                              unit.i.payload.column.as_value().eq(rb_in_column[q * 24:(q + 1) * 24]),
@@ -599,7 +634,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             step_now.eq(ti_valid & op_first & ~ti_stepped & lanes_settled),
             issue.eq(ti_valid & busy & ~(op_last & (shadow_busy | last_in_flight)) & (~op_first | ti_stepped)),
-            ti_take.eq(rb_valid & (~ti_valid | issue)),
+            ti_free.eq(~ti_valid | issue),
+            ti_take.eq(rb_valid & ti_free),
         ]
         with m.If(~ti_valid | issue):
             # without a tap to take these registers hold nothing (ti_valid goes low)
@@ -766,9 +802,13 @@ class Accelerator(wiring.Component):
                 m.d.sync += shadow_busy.eq(0)
         with m.Elif(d2_ready):
             m.d.sync += d1_valid.eq(0)
-        with m.If(d2_ready):
-            # the read port holds its data while not enabled, so a stalled D1 keeps its bias
-            m.d.sync += [d2_valid.eq(d1_valid), d2_acc.eq(d1_acc), d2_bias.eq(bias_rd.data), d2_tag.eq(d1_tag)]
+        if lean:
+            # lean builds (iCE40): no D2 register, D1 feeds the requantiser with the block RAM's bias
+            m.d.comb += [d2_valid.eq(d1_valid), d2_acc.eq(d1_acc), d2_bias.eq(bias_rd.data), d2_tag.eq(d1_tag)]
+        else:
+            with m.If(d2_ready):
+                # the read port holds its data while not enabled, so a stalled D1 keeps its bias
+                m.d.sync += [d2_valid.eq(d1_valid), d2_acc.eq(d1_acc), d2_bias.eq(bias_rd.data), d2_tag.eq(d1_tag)]
         m.d.comb += [requant.i.valid.eq(d2_valid), requant.i.payload.acc.eq(d2_acc),
                      requant.i.payload.bias.eq(d2_bias), requant.i.payload.tag.eq(d2_tag)]
         with m.If(requant.i.valid & requant.i.ready & ~requant.o.valid):
@@ -923,9 +963,12 @@ class Accelerator(wiring.Component):
         with m.If(fail & busy):
             m.d.sync += [err.eq(1), err_code.eq(fail_code), busy.eq(0), done.eq(0)]
         # the start of a run clears every pipeline register (submodules are reset by ResetInserter)
+        if not lean:
+            with m.If(flush):
+                m.d.sync += d2_valid.eq(0)
         with m.If(flush):
             m.d.sync += [rf0_valid.eq(0), rf_valid.eq(0), ti_valid.eq(0), rows_in_flight.eq(0), ops_in_flight.eq(0),
-                         last_in_flight.eq(0), shadow_busy.eq(0), d1_valid.eq(0), d2_valid.eq(0),
+                         last_in_flight.eq(0), shadow_busy.eq(0), d1_valid.eq(0),
                          requant_in_flight.eq(0), group_pending.eq(0), op_delay.eq(0), dp_fail_r.eq(0),
                          ti_layer_start.eq(0)]
         return m

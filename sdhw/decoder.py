@@ -39,6 +39,10 @@ class RowDecoder(wiring.Component):
     dense : bool
         Dense mode: no bitmap and no memory; every row ``0 .. n_rows-1`` is emitted (without the rows
         ``h % 4 == 3`` when ``skip_slot3`` was set at ``start``: conv 3x3 rows are ``h = 4c + r``, ``r < 3``).
+    register_data : bool
+        Register ``mem_data`` inside the decoder before any logic uses it (for block RAMs whose clock-to-out
+        takes most of a cycle): a word is used one cycle later, so every sparse-mode latency below grows by
+        one cycle and an all-zero word costs up to two; the words read and the entries emitted are the same.
 
     Ports
     -----
@@ -93,12 +97,16 @@ class RowDecoder(wiring.Component):
     scan without loss.
     """
 
-    def __init__(self, *, addr_bits: int = 12, row_bits: int = 16, dense: bool = False):
+    def __init__(self, *, addr_bits: int = 12, row_bits: int = 16, dense: bool = False,
+                 register_data: bool = False):
         _check_int("addr_bits", addr_bits, 1, 32)
         _check_int("row_bits", row_bits, 1, 32)
         if not isinstance(dense, bool):
             raise ValueError(f"dense must be a bool, not {dense!r}")
+        if not isinstance(register_data, bool):
+            raise ValueError(f"register_data must be a bool, not {register_data!r}")
         self._addr_bits, self._row_bits, self._dense = addr_bits, row_bits, dense
+        self._register_data = register_data
         self.entry_layout = data.StructLayout({"row": unsigned(row_bits), "index": unsigned(row_bits), "last": 1,
                                                "empty": 1})
         super().__init__({
@@ -200,12 +208,18 @@ class RowDecoder(wiring.Component):
         found = Signal(rb)  # non-zero rows found so far
         m.d.comb += self.skipped_count.eq(passed - found)
 
-        # The arriving word, with the rows >= n_rows of the last word cleared.
+        # The arriving word (registered first with ``register_data``), the rows >= n_rows of the last word
+        # cleared.
+        if self._register_data:
+            word, word_pending, word_last = Signal(WORD_BITS), Signal(), Signal()
+            m.d.sync += [word.eq(self.mem_data), word_pending.eq(rd_pending & ~self.start), word_last.eq(rd_last)]
+        else:
+            word, word_pending, word_last = self.mem_data, rd_pending, rd_last
         in_mask = Signal(WORD_BITS)
         in_bits = Signal(WORD_BITS)
         m.d.comb += [
-            in_mask.eq(Mux(rd_last & (tail != 0), ~(Const(_WORD_MASK, WORD_BITS) << tail), _WORD_MASK)),
-            in_bits.eq(self.mem_data & in_mask),
+            in_mask.eq(Mux(word_last & (tail != 0), ~(Const(_WORD_MASK, WORD_BITS) << tail), _WORD_MASK)),
+            in_bits.eq(word & in_mask),
         ]
 
         # Find-first-set over the remaining bits of cur.
@@ -235,7 +249,7 @@ class RowDecoder(wiring.Component):
             zero_word.eq(~start & cur_valid & (cur_bits == 0)),
             word_done.eq(zero_word | (take & (rest == 0))),
             load.eq(~start & (~cur_valid | word_done)),
-            occupancy.eq(cur_valid + q0_valid + q1_valid + rd_pending),
+            occupancy.eq(cur_valid + q0_valid + q1_valid + rd_pending + (word_pending if self._register_data else 0)),
             # Three words of storage (cur, q0, q1): a read may be issued while at most two are held or in flight.
             issue.eq(~start & (fetch_left != 0) & (occupancy <= 2)),
             ending.eq(~start & running & scan_done & out_free),
@@ -297,17 +311,17 @@ class RowDecoder(wiring.Component):
             m.d.sync += [cur_bits.eq(q0_bits), cur_last.eq(q0_last), cur_valid.eq(1), cur_widx.eq(cur_widx + 1)]
             with m.If(q1_valid):
                 m.d.sync += [q0_bits.eq(q1_bits), q0_last.eq(q1_last)]
-                m.d.sync += [q1_bits.eq(in_bits), q1_last.eq(rd_last), q1_valid.eq(rd_pending)]
+                m.d.sync += [q1_bits.eq(in_bits), q1_last.eq(word_last), q1_valid.eq(word_pending)]
             with m.Else():
-                m.d.sync += [q0_bits.eq(in_bits), q0_last.eq(rd_last), q0_valid.eq(rd_pending)]
-        with m.Elif(load & rd_pending):
-            m.d.sync += [cur_bits.eq(in_bits), cur_last.eq(rd_last), cur_valid.eq(1), cur_widx.eq(cur_widx + 1)]
-        with m.Elif(~start & rd_pending):
+                m.d.sync += [q0_bits.eq(in_bits), q0_last.eq(word_last), q0_valid.eq(word_pending)]
+        with m.Elif(load & word_pending):
+            m.d.sync += [cur_bits.eq(in_bits), cur_last.eq(word_last), cur_valid.eq(1), cur_widx.eq(cur_widx + 1)]
+        with m.Elif(~start & word_pending):
             # No overflow: occupancy <= 3 always, and a full queue implies an empty cur (load above).
             with m.If(~q0_valid):
-                m.d.sync += [q0_bits.eq(in_bits), q0_last.eq(rd_last), q0_valid.eq(1)]
+                m.d.sync += [q0_bits.eq(in_bits), q0_last.eq(word_last), q0_valid.eq(1)]
             with m.Else():
-                m.d.sync += [q1_bits.eq(in_bits), q1_last.eq(rd_last), q1_valid.eq(1)]
+                m.d.sync += [q1_bits.eq(in_bits), q1_last.eq(word_last), q1_valid.eq(1)]
 
         with m.If(ending):
             m.d.sync += [

@@ -197,11 +197,12 @@ def random_jobs(rng: random.Random, count: int, *, addr_bits: int = 12, max_rows
     return jobs
 
 
+@pytest.mark.parametrize("register_data", [False, True])
 @pytest.mark.parametrize("seed, ready_prob", [(1, 1.0), (2, 0.75), (3, 0.35), (4, 0.9)])
-def test_random_bitmaps_back_to_back(seed, ready_prob):
+def test_random_bitmaps_back_to_back(seed, ready_prob, register_data):
     rng = random.Random(seed)
     jobs = random_jobs(rng, 24)
-    dut = RowDecoder()
+    dut = RowDecoder(register_data=register_data)
     check(dut, jobs, simulate(dut, jobs, seed=seed, ready_prob=ready_prob), seed=seed)
 
 
@@ -232,7 +233,8 @@ def test_empty_and_zero_row_groups():
     assert [len(g) for g in per_job] == [1, 1, 1, 1, 1, 1, 1]
 
 
-def test_restart_while_busy():
+@pytest.mark.parametrize("register_data", [False, True])
+def test_restart_while_busy(register_data):
     # start while busy abandons the old scan; only an entry already offered on `o` survives it (and is checked to
     # belong to the old group by `check`).
     restarts = held = 0
@@ -242,7 +244,7 @@ def test_restart_while_busy():
         for job in jobs[:-1]:
             if rng.random() < 0.6:
                 job.abort_after = rng.randint(0, 12)
-        dut = RowDecoder()
+        dut = RowDecoder(register_data=register_data)
         trace = simulate(dut, jobs, seed=seed, ready_prob=rng.choice([1.0, 0.5]))
         check(dut, jobs, trace, seed=seed)
         restarts += sum(t.start and t.busy for t in trace)
@@ -250,15 +252,17 @@ def test_restart_while_busy():
     assert restarts > 10 and held > 0, (restarts, held)
 
 
-def test_dense_bitmap_streams_one_row_per_cycle():
+@pytest.mark.parametrize("register_data", [False, True])
+def test_dense_bitmap_streams_one_row_per_cycle(register_data):
     jobs = [Job(100, 96, [0xFFFF_FFFF] * 3)]
-    dut = RowDecoder()
+    dut = RowDecoder(register_data=register_data)
     trace = simulate(dut, jobs, seed=6)
     (got,) = check(dut, jobs, trace, seed=6)
     start = next(e for e, t in enumerate(trace) if t.start)
     cycles = [a.accepted for a in got]
     assert cycles == list(range(cycles[0], cycles[0] + 96)), f"bubbles: {cycles}"
-    assert cycles[0] - start == 4, f"latency {cycles[0] - start}, documented 4"
+    latency = 4 + register_data
+    assert cycles[0] - start == latency, f"latency {cycles[0] - start}, documented {latency}"
 
 
 def test_sparse_words_cost_one_cycle_each():

@@ -81,10 +81,11 @@ def test_random_layers_many(builds, record_counts, pes, dense):
     _run_random(builds, record_counts, pes, dense, PROGRAMS_SLOW, seed=5000 + pes + 7 * dense)
 
 
-@pytest.mark.parametrize("pes, dense", [(4, False), (16, True)])
-def test_random_layers_serial_requantiser(tmp_path, record_counts, pes, dense):
-    """The DSP-free requantiser (the iCE40 default) on random programs."""
-    cfg = AcceleratorConfig(pes=pes, dense=dense, device="ecp5-85f", requant="serial", **DEPTHS)
+@pytest.mark.parametrize("pes, dense, device", [(1, False, "up5k"), (16, True, "ecp5-85f")])
+def test_random_layers_serial_requantiser(tmp_path, record_counts, pes, dense, device):
+    """The DSP-free requantiser (the iCE40 default) on random programs; on an iCE40 device also the lean
+    structure (no entry queue, no tap queue, no drain D2 register, combinational lane steps)."""
+    cfg = AcceleratorConfig(pes=pes, dense=dense, device=device, requant="serial", **DEPTHS)
     _run_random_on(Build(cfg, tmp_path), record_counts, PROGRAMS_FAST // 3, 3000 + pes + 7 * dense, "serial")
 
 
