@@ -150,16 +150,23 @@ class Requantiser(_RequantiserPorts):
         round_mask = Signal(32)
         round_half = Signal(32)                 # RoundingDivideByPOT's threshold for a non-negative value
         round_half_neg = Signal(32)             # ... and for a negative one (one more)
-        right = Mux(self.shift > 0, self.shift, 0).as_unsigned()[:5]
-        left = Mux(self.shift < 0, -self.shift, 0)
+        # two register stages: the amounts, then the shifts and masks made from them (both well ahead of the
+        # stages that use them: an element reaches stage 2 a cycle after its handshake)
+        right = Signal(5)
+        left = Signal(range(33))
+        m.d.sync += [
+            right.eq(Mux(self.shift > 0, self.shift, 0).as_unsigned()[:5]),
+            left.eq(Mux(self.shift < 0, -self.shift, 0)),
+        ]
         m.d.sync += [
             left_shift.eq(left),
-            right_shift.eq(Mux(self.shift > 0, self.shift, 0)),
-            overflow_mask.eq(Mux(left >= 31, 0xFFFFFFFF, ~((Const(1, 33) << (31 - left)[:5]) - 1))),
+            right_shift.eq(right),
+            # masks as shifted runs of ones (no carry chains)
+            overflow_mask.eq(Mux(left >= 31, 0xFFFFFFFF, (Const(0xFFFFFFFF, 32) << (31 - left)[:5])[:32])),
             shift_32.eq(left == 32),
-            round_mask.eq((Const(1, 33) << right) - 1),
-            round_half.eq(((Const(1, 33) << right) - 1) >> 1),
-            round_half_neg.eq((((Const(1, 33) << right) - 1) >> 1) + 1),
+            round_mask.eq(~(Const(0xFFFFFFFF, 32) << right)[:32]),
+            round_half.eq(~(Const(0xFFFFFFFF, 32) << right)[1:32]),
+            round_half_neg.eq(Mux(right == 0, 1, (Const(1, 32) << (right - 1)[:5])[:32])),
         ]
 
         # Stage 2: left shift (0..32), saturated to int32: it overflows unless the bits under the mask all

@@ -40,6 +40,7 @@ def run(dut: Requantiser, batches, *, seed: int, p_valid: float, p_ready: float)
             for port, value in ((dut.m0, m0), (dut.shift, shift), (dut.zero_point, zp),
                                 (dut.act_min, lo), (dut.act_max, hi)):
                 ctx.set(port, value)
+            await ctx.tick()                     # the shift's amounts and masks are registered a cycle ahead
             for acc, bias in items:
                 while rng.random() >= p_valid:
                     ctx.set(dut.i.valid, 0)
