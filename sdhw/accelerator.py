@@ -741,9 +741,11 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             issue_idle.eq((rows_in_flight == 0) & ~ti_valid & ~rf_valid & ~rf0_valid & ~group_pending
                            & ~decoder.busy & ~entry_valid),
-            pipeline_empty.eq(issue_idle & (ops_in_flight == 0) & ~last_in_flight & ~shadow_busy & ~drain_active
-                              & (requant_in_flight == 0)),
         ]
+        # registered: its terms come from all over the data path; in LAYER_END nothing new starts, so once
+        # the pipeline is empty it stays empty and the verdict may arrive a cycle late
+        m.d.sync += pipeline_empty.eq(issue_idle & (ops_in_flight == 0) & ~last_in_flight & ~shadow_busy
+                                      & ~drain_active & (requant_in_flight == 0))
 
         # ---------------------------------------------------------------------------- drain + requant
         # the shadow holds a finished group's sums while the next group accumulates; the drain selects one per
