@@ -714,16 +714,34 @@ class Accelerator(wiring.Component):
         m.d.sync += [mac_issue.eq(m1_valid), mac_live.eq(live), mac_chans.eq(m1_qv)]
         for q in range(q_n):
             m.d.sync += m1_w[q].eq(ti_weights[q])          # 0 for an empty entry (its codes are 0)
-        m.d.comb += [mac.valid.eq(m1_valid), mac.first.eq(m1_first), mac.last.eq(m1_last), mac.weights.eq(m1_w)]
-        for p in range(p_n):
-            data_p = Mux(m1_buf, act_rd[1][p].data, act_rd[0][p].data)
-            m.d.comb += mac.acts[p].eq(Mux(m1_kill[p], 0, Mux(m1_pad[p], fld["zp_in"], data_p)))
+        if lean:
+            m.d.comb += [mac.valid.eq(m1_valid), mac.first.eq(m1_first), mac.last.eq(m1_last),
+                         mac.weights.eq(m1_w)]
+            for p in range(p_n):
+                data_p = Mux(m1_buf, act_rd[1][p].data, act_rd[0][p].data)
+                m.d.comb += mac.acts[p].eq(Mux(m1_kill[p], 0, Mux(m1_pad[p], fld["zp_in"], data_p)))
+        else:
+            # m2: both buffers' activation block RAM outputs registered as they are (their clock-to-out leaves
+            # no time for the buffer, padding and kill multiplexers in the same cycle)
+            m2_valid, m2_first, m2_last, m2_buf = Signal(), Signal(), Signal(), Signal()
+            m2_w = Signal.like(m1_w)
+            m2_pad = Signal(p_n)
+            m2_kill = Signal(p_n)
+            m2_data = [[Signal(8, name=f"m2_act{b}_{p}") for p in range(p_n)] for b in range(2)]
+            m.d.sync += [m2_valid.eq(m1_valid), m2_first.eq(m1_first), m2_last.eq(m1_last), m2_buf.eq(m1_buf),
+                         m2_w.eq(m1_w), m2_pad.eq(m1_pad), m2_kill.eq(m1_kill)]
+            m.d.sync += [m2_data[b][p].eq(act_rd[b][p].data) for b in range(2) for p in range(p_n)]
+            m.d.comb += [mac.valid.eq(m2_valid), mac.first.eq(m2_first), mac.last.eq(m2_last),
+                         mac.weights.eq(m2_w)]
+            for p in range(p_n):
+                data_p = Mux(m2_buf, m2_data[1][p], m2_data[0][p])
+                m.d.comb += mac.acts[p].eq(Mux(m2_kill[p], 0, Mux(m2_pad[p], fld["zp_in"], data_p)))
 
-        # ops in flight: issue -> m1 -> MacArray (3) ; last op tracked until the shadow copy
+        # ops in flight: issue -> m1 (-> m2) -> MacArray; last op tracked until the shadow copy
         with m.If(issue & op_last):
             m.d.sync += [last_in_flight.eq(1)]
-        # a simple occupancy model: ops drain mac.latency + 1 cycles after issue
-        op_delay = Signal(mac.latency + 1)
+        # a simple occupancy model: ops drain mac.latency + 1 (+ 1 for m2) cycles after issue
+        op_delay = Signal(mac.latency + (1 if lean else 2))
         m.d.sync += op_delay.eq(Cat(issue, op_delay[:-1]))
         with m.If(op_delay[-1] & ~issue):
             m.d.sync += ops_in_flight.eq(ops_in_flight - 1)
@@ -768,7 +786,7 @@ class Accelerator(wiring.Component):
         with m.If(mac.done):
             m.d.sync += [shadow.eq(mac.acc), shadow_busy.eq(1), last_in_flight.eq(0), sh_m.eq(pend_m),
                          sh_qv.eq(pend_qv), sh_pv.eq(pend_pv), d_q.eq(0), d_p.eq(0),
-                         d_q_last.eq(pend_qv <= 1), d_p_last.eq(pend_pv <= 1),
+                         d_q_last.eq(pend_qv <= 1 if q_n > 1 else 1), d_p_last.eq(pend_pv <= 1 if p_n > 1 else 1),
                          d_addr.eq(pend_out), d_row_addr.eq(pend_out),
                          d_bias.eq(fld["bias_base"] + pend_m), d_bias_row.eq(fld["bias_base"] + pend_m)]
         # D0: pick one sum, read its bias; D1: the bias arrives from the block RAM; D2: registered, so the
@@ -797,7 +815,8 @@ class Accelerator(wiring.Component):
                 m.d.sync += [d_q.eq(d_q + 1), d_q_last.eq(d_q + 2 >= sh_qv), d_addr.eq(d_addr + 1),
                              d_bias.eq(d_bias + 1)]
             with m.Elif(~d_p_last):
-                m.d.sync += [d_q.eq(0), d_q_last.eq(sh_qv <= 1), d_p.eq(d_p + 1), d_p_last.eq(d_p + 2 >= sh_pv),
+                m.d.sync += [d_q.eq(0), d_q_last.eq(sh_qv <= 1 if q_n > 1 else 1), d_p.eq(d_p + 1),
+                             d_p_last.eq(d_p + 2 >= sh_pv),
                              d_addr.eq(d_row_addr + fld["out_c"]),
                              d_row_addr.eq(d_row_addr + fld["out_c"]), d_bias.eq(d_bias_row)]
             with m.Else():
