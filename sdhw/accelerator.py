@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import hostbus as hb
-from .config import DESC_WORDS, DEVICES, VERSION, AcceleratorConfig
+from .config import DESC_WORDS, VERSION, AcceleratorConfig
 from .decoder import RowDecoder
 from .descriptor import FIELDS, KIND_END, KIND_K1, KIND_K3, USED_WORDS
 from .mac_array import MacArray
@@ -76,11 +76,10 @@ class Accelerator(wiring.Component):
         # image coordinates in (-2 D, 2 D) (I bits, signed); rows in hardware order number at most 4 D (R bits).
         # Address steps are taken modulo 2**S (exact for every lane a program uses); descriptor fields wider
         # than their register are checked on fetch and raise the error their range check raises.
-        # iCE40 builds are area-bound (and their clock is set by long carry chains, not by block RAM outputs):
-        # they leave out the registers that only shorten ECP5 paths — the decoder's entry queue and read-data
-        # register, the rebuild input register, the lane steppers' sums and the host read port's per-memory
-        # registers (ECP5's block RAM clock-to-out is 5.8 ns in nextpnr's -6 timing model)
-        lean = DEVICES[cfg.device].family == "ice40"
+        # lean (iCE40) builds leave out the registers that only shorten ECP5 paths (AcceleratorConfig.lean);
+        # ECP5's block RAM clock-to-out is 5.8 ns in nextpnr's -6 timing model, so there every block RAM output
+        # is registered before any logic
+        lean = cfg.lean
         depth = cfg.act_depth
         a_bits = _bits(depth)
         u_bits = _holds(depth)
@@ -290,8 +289,8 @@ class Accelerator(wiring.Component):
         decoder = RowDecoder(addr_bits=_bits(cfg.bitmap_depth), row_bits=r_bits, dense=cfg.dense,
                              register_data=not lean)
         m.submodules.decoder = ResetInserter(flush)(decoder)
-        # the decoder's entries pass through a two-entry queue: its ready comes from the queue's level, so
-        # no combinational ready runs from the row fetch back into the decoder's scan logic
+        # ECP5: the decoder's entries pass through a two-entry queue: its ready comes from the queue's level,
+        # so no combinational ready runs from the row fetch back into the decoder's scan logic
         entry = Signal(decoder.entry_layout)
         entry_valid = Signal()
         entry_take = Signal()

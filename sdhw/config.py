@@ -176,6 +176,15 @@ class AcceleratorConfig:
         budget = max(0, device.dsps - (REQUANT_DSPS if self.requant == "pipelined" else 0))
         return max(0, self.pes - budget)
 
+    @property
+    def lean(self) -> bool:
+        """iCE40 builds are lean: area-bound, with a clock set by long carry chains rather than by block RAM
+        outputs, they leave out the registers that only shorten ECP5 paths (the decoder's entry queue and
+        read-data register, the tap queue and rebuild input register, the drain's D2 and the MAC input's m2
+        registers, the lane steppers' registered sums, the host read port's per-memory registers). Function,
+        counters and ``READ_LATENCY`` are the same; cycle counts differ by a few cycles per group."""
+        return DEVICES[self.device].family == "ice40"
+
     def memories(self) -> dict[str, tuple[int, int, int]]:
         """``name -> (depth, width, copies)`` of every on-chip memory."""
         mems = {

@@ -211,6 +211,7 @@ def test_huge_block_rows_mean_one_block():
 def test_counter_bits_default_and_validation():
     from golden import SdhwError
     assert AcceleratorConfig(pes=4, device="up5k").counter_bits == 32
+    assert AcceleratorConfig(pes=4, device="up5k").lean and not AcceleratorConfig(pes=4, device="ecp5-25f").lean
     assert AcceleratorConfig(pes=4, device="ecp5-25f").counter_bits == 48
     assert AcceleratorConfig(pes=4, counter_bits=40).counter_bits == 40
     for bad in (15, 65, 32.0, True):
