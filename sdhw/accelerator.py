@@ -169,11 +169,13 @@ class Accelerator(wiring.Component):
         offset = bus.addr[:16]
         host_idle = ~busy
         start_req = Signal()
+        start_r = Signal()      # the run starts a cycle after the write: flush's fan-out starts at a register
         clear_req = Signal()
         m.d.comb += [
             start_req.eq(bus.w_en & (region == hb.REGION_CSR) & (offset == hb.CSR_CONTROL) & bus.w_data[0]),
             clear_req.eq(bus.w_en & (region == hb.REGION_CSR) & (offset == hb.CSR_CONTROL) & bus.w_data[1]),
         ]
+        m.d.sync += start_r.eq(start_req)
         hw = bus.w_en & host_idle
         m.d.comb += [
             desc_wr.addr.eq(offset), desc_wr.data.eq(bus.w_data), desc_wr.en.eq(hw & (region == hb.REGION_DESC)),
@@ -302,7 +304,9 @@ class Accelerator(wiring.Component):
             m.d.comb += [entry_queue.w_data.eq(decoder.o.payload), entry_queue.w_en.eq(decoder.o.valid),
                          decoder.o.ready.eq(entry_queue.w_rdy), entry.eq(entry_queue.r_data),
                          entry_valid.eq(entry_queue.r_rdy), entry_queue.r_en.eq(entry_take)]
-        mac = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=cfg.acc_bits, soft_products=cfg.soft_products)
+        # running totals trade the accumulators' restart multiplexers for flip-flops: ECP5 only (see MacArray)
+        mac = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=cfg.acc_bits, soft_products=cfg.soft_products,
+                       running_totals=not lean)
         m.submodules.mac = ResetInserter(flush)(mac)
         tag_bits = _bits(cfg.act_depth)
         requant_cls = Requantiser if cfg.requant == "pipelined" else SerialRequantiser
@@ -771,6 +775,7 @@ class Accelerator(wiring.Component):
         # N = 64 past the device.)
         acc_shape = signed(cfg.acc_bits)
         shadow = Signal.like(mac.acc)
+        shadow_start = Signal.like(mac.acc) if mac.running_totals else None   # running totals: sum = acc - start
         sh_m = Signal(m_bits)
         sh_qv = Signal(range(q_n + 1))
         sh_pv = Signal(range(p_n + 1))
@@ -783,15 +788,19 @@ class Accelerator(wiring.Component):
         d_q_last = Signal()                      # d_q + 1 >= sh_qv, registered with d_q
         d_p_last = Signal()                      # d_p + 1 >= sh_pv, registered with d_p
         with m.If(mac.done):
+            if mac.running_totals:
+                m.d.sync += shadow_start.eq(mac.start)
             m.d.sync += [shadow.eq(mac.acc), shadow_busy.eq(1), last_in_flight.eq(0), sh_m.eq(pend_m),
                          sh_qv.eq(pend_qv), sh_pv.eq(pend_pv), d_q.eq(0), d_p.eq(0),
                          d_q_last.eq(pend_qv <= 1 if q_n > 1 else 1), d_p_last.eq(pend_pv <= 1 if p_n > 1 else 1),
                          d_addr.eq(pend_out), d_row_addr.eq(pend_out),
                          d_bias.eq(fld["bias_base"] + pend_m), d_bias_row.eq(fld["bias_base"] + pend_m)]
         # D0: pick one sum, read its bias; D1: the bias arrives from the block RAM; D2: registered, so the
-        # block RAM's slow clock-to-out does not lead into the requantiser's first adder
+        # block RAM's slow clock-to-out does not lead into the requantiser's first adder (with running totals,
+        # D1 holds the picked lane's total and start, D2 their difference)
         d1_valid = Signal()
         d1_acc = Signal(acc_shape)
+        d1_start = Signal(acc_shape)
         d1_tag = Signal(tag_bits)
         d2_valid = Signal()
         d2_acc = Signal(acc_shape)
@@ -810,6 +819,8 @@ class Accelerator(wiring.Component):
             with m.If(d_bias >= cfg.bias_depth):
                 m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_BIAS_ADDR)]
             m.d.sync += [d1_valid.eq(1), d1_acc.eq(sel_acc), d1_tag.eq(d_addr)]
+            if mac.running_totals:
+                m.d.sync += d1_start.eq(shadow_start[sel_index] if q_n * p_n > 1 else shadow_start[0])
             with m.If(~d_q_last):
                 m.d.sync += [d_q.eq(d_q + 1), d_q_last.eq(d_q + 2 >= sh_qv), d_addr.eq(d_addr + 1),
                              d_bias.eq(d_bias + 1)]
@@ -828,7 +839,8 @@ class Accelerator(wiring.Component):
         else:
             with m.If(d2_ready):
                 # the read port holds its data while not enabled, so a stalled D1 keeps its bias
-                m.d.sync += [d2_valid.eq(d1_valid), d2_acc.eq(d1_acc), d2_bias.eq(bias_rd.data), d2_tag.eq(d1_tag)]
+                m.d.sync += [d2_valid.eq(d1_valid), d2_bias.eq(bias_rd.data), d2_tag.eq(d1_tag),
+                             d2_acc.eq(d1_acc - d1_start if mac.running_totals else d1_acc)]
         m.d.comb += [requant.i.valid.eq(d2_valid), requant.i.payload.acc.eq(d2_acc),
                      requant.i.payload.bias.eq(d2_bias), requant.i.payload.tag.eq(d2_tag)]
         with m.If(requant.i.valid & requant.i.ready & ~requant.o.valid):
@@ -840,7 +852,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [desc_rd.addr.eq(Mux(busy, Cat(desc_word[:5], layer_idx), offset)), desc_rd.en.eq(1)]
         with m.FSM(name="seq"):
             with m.State("IDLE"):
-                with m.If(start_req):
+                with m.If(start_r):
                     m.d.comb += flush.eq(1)
                     m.d.sync += [busy.eq(1), done.eq(0), err.eq(0), err_code.eq(0), layer_idx.eq(0),
                                  in_buf.eq(0), desc_word.eq(0), cycles.eq(0), macs.eq(0), skipped.eq(0),

@@ -75,9 +75,10 @@ class RowDecoder(wiring.Component):
     busy : Out(1)
         Registered; high from the cycle after ``start`` until the ``last`` entry has been accepted.
     skipped_count : Out(unsigned(row_bits + 1))
-        Zero rows (rows ``< n_rows`` whose bit is 0) passed over so far in the current (or last) scan; cleared by
-        ``start``, non-decreasing during a scan, equal to ``n_rows - (number of non-zero rows)`` once the last word
-        is scanned. Always 0 in dense mode.
+        Zero rows (rows ``< n_rows`` whose bit is 0) passed over so far in the current (or last) scan, counted one
+        cycle behind the scan; cleared by ``start``, non-decreasing during a scan, equal to
+        ``n_rows - (number of non-zero rows)`` from the cycle the ``last`` entry is offered on. Always 0 in dense
+        mode.
 
     Latency
     -------
@@ -287,7 +288,7 @@ class RowDecoder(wiring.Component):
                 ]
 
         with m.If(take):
-            m.d.sync += [pend_row.eq(row), pend_valid.eq(1), found.eq(found + 1)]
+            m.d.sync += [pend_row.eq(row), pend_valid.eq(1)]
             with m.If(pend_valid):
                 m.d.sync += [
                     o.valid.eq(1),
@@ -297,14 +298,25 @@ class RowDecoder(wiring.Component):
                     o.payload.empty.eq(0),
                 ]
             with m.If(rest != 0):
-                m.d.sync += [cur_bits.eq(rest), passed.eq(row + 1)]
+                m.d.sync += cur_bits.eq(rest)
         with m.If(word_done):
-            m.d.sync += [
-                cur_valid.eq(0),
-                passed.eq(Mux(cur_last, n_rows, Cat(Const(0, 5), cur_widx + 1))),
-            ]
+            m.d.sync += cur_valid.eq(0)
             with m.If(cur_last):
                 m.d.sync += scan_done.eq(1)
+
+        # skipped_count follows the scan one cycle behind, from registers: the row counter's adder would
+        # otherwise sit behind the find-first-set (the decoder's slowest path on ECP5).
+        bk_take, bk_more, bk_row = Signal(), Signal(), Signal(rb)
+        bk_word_done, bk_last, bk_widx = Signal(), Signal(), Signal.like(cur_widx)
+        m.d.sync += [bk_take.eq(take), bk_more.eq(take & (rest != 0)), bk_row.eq(row),
+                     bk_word_done.eq(word_done), bk_last.eq(cur_last), bk_widx.eq(cur_widx)]
+        with m.If(~start):
+            with m.If(bk_take):
+                m.d.sync += found.eq(found + 1)
+            with m.If(bk_more):
+                m.d.sync += passed.eq(bk_row + 1)
+            with m.If(bk_word_done):
+                m.d.sync += passed.eq(Mux(bk_last, n_rows, Cat(Const(0, 5), bk_widx + 1)))
 
         # Refill cur from the oldest available word; queue the arriving word if cur does not take it.
         with m.If(load & q0_valid):

@@ -17,16 +17,24 @@ class MacArray(wiring.Component):
     are built from adders (no multiplier cell, so synthesis keeps them in LUTs): yosys maps every ``*`` to
     a DSP and fails placement when the device runs out, so the generator budgets DSPs itself.
 
+    With ``running_totals`` the accumulators never restart: ``acc`` is the running total of every op and
+    ``start`` the total just before the current sum's ``first`` op, so a finished sum is ``acc - start``
+    (modulo ``2 ** acc_bits``), taken by the consumer after it has picked one lane. This saves the
+    ``first`` multiplexer, a LUT per accumulator bit (Q*P*acc_bits in all), for two banks of flip-flops
+    (``start`` and the consumer's copy of it) and a second lane multiplexer: worth it on ECP5, whose
+    flip-flops are plentiful, but not on iCE40, where a flip-flop without a LUT takes a logic cell.
+
     Latency: :attr:`latency` cycles from an op to its accumulation: 3 (input register, product register,
     accumulate), 4 when there are soft products (their two partial products get a register of their own;
     the DSP lanes get the same extra register, which the DSP block absorbs). ``done`` is high for one
     cycle right after the accumulation of a ``last`` op, while ``acc`` holds the finished sums (index
-    ``q * P + p``). Throughput: one op (Q x P MACs) per cycle.
+    ``q * P + p``; with ``running_totals``, ``acc - start`` does). Throughput: one op (Q x P MACs) per cycle.
     """
 
     LATENCY = 3                 # without soft products; see ``latency``
 
-    def __init__(self, *, channel_lanes: int, pixel_lanes: int, acc_bits: int = 32, soft_products: int = 0):
+    def __init__(self, *, channel_lanes: int, pixel_lanes: int, acc_bits: int = 32, soft_products: int = 0,
+                 running_totals: bool = False):
         for name, value in (("channel_lanes", channel_lanes), ("pixel_lanes", pixel_lanes)):
             if not (isinstance(value, int) and 1 <= value <= 1024):
                 raise ValueError(f"{name} must be an integer in 1..1024, not {value!r}")
@@ -35,16 +43,21 @@ class MacArray(wiring.Component):
         lanes = channel_lanes * pixel_lanes
         if not (isinstance(soft_products, int) and 0 <= soft_products <= lanes):
             raise ValueError(f"soft_products must be an integer in 0..{lanes}, not {soft_products!r}")
+        if not isinstance(running_totals, bool):
+            raise ValueError(f"running_totals must be a bool, not {running_totals!r}")
         self._q, self._p, self._acc_bits = channel_lanes, pixel_lanes, acc_bits
         self._soft = soft_products
+        self.running_totals = running_totals
         self.latency = self.LATENCY + (1 if soft_products else 0)
+        acc_layout = data.ArrayLayout(signed(acc_bits), channel_lanes * pixel_lanes)
         super().__init__({
             "weights": In(data.ArrayLayout(signed(8), channel_lanes)),
             "acts": In(data.ArrayLayout(signed(8), pixel_lanes)),
             "valid": In(1),
             "first": In(1),
             "last": In(1),
-            "acc": Out(data.ArrayLayout(signed(acc_bits), channel_lanes * pixel_lanes)),
+            "acc": Out(acc_layout),
+            **({"start": Out(acc_layout)} if running_totals else {}),
             "done": Out(1),
         })
 
@@ -81,10 +94,15 @@ class MacArray(wiring.Component):
         m.d.sync += self.done.eq(valid & last)
         with m.If(valid):
             for k in range(n):
-                with m.If(first):
-                    m.d.sync += self.acc[k].eq(products[k])
-                with m.Else():
+                if self.running_totals:
                     m.d.sync += self.acc[k].eq(self.acc[k] + products[k])
+                    with m.If(first):
+                        m.d.sync += self.start[k].eq(self.acc[k])
+                else:
+                    with m.If(first):
+                        m.d.sync += self.acc[k].eq(products[k])
+                    with m.Else():
+                        m.d.sync += self.acc[k].eq(self.acc[k] + products[k])
         return m
 
 

@@ -176,6 +176,22 @@ def test_synth_without_yowasp_says_how_to_install(tmp_path, monkeypatch):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_seed_past_the_time_limit_is_stopped_and_reported(tmp_path, monkeypatch):
+    """A nextpnr run that does not finish in time is killed; the seed says so and has no Fmax."""
+    slow = tmp_path / "slow-nextpnr"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    monkeypatch.setattr(synth, "find_tool", lambda name: str(slow))
+    result = synth.run_nextpnr("ecp5-25f", tmp_path / "netlist.json", 125, 1, tmp_path, timeout=0.5)
+    assert not result["ok"] and result["timed_out"] and result["pnr_seconds"] < 10
+    assert result["error"] == "stopped after the 0.5 s place-and-route time limit"
+    report = {"fits": True, "device": "ecp5-25f", "seeds": [result], "target_mhz": 125}
+    assert synth.verdict(report) == ("fits; no timing result; 1/1 seeds stopped at the place-and-route time "
+                                     "limit (0 s)")
+    with pytest.raises(SdhwError, match="place-and-route time limit must be a positive number of seconds, not -1"):
+        synth.synthesize(small("ecp5-25f"), pnr_timeout=-1, build_dir=tmp_path / "b")
+
+
 def test_build_cli_rejects_bad_input(tmp_path):
     rc, _, err = run(["build", "--board", "nexys", "-o", tmp_path / "a"])
     assert rc == 1 and "unknown board 'nexys'; valid: icebreaker, ulx3s-25f, ulx3s-85f, orangecrab" in err

@@ -11,12 +11,24 @@ from amaranth.sim import Simulator
 from sdhw.mac_array import MacArray
 
 
+def finished_sums(ctx, dut) -> list[int]:
+    """The finished sums while ``done`` is high: ``acc``, or ``acc - start`` wrapped with running totals."""
+    n = len(dut.acc)
+    if not dut.running_totals:
+        return [ctx.get(dut.acc[k]) for k in range(n)]
+    bits = dut.acc.shape().elem_shape.width
+    wrap = [(ctx.get(dut.acc[k]) - ctx.get(dut.start[k])) % (1 << bits) for k in range(n)]
+    return [v - (1 << bits) if v >> (bits - 1) else v for v in wrap]
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["restart", "running"])
 @pytest.mark.parametrize("q_n, p_n, soft, seed", [(1, 1, 0, 1), (4, 1, 0, 2), (2, 4, 0, 3), (8, 2, 0, 4),
                                                   (1, 1, 1, 5), (4, 2, 3, 6), (2, 2, 4, 7)])
-def test_mac_array_accumulates_like_numpy(q_n, p_n, soft, seed):
-    """Random sums; ``soft`` lanes use the adder-built multiplier (every int8 corner value appears)."""
+def test_mac_array_accumulates_like_numpy(q_n, p_n, soft, seed, running):
+    """Random sums; ``soft`` lanes use the adder-built multiplier (every int8 corner value appears); with
+    running totals, ops outside any sum (as an aborted job leaves) must not change the next sums."""
     rng = random.Random(seed)
-    dut = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=32, soft_products=soft)
+    dut = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=32, soft_products=soft, running_totals=running)
     corners = [-128, -127, -1, 0, 1, 127]
     # sums of random length, back to back, with idle cycles between some ops
     ops = []
@@ -27,6 +39,10 @@ def test_mac_array_accumulates_like_numpy(q_n, p_n, soft, seed):
             ops.append({"w": [pick(corners) if pick else rng.randint(-128, 127) for _ in range(q_n)],
                         "a": [pick(corners) if pick else rng.randint(-128, 127) for _ in range(p_n)],
                         "first": k == 0, "last": k == length - 1, "idle": rng.random() < 0.2})
+        if rng.random() < 0.2:          # an abandoned sum: ops without a last op, then a new sum
+            ops += [{"w": [rng.randint(-128, 127) for _ in range(q_n)], "a": [rng.randint(-128, 127)
+                     for _ in range(p_n)], "first": k == 0, "last": False, "idle": False, "abandoned": True}
+                    for k in range(rng.randint(1, 3))]
     expected, acc = [], None
     for op in ops:
         prod = np.outer(op["w"], op["a"])
@@ -54,7 +70,7 @@ def test_mac_array_accumulates_like_numpy(q_n, p_n, soft, seed):
         while len(got) < len(expected):
             await ctx.tick()
             if ctx.get(dut.done):
-                got.append([ctx.get(dut.acc[k]) for k in range(q_n * p_n)])
+                got.append(finished_sums(ctx, dut))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -63,11 +79,13 @@ def test_mac_array_accumulates_like_numpy(q_n, p_n, soft, seed):
     sim.run_until(1e-8 * (len(ops) * 2 + 50))
     bad = [i for i, (g, e) in enumerate(zip(got, expected)) if g != e]
     assert got == expected, f"seed {seed}: {len(got)} sums, first mismatch at sum {bad[:1]}"
+    assert any(op.get("abandoned") for op in ops)
 
 
+@pytest.mark.parametrize("running", [False, True], ids=["restart", "running"])
 @pytest.mark.parametrize("soft", [0, 1])
-def test_mac_array_latency(soft):
-    dut = MacArray(channel_lanes=1, pixel_lanes=1, soft_products=soft)
+def test_mac_array_latency(soft, running):
+    dut = MacArray(channel_lanes=1, pixel_lanes=1, soft_products=soft, running_totals=running)
     seen = {}
 
     async def bench(ctx):
@@ -80,7 +98,7 @@ def test_mac_array_latency(soft):
         ctx.set(dut.valid, 0)
         for cycle in range(1, 8):
             if ctx.get(dut.done):
-                seen["cycle"], seen["acc"] = cycle, ctx.get(dut.acc[0])
+                seen["cycle"], seen["acc"] = cycle, finished_sums(ctx, dut)[0]
                 break
             await ctx.tick()
 
@@ -96,7 +114,9 @@ def test_mac_array_latency(soft):
                                           ({"channel_lanes": 1, "pixel_lanes": 2.5}, "pixel_lanes"),
                                           ({"channel_lanes": 1, "pixel_lanes": 1, "acc_bits": 8}, "acc_bits"),
                                           ({"channel_lanes": 2, "pixel_lanes": 1, "soft_products": 3},
-                                           r"soft_products must be an integer in 0\.\.2, not 3")])
+                                           r"soft_products must be an integer in 0\.\.2, not 3"),
+                                          ({"channel_lanes": 1, "pixel_lanes": 1, "running_totals": 1},
+                                           "running_totals must be a bool, not 1")])
 def test_mac_array_rejects_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MacArray(**kwargs)
