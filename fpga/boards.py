@@ -25,7 +25,7 @@ from golden.format import write_files_atomic
 from sdhw.config import AcceleratorConfig, check_fits
 
 from .soc import SystemTop, uart_divisor
-from .synth import YOSYS_VARIANTS, find_tool
+from .synth import YOSYS_VARIANTS, find_tool, spram_flow
 
 BOARD_NAME = "sdhw_board"
 
@@ -232,9 +232,11 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
     for label, prelude, flags in YOSYS_VARIANTS:
         if log:
             log(f"building {board_name} at {freq_hz / 1e6:.2f} MHz (yosys: {label}) ...")
-        overrides = {"nextpnr_opts": "--timing-allow-fail --report report.json", "synth_opts": flags}
-        if prelude:
-            overrides["script_after_read"] = prelude
+        memory_prelude, memory_flag = spram_flow(board.device)
+        overrides = {"nextpnr_opts": "--timing-allow-fail --report report.json",
+                     "synth_opts": " ".join(filter(None, [flags, memory_flag]))}
+        if prelude or memory_prelude:
+            overrides["script_after_read"] = "; ".join(filter(None, [prelude, memory_prelude]))
         try:
             platform.prepare(top, name=BOARD_NAME, **overrides).execute_local(str(build_dir), env=env)
             break

@@ -113,10 +113,22 @@ def harness_verilog(cfg: AcceleratorConfig) -> str:
 REPORT_VERSION = 2
 
 
+def spram_flow(device: str) -> tuple[str, str]:
+    """``(script after read, synth flag)`` letting yosys map the code memory to single-port RAM on devices
+    that have it. Yosys' SPRAM cells take no initial contents, and Amaranth gives every memory an initial
+    value (zeros), so the initial contents are dropped: the host writes every memory before a run reads it,
+    and the block RAMs power up as zeros anyway."""
+    if DEVICES[device].spram_bits:
+        return "delete t:$meminit_v2", "-spram"
+    return "", ""
+
+
 def _yosys_script(device: str, prelude: str, synth_flags: str, netlist: str) -> str:
     synth = "synth_ice40 -dsp" if PNR_TARGETS[device].family == "ice40" else "synth_ecp5"
+    memory_prelude, memory_flag = spram_flow(device)
+    synth_flags = " ".join(filter(None, [synth_flags, memory_flag]))
     return "; ".join(filter(None, [
-        f"read_verilog {TOP}.v", f"hierarchy -top {TOP}", prelude,
+        f"read_verilog {TOP}.v", f"hierarchy -top {TOP}", prelude, memory_prelude,
         f"{synth} {synth_flags} -top {TOP} -json {netlist}".replace("  ", " "),
         "tee -q -o stat.json stat -json",
     ]))

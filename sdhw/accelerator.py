@@ -108,7 +108,9 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------------------- memories
         desc_mem = Memory(shape=32, depth=cfg.desc_layers * DESC_WORDS, init=[])
-        code_mem = Memory(shape=cfg.code_width, depth=cfg.code_depth, init=[])
+        # "huge": yosys' name for the iCE40 single-port RAM; without it small code memories go to block RAM
+        code_mem = Memory(shape=cfg.code_width, depth=cfg.code_depth, init=[],
+                          attrs={"ram_style": "huge"} if cfg.code_in_spram else None)
         bias_mem = Memory(shape=32, depth=cfg.bias_depth, init=[])
         m.submodules.desc_mem = desc_mem
         m.submodules.code_mem = code_mem
@@ -185,8 +187,9 @@ class Accelerator(wiring.Component):
             m.d.comb += [bitmap_wr.addr.eq(offset), bitmap_wr.data.eq(bus.w_data),
                          bitmap_wr.en.eq(hw & (region == hb.REGION_BITMAP))]
 
-        def wide_write(port, width, region_id, tag):
-            """Entries wider than 32 bits: chunk k of entry e at offset (e << cb) | k; the last chunk commits."""
+        def wide_write(port, width, region_id, tag, *, addr=None):
+            """Entries wider than 32 bits: chunk k of entry e at offset (e << cb) | k; the last chunk commits.
+            ``addr``: the port's address signal when the caller shares it with a read port (else the entry)."""
             chunks = (width + 31) // 32
             cb = _bits(chunks) if chunks > 1 else 0
             staging = Signal(32 * chunks, name=f"{tag}_staging")
@@ -200,9 +203,15 @@ class Accelerator(wiring.Component):
                     m.d.comb += merged.word_select(k, 32).eq(bus.w_data)
             with m.If(sel):
                 m.d.sync += staging.eq(merged)
-            m.d.comb += [port.addr.eq(entry), port.data.eq(merged[:width]), port.en.eq(sel & (chunk == chunks - 1))]
+            m.d.comb += [port.data.eq(merged[:width]), port.en.eq(sel & (chunk == chunks - 1))]
+            if addr is None:
+                m.d.comb += port.addr.eq(entry)
+            else:
+                m.d.comb += addr.eq(entry)
 
-        wide_write(code_wr, cfg.code_width, hb.REGION_CODES, "code")
+        # single-port RAM (UP5K): the host's writes (idle) and the row fetch's reads (busy) share one address
+        code_host_addr = Signal.like(code_wr.addr) if cfg.code_in_spram else None
+        wide_write(code_wr, cfg.code_width, hb.REGION_CODES, "code", addr=code_host_addr)
         if sd:
             wide_write(basis_wr, cfg.basis_width, hb.REGION_BASES, "basis")
 
@@ -490,7 +499,13 @@ class Accelerator(wiring.Component):
                     m.d.comb += [dp_fail.eq(1), dp_code.eq(hb.ERR_WEIGHT_ADDR)]
         with m.Elif(rf_take):
             m.d.sync += rf0_valid.eq(0)
-        m.d.comb += [code_rd.addr.eq(rf0_code), code_rd.en.eq(rf_take & ~rf0_info.empty)]
+        if cfg.code_in_spram:
+            code_addr = Signal.like(code_rd.addr)
+            # a read never shares a cycle with a write (yosys maps the pair to one port only if it sees that)
+            m.d.comb += [code_addr.eq(Mux(busy, rf0_code, code_host_addr)), code_rd.addr.eq(code_addr),
+                         code_wr.addr.eq(code_addr), code_rd.en.eq(rf_take & ~rf0_info.empty & ~code_wr.en)]
+        else:
+            m.d.comb += [code_rd.addr.eq(rf0_code), code_rd.en.eq(rf_take & ~rf0_info.empty)]
         with m.If(rf_take):
             m.d.sync += [rf_valid.eq(1), rf_info.eq(rf0_info), rf_tap.eq(0)]
         with m.Elif(rf_ready):

@@ -26,7 +26,7 @@ class Device:
     dsps: int                 # SB_MAC16 (iCE40) or MULT18X18D (ECP5)
     bram_blocks: int
     bram_bits: int            # bits per block RAM
-    spram_bits: int = 0       # iCE40 UP5K single-port RAM (4 x 256 Kbit); not used yet by the generator
+    spram_bits: int = 0       # iCE40 UP5K single-port RAM: 4 blocks of 16K x 16 bits (the code memory)
 
 
 DEVICES = {
@@ -43,7 +43,7 @@ DEVICES = {
 DEFAULT_PES = {"up5k": 1, "hx8k": 1, "ecp5-25f": 16, "ecp5-45f": 64, "ecp5-85f": 128, "generic": 16}
 DEFAULT_DEVICE = "ecp5-25f"
 DEFAULT_DEPTHS = {
-    "up5k": {"act_depth": 1024, "code_depth": 512, "bitmap_depth": 256, "basis_depth": 256, "bias_depth": 256,
+    "up5k": {"act_depth": 1024, "code_depth": 512, "bitmap_depth": 512, "basis_depth": 256, "bias_depth": 256,
              "desc_layers": 8},
     "hx8k": {"act_depth": 1024, "code_depth": 512, "bitmap_depth": 256, "basis_depth": 256, "bias_depth": 256,
              "desc_layers": 8},
@@ -55,6 +55,10 @@ DEFAULT_DEPTHS = {
                  "bias_depth": 2048, "desc_layers": 16},
 }
 DEFAULT_DEPTHS["generic"] = DEFAULT_DEPTHS["ecp5-85f"]
+#: iCE40 UP5K single-port RAM block (SB_SPRAM256KA): 16K entries of 16 bits; the device has four
+SPRAM_DEPTH, SPRAM_WIDTH, SPRAM_BLOCKS = 16384, 16, 4
+#: default code-memory depth where the code memory goes to single-port RAM (it fills whole blocks anyway)
+SPRAM_CODE_DEPTH = SPRAM_DEPTH
 
 
 def default_lanes(pes: int) -> tuple[int, int]:
@@ -119,7 +123,9 @@ class AcceleratorConfig:
             bad("weight_bits", self.weight_bits, "8 (the MAC array is int8 x int8)")
         if not (isinstance(self.acc_bits, int) and 24 <= self.acc_bits <= 40):
             bad("acc_bits", self.acc_bits, "an integer in 24..40")
-        defaults = DEFAULT_DEPTHS[self.device]
+        defaults = dict(DEFAULT_DEPTHS[self.device])
+        if DEVICES[self.device].spram_bits and self.code_width <= SPRAM_WIDTH * SPRAM_BLOCKS:
+            defaults["code_depth"] = SPRAM_CODE_DEPTH       # code memory in single-port RAM
         for name, value in defaults.items():
             v = getattr(self, name)
             if v is None:
@@ -153,6 +159,15 @@ class AcceleratorConfig:
     def basis_width(self) -> int:
         """Bits of one basis-memory row: one basis column (3 int8) per channel lane, read once per tap."""
         return 24 * self.channel_lanes
+
+    @property
+    def code_in_spram(self) -> bool:
+        """The code memory is built from the UP5K's single-port RAM blocks (16K x 16 bits each, up to four side by
+        side) instead of block RAM: the device has them, the row is at most 64 bits wide and the memory at most
+        16K deep. The host writes it only while the accelerator is idle and the row fetch reads it only while
+        it runs, so one port with a shared address serves both."""
+        return (DEVICES[self.device].spram_bits > 0 and self.code_width <= SPRAM_WIDTH * SPRAM_BLOCKS
+                and self.code_depth <= SPRAM_DEPTH)
 
     @property
     def basis_rows(self) -> int:
@@ -243,7 +258,9 @@ ICE40_LC_PER_LUT4 = 1.4
 def estimate_resources(cfg: AcceleratorConfig) -> dict[str, int]:
     """A pre-synthesis estimate calibrated on yosys (the synthesis flow reports the real figures)."""
     device = DEVICES[cfg.device]
-    blocks = sum(_bram_blocks(device, depth, width) * copies for depth, width, copies in cfg.memories().values())
+    blocks = sum(_bram_blocks(device, depth, width) * copies for name, (depth, width, copies) in cfg.memories().items()
+                 if not (cfg.code_in_spram and name in ("codes", "weights")))
+    spram_blocks = -(-cfg.code_width // SPRAM_WIDTH) if cfg.code_in_spram else 0
     q, p = cfg.channel_lanes, cfg.pixel_lanes
     products = q * p + (REQUANT_DSPS if cfg.requant == "pipelined" else 0)
     luts = (LUT_FIXED + (LUT_PER_DENSE_LANE if cfg.dense else LUT_PER_SD_LANE) * q + LUT_PER_PE * q * p
@@ -253,7 +270,7 @@ def estimate_resources(cfg: AcceleratorConfig) -> dict[str, int]:
     if device.dsps == 0:                           # iCE40 HX: no DSPs, every product in LUTs
         luts += LUT_PER_SOFT_MULTIPLIER * products
         dsps = 0
-    return {"luts": luts, "dsps": dsps, "bram_blocks": blocks}
+    return {"luts": luts, "dsps": dsps, "bram_blocks": blocks, "spram_blocks": spram_blocks}
 
 
 def check_fits(cfg: AcceleratorConfig) -> dict[str, int]:

