@@ -203,11 +203,8 @@ class Accelerator(wiring.Component):
                     m.d.comb += merged.word_select(k, 32).eq(bus.w_data)
             with m.If(sel):
                 m.d.sync += staging.eq(merged)
-            m.d.comb += [port.data.eq(merged[:width]), port.en.eq(sel & (chunk == chunks - 1))]
-            if addr is None:
-                m.d.comb += port.addr.eq(entry)
-            else:
-                m.d.comb += addr.eq(entry)
+            m.d.comb += [(port.addr if addr is None else addr).eq(entry), port.data.eq(merged[:width]),
+                         port.en.eq(sel & (chunk == chunks - 1))]
 
         # single-port RAM (UP5K): the host's writes (idle) and the row fetch's reads (busy) share one address
         code_host_addr = Signal.like(code_wr.addr) if cfg.code_in_spram else None
