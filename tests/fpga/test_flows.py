@@ -164,7 +164,9 @@ def test_synth_cli_rejects_bad_input(tmp_path):
     assert rc == 1 and "seeds must be an integer in 1..64, not 0" in err
     rc, _, err = run(["synth", "--device", "up5k", "--pes", "1", "--freq", "5000", "-o", tmp_path / "d"])
     assert rc == 1 and "frequency must be in 1..1000 MHz" in err
-    assert not any((tmp_path / n).exists() for n in "abcd")
+    rc, _, err = run(["synth", "--device", "up5k", "--pes", "1", "--pnr-timeout", "-5", "-o", tmp_path / "e"])
+    assert rc == 1 and "place-and-route time limit must be a positive number of seconds, not -5" in err
+    assert not any((tmp_path / n).exists() for n in "abcde")
 
 
 def test_synth_without_yowasp_says_how_to_install(tmp_path, monkeypatch):
