@@ -238,21 +238,44 @@ def _bram_blocks(device: Device, depth: int, width: int) -> int:
     return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in shapes)
 
 
-#: Logic model calibrated on yosys `synth_ice40 -dsp` of the generated top with the UP5K's memory depths, the
-#: serial requantiser and 32-bit counters (2026-11-29: N=1 -> 3,583 LUT4, N=2 -> 3,912, N=4 (4x1) -> 4,559,
-#: N=16 (4x4) -> 6,744): a fixed part (sequencer, host port, requantiser, decoder), per channel lane (rebuild
-#: unit, weight path), per PE (accumulator, drain) and per pixel lane (address arithmetic, padding and range
-#: checks). The pipelined requantiser adds about 500 LUTs and needs four DSPs for its partial products; yosys
-#: maps one product per DSP and does not fall back to LUT multipliers when DSPs run out, so every MAC product
-#: needs a DSP (iCE40 HX has none: products become LUT multipliers).
-LUT_FIXED, LUT_PER_SD_LANE, LUT_PER_DENSE_LANE, LUT_PER_PE, LUT_PER_PIXEL_LANE = 2930, 230, 60, 100, 330
+@dataclass(frozen=True)
+class CostModel:
+    """Yosys cells of one family's build, in parts: fixed (sequencer, host port, decoder, requantiser of the
+    family's default kind), per channel lane (rebuild unit, weight path), per PE (accumulator, drain), per
+    pixel lane (address stepping, padding and range checks) and per soft (LUT-built) MAC product."""
+    fixed_sd: int
+    fixed_dense: int
+    sd_lane: int
+    dense_lane: int
+    pe: int
+    pixel_lane: int
+    soft_product: int
+
+    def count(self, cfg: AcceleratorConfig) -> int:
+        q, p = cfg.channel_lanes, cfg.pixel_lanes
+        fixed, lane = (self.fixed_dense, self.dense_lane) if cfg.dense else (self.fixed_sd, self.sd_lane)
+        return fixed + lane * q + self.pe * q * p + self.pixel_lane * p + self.soft_product * cfg.soft_products
+
+
+#: LUT4 and flip-flop models fitted on `bench/fpga.json` (2026-11-30, commit 52fdb6b: the synthesized harness
+#: at UP5K N = 1..16 and ECP5-25F N = 1..64, SD and dense; every point within 1.5 % for LUT4, 2 % for
+#: flip-flops). The sweep cannot separate the per-PE cost from the lane terms, so it is set from the
+#: accumulator's width and the rest fitted. iCE40 builds are lean with the serial requantiser and 32-bit
+#: counters; ECP5 (and the simulation-only generic device) have the pipeline registers, the pipelined
+#: requantiser (about 500 LUT4 and four DSPs) and 48-bit counters. Yosys maps one product per DSP and does not
+#: fall back to LUT multipliers when DSPs run out, so every MAC product needs a DSP (iCE40 HX has none: its
+#: products become yosys' LUT multipliers).
+LUT_MODEL = {"ice40": CostModel(3268, 2304, 225, 30, 100, 282, 112),
+             "ecp5": CostModel(4205, 2780, 309, 99, 60, 662, 157)}
+FF_MODEL = {"ice40": CostModel(1634, 1183, 213, 110, 80, 139, 38),
+            "ecp5": CostModel(2782, 2197, 277, 140, 130, 303, 42)}
+DEFAULT_REQUANT = {"ice40": "serial", "ecp5": "pipelined"}
 LUT_PIPELINED_REQUANT = 500
 LUT_PER_SOFT_MULTIPLIER = 250          # yosys' LUT multiplier (iCE40 HX)
-LUT_PER_GATED_MULTIPLIER = 150         # MacArray's soft product (gated adder tree, two stages)
 REQUANT_DSPS = 4
-#: iCE40 logic cells per yosys LUT4 after nextpnr packs the flip-flops (measured 2026-11-29 with
-#: `sdhw synth --device up5k`: 3,799 LUT4 -> 5,111 LCs at N=1, 4,559 LUT4 -> 6,411 LCs at N=4)
-ICE40_LC_PER_LUT4 = 1.4
+#: iCE40 logic cells after nextpnr packs: each LUT4 and about two thirds of the flip-flops (those that do not
+#: pack with their own LUT); measured 0.65-0.70 per flip-flop at seven UP5K points (bench, 2026-11-30)
+ICE40_LC_PER_FF = 0.67
 
 
 def estimate_resources(cfg: AcceleratorConfig) -> dict[str, int]:
@@ -261,16 +284,19 @@ def estimate_resources(cfg: AcceleratorConfig) -> dict[str, int]:
     blocks = sum(_bram_blocks(device, depth, width) * copies for name, (depth, width, copies) in cfg.memories().items()
                  if not (cfg.code_in_spram and name in ("codes", "weights")))
     spram_blocks = -(-cfg.code_width // SPRAM_WIDTH) if cfg.code_in_spram else 0
-    q, p = cfg.channel_lanes, cfg.pixel_lanes
-    products = q * p + (REQUANT_DSPS if cfg.requant == "pipelined" else 0)
-    luts = (LUT_FIXED + (LUT_PER_DENSE_LANE if cfg.dense else LUT_PER_SD_LANE) * q + LUT_PER_PE * q * p
-            + LUT_PER_PIXEL_LANE * p + (LUT_PIPELINED_REQUANT if cfg.requant == "pipelined" else 0)
-            + LUT_PER_GATED_MULTIPLIER * cfg.soft_products)
+    family = "ice40" if device.family == "ice40" else "ecp5"
+    products = cfg.channel_lanes * cfg.pixel_lanes + (REQUANT_DSPS if cfg.requant == "pipelined" else 0)
+    luts, ffs = LUT_MODEL[family].count(cfg), FF_MODEL[family].count(cfg)
+    if cfg.requant != DEFAULT_REQUANT[family]:
+        luts += LUT_PIPELINED_REQUANT if cfg.requant == "pipelined" else -LUT_PIPELINED_REQUANT
     dsps = products - cfg.soft_products
     if device.dsps == 0:                           # iCE40 HX: no DSPs, every product in LUTs
         luts += LUT_PER_SOFT_MULTIPLIER * products
         dsps = 0
-    return {"luts": luts, "dsps": dsps, "bram_blocks": blocks, "spram_blocks": spram_blocks}
+    est = {"luts": luts, "ffs": ffs, "dsps": dsps, "bram_blocks": blocks, "spram_blocks": spram_blocks}
+    if device.family == "ice40":
+        est["logic_cells"] = round(luts + ICE40_LC_PER_FF * ffs)
+    return est
 
 
 def check_fits(cfg: AcceleratorConfig) -> dict[str, int]:
@@ -288,9 +314,9 @@ def check_fits(cfg: AcceleratorConfig) -> dict[str, int]:
     if est["luts"] > device.luts:
         raise SdhwError(f"configuration does not fit {device.name}: logic needs ~{est['luts']} of {device.luts} "
                         f"LUTs for pes={cfg.pes}; choose fewer pes or a larger device")
-    if device.family == "ice40" and round(est["luts"] * ICE40_LC_PER_LUT4) > device.luts:
+    if device.family == "ice40" and est["logic_cells"] > device.luts:
         raise SdhwError(f"configuration does not fit {device.name}: ~{est['luts']} LUT4 plus the flip-flops that "
-                        f"do not pack with them need ~{round(est['luts'] * ICE40_LC_PER_LUT4)} of {device.luts} "
+                        f"do not pack with them need ~{est['logic_cells']} of {device.luts} "
                         f"logic cells (LUTs) for pes={cfg.pes}; choose fewer pes or a larger device")
     return est
 

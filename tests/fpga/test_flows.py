@@ -15,7 +15,7 @@ from fpga import boards, synth
 from fpga.harness import REQUEST_BITS, SerialHarness
 from golden import SdhwError
 from sdhw import hostbus as hb
-from sdhw.config import AcceleratorConfig, estimate_resources
+from sdhw.config import AcceleratorConfig, check_fits, estimate_resources
 from tests.rtl_gen.test_cli import run
 
 SMALL = {"pes": 1, "act_depth": 256, "code_depth": 128, "bitmap_depth": 64, "basis_depth": 32, "bias_depth": 64,
@@ -274,3 +274,26 @@ def test_code_memory_goes_to_single_port_ram_where_it_fits(device, pes, dense, s
                                                   if not spram_blocks else 1024))
     assert (deeper["bram_blocks"] == est["bram_blocks"]) == bool(spram_blocks)
     assert synth.spram_flow(device) == (("delete t:$meminit_v2", "-spram") if device == "up5k" else ("", ""))
+
+
+# yosys LUT4 / flip-flops and nextpnr's logic cells measured by the bench at 52fdb6b (bench/fpga.md)
+MEASURED = [("up5k", 1, False, 3905, 2071, 5275, True), ("up5k", 1, True, 2714, 1514, 3722, True),
+            ("up5k", 2, False, 4150, 2376, 5707, False), ("up5k", 4, True, 3103, 2105, 4567, True),
+            ("up5k", 8, True, 3783, 2562, 5557, False), ("ecp5-25f", 16, False, 8876, 7682, None, True),
+            ("ecp5-25f", 64, False, 21960, 18405, None, True), ("ecp5-25f", 64, True, 17116, 15638, None, True)]
+
+
+@pytest.mark.parametrize("device, pes, dense, luts, ffs, cells, fits", MEASURED)
+def test_resource_estimate_tracks_the_measured_builds(device, pes, dense, luts, ffs, cells, fits):
+    """The pre-synthesis estimate is within 3 % of what yosys mapped, and the fit check agrees with placement."""
+    cfg = AcceleratorConfig(device=device, pes=pes, dense=dense)
+    est = estimate_resources(cfg)
+    assert abs(est["luts"] - luts) <= 0.03 * luts and abs(est["ffs"] - ffs) <= 0.03 * ffs, est
+    if cells is not None:
+        assert abs(est["logic_cells"] - cells) <= 0.03 * cells, est
+    try:
+        check_fits(cfg)
+        verdict = True
+    except SdhwError:
+        verdict = False
+    assert verdict == fits
