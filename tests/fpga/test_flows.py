@@ -197,11 +197,16 @@ def test_a_seed_past_the_time_limit_is_stopped_and_reported(tmp_path, monkeypatc
 def test_build_cli_rejects_bad_input(tmp_path):
     rc, _, err = run(["build", "--board", "nexys", "-o", tmp_path / "a"])
     assert rc == 1 and "unknown board 'nexys'; valid: icebreaker, ulx3s-25f, ulx3s-85f, orangecrab" in err
-    rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "--freq", "900", "-o", tmp_path / "b"])
+    rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--freq", "900", "-o", tmp_path / "b"])
     assert rc == 1 and "iCE40 PLL cannot make 900 MHz" in err
-    rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "--baud", "20000000", "-o", tmp_path / "c"])
+    rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--baud", "20000000",
+                      "-o", tmp_path / "c"])
     assert rc == 1 and "cycles per bit" in err
-    assert not any((tmp_path / n).exists() for n in "abc")
+    # the UP5K's SD N = 1 accelerator fits, but not beside the board's UART bridge (measured: 5,921 cells)
+    rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "-o", tmp_path / "d"])
+    assert rc == 1 and err.count("\n") == 1, err
+    assert "does not fit icebreaker: the accelerator and the board top" in err and "choose --dense" in err, err
+    assert not any((tmp_path / n).exists() for n in "abcd")
 
 
 @pytest.mark.parametrize("board", sorted(boards.BOARDS))
