@@ -57,8 +57,6 @@ DEFAULT_DEPTHS = {
 DEFAULT_DEPTHS["generic"] = DEFAULT_DEPTHS["ecp5-85f"]
 #: iCE40 UP5K single-port RAM block (SB_SPRAM256KA): 16K entries of 16 bits; the device has four
 SPRAM_DEPTH, SPRAM_WIDTH, SPRAM_BLOCKS = 16384, 16, 4
-#: default code-memory depth where the code memory goes to single-port RAM (it fills whole blocks anyway)
-SPRAM_CODE_DEPTH = SPRAM_DEPTH
 
 
 def default_lanes(pes: int) -> tuple[int, int]:
@@ -125,7 +123,7 @@ class AcceleratorConfig:
             bad("acc_bits", self.acc_bits, "an integer in 24..40")
         defaults = dict(DEFAULT_DEPTHS[self.device])
         if DEVICES[self.device].spram_bits and self.code_width <= SPRAM_WIDTH * SPRAM_BLOCKS:
-            defaults["code_depth"] = SPRAM_CODE_DEPTH       # code memory in single-port RAM
+            defaults["code_depth"] = SPRAM_DEPTH            # single-port RAM: whole blocks anyway
         for name, value in defaults.items():
             v = getattr(self, name)
             if v is None:

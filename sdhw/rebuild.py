@@ -145,27 +145,19 @@ class RebuildUnit(wiring.Component):
                 s1_corr.eq(half + Cat(negs[0], 0) + Cat(negs[1], 0) + negs[2]),
             ]
 
-        # Stage 2: exact_j + 2**(wshift-1) (the correction adds the ones' complements' +1s).
-        s2_valid = Signal()
-        s2_tag = Signal(max(1, self._tag_bits))
-        s2_sum = Signal(signed(sum_bits))
-        with m.If(advance):
-            m.d.sync += [
-                s2_valid.eq(s1_valid),
-                s2_tag.eq(s1_tag),
-                s2_sum.eq(s1_terms[0] + s1_terms[1] + s1_terms[2] + s1_corr.as_signed()),
-            ]
+        def stage(name, valid, tag, value):
+            """A pipeline register for (valid, tag, value), loaded when the pipeline advances."""
+            regs = (Signal(name=f"{name}_valid"), Signal(max(1, self._tag_bits), name=f"{name}_tag"),
+                    Signal(signed(sum_bits), name=name))
+            with m.If(advance):
+                m.d.sync += [reg.eq(src) for reg, src in zip(regs, (valid, tag, value))]
+            return regs
 
+        # Stage 2: exact_j + 2**(wshift-1) (the correction adds the ones' complements' +1s).
+        s2_valid, s2_tag, s2_sum = stage("s2_sum", s1_valid, s1_tag,
+                                         s1_terms[0] + s1_terms[1] + s1_terms[2] + s1_corr.as_signed())
         # Stage 3: arithmetic shift by the clamped wshift.
-        s3_valid = Signal()
-        s3_tag = Signal(max(1, self._tag_bits))
-        s3_shifted = Signal(signed(sum_bits))
-        with m.If(advance):
-            m.d.sync += [
-                s3_valid.eq(s2_valid),
-                s3_tag.eq(s2_tag),
-                s3_shifted.eq(s2_sum >> shift),
-            ]
+        s3_valid, s3_tag, s3_shifted = stage("s3_shifted", s2_valid, s2_tag, s2_sum >> shift)
 
         # Stage 4: symmetric saturation.
         shifted_sum = s3_shifted
