@@ -55,7 +55,7 @@ from .synth import PNR_TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = Path("build/bench-fpga")
-#: place-and-route time limit per seed (s): a few netlists route for very long (hundreds of overused wires for
+#: place-and-route time limit per seed (CPU seconds): a few netlists route for very long (hundreds of overused wires for
 #: many minutes) on some seeds; such a seed is reported as stopped
 PNR_TIMEOUT = 1800.0
 BUILDS = ("sd", "dense")
@@ -552,7 +552,7 @@ def synth_point(cfg: AcceleratorConfig, *, seeds: int, jobs: int, build_dir: Pat
     """``fpga.synth.synthesize`` of ``cfg``, or its last report if nothing it depends on changed."""
     from . import synth
 
-    key = _sha(synth.harness_verilog(cfg), seeds, PNR_TARGETS[cfg.device].target_mhz, pnr_timeout,
+    key = _sha(synth.harness_verilog(cfg), seeds, PNR_TARGETS[cfg.device].target_mhz, ("cpu", pnr_timeout),
                synth.flow_signature(cfg.device))
     cache = build_dir / "bench.cache.json"
     if cache.exists():
@@ -987,7 +987,7 @@ def main(argv=None) -> int:
     parser.add_argument("--parallel", type=int, default=2,
                         help="configurations synthesized at once, in separate processes (default 2)")
     parser.add_argument("--pnr-timeout", type=float, default=PNR_TIMEOUT,
-                        help=f"stop a place-and-route seed after this many seconds, 0 for no limit (default "
+                        help=f"stop a place-and-route seed after this many CPU seconds, 0 for no limit (default "
                              f"{PNR_TIMEOUT:g}: some netlists route for very long on some seeds)")
     parser.add_argument("--build-dir", default=str(BUILD_DIR))
     parser.add_argument("--digits-json", help="reuse cycles from this sim.bench_digits report when valid "

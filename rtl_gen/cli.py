@@ -403,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--seeds", type=int, default=1, help="place-and-route seeds (default 1)")
     sy.add_argument("--jobs", type=int, default=1, help="seeds placed in parallel (default 1)")
     sy.add_argument("--pnr-timeout", type=float, metavar="SECONDS",
-                    help="stop a seed's place-and-route after this many seconds (default: no limit)")
+                    help="stop a seed's place-and-route after this many seconds of CPU time "
+                         "(default: no limit)")
     sy.add_argument("-o", "--output", help="build and report directory (default build/synth/DEVICE-N)")
     sy.add_argument("--json", action="store_true", help="print the report as JSON")
     sy.add_argument("-q", "--quiet", action="store_true", help="no progress lines")

@@ -179,17 +179,24 @@ def test_synth_without_yowasp_says_how_to_install(tmp_path, monkeypatch):
 
 
 def test_a_seed_past_the_time_limit_is_stopped_and_reported(tmp_path, monkeypatch):
-    """A nextpnr run that does not finish in time is killed; the seed says so and has no Fmax."""
-    slow = tmp_path / "slow-nextpnr"
-    slow.write_text("#!/bin/sh\nsleep 30\n")
-    slow.chmod(0o755)
-    monkeypatch.setattr(synth, "find_tool", lambda name: str(slow))
+    """A nextpnr run that has used its CPU time is killed; the seed says so and has no Fmax. The limit counts
+    CPU time, so a run that waits is stopped only by the wall-clock backstop (4x the limit)."""
+    busy = tmp_path / "busy-nextpnr"
+    busy.write_text("#!/bin/sh\nwhile :; do :; done\n")
+    idle = tmp_path / "idle-nextpnr"
+    idle.write_text("#!/bin/sh\nsleep 30\n")
+    for tool in (busy, idle):
+        tool.chmod(0o755)
+    monkeypatch.setattr(synth, "find_tool", lambda name: str(idle))
+    result = synth.run_nextpnr("ecp5-25f", tmp_path / "netlist.json", 125, 1, tmp_path, timeout=0.5)
+    assert not result["ok"] and result["timed_out"] and 2 <= result["pnr_seconds"] < 10
+    monkeypatch.setattr(synth, "find_tool", lambda name: str(busy))
     result = synth.run_nextpnr("ecp5-25f", tmp_path / "netlist.json", 125, 1, tmp_path, timeout=0.5)
     assert not result["ok"] and result["timed_out"] and result["pnr_seconds"] < 10
-    assert result["error"] == "stopped after the 0.5 s place-and-route time limit"
+    assert result["error"] == "stopped after the 0.5 s place-and-route time limit (CPU time)"
     report = {"fits": True, "device": "ecp5-25f", "seeds": [result], "target_mhz": 125}
     assert synth.verdict(report) == ("fits; no timing result; 1/1 seeds stopped at the place-and-route time "
-                                     "limit (0 s)")
+                                     "limit (0.5 s of CPU time)")
     with pytest.raises(SdhwError, match="place-and-route time limit must be a positive number of seconds, not -1"):
         synth.synthesize(small("ecp5-25f"), pnr_timeout=-1, build_dir=tmp_path / "b")
 
