@@ -481,7 +481,9 @@ class Accelerator(wiring.Component):
         rf_take = Signal()
         rf_step = Signal()                       # tap rf_tap of the held row moves on this cycle
         rf_final = Signal()                      # ... and it is the row's final tap
-        m.d.comb += [rf_final.eq(rf_info.empty | (rf_tap == 2)), rf_ready.eq(~rf_valid | (rf_step & rf_final)),
+        # rf_final is a register (set as the row arrives or its second-to-last tap moves on), so the row fetch's
+        # hand-over decisions start at registers
+        m.d.comb += [rf_ready.eq(~rf_valid | (rf_step & rf_final)),
                      rf_take.eq(rf0_valid & rf_ready & (rf0_ok if sd else 1))]
         accept_row = Signal()
         m.d.comb += accept_row.eq(entry_valid & (~rf0_valid | rf_take) & busy)
@@ -504,11 +506,11 @@ class Accelerator(wiring.Component):
         else:
             m.d.comb += [code_rd.addr.eq(rf0_code), code_rd.en.eq(rf_take & ~rf0_info.empty)]
         with m.If(rf_take):
-            m.d.sync += [rf_valid.eq(1), rf_info.eq(rf0_info), rf_tap.eq(0)]
+            m.d.sync += [rf_valid.eq(1), rf_info.eq(rf0_info), rf_tap.eq(0), rf_final.eq(rf0_info.empty)]
         with m.Elif(rf_ready):
             m.d.sync += rf_valid.eq(0)
         with m.Elif(rf_step):
-            m.d.sync += rf_tap.eq(rf_tap + 1)
+            m.d.sync += [rf_tap.eq(rf_tap + 1), rf_final.eq(rf_tap == 1)]
         rf_codes = Signal(cfg.code_width)
         m.d.comb += rf_codes.eq(Mux(rf_info.empty, 0, code_rd.data))
 
@@ -582,13 +584,14 @@ class Accelerator(wiring.Component):
             m.submodules.tap_queue = ResetInserter(flush)(tap_queue)
             taps_held = Signal(range(credits + 1))      # taps in the rebuild units or the queue
             unit0 = rebuild[0]
-            m.d.comb += rf_step.eq(rf_valid & (taps_held < credits))
+            credit = Signal(init=1)                     # taps_held < credits, as a register
+            m.d.comb += rf_step.eq(rf_valid & credit)
             with m.If(rf_step & ~ti_take):
-                m.d.sync += taps_held.eq(taps_held + 1)
+                m.d.sync += [taps_held.eq(taps_held + 1), credit.eq(taps_held < credits - 1)]
             with m.Elif(ti_take & ~rf_step):
-                m.d.sync += taps_held.eq(taps_held - 1)
+                m.d.sync += [taps_held.eq(taps_held - 1), credit.eq(1)]
             with m.If(flush):
-                m.d.sync += taps_held.eq(0)
+                m.d.sync += [taps_held.eq(0), credit.eq(1)]
             # the code and basis block RAMs' outputs are registered before the rebuild units (their
             # clock-to-out is most of a cycle)
             rb_in_valid = Signal()
@@ -650,11 +653,29 @@ class Accelerator(wiring.Component):
             step_now.eq(ti_valid & op_first & ~ti_stepped & lanes_settled),
             issue.eq(ti_valid & busy & ~(op_last & (shadow_busy | last_in_flight)) & (~op_first | ti_stepped)),
             ti_free.eq(~ti_valid | issue),
-            ti_take.eq(rb_valid & ti_free),
         ]
-        with m.If(~ti_valid | issue):
-            # without a tap to take these registers hold nothing (ti_valid goes low)
-            m.d.sync += [ti_weights.eq(rb_weights), ti_info.eq(rb_info), ti_stepped.eq(0)]
+        sk_valid = Signal()                      # a tap waits behind the held one (not lean)
+        if lean:
+            m.d.comb += ti_take.eq(rb_valid & ti_free)
+            with m.If(ti_free):
+                # without a tap to take these registers hold nothing (ti_valid goes low)
+                m.d.sync += [ti_weights.eq(rb_weights), ti_info.eq(rb_info), ti_stepped.eq(0)]
+        else:
+            # a skid register behind the held tap: the tap issuer takes a tap whenever the skid is empty, so
+            # the queue's read, the row counters and (dense) the row fetch's step depend on registers only,
+            # not on the issue decision. The skid fills only in a cycle the held tap does not issue and is
+            # emptied into the held tap by the next issue: one tap per cycle while ops issue.
+            sk_weights = Signal.like(rb_weights)
+            sk_info = Signal(info_layout)
+            m.d.comb += ti_take.eq(rb_valid & ~sk_valid)
+            with m.If(~sk_valid):
+                m.d.sync += [sk_weights.eq(rb_weights), sk_info.eq(rb_info)]
+            with m.If(ti_free):
+                m.d.sync += [ti_weights.eq(Mux(sk_valid, sk_weights, rb_weights)),
+                             ti_info.eq(Mux(sk_valid, sk_info, rb_info)), ti_stepped.eq(0),
+                             sk_valid.eq(0)]
+            with m.Elif(ti_take):
+                m.d.sync += sk_valid.eq(1)
         with m.If(step_now):
             m.d.sync += ti_stepped.eq(1)
             m.d.comb += lanes_changed.eq(1)
@@ -674,7 +695,7 @@ class Accelerator(wiring.Component):
                              ti_pg_last.eq(pix_left <= p_n), ti_pix_out.eq(ti_pix_out + fld["pm_step"])]
                 for p in range(p_n):
                     m.d.sync += set_lane(p, steppers[p])
-        with m.If(ti_take):
+        with m.If(ti_take | sk_valid):
             m.d.sync += ti_valid.eq(1)
         with m.Elif(issue):
             m.d.sync += ti_valid.eq(0)
@@ -772,7 +793,7 @@ class Accelerator(wiring.Component):
             m.d.sync += [pend_m.eq(ti_m), pend_qv.eq(ti_qv), pend_out.eq(ti_pix_out + ti_m), pend_pv.eq(ti_pv)]
 
         m.d.comb += [
-            issue_idle.eq((rows_in_flight == 0) & ~ti_valid & ~rf_valid & ~rf0_valid & ~group_pending
+            issue_idle.eq((rows_in_flight == 0) & ~ti_valid & ~sk_valid & ~rf_valid & ~rf0_valid & ~group_pending
                            & ~decoder.busy & ~entry_valid),
         ]
         # registered: its terms come from all over the data path; in LAYER_END nothing new starts, so once
@@ -1011,8 +1032,8 @@ class Accelerator(wiring.Component):
             with m.If(flush):
                 m.d.sync += d2_valid.eq(0)
         with m.If(flush):
-            m.d.sync += [rf0_valid.eq(0), rf_valid.eq(0), ti_valid.eq(0), rows_in_flight.eq(0), ops_in_flight.eq(0),
-                         last_in_flight.eq(0), shadow_busy.eq(0), d1_valid.eq(0),
+            m.d.sync += [rf0_valid.eq(0), rf_valid.eq(0), ti_valid.eq(0), sk_valid.eq(0), rows_in_flight.eq(0),
+                         ops_in_flight.eq(0), last_in_flight.eq(0), shadow_busy.eq(0), d1_valid.eq(0),
                          requant_in_flight.eq(0), group_pending.eq(0), op_delay.eq(0), dp_fail_r.eq(0),
                          ti_layer_start.eq(0)]
         return m
