@@ -481,9 +481,7 @@ class Accelerator(wiring.Component):
         rf_take = Signal()
         rf_step = Signal()                       # tap rf_tap of the held row moves on this cycle
         rf_final = Signal()                      # ... and it is the row's final tap
-        # rf_final is a register (set as the row arrives or its second-to-last tap moves on), so the row fetch's
-        # hand-over decisions start at registers
-        m.d.comb += [rf_ready.eq(~rf_valid | (rf_step & rf_final)),
+        m.d.comb += [rf_final.eq(rf_info.empty | (rf_tap == 2)), rf_ready.eq(~rf_valid | (rf_step & rf_final)),
                      rf_take.eq(rf0_valid & rf_ready & (rf0_ok if sd else 1))]
         accept_row = Signal()
         m.d.comb += accept_row.eq(entry_valid & (~rf0_valid | rf_take) & busy)
@@ -506,11 +504,11 @@ class Accelerator(wiring.Component):
         else:
             m.d.comb += [code_rd.addr.eq(rf0_code), code_rd.en.eq(rf_take & ~rf0_info.empty)]
         with m.If(rf_take):
-            m.d.sync += [rf_valid.eq(1), rf_info.eq(rf0_info), rf_tap.eq(0), rf_final.eq(rf0_info.empty)]
+            m.d.sync += [rf_valid.eq(1), rf_info.eq(rf0_info), rf_tap.eq(0)]
         with m.Elif(rf_ready):
             m.d.sync += rf_valid.eq(0)
         with m.Elif(rf_step):
-            m.d.sync += [rf_tap.eq(rf_tap + 1), rf_final.eq(rf_tap == 1)]
+            m.d.sync += rf_tap.eq(rf_tap + 1)
         rf_codes = Signal(cfg.code_width)
         m.d.comb += rf_codes.eq(Mux(rf_info.empty, 0, code_rd.data))
 
@@ -584,14 +582,13 @@ class Accelerator(wiring.Component):
             m.submodules.tap_queue = ResetInserter(flush)(tap_queue)
             taps_held = Signal(range(credits + 1))      # taps in the rebuild units or the queue
             unit0 = rebuild[0]
-            credit = Signal(init=1)                     # taps_held < credits, as a register
-            m.d.comb += rf_step.eq(rf_valid & credit)
+            m.d.comb += rf_step.eq(rf_valid & (taps_held < credits))
             with m.If(rf_step & ~ti_take):
-                m.d.sync += [taps_held.eq(taps_held + 1), credit.eq(taps_held < credits - 1)]
+                m.d.sync += taps_held.eq(taps_held + 1)
             with m.Elif(ti_take & ~rf_step):
-                m.d.sync += [taps_held.eq(taps_held - 1), credit.eq(1)]
+                m.d.sync += taps_held.eq(taps_held - 1)
             with m.If(flush):
-                m.d.sync += [taps_held.eq(0), credit.eq(1)]
+                m.d.sync += taps_held.eq(0)
             # the code and basis block RAMs' outputs are registered before the rebuild units (their
             # clock-to-out is most of a cycle)
             rb_in_valid = Signal()
