@@ -110,6 +110,39 @@ def test_mac_array_latency(soft, running):
     assert dut.latency == MacArray.LATENCY + soft
 
 
+def test_soft_products_are_exact_for_every_int8_pair():
+    """The radix-4 soft multiplier against every (weight, activation) pair: 256 weights, 16 soft lanes
+    fed 16 activations per op, each op a one-op sum."""
+    dut = MacArray(channel_lanes=1, pixel_lanes=16, soft_products=16)
+    ops = [(w, [16 * j + p - 128 for p in range(16)]) for w in range(-128, 128) for j in range(16)]
+    got = []
+
+    async def drive(ctx):
+        ctx.set(dut.first, 1)
+        ctx.set(dut.last, 1)
+        ctx.set(dut.valid, 1)
+        for w, acts in ops:
+            ctx.set(dut.weights[0], w)
+            for p, a in enumerate(acts):
+                ctx.set(dut.acts[p], a)
+            await ctx.tick()
+        ctx.set(dut.valid, 0)
+
+    async def watch(ctx):
+        while len(got) < len(ops):
+            await ctx.tick()
+            if ctx.get(dut.done):
+                got.append([ctx.get(dut.acc[p]) for p in range(16)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(drive)
+    sim.add_testbench(watch)
+    sim.run_until(1e-8 * (len(ops) + 20))
+    wrong = [(w, a, g) for (w, acts), row in zip(ops, got) for a, g in zip(acts, row) if g != w * a]
+    assert len(got) == len(ops) and not wrong, f"{len(wrong)} wrong products, first (w, a, got): {wrong[:1]}"
+
+
 @pytest.mark.parametrize("kwargs, match", [({"channel_lanes": 0, "pixel_lanes": 1}, "channel_lanes"),
                                           ({"channel_lanes": 1, "pixel_lanes": 2.5}, "pixel_lanes"),
                                           ({"channel_lanes": 1, "pixel_lanes": 1, "acc_bits": 8}, "acc_bits"),
