@@ -260,13 +260,14 @@ class CostModel:
 #: flip-flops). The sweep cannot separate the per-PE cost from the lane terms, so it is set from the
 #: accumulator's width and the rest fitted. iCE40 builds are lean with the serial requantiser and 32-bit
 #: counters; ECP5 (and the simulation-only generic device) have the pipeline registers, the pipelined
-#: requantiser (about 500 LUT4 and four DSPs) and 48-bit counters. Yosys maps one product per DSP and does not
-#: fall back to LUT multipliers when DSPs run out, so every MAC product needs a DSP (iCE40 HX has none: its
-#: products become yosys' LUT multipliers).
-LUT_MODEL = {"ice40": CostModel(3268, 2304, 225, 30, 100, 282, 112),
-             "ecp5": CostModel(4205, 2780, 309, 99, 60, 662, 157)}
-FF_MODEL = {"ice40": CostModel(1634, 1183, 213, 110, 80, 139, 38),
-            "ecp5": CostModel(2782, 2197, 277, 140, 130, 303, 42)}
+#: requantiser (about 500 LUT4 and four DSPs) and 48-bit counters. The soft-product terms were refitted after
+#: the products became radix 4 (commit cf9c7b1: yosys on UP5K N = 16 and ECP5-25F N = 64, SD and dense, within
+#: 3 %). Yosys maps one product per DSP and does not fall back to LUT multipliers when DSPs run out, so every
+#: MAC product needs a DSP (iCE40 HX has none: its products become yosys' LUT multipliers).
+LUT_MODEL = {"ice40": CostModel(3268, 2304, 225, 30, 100, 282, 88),
+             "ecp5": CostModel(4205, 2780, 309, 99, 60, 662, 128)}
+FF_MODEL = {"ice40": CostModel(1634, 1183, 213, 110, 80, 139, 44),
+            "ecp5": CostModel(2782, 2197, 277, 140, 130, 303, 49)}
 DEFAULT_REQUANT = {"ice40": "serial", "ecp5": "pipelined"}
 LUT_PIPELINED_REQUANT = 500
 LUT_PER_SOFT_MULTIPLIER = 250          # yosys' LUT multiplier (iCE40 HX)
