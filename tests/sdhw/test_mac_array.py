@@ -21,6 +21,24 @@ def finished_sums(ctx, dut) -> list[int]:
     return [v - (1 << bits) if v >> (bits - 1) else v for v in wrap]
 
 
+def run_collecting_sums(dut, drive, count: int, cycles: int) -> list[list[int]]:
+    """Run ``drive`` against ``dut`` and collect the finished sums of the first ``count`` done pulses."""
+    got = []
+
+    async def watch(ctx):
+        while len(got) < count:
+            await ctx.tick()
+            if ctx.get(dut.done):
+                got.append(finished_sums(ctx, dut))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(drive)
+    sim.add_testbench(watch)
+    sim.run_until(1e-8 * cycles)
+    return got
+
+
 @pytest.mark.parametrize("running", [False, True], ids=["restart", "running"])
 @pytest.mark.parametrize("q_n, p_n, soft, seed", [(1, 1, 0, 1), (4, 1, 0, 2), (2, 4, 0, 3), (8, 2, 0, 4),
                                                   (1, 1, 1, 5), (4, 2, 3, 6), (2, 2, 4, 7)])
@@ -49,7 +67,6 @@ def test_mac_array_accumulates_like_numpy(q_n, p_n, soft, seed, running):
         acc = prod if op["first"] else acc + prod
         if op["last"]:
             expected.append(acc.reshape(-1).tolist())
-    got = []
 
     async def drive(ctx):
         for op in ops:
@@ -66,17 +83,7 @@ def test_mac_array_accumulates_like_numpy(q_n, p_n, soft, seed, running):
             await ctx.tick()
         ctx.set(dut.valid, 0)
 
-    async def watch(ctx):
-        while len(got) < len(expected):
-            await ctx.tick()
-            if ctx.get(dut.done):
-                got.append(finished_sums(ctx, dut))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(drive)
-    sim.add_testbench(watch)
-    sim.run_until(1e-8 * (len(ops) * 2 + 50))
+    got = run_collecting_sums(dut, drive, len(expected), len(ops) * 2 + 50)
     bad = [i for i, (g, e) in enumerate(zip(got, expected)) if g != e]
     assert got == expected, f"seed {seed}: {len(got)} sums, first mismatch at sum {bad[:1]}"
     assert any(op.get("abandoned") for op in ops)
@@ -115,7 +122,6 @@ def test_soft_products_are_exact_for_every_int8_pair():
     fed 16 activations per op, each op a one-op sum."""
     dut = MacArray(channel_lanes=1, pixel_lanes=16, soft_products=16)
     ops = [(w, [16 * j + p - 128 for p in range(16)]) for w in range(-128, 128) for j in range(16)]
-    got = []
 
     async def drive(ctx):
         ctx.set(dut.first, 1)
@@ -128,17 +134,7 @@ def test_soft_products_are_exact_for_every_int8_pair():
             await ctx.tick()
         ctx.set(dut.valid, 0)
 
-    async def watch(ctx):
-        while len(got) < len(ops):
-            await ctx.tick()
-            if ctx.get(dut.done):
-                got.append([ctx.get(dut.acc[p]) for p in range(16)])
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(drive)
-    sim.add_testbench(watch)
-    sim.run_until(1e-8 * (len(ops) + 20))
+    got = run_collecting_sums(dut, drive, len(ops), len(ops) + 20)
     wrong = [(w, a, g) for (w, acts), row in zip(ops, got) for a, g in zip(acts, row) if g != w * a]
     assert len(got) == len(ops) and not wrong, f"{len(wrong)} wrong products, first (w, a, got): {wrong[:1]}"
 
