@@ -651,9 +651,9 @@ class Accelerator(wiring.Component):
             issue.eq(ti_valid & busy & ~(op_last & (shadow_busy | last_in_flight)) & (~op_first | ti_stepped)),
             ti_free.eq(~ti_valid | issue),
         ]
-        sk_valid = Signal()                      # a tap waits behind the held one (not lean)
+        ti_fill = Signal()                       # the held tap is replaced by a new one if it is free
         if lean:
-            m.d.comb += ti_take.eq(rb_valid & ti_free)
+            m.d.comb += [ti_take.eq(rb_valid & ti_free), ti_fill.eq(ti_take)]
             with m.If(ti_free):
                 # without a tap to take these registers hold nothing (ti_valid goes low)
                 m.d.sync += [ti_weights.eq(rb_weights), ti_info.eq(rb_info), ti_stepped.eq(0)]
@@ -661,10 +661,12 @@ class Accelerator(wiring.Component):
             # a skid register behind the held tap: the tap issuer takes a tap whenever the skid is empty, so
             # the queue's read, the row counters and (dense) the row fetch's step depend on registers only,
             # not on the issue decision. The skid fills only in a cycle the held tap does not issue and is
-            # emptied into the held tap by the next issue: one tap per cycle while ops issue.
+            # emptied into the held tap by the next issue: one tap per cycle while ops issue. A waiting tap
+            # implies a held one, so ``ti_valid`` alone says whether the tap issuer is empty.
+            sk_valid = Signal()
             sk_weights = Signal.like(rb_weights)
             sk_info = Signal(info_layout)
-            m.d.comb += ti_take.eq(rb_valid & ~sk_valid)
+            m.d.comb += [ti_take.eq(rb_valid & ~sk_valid), ti_fill.eq(ti_take | sk_valid)]
             with m.If(~sk_valid):
                 m.d.sync += [sk_weights.eq(rb_weights), sk_info.eq(rb_info)]
             with m.If(ti_free):
@@ -673,6 +675,8 @@ class Accelerator(wiring.Component):
                              sk_valid.eq(0)]
             with m.Elif(ti_take):
                 m.d.sync += sk_valid.eq(1)
+            with m.If(flush):
+                m.d.sync += sk_valid.eq(0)
         with m.If(step_now):
             m.d.sync += ti_stepped.eq(1)
             m.d.comb += lanes_changed.eq(1)
@@ -692,7 +696,7 @@ class Accelerator(wiring.Component):
                              ti_pg_last.eq(pix_left <= p_n), ti_pix_out.eq(ti_pix_out + fld["pm_step"])]
                 for p in range(p_n):
                     m.d.sync += set_lane(p, steppers[p])
-        with m.If(ti_take | sk_valid):
+        with m.If(ti_fill):
             m.d.sync += ti_valid.eq(1)
         with m.Elif(issue):
             m.d.sync += ti_valid.eq(0)
@@ -790,7 +794,7 @@ class Accelerator(wiring.Component):
             m.d.sync += [pend_m.eq(ti_m), pend_qv.eq(ti_qv), pend_out.eq(ti_pix_out + ti_m), pend_pv.eq(ti_pv)]
 
         m.d.comb += [
-            issue_idle.eq((rows_in_flight == 0) & ~ti_valid & ~sk_valid & ~rf_valid & ~rf0_valid & ~group_pending
+            issue_idle.eq((rows_in_flight == 0) & ~ti_valid & ~rf_valid & ~rf0_valid & ~group_pending
                            & ~decoder.busy & ~entry_valid),
         ]
         # registered: its terms come from all over the data path; in LAYER_END nothing new starts, so once
@@ -1029,8 +1033,8 @@ class Accelerator(wiring.Component):
             with m.If(flush):
                 m.d.sync += d2_valid.eq(0)
         with m.If(flush):
-            m.d.sync += [rf0_valid.eq(0), rf_valid.eq(0), ti_valid.eq(0), sk_valid.eq(0), rows_in_flight.eq(0),
-                         ops_in_flight.eq(0), last_in_flight.eq(0), shadow_busy.eq(0), d1_valid.eq(0),
+            m.d.sync += [rf0_valid.eq(0), rf_valid.eq(0), ti_valid.eq(0), rows_in_flight.eq(0), ops_in_flight.eq(0),
+                         last_in_flight.eq(0), shadow_busy.eq(0), d1_valid.eq(0),
                          requant_in_flight.eq(0), group_pending.eq(0), op_delay.eq(0), dp_fail_r.eq(0),
                          ti_layer_start.eq(0)]
         return m
