@@ -310,9 +310,8 @@ class Accelerator(wiring.Component):
             m.d.comb += [entry_queue.w_data.eq(decoder.o.payload), entry_queue.w_en.eq(decoder.o.valid),
                          decoder.o.ready.eq(entry_queue.w_rdy), entry.eq(entry_queue.r_data),
                          entry_valid.eq(entry_queue.r_rdy), entry_queue.r_en.eq(entry_take)]
-        # running totals trade the accumulators' restart multiplexers for flip-flops: ECP5 only (see MacArray)
         mac = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=cfg.acc_bits, soft_products=cfg.soft_products,
-                       running_totals=not lean)
+                       running_totals=cfg.running_totals)
         m.submodules.mac = ResetInserter(flush)(mac)
         tag_bits = _bits(cfg.act_depth)
         requant_cls = Requantiser if cfg.requant == "pipelined" else SerialRequantiser

@@ -16,6 +16,7 @@ VERSION = 1
 MAX_PES = 1024
 VALID_PES = tuple(1 << k for k in range(11))            # 1, 2, 4, ..., 1024
 DESC_WORDS = 32                                         # words per layer descriptor slot
+RUNNING_TOTALS_MAX_PES = 16                             # ECP5 builds with more lanes restart their sums
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,14 @@ class AcceleratorConfig:
         counters and ``READ_LATENCY`` are the same; cycle counts differ by a few cycles per group."""
         return DEVICES[self.device].family == "ice40"
 
+    @property
+    def running_totals(self) -> bool:
+        """The MAC accumulators never restart (see :class:`~sdhw.mac_array.MacArray`): ECP5 builds of up to
+        :data:`RUNNING_TOTALS_MAX_PES` lanes. They save a multiplexer LUT per accumulator bit for two banks of
+        flip-flops and a second drain multiplexer; iCE40 pays a logic cell per flip-flop, and at 64 lanes the
+        doubled drain multiplexer (2 x 64 x 32 wires from the whole array) left ECP5-25F unroutable."""
+        return not self.lean and self.pes <= RUNNING_TOTALS_MAX_PES
+
     def memories(self) -> dict[str, tuple[int, int, int]]:
         """``name -> (depth, width, copies)`` of every on-chip memory."""
         mems = {
@@ -240,7 +249,8 @@ def _bram_blocks(device: Device, depth: int, width: int) -> int:
 class CostModel:
     """Yosys cells of one family's build, in parts: fixed (sequencer, host port, decoder, requantiser of the
     family's default kind), per channel lane (rebuild unit, weight path), per PE (accumulator, drain), per
-    pixel lane (address stepping, padding and range checks) and per soft (LUT-built) MAC product."""
+    pixel lane (address stepping, padding and range checks) and per soft (LUT-built) MAC product; with
+    running totals, each PE costs ``running_total`` more (fewer LUTs, more flip-flops)."""
     fixed_sd: int
     fixed_dense: int
     sd_lane: int
@@ -248,11 +258,13 @@ class CostModel:
     pe: int
     pixel_lane: int
     soft_product: int
+    running_total: int = 0
 
     def count(self, cfg: AcceleratorConfig) -> int:
         q, p = cfg.channel_lanes, cfg.pixel_lanes
         fixed, lane = (self.fixed_dense, self.dense_lane) if cfg.dense else (self.fixed_sd, self.sd_lane)
-        return fixed + lane * q + self.pe * q * p + self.pixel_lane * p + self.soft_product * cfg.soft_products
+        pe = self.pe + (self.running_total if cfg.running_totals else 0)
+        return fixed + lane * q + pe * q * p + self.pixel_lane * p + self.soft_product * cfg.soft_products
 
 
 #: LUT4 and flip-flop models fitted on `bench/fpga.json` (2026-11-30, commit 52fdb6b: the synthesized harness
@@ -262,12 +274,14 @@ class CostModel:
 #: counters; ECP5 (and the simulation-only generic device) have the pipeline registers, the pipelined
 #: requantiser (about 500 LUT4 and four DSPs) and 48-bit counters. The soft-product terms were refitted after
 #: the products became radix 4 (commit cf9c7b1: yosys on UP5K N = 16 and ECP5-25F N = 64, SD and dense, within
-#: 3 %). Yosys maps one product per DSP and does not fall back to LUT multipliers when DSPs run out, so every
-#: MAC product needs a DSP (iCE40 HX has none: its products become yosys' LUT multipliers).
+#: 3 %). The per-PE terms split when builds of more than 16 lanes stopped using running totals (yosys on
+#: ECP5-25F N = 64, SD and dense: 330 LUT4 more, 4,128 flip-flops fewer than with them). Yosys maps one
+#: product per DSP and does not fall back to LUT multipliers when DSPs run out, so every MAC product needs a
+#: DSP (iCE40 HX has none: its products become yosys' LUT multipliers).
 LUT_MODEL = {"ice40": CostModel(3268, 2304, 225, 30, 100, 282, 88),
-             "ecp5": CostModel(4205, 2780, 309, 99, 60, 662, 128)}
+             "ecp5": CostModel(4205, 2780, 309, 99, 65, 662, 128, running_total=-5)}
 FF_MODEL = {"ice40": CostModel(1634, 1183, 213, 110, 80, 139, 44),
-            "ecp5": CostModel(2782, 2197, 277, 140, 130, 303, 49)}
+            "ecp5": CostModel(2782, 2197, 277, 140, 65, 303, 49, running_total=65)}
 DEFAULT_REQUANT = {"ice40": "serial", "ecp5": "pipelined"}
 LUT_PIPELINED_REQUANT = 500
 LUT_PER_SOFT_MULTIPLIER = 250          # yosys' LUT multiplier (iCE40 HX)

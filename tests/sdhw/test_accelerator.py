@@ -252,6 +252,16 @@ def test_dsp_budget_and_soft_products():
             AcceleratorConfig(pes=4, dsp_budget=bad)
 
 
+@pytest.mark.parametrize("pes, device, running", [(16, "ecp5-25f", True), (1, "ecp5-85f", True),
+                                                  (32, "ecp5-85f", False), (16, "up5k", False)])
+def test_running_totals_only_in_ecp5_builds_of_up_to_16_lanes(pes, device, running):
+    """The choice is the configuration's, and the accelerator's MAC array follows it (a ``start`` bank)."""
+    cfg = AcceleratorConfig(pes=pes, device=device)
+    assert cfg.running_totals == running
+    mac = Accelerator(cfg).elaborate(None).submodules.mac
+    assert hasattr(mac, "start") == running
+
+
 @pytest.mark.parametrize("pes, device, dense", [(64, "ecp5-25f", False), (16, "ecp5-25f", True), (4, "up5k", False)])
 def test_multipliers_are_exactly_the_budgeted_products(pes, device, dense):
     """Every ``*`` in the design is a DSP product the configuration budgeted (MAC lanes in DSPs plus the
