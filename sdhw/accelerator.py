@@ -35,6 +35,11 @@ def _bits(depth: int) -> int:
     return max(1, ceil_log2(depth))
 
 
+def _dense_tap_weight(lane, tap):
+    """Tap ``tap`` (0..2) of a dense row's channel lane: three int8 weights side by side."""
+    return Mux(tap[1], lane[16:24], Mux(tap[0], lane[8:16], lane[:8]))
+
+
 def _holds(value: int) -> int:
     """Bits of an unsigned register that holds ``0..value``."""
     return max(1, value.bit_length())
@@ -571,16 +576,18 @@ class Accelerator(wiring.Component):
                              rb_weights[q].eq(unit.o.payload.weight)]
             m.d.comb += [unit0.i.payload.tag.eq(rf_tap_info), rb_valid.eq(unit0.o.valid),
                          rb_info.as_value().eq(unit0.o.payload.tag)]
-        elif sd:
-            # credit flow: the rebuild units never stall (no enable fans out to their registers and no ready
-            # runs back from the tap issuer to the decoder); a tap enters only when the queue behind them has
-            # room for every tap in flight. A tap holds its credit for LATENCY + 2 cycles at full rate (the
-            # input register, the unit, the queue), so the queue is one deeper than that for one tap per cycle.
-            credits = RebuildUnit.LATENCY + 3
+        elif not lean:
+            # credit flow (ECP5): the taps' path never stalls (no enable fans out to the rebuild units' registers
+            # and no ready runs back from the tap issuer to the row fetch); a tap enters only when the queue
+            # behind has room for every tap in flight. A tap holds its credit for LATENCY + 2 cycles at full
+            # rate (the input register, the units, the queue), so the queue is one deeper than that for one tap
+            # per cycle. Dense builds have no units (LATENCY 0): their tap's weights are picked from the
+            # registered row, so the code block RAM's slow clock-to-out ends at a register here too.
+            latency = RebuildUnit.LATENCY if sd else 0
+            credits = latency + 3
             tap_queue = SyncFIFO(width=q_n * 8 + info_bits, depth=credits)
             m.submodules.tap_queue = ResetInserter(flush)(tap_queue)
-            taps_held = Signal(range(credits + 1))      # taps in the rebuild units or the queue
-            unit0 = rebuild[0]
+            taps_held = Signal(range(credits + 1))      # taps in the input register, the units or the queue
             m.d.comb += rf_step.eq(rf_valid & (taps_held < credits))
             with m.If(rf_step & ~ti_take):
                 m.d.sync += taps_held.eq(taps_held + 1)
@@ -592,25 +599,32 @@ class Accelerator(wiring.Component):
             # clock-to-out is most of a cycle)
             rb_in_valid = Signal()
             rb_in_codes = Signal(cfg.code_width)
-            rb_in_column = Signal(cfg.basis_width)
             rb_in_info = Signal(info_layout)
-            m.d.sync += [rb_in_valid.eq(rf_step & ~flush), rb_in_codes.eq(rf_codes),
-                         rb_in_column.eq(basis_rd.data), rb_in_info.eq(rf_tap_info)]
-            for q, unit in enumerate(rebuild):
-                m.d.comb += [unit.i.valid.eq(rb_in_valid), unit.o.ready.eq(1),
-                             unit.i.payload.column.as_value().eq(rb_in_column[q * 24:(q + 1) * 24]),
-                             unit.i.payload.codes.as_value().eq(rb_in_codes[q * lane_w:(q + 1) * lane_w]),
-                             tap_queue.w_data[q * 8:(q + 1) * 8].eq(unit.o.payload.weight)]
-            m.d.comb += [unit0.i.payload.tag.eq(rb_in_info), tap_queue.w_en.eq(unit0.o.valid),
-                         tap_queue.w_data[q_n * 8:].eq(unit0.o.payload.tag),
-                         rb_valid.eq(tap_queue.r_rdy), tap_queue.r_en.eq(ti_take),
+            m.d.sync += [rb_in_valid.eq(rf_step & ~flush), rb_in_codes.eq(rf_codes), rb_in_info.eq(rf_tap_info)]
+            if sd:
+                rb_in_column = Signal(cfg.basis_width)
+                m.d.sync += rb_in_column.eq(basis_rd.data)
+                unit0 = rebuild[0]
+                for q, unit in enumerate(rebuild):
+                    m.d.comb += [unit.i.valid.eq(rb_in_valid), unit.o.ready.eq(1),
+                                 unit.i.payload.column.as_value().eq(rb_in_column[q * 24:(q + 1) * 24]),
+                                 unit.i.payload.codes.as_value().eq(rb_in_codes[q * lane_w:(q + 1) * lane_w]),
+                                 tap_queue.w_data[q * 8:(q + 1) * 8].eq(unit.o.payload.weight)]
+                m.d.comb += [unit0.i.payload.tag.eq(rb_in_info), tap_queue.w_en.eq(unit0.o.valid),
+                             tap_queue.w_data[q_n * 8:].eq(unit0.o.payload.tag)]
+            else:
+                for q in range(q_n):
+                    m.d.comb += tap_queue.w_data[q * 8:(q + 1) * 8].eq(
+                        _dense_tap_weight(rb_in_codes[q * lane_w:(q + 1) * lane_w], rb_in_info.tap))
+                m.d.comb += [tap_queue.w_en.eq(rb_in_valid), tap_queue.w_data[q_n * 8:].eq(rb_in_info)]
+            m.d.comb += [rb_valid.eq(tap_queue.r_rdy), tap_queue.r_en.eq(ti_take),
                          rb_weights.as_value().eq(tap_queue.r_data[:q_n * 8]),
                          rb_info.as_value().eq(tap_queue.r_data[q_n * 8:])]
         else:
+            # lean dense builds: the held row's tap goes straight to the tap issuer
             m.d.comb += [rf_step.eq(ti_take), rb_valid.eq(rf_valid), rb_info.eq(rf_tap_info)]
             for q in range(q_n):
-                lane = rf_codes[q * lane_w:(q + 1) * lane_w]
-                m.d.comb += rb_weights[q].eq(Mux(rf_tap[1], lane[16:24], Mux(rf_tap[0], lane[8:16], lane[:8])))
+                m.d.comb += rb_weights[q].eq(_dense_tap_weight(rf_codes[q * lane_w:(q + 1) * lane_w], rf_tap))
         row_taken = Signal()                     # a row's final tap enters the tap issuer
         m.d.comb += row_taken.eq(ti_take & rb_info.final)
         with m.If(accept_row & ~row_taken):
