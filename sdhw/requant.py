@@ -93,7 +93,8 @@ class Requantiser(_RequantiserPorts):
     The per-layer inputs ``m0``, ``shift``, ``zero_point``, ``act_min`` and ``act_max`` are read by the
     stage that needs them, so they must be held stable while any element is in the pipeline (change
     them only between layers, once the output has drained); the amounts and masks derived from ``shift``
-    are registered, so ``shift`` must also be stable one cycle before the first element. ``tag`` passes
+    (and the clamp thresholds) are registered, so ``shift`` must also be stable one cycle before the first
+    element. ``tag`` passes
     through unchanged and the order of elements is kept.
 
     Parameters
@@ -293,18 +294,24 @@ class Requantiser(_RequantiserPorts):
                 s9_y.eq(narrow + s8_round_up),
             ]
 
-        # Stage 10: zero point and clamp, into the output register.
-        with_zp = Signal(signed(12))
-        above_min = Signal(signed(12))
-        m.d.comb += [
-            with_zp.eq(s9_y + self.zero_point),
-            above_min.eq(Mux(with_zp < self.act_min, self.act_min, with_zp)),
-        ]
+        # Stage 10: zero point and clamp, into the output register. The clamp compares ``y`` with per-layer
+        # thresholds (``zp + y < act_min`` is ``y < act_min - zp``), registered like the shift amounts, so
+        # both compares and the zero point's add run side by side instead of one behind the other.
+        below_th = Signal(signed(10))           # act_min - zero_point
+        above_th = Signal(signed(10))           # act_max - zero_point
+        min_over_max = Signal()                 # act_min > act_max: a value clamped up is clamped down again
+        m.d.sync += [below_th.eq(self.act_min - self.zero_point), above_th.eq(self.act_max - self.zero_point),
+                     min_over_max.eq(self.act_min > self.act_max)]
+        below = Signal()
+        capped = Signal()
+        m.d.comb += [below.eq(s9_y < below_th), capped.eq(Mux(below, min_over_max, s9_y > above_th))]
         with m.If(advance):
             m.d.sync += [
                 self.o.valid.eq(s9_valid),
                 self.o.payload.tag.eq(s9_tag),
-                self.o.payload.value.eq(Mux(above_min > self.act_max, self.act_max, above_min)),
+                # unclamped, zp + y lies in act_min..act_max, so its low 8 bits are the value
+                self.o.payload.value.eq(Mux(capped, self.act_max,
+                                            Mux(below, self.act_min, (s9_y + self.zero_point)[:8]))),
             ]
         return m
 
