@@ -693,10 +693,13 @@ class Accelerator(wiring.Component):
         with m.If(step_now):
             m.d.sync += ti_stepped.eq(1)
             m.d.comb += lanes_changed.eq(1)
+            # the compares look at the counts before the subtraction (left - n >= n is left >= 2n), so they
+            # run beside the subtractor instead of behind it
             with m.If(ti_layer_start | ti_pg_last):
                 chan_left = Mux(ti_layer_start, fld["out_c"], ti_chan_left - q_n)
+                chan_full = Mux(ti_layer_start, fld["out_c"] >= q_n, ti_chan_left >= 2 * q_n)
                 m.d.sync += [ti_layer_start.eq(0), ti_m.eq(Mux(ti_layer_start, 0, ti_m + q_n)),
-                             ti_chan_left.eq(chan_left), ti_qv.eq(Mux(chan_left >= q_n, q_n, chan_left)),
+                             ti_chan_left.eq(chan_left), ti_qv.eq(Mux(chan_full, q_n, chan_left)),
                              ti_pix_left.eq(fld["n_pix"]), ti_pv.eq(Mux(fld["n_pix"] >= p_n, p_n, fld["n_pix"])),
                              ti_pg_last.eq(fld["n_pix"] <= p_n), ti_pix_out.eq(0)]
                 with m.If(~ti_layer_start):
@@ -705,8 +708,8 @@ class Accelerator(wiring.Component):
                         m.d.sync += [group[p].eq(init[p]) for group, init in zip(lanes, lanes_init)]
             with m.Else():
                 pix_left = ti_pix_left - p_n
-                m.d.sync += [ti_pix_left.eq(pix_left), ti_pv.eq(Mux(pix_left >= p_n, p_n, pix_left)),
-                             ti_pg_last.eq(pix_left <= p_n), ti_pix_out.eq(ti_pix_out + fld["pm_step"])]
+                m.d.sync += [ti_pix_left.eq(pix_left), ti_pv.eq(Mux(ti_pix_left >= 2 * p_n, p_n, pix_left)),
+                             ti_pg_last.eq(ti_pix_left <= 2 * p_n), ti_pix_out.eq(ti_pix_out + fld["pm_step"])]
                 for p in range(p_n):
                     m.d.sync += set_lane(p, steppers[p])
         with m.If(ti_fill):
