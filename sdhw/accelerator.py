@@ -595,8 +595,8 @@ class Accelerator(wiring.Component):
                 m.d.sync += taps_held.eq(taps_held - 1)
             with m.If(flush):
                 m.d.sync += taps_held.eq(0)
-            # the code and basis block RAMs' outputs are registered before the rebuild units (their
-            # clock-to-out is most of a cycle)
+            # the code (and SD: basis) block RAMs' outputs are registered before anything else reads them
+            # (their clock-to-out is most of a cycle)
             rb_in_valid = Signal()
             rb_in_codes = Signal(cfg.code_width)
             rb_in_info = Signal(info_layout)
