@@ -23,6 +23,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from golden import SdhwError
 from golden.format import write_files_atomic
 from sdhw.config import DEVICES, AcceleratorConfig, check_fits
+from sdhw.ecp5 import WRAPPER_FILE, WRAPPER_VERILOG
 
 from .soc import SystemTop, uart_divisor
 from .synth import YOSYS_VARIANTS, find_tool, spram_flow
@@ -175,7 +176,8 @@ class BoardTop(Elaboratable):
 BUILD_TOOLS = ("yosys", "nextpnr-ice40", "icepack", "nextpnr-ecp5", "ecppack")
 
 
-def _platform(board: Board):
+def _platform(board: Board, config: AcceleratorConfig):
+    """The board's amaranth-boards platform, limited to build tools, with the Verilog ``config`` needs."""
     module, cls = board.platform.split(":")
     base = getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)
 
@@ -190,6 +192,8 @@ def _platform(board: Board):
         platform.add_resources([Resource("uart", 0, Subsignal("rx", Pins("0", dir="i", conn=("io", 0))),
                                          Subsignal("tx", Pins("1", dir="o", conn=("io", 0))),
                                          Attrs(IO_TYPE="LVCMOS33"))])
+    if config.registered_dsps:                          # the MAC lanes' MULT18X18D wrapper (sdhw.ecp5)
+        platform.add_file(WRAPPER_FILE, WRAPPER_VERILOG)
     return platform
 
 
@@ -228,7 +232,7 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
                         f"PLL) need ~{need} of {have} logic cells for pes={config.pes}"
                         f"{'' if config.dense else ' (SD)'}; choose --dense, fewer pes or a larger board")
     freq_hz = (freq_mhz or board.default_mhz) * 1e6
-    platform = _platform(board)
+    platform = _platform(board, config)
     pll = (ice40_pll if board.device in ("up5k", "hx8k") else ecp5_pll)(platform.default_clk_frequency, freq_hz)
     freq_hz = pll["fout_hz"]
     uart_divisor(round(freq_hz), baud)                  # a clear error before any elaboratable exists

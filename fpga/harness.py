@@ -39,7 +39,7 @@ class SerialHarness(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.accel = accel = Accelerator(self.config)
+        m.submodules.accel = accel = Accelerator(self.config, vendor_primitives=True)
 
         sin_r = Signal()
         load_r = Signal()

@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 from golden import SdhwError
 from sdhw.accelerator import Accelerator
 from sdhw.config import AcceleratorConfig
+from sdhw.ecp5 import with_wrappers
 
 from .bridge import DEFAULT_MAX_WORDS, UartBridge
 from .uart import MIN_DIVISOR, UartRx, UartTx
@@ -92,7 +93,7 @@ class SystemTop(wiring.Component):
         m.submodules.uart_rx = rx = UartRx(divisor=self.divisor)
         m.submodules.uart_tx = tx = UartTx(divisor=self.divisor)
         m.submodules.bridge = bridge = UartBridge(max_words=self.max_words, timeout=self.timeout)
-        m.submodules.accel = accel = Accelerator(self.config)
+        m.submodules.accel = accel = Accelerator(self.config, vendor_primitives=True)
         wiring.connect(m, rx.o, bridge.rx)
         wiring.connect(m, bridge.tx, tx.i)
         wiring.connect(m, bridge.bus, accel.bus)
@@ -107,4 +108,5 @@ class SystemTop(wiring.Component):
 
 def system_verilog(config: AcceleratorConfig, *, clk_freq: int, baud: int, **kwargs) -> str:
     """Verilog of :class:`SystemTop` as module ``sdhw_system`` (ports ``clk``, ``rst``, ``rx``, ``tx``, ``leds``)."""
-    return verilog.convert(SystemTop(config, clk_freq=clk_freq, baud=baud, **kwargs), name=SYSTEM_NAME)
+    text = verilog.convert(SystemTop(config, clk_freq=clk_freq, baud=baud, **kwargs), name=SYSTEM_NAME)
+    return with_wrappers(text)

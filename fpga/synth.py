@@ -24,6 +24,7 @@ from pathlib import Path
 from golden import SdhwError
 from golden.format import write_atomic
 from sdhw.config import DEVICES, AcceleratorConfig, estimate_resources
+from sdhw.ecp5 import with_wrappers
 
 TOP = "sdhw_harness"
 
@@ -158,7 +159,7 @@ def harness_verilog(cfg: AcceleratorConfig) -> str:
 
     from .harness import SerialHarness
 
-    return verilog.convert(SerialHarness(cfg), name=TOP, emit_src=False)
+    return with_wrappers(verilog.convert(SerialHarness(cfg), name=TOP, emit_src=False))
 
 
 #: bumped when the report's content changes for the same tools and scripts (the bench's cache key)
@@ -329,6 +330,9 @@ def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_di
         # some netlists route for very long on some seeds (hundreds of overused wires for many minutes)
         return {"seed": seed, "ok": False, "timed_out": True, "pnr_seconds": seconds, "time_limit": timeout,
                 "error": f"stopped after the {timeout:g} s place-and-route time limit (CPU time)"}
+    if rc < 0:
+        # killed from outside (not by the time limit): the seed has no result, and a cache must not keep one
+        raise SdhwError(f"nextpnr seed {seed} was killed by signal {-rc} after {seconds:g} s; run it again")
     if rc != 0 or not report_path.exists():
         return {"seed": seed, "ok": False, "error": _error_line(log_path), "pnr_seconds": seconds}
     report = json.loads(report_path.read_text())

@@ -12,6 +12,7 @@ from golden.format import write_files_atomic
 from sdhw import hostbus as hb
 from sdhw.config import DESC_WORDS, PARAMETERS, AcceleratorConfig, check_fits
 from sdhw.descriptor import FIELDS
+from sdhw.ecp5 import device_primitives, with_wrappers
 
 TOP_NAME = "sdhw_top"
 MANIFEST_VERSION = 1
@@ -113,9 +114,11 @@ def generate(cfg: AcceleratorConfig, out_dir) -> dict:
     from sdhw.accelerator import Accelerator
 
     resources = check_fits(cfg)
-    top = Accelerator(cfg)
-    text = verilog.convert(top, name=TOP_NAME, emit_src=False)
+    top = Accelerator(cfg, vendor_primitives=True)
+    text = with_wrappers(verilog.convert(top, name=TOP_NAME, emit_src=False))
     manifest = build_manifest(cfg, top, resources)
+    # through sdhw.ecp5's wrapper: the primitive under `ifdef SYNTHESIS, a behavioural model otherwise
+    manifest["device_primitives"] = device_primitives(text)
     write_files_atomic(out_dir, {f"{TOP_NAME}.v": text.encode(),
                                  "manifest.json": (json.dumps(manifest, indent=2) + "\n").encode()})
     return manifest

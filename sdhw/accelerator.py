@@ -54,12 +54,21 @@ class Accelerator(wiring.Component):
     Throughput: ``pes`` MACs per cycle peak (Q channel lanes x P pixel lanes, one tap per cycle); zero
     ``Ce`` rows take no cycle. Latency: a layer costs its row steps plus a few cycles per channel group
     (pipeline fill) and a descriptor fetch.
+
+    ``vendor_primitives`` instantiates device primitives where the configuration asks for them (ECP5:
+    ``MULT18X18D`` with its registers, :attr:`~sdhw.config.AcceleratorConfig.registered_dsps`), for Verilog:
+    through a wrapper module of ours that :func:`sdhw.ecp5.with_wrappers` appends to the text (the primitive
+    in synthesis, a behavioural model in simulators). Without it (the default, for Amaranth's simulator) the
+    same registers are built in logic.
     """
 
-    def __init__(self, config: AcceleratorConfig):
+    def __init__(self, config: AcceleratorConfig, *, vendor_primitives: bool = False):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        if not isinstance(vendor_primitives, bool):
+            raise TypeError(f"vendor_primitives must be a bool, not {vendor_primitives!r}")
         self.config = config
+        self.vendor_primitives = vendor_primitives
         super().__init__({
             "bus": In(hb.HostBusSignature),
             "busy": Out(1),
@@ -316,7 +325,8 @@ class Accelerator(wiring.Component):
                          decoder.o.ready.eq(entry_queue.w_rdy), entry.eq(entry_queue.r_data),
                          entry_valid.eq(entry_queue.r_rdy), entry_queue.r_en.eq(entry_take)]
         mac = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=cfg.acc_bits, soft_products=cfg.soft_products,
-                       running_totals=cfg.running_totals)
+                       running_totals=cfg.running_totals, registered_dsps=cfg.registered_dsps,
+                       vendor_primitives=self.vendor_primitives and cfg.registered_dsps)
         m.submodules.mac = ResetInserter(flush)(mac)
         tag_bits = _bits(cfg.act_depth)
         requant_cls = Requantiser if cfg.requant == "pipelined" else SerialRequantiser

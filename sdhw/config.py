@@ -200,6 +200,13 @@ class AcceleratorConfig:
         return DEVICES[self.device].family == "ice40"
 
     @property
+    def registered_dsps(self) -> bool:
+        """ECP5 builds take their DSP products through the DSP block's own input and output registers
+        (:class:`~sdhw.ecp5.RegisteredMultipliers`): Yosys packs no flip-flop into ``MULT18X18D``, and the path
+        register -> multiplier -> register across the chip was the ECP5-25F N = 64 critical path."""
+        return DEVICES[self.device].family == "ecp5"
+
+    @property
     def running_totals(self) -> bool:
         """The MAC accumulators never restart (see :class:`~sdhw.mac_array.MacArray`): ECP5 builds of up to
         :data:`RUNNING_TOTALS_MAX_PES` lanes. They save a multiplexer LUT per accumulator bit for two banks of
@@ -250,7 +257,8 @@ class CostModel:
     """Yosys cells of one family's build, in parts: fixed (sequencer, host port, decoder, requantiser of the
     family's default kind), per channel lane (rebuild unit, weight path), per PE (accumulator, drain), per
     pixel lane (address stepping, padding and range checks) and per soft (LUT-built) MAC product; with
-    running totals, each PE costs ``running_total`` more (fewer LUTs, more flip-flops)."""
+    running totals, each PE costs ``running_total`` more (fewer LUTs, more flip-flops), and with registered
+    DSPs each DSP product ``registered_dsp`` more (its product register moves into the DSP block)."""
     fixed_sd: int
     fixed_dense: int
     sd_lane: int
@@ -259,12 +267,15 @@ class CostModel:
     pixel_lane: int
     soft_product: int
     running_total: int = 0
+    registered_dsp: int = 0
 
     def count(self, cfg: AcceleratorConfig) -> int:
         q, p = cfg.channel_lanes, cfg.pixel_lanes
         fixed, lane = (self.fixed_dense, self.dense_lane) if cfg.dense else (self.fixed_sd, self.sd_lane)
         pe = self.pe + (self.running_total if cfg.running_totals else 0)
-        return fixed + lane * q + pe * q * p + self.pixel_lane * p + self.soft_product * cfg.soft_products
+        dsp_products = q * p - cfg.soft_products if cfg.registered_dsps else 0
+        return (fixed + lane * q + pe * q * p + self.pixel_lane * p + self.soft_product * cfg.soft_products
+                + self.registered_dsp * dsp_products)
 
 
 #: LUT4 and flip-flop models fitted on `bench/fpga.json` (2026-11-30, commit 52fdb6b: the synthesized harness
@@ -275,13 +286,16 @@ class CostModel:
 #: requantiser (about 500 LUT4 and four DSPs) and 48-bit counters. The soft-product terms were refitted after
 #: the products became radix 4 (commit cf9c7b1: yosys on UP5K N = 16 and ECP5-25F N = 64, SD and dense, within
 #: 3 %). The per-PE terms split when builds of more than 16 lanes stopped using running totals (yosys on
-#: ECP5-25F N = 64, SD and dense: 330 LUT4 more, 4,128 flip-flops fewer than with them). Yosys maps one
+#: ECP5-25F N = 64, SD and dense: 330 LUT4 more, 4,128 flip-flops fewer than with them). Registered DSPs
+#: (ECP5) take a 16-bit product register per DSP lane into the block (yosys, ECP5-25F N = 16 SD: 231 fewer
+#: flip-flops, 36 more LUT4); dense ECP5 channel lanes have the tap queue's registers since 36d828c (yosys,
+#: ECP5-25F N = 64 dense: about 25 flip-flops per lane). Yosys maps one
 #: product per DSP and does not fall back to LUT multipliers when DSPs run out, so every MAC product needs a
 #: DSP (iCE40 HX has none: its products become yosys' LUT multipliers).
 LUT_MODEL = {"ice40": CostModel(3268, 2304, 225, 30, 100, 282, 88),
              "ecp5": CostModel(4205, 2780, 309, 99, 65, 662, 128, running_total=-5)}
 FF_MODEL = {"ice40": CostModel(1634, 1183, 213, 110, 80, 139, 44),
-            "ecp5": CostModel(2782, 2197, 277, 140, 65, 303, 49, running_total=65)}
+            "ecp5": CostModel(2782, 2197, 277, 165, 65, 303, 49, running_total=65, registered_dsp=-16)}
 DEFAULT_REQUANT = {"ice40": "serial", "ecp5": "pipelined"}
 LUT_PIPELINED_REQUANT = 500
 LUT_PER_SOFT_MULTIPLIER = 250          # yosys' LUT multiplier (iCE40 HX)

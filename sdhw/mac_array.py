@@ -5,6 +5,8 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .ecp5 import RegisteredMultipliers
+
 
 class MacArray(wiring.Component):
     """Q x P int8 x int8 multiply-accumulate lanes; lane ``(q, p)`` accumulates ``weights[q] * acts[p]``.
@@ -27,9 +29,14 @@ class MacArray(wiring.Component):
     (``start`` and the consumer's copy of it) and a second lane multiplexer: worth it on ECP5, whose
     flip-flops are plentiful, but not on iCE40, where a flip-flop without a LUT takes a logic cell.
 
+    With ``registered_dsps`` (ECP5) the DSP lanes are :class:`~sdhw.ecp5.RegisteredMultipliers`, fed
+    straight from ``weights`` and ``acts``: their input and product registers are the DSP block's own
+    (``vendor_primitives``: the ``MULT18X18D`` primitive; without, the same registers in logic for
+    Amaranth's simulator), so no path runs through a multiplier between fabric registers. Same latency.
+
     Latency: :attr:`latency` cycles from an op to its accumulation: 3 (input register, product register,
     accumulate), 4 when there are soft products (their two partial products get a register of their own;
-    the DSP lanes get the same extra register, which the DSP block absorbs). ``done`` is high for one
+    the DSP lanes get the same extra register). ``done`` is high for one
     cycle right after the accumulation of a ``last`` op, while ``acc`` holds the finished sums (index
     ``q * P + p``; with ``running_totals``, ``acc - start`` does). Throughput: one op (Q x P MACs) per cycle.
     """
@@ -37,7 +44,7 @@ class MacArray(wiring.Component):
     LATENCY = 3                 # without soft products; see ``latency``
 
     def __init__(self, *, channel_lanes: int, pixel_lanes: int, acc_bits: int = 32, soft_products: int = 0,
-                 running_totals: bool = False):
+                 running_totals: bool = False, registered_dsps: bool = False, vendor_primitives: bool = False):
         for name, value in (("channel_lanes", channel_lanes), ("pixel_lanes", pixel_lanes)):
             if not (isinstance(value, int) and 1 <= value <= 1024):
                 raise ValueError(f"{name} must be an integer in 1..1024, not {value!r}")
@@ -46,11 +53,16 @@ class MacArray(wiring.Component):
         lanes = channel_lanes * pixel_lanes
         if not (isinstance(soft_products, int) and 0 <= soft_products <= lanes):
             raise ValueError(f"soft_products must be an integer in 0..{lanes}, not {soft_products!r}")
-        if not isinstance(running_totals, bool):
-            raise ValueError(f"running_totals must be a bool, not {running_totals!r}")
+        for name, value in (("running_totals", running_totals), ("registered_dsps", registered_dsps),
+                            ("vendor_primitives", vendor_primitives)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be a bool, not {value!r}")
+        if vendor_primitives and not registered_dsps:
+            raise ValueError("vendor_primitives needs registered_dsps (only the registered DSP lanes are primitives)")
         self._q, self._p, self._acc_bits = channel_lanes, pixel_lanes, acc_bits
         self._soft = soft_products
         self.running_totals = running_totals
+        self._registered_dsps, self._vendor_primitives = registered_dsps, vendor_primitives
         self.latency = self.LATENCY + (1 if soft_products else 0)
         acc_layout = data.ArrayLayout(signed(acc_bits), channel_lanes * pixel_lanes)
         super().__init__({
@@ -67,9 +79,12 @@ class MacArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p_n, n = self._p, self._q * self._p
+        first_soft = n - self._soft
+        # the input register; registered DSP lanes have their own inside the DSP block
         w_r = Signal.like(self.weights)
         a_r = Signal.like(self.acts)
-        m.d.sync += [w_r.eq(self.weights), a_r.eq(self.acts)]
+        if self._soft or not self._registered_dsps:
+            m.d.sync += [w_r.eq(self.weights), a_r.eq(self.acts)]
         # valid/first/last travel beside the data: stage k holds the op k + 1 cycles after it came in
         ctrl = [Signal(3, name=f"ctrl{k}") for k in range(self.latency - 1)]
         m.d.sync += ctrl[0].eq(Cat(self.valid, self.first, self.last))
@@ -78,18 +93,32 @@ class MacArray(wiring.Component):
         valid, first, last = ctrl[-1]
 
         products = Signal(data.ArrayLayout(signed(16), n))
-        first_soft = n - self._soft
         # 3 * weight for the channel lanes that have a soft product, registered beside the weight
         triple = {}
         for q in sorted({k // p_n for k in range(first_soft, n)}):
             triple[q] = Signal(signed(10), name=f"w3_{q}")
             m.d.sync += triple[q].eq(self.weights[q] + (self.weights[q] << 1))
+        if self._registered_dsps and first_soft:
+            # input and product registers inside the DSPs; with soft lanes, products[k] is the third stage
+            # that the other lanes' partial-product register needs
+            m.submodules.dsps = dsps = RegisteredMultipliers(lanes=first_soft, a_width=8, b_width=8,
+                                                             primitive=self._vendor_primitives)
+            # whole-vector assignments: per-lane ones become a Verilog assign per lane, and in simulation
+            # every one of them wakes all the logic that reads the vector
+            m.d.comb += [dsps.a.eq(Cat(self.weights[k // p_n] for k in range(first_soft))),
+                         dsps.b.eq(Cat(self.acts[k % p_n] for k in range(first_soft)))]
+            if self._soft:
+                m.d.sync += [products[k].eq(dsps.p[k]) for k in range(first_soft)]
+            else:
+                m.d.comb += products.eq(dsps.p)
         for k in range(n):
+            if self._registered_dsps and k < first_soft:
+                continue                            # a registered DSP lane, above
             w, a = w_r[k // p_n], a_r[k % p_n]
             if not self._soft:
                 m.d.sync += products[k].eq(w * a)
             elif k < first_soft:
-                # the extra register on DSP products keeps every lane aligned (the DSP absorbs it)
+                # the extra register on DSP products keeps every lane aligned with the soft ones
                 early = Signal(signed(16), name=f"early{k}")
                 m.d.sync += [early.eq(w * a), products[k].eq(early)]
             else:

@@ -16,6 +16,7 @@ from fpga.harness import REQUEST_BITS, SerialHarness
 from golden import SdhwError
 from sdhw import hostbus as hb
 from sdhw.config import AcceleratorConfig, check_fits, estimate_resources
+from sdhw.ecp5 import WRAPPER_FILE, WRAPPER_MODULE
 from tests.rtl_gen.test_cli import run
 
 SMALL = {"pes": 1, "act_depth": 256, "code_depth": 128, "bitmap_depth": 64, "basis_depth": 32, "bias_depth": 64,
@@ -201,6 +202,16 @@ def test_a_seed_past_the_time_limit_is_stopped_and_reported(tmp_path, monkeypatc
         synth.synthesize(small("ecp5-25f"), pnr_timeout=-1, build_dir=tmp_path / "b")
 
 
+def test_a_seed_killed_from_outside_is_an_error_not_a_result(tmp_path, monkeypatch):
+    """A nextpnr killed by someone else (not the time limit) has no result to report or cache."""
+    killed = tmp_path / "killed-nextpnr"
+    killed.write_text("#!/bin/sh\nkill -TERM $$\n")
+    killed.chmod(0o755)
+    monkeypatch.setattr(synth, "find_tool", lambda name: str(killed))
+    with pytest.raises(SdhwError, match="nextpnr seed 3 was killed by signal 15 after .* s; run it again"):
+        synth.run_nextpnr("ecp5-25f", tmp_path / "netlist.json", 125, 3, tmp_path, timeout=5)
+
+
 def test_build_cli_rejects_bad_input(tmp_path):
     rc, _, err = run(["build", "--board", "nexys", "-o", tmp_path / "a"])
     assert rc == 1 and "unknown board 'nexys'; valid: icebreaker, ulx3s-25f, ulx3s-85f, orangecrab" in err
@@ -220,14 +231,18 @@ def test_build_cli_rejects_bad_input(tmp_path):
 def test_every_board_top_elaborates(board):
     """PLL, pins and the UART system resolve against the amaranth-boards platform (no tools needed)."""
     spec = boards.BOARDS[board]
-    platform = boards._platform(spec)
-    top = boards.BoardTop(spec, small(spec.device, dense=True), freq_hz=spec.default_mhz * 1e6, baud=115200)
+    cfg = small(spec.device, dense=True)
+    platform = boards._platform(spec, cfg)
+    top = boards.BoardTop(spec, cfg, freq_hz=spec.default_mhz * 1e6, baud=115200)
     plan = platform.prepare(top, name="sdhw_board")
     script = "\n".join(plan.files)
     assert "sdhw_board.il" in script
     rtlil = plan.files["sdhw_board.il"]
     rtlil = rtlil.decode() if isinstance(rtlil, bytes) else rtlil
     assert ("SB_PLL40_PAD" if spec.device == "up5k" else "EHXPLLL") in rtlil
+    # ECP5: the MAC lane's registered MULT18X18D comes as a Verilog file beside the design
+    ecp5 = spec.device.startswith("ecp5")
+    assert (f"cell \\{WRAPPER_MODULE}" in rtlil) == ecp5 and (WRAPPER_FILE in plan.files) == ecp5
 
 
 # ------------------------------------------------------------------------------------------------ quick flows
@@ -246,6 +261,12 @@ def test_quick_flow_fits_and_reports(device, tmp_path):
     assert "fits and meets 12 MHz" in md_path.read_text()
     # the UP5K's code memory is single-port RAM (9-bit rows: one 16-bit-wide block)
     assert parsed["resources"]["spram"] == (1 if device == "up5k" else 0)
+    if device == "ecp5-25f":
+        # the MAC lane's product is the primitive with its own registers (the simulation model stays out)
+        cells = json.loads((tmp_path / "b" / "netlist.json").read_text())["modules"]
+        dsps = [c["parameters"] for mod in cells.values() for c in mod["cells"].values() if c["type"] == "MULT18X18D"]
+        registered = [p for p in dsps if p.get("REG_INPUTA_CLK") == "CLK0" and p.get("REG_OUTPUT_CLK") == "CLK0"]
+        assert len(registered) == small(device).pes - small(device).soft_products == 1, dsps
 
 
 def test_icebreaker_bitstream(tmp_path):
@@ -290,12 +311,13 @@ def test_code_memory_goes_to_single_port_ram_where_it_fits(device, pes, dense, s
 
 # yosys LUT4 / flip-flops and nextpnr's logic cells measured by the bench at 52fdb6b (bench/fpga.md); the
 # builds with soft products (UP5K N = 16, ECP5-25F N = 64) by yosys after they became radix 4 (cf9c7b1), and
-# ECP5-25F N = 64 again once builds of more than 16 lanes restart their sums instead of running totals
+# ECP5-25F N = 64 again once builds of more than 16 lanes restart their sums instead of running totals, and
+# ECP5-25F N = 16 SD and N = 64 SD and dense once the DSP lanes use the DSP block's own registers
 MEASURED = [("up5k", 1, False, 3905, 2071, 5275, True), ("up5k", 1, True, 2714, 1514, 3722, True),
             ("up5k", 2, False, 4150, 2376, 5707, False), ("up5k", 4, True, 3103, 2105, 4567, True),
             ("up5k", 8, True, 3783, 2562, 5557, False), ("up5k", 16, False, 7940, 5255, None, False),
-            ("up5k", 16, True, 5409, 3959, None, False), ("ecp5-25f", 16, False, 8876, 7682, None, True),
-            ("ecp5-25f", 64, False, 21017, 14558, None, True), ("ecp5-25f", 64, True, 16375, 11791, None, True)]
+            ("up5k", 16, True, 5409, 3959, None, False), ("ecp5-25f", 16, False, 8912, 7451, None, True),
+            ("ecp5-25f", 64, False, 21467, 14144, None, True), ("ecp5-25f", 64, True, 16489, 11793, None, True)]
 
 
 @pytest.mark.parametrize("device, pes, dense, luts, ffs, cells, fits", MEASURED)

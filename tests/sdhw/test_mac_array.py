@@ -39,14 +39,16 @@ def run_collecting_sums(dut, drive, count: int, cycles: int) -> list[list[int]]:
     return got
 
 
+@pytest.mark.parametrize("registered", [False, True], ids=["fabric-dsp", "registered-dsp"])
 @pytest.mark.parametrize("running", [False, True], ids=["restart", "running"])
 @pytest.mark.parametrize("q_n, p_n, soft, seed", [(1, 1, 0, 1), (4, 1, 0, 2), (2, 4, 0, 3), (8, 2, 0, 4),
                                                   (1, 1, 1, 5), (4, 2, 3, 6), (2, 2, 4, 7)])
-def test_mac_array_accumulates_like_numpy(q_n, p_n, soft, seed, running):
+def test_mac_array_accumulates_like_numpy(q_n, p_n, soft, seed, running, registered):
     """Random sums; ``soft`` lanes use the adder-built multiplier (every int8 corner value appears); with
     running totals, ops outside any sum (as an aborted job leaves) must not change the next sums."""
     rng = random.Random(seed)
-    dut = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=32, soft_products=soft, running_totals=running)
+    dut = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=32, soft_products=soft, running_totals=running,
+                   registered_dsps=registered)
     corners = [-128, -127, -1, 0, 1, 127]
     # sums of random length, back to back, with idle cycles between some ops
     ops = []
@@ -89,10 +91,12 @@ def test_mac_array_accumulates_like_numpy(q_n, p_n, soft, seed, running):
     assert any(op.get("abandoned") for op in ops)
 
 
+@pytest.mark.parametrize("registered", [False, True], ids=["fabric-dsp", "registered-dsp"])
 @pytest.mark.parametrize("running", [False, True], ids=["restart", "running"])
 @pytest.mark.parametrize("soft", [0, 1])
-def test_mac_array_latency(soft, running):
-    dut = MacArray(channel_lanes=1, pixel_lanes=1, soft_products=soft, running_totals=running)
+def test_mac_array_latency(soft, running, registered):
+    dut = MacArray(channel_lanes=1, pixel_lanes=2, soft_products=soft, running_totals=running,
+                   registered_dsps=registered)
     seen = {}
 
     async def bench(ctx):
