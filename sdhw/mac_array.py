@@ -36,9 +36,9 @@ class MacArray(wiring.Component):
 
     Latency: :attr:`latency` cycles from an op to its accumulation: 3 (input register, product register,
     accumulate), 4 when there are soft products (their two partial products get a register of their own;
-    the DSP lanes get the same extra register). ``done`` is high for one
-    cycle right after the accumulation of a ``last`` op, while ``acc`` holds the finished sums (index
-    ``q * P + p``; with ``running_totals``, ``acc - start`` does). Throughput: one op (Q x P MACs) per cycle.
+    the DSP lanes get the same extra register). ``done`` is high for one cycle right after the accumulation
+    of a ``last`` op, while ``acc`` holds the finished sums (index ``q * P + p``; with ``running_totals``,
+    ``acc - start`` does). Throughput: one op (Q x P MACs) per cycle.
     """
 
     LATENCY = 3                 # without soft products; see ``latency``

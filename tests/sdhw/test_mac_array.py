@@ -149,7 +149,11 @@ def test_soft_products_are_exact_for_every_int8_pair():
                                           ({"channel_lanes": 2, "pixel_lanes": 1, "soft_products": 3},
                                            r"soft_products must be an integer in 0\.\.2, not 3"),
                                           ({"channel_lanes": 1, "pixel_lanes": 1, "running_totals": 1},
-                                           "running_totals must be a bool, not 1")])
+                                           "running_totals must be a bool, not 1"),
+                                          ({"channel_lanes": 1, "pixel_lanes": 1, "registered_dsps": "yes"},
+                                           "registered_dsps must be a bool, not 'yes'"),
+                                          ({"channel_lanes": 1, "pixel_lanes": 1, "vendor_primitives": True},
+                                           "vendor_primitives needs registered_dsps")])
 def test_mac_array_rejects_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MacArray(**kwargs)
