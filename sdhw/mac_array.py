@@ -80,10 +80,12 @@ class MacArray(wiring.Component):
         m = Module()
         p_n, n = self._p, self._q * self._p
         first_soft = n - self._soft
-        # the input register; registered DSP lanes have their own inside the DSP block
-        w_r = Signal.like(self.weights)
-        a_r = Signal.like(self.acts)
-        if self._soft or not self._registered_dsps:
+        # lanes whose product is formed in the fabric, behind the input register (registered DSP lanes have
+        # theirs inside the DSP block)
+        fabric_lanes = range(first_soft if self._registered_dsps else 0, n)
+        if fabric_lanes:
+            w_r = Signal.like(self.weights)
+            a_r = Signal.like(self.acts)
             m.d.sync += [w_r.eq(self.weights), a_r.eq(self.acts)]
         # valid/first/last travel beside the data: stage k holds the op k + 1 cycles after it came in
         ctrl = [Signal(3, name=f"ctrl{k}") for k in range(self.latency - 1)]
@@ -111,9 +113,7 @@ class MacArray(wiring.Component):
                 m.d.sync += [products[k].eq(dsps.p[k]) for k in range(first_soft)]
             else:
                 m.d.comb += products.eq(dsps.p)
-        for k in range(n):
-            if self._registered_dsps and k < first_soft:
-                continue                            # a registered DSP lane, above
+        for k in fabric_lanes:
             w, a = w_r[k // p_n], a_r[k % p_n]
             if not self._soft:
                 m.d.sync += products[k].eq(w * a)
