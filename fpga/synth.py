@@ -309,12 +309,52 @@ def path_statements(build_dir: Path, cells: list[str], limit: int = 12) -> list[
     return out[:limit]
 
 
+def pnr_seed_key(device: str, netlist_bytes: bytes, freq_mhz: float, seed: int, timeout: float | None) -> str:
+    """What one seed's nextpnr result depends on: the netlist, the arguments, the time limit, the tool."""
+    from importlib import metadata
+
+    package = f"yowasp-nextpnr-{PNR_TARGETS[device].family}"
+    try:
+        version = metadata.version(package)
+    except metadata.PackageNotFoundError:
+        version = "absent"
+    h = hashlib.sha256(netlist_bytes)
+    h.update(repr((PNR_TARGETS[device].nextpnr_args, f"{freq_mhz:g}", seed, timeout, package, version,
+                   REPORT_VERSION)).encode())
+    return h.hexdigest()
+
+
+def pnr_seed_result(report_path: Path, seed: int, freq_mhz: float, seconds: float) -> dict:
+    """One seed's row of the report from nextpnr's ``--report`` JSON."""
+    report = json.loads(report_path.read_text())
+    clocks = report.get("fmax", {})
+    fmax = min((c["achieved"] for c in clocks.values()), default=None)
+    util = {k: v for k, v in report.get("utilization", {}).items() if v.get("used")}
+    return {"seed": seed, "ok": True, "fmax_mhz": round(fmax, 2) if fmax is not None else None,
+            "met": fmax is not None and fmax >= freq_mhz, "pnr_seconds": seconds, "utilization": util,
+            "critical_path": _critical_path(report)}
+
+
 def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_dir: Path, *,
                 timeout: float | None = None) -> dict:
+    """Place and route ``netlist`` with one seed; the seed's report row.
+
+    The row is kept in ``pnr-seed<N>.cache.json`` beside the netlist: a run interrupted after some seeds
+    finished (an N = 64 ECP5 seed routes for half an hour) redoes only the seeds that did not.
+    """
     target = PNR_TARGETS[device]
     tool = find_tool(f"yowasp-nextpnr-{target.family}")
     report_path = build_dir / f"pnr-seed{seed}.json"
     log_path = build_dir / f"pnr-seed{seed}.log"
+    cache_path = build_dir / f"pnr-seed{seed}.cache.json"
+    key = pnr_seed_key(device, netlist.read_bytes(), freq_mhz, seed, timeout)
+    try:
+        cached = json.loads(cache_path.read_text())
+        if cached.get("key") == key:
+            return {**cached["result"], "cached": True}
+    except (OSError, ValueError):
+        pass
+    cache_path.unlink(missing_ok=True)
     report_path.unlink(missing_ok=True)
     # YoWASP tools see the working directory only: run in the build directory with relative names
     cmd = [tool, *target.nextpnr_args, "--json", netlist.name, "--freq", f"{freq_mhz:g}", "--seed", str(seed),
@@ -328,20 +368,17 @@ def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_di
     seconds = round(time.monotonic() - t0, 1)
     if rc is None:
         # some netlists route for very long on some seeds (hundreds of overused wires for many minutes)
-        return {"seed": seed, "ok": False, "timed_out": True, "pnr_seconds": seconds, "time_limit": timeout,
-                "error": f"stopped after the {timeout:g} s place-and-route time limit (CPU time)"}
-    if rc < 0:
+        result = {"seed": seed, "ok": False, "timed_out": True, "pnr_seconds": seconds, "time_limit": timeout,
+                  "error": f"stopped after the {timeout:g} s place-and-route time limit (CPU time)"}
+    elif rc < 0:
         # killed from outside (not by the time limit): the seed has no result, and a cache must not keep one
         raise SdhwError(f"nextpnr seed {seed} was killed by signal {-rc} after {seconds:g} s; run it again")
-    if rc != 0 or not report_path.exists():
-        return {"seed": seed, "ok": False, "error": _error_line(log_path), "pnr_seconds": seconds}
-    report = json.loads(report_path.read_text())
-    clocks = report.get("fmax", {})
-    fmax = min((c["achieved"] for c in clocks.values()), default=None)
-    util = {k: v for k, v in report.get("utilization", {}).items() if v.get("used")}
-    return {"seed": seed, "ok": True, "fmax_mhz": round(fmax, 2) if fmax is not None else None,
-            "met": fmax is not None and fmax >= freq_mhz, "pnr_seconds": seconds, "utilization": util,
-            "critical_path": _critical_path(report)}
+    elif rc != 0 or not report_path.exists():
+        result = {"seed": seed, "ok": False, "error": _error_line(log_path), "pnr_seconds": seconds}
+    else:
+        result = pnr_seed_result(report_path, seed, freq_mhz, seconds)
+    write_atomic(cache_path, json.dumps({"key": key, "result": result}).encode())
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ flow

@@ -188,11 +188,12 @@ def test_a_seed_past_the_time_limit_is_stopped_and_reported(tmp_path, monkeypatc
     idle.write_text("#!/bin/sh\nsleep 30\n")
     for tool in (busy, idle):
         tool.chmod(0o755)
+    (tmp_path / "netlist.json").write_text("{}")
     monkeypatch.setattr(synth, "find_tool", lambda name: str(idle))
     result = synth.run_nextpnr("ecp5-25f", tmp_path / "netlist.json", 125, 1, tmp_path, timeout=0.5)
     assert not result["ok"] and result["timed_out"] and 2 <= result["pnr_seconds"] < 10
     monkeypatch.setattr(synth, "find_tool", lambda name: str(busy))
-    result = synth.run_nextpnr("ecp5-25f", tmp_path / "netlist.json", 125, 1, tmp_path, timeout=0.5)
+    result = synth.run_nextpnr("ecp5-25f", tmp_path / "netlist.json", 125, 2, tmp_path, timeout=0.5)
     assert not result["ok"] and result["timed_out"] and result["pnr_seconds"] < 10
     assert result["error"] == "stopped after the 0.5 s place-and-route time limit (CPU time)"
     report = {"fits": True, "device": "ecp5-25f", "seeds": [result], "target_mhz": 125}
@@ -207,9 +208,39 @@ def test_a_seed_killed_from_outside_is_an_error_not_a_result(tmp_path, monkeypat
     killed = tmp_path / "killed-nextpnr"
     killed.write_text("#!/bin/sh\nkill -TERM $$\n")
     killed.chmod(0o755)
+    (tmp_path / "netlist.json").write_text("{}")
     monkeypatch.setattr(synth, "find_tool", lambda name: str(killed))
     with pytest.raises(SdhwError, match="nextpnr seed 3 was killed by signal 15 after .* s; run it again"):
         synth.run_nextpnr("ecp5-25f", tmp_path / "netlist.json", 125, 3, tmp_path, timeout=5)
+    assert not (tmp_path / "pnr-seed3.cache.json").exists()
+
+
+def test_a_finished_seed_is_reused_until_its_netlist_or_arguments_change(tmp_path, monkeypatch):
+    """An interrupted bench redoes only the seeds that did not finish: each seed's row is cached on the
+    netlist, the nextpnr arguments, the seed and the time limit."""
+    fake = tmp_path / "fake-nextpnr"
+    # writes the --report file nextpnr would (an Fmax of 100 + seed MHz) and counts its runs
+    fake.write_text('#!/bin/sh\necho run >> runs.txt\nwhile [ $# -gt 0 ]; do\n'
+                    '  case "$1" in --report) r="$2";; --seed) s="$2";; esac; shift\ndone\n'
+                    'echo "{\\"fmax\\": {\\"clk\\": {\\"achieved\\": 10$s.5}}}" > "$r"\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(synth, "find_tool", lambda name: str(fake))
+    netlist = tmp_path / "netlist.json"
+    netlist.write_text('{"design": 1}')
+
+    def runs():
+        return len((tmp_path / "runs.txt").read_text().split())
+
+    first = synth.run_nextpnr("ecp5-25f", netlist, 125, 1, tmp_path, timeout=60)
+    assert first["ok"] and first["fmax_mhz"] == 101.5 and not first["met"] and "cached" not in first
+    again = synth.run_nextpnr("ecp5-25f", netlist, 125, 1, tmp_path, timeout=60)
+    assert again == {**first, "cached": True} and runs() == 1
+    assert synth.run_nextpnr("ecp5-25f", netlist, 125, 2, tmp_path, timeout=60)["fmax_mhz"] == 102.5
+    assert synth.run_nextpnr("ecp5-25f", netlist, 100, 1, tmp_path, timeout=60)["met"]
+    assert synth.run_nextpnr("ecp5-25f", netlist, 100, 1, tmp_path, timeout=90)["met"] and runs() == 4
+    netlist.write_text('{"design": 2}')
+    assert "cached" not in synth.run_nextpnr("ecp5-25f", netlist, 100, 1, tmp_path, timeout=90)
+    assert runs() == 5
 
 
 def test_build_cli_rejects_bad_input(tmp_path):
