@@ -319,7 +319,8 @@ def pnr_seed_key(device: str, netlist_bytes: bytes, freq_mhz: float, seed: int, 
     except metadata.PackageNotFoundError:
         version = "absent"
     h = hashlib.sha256(netlist_bytes)
-    h.update(repr((PNR_TARGETS[device].nextpnr_args, f"{freq_mhz:g}", seed, timeout, package, version,
+    limit = None if timeout is None else float(timeout)
+    h.update(repr((PNR_TARGETS[device].nextpnr_args, f"{freq_mhz:g}", seed, limit, package, version,
                    REPORT_VERSION)).encode())
     return h.hexdigest()
 
