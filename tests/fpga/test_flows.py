@@ -365,3 +365,24 @@ def test_resource_estimate_tracks_the_measured_builds(device, pes, dense, luts, 
     except SdhwError:
         verdict = False
     assert verdict == fits
+
+
+def test_yosys_result_of_a_fallback_variant_is_reused(tmp_path, monkeypatch):
+    """When yosys' default script dies on a netlist and a fallback variant maps it, a rerun on the same Verilog
+    takes the cached result at once instead of failing the default script again first."""
+    fake = tmp_path / "fake-yosys"
+    # the default script "asserts"; the hidden-names variant writes a netlist and the cell statistics
+    fake.write_text('#!/bin/sh\necho run >> ../runs.txt\ncase "$*" in\n'
+                    '  *"rename -hide"*) echo "{}" > netlist.json\n'
+                    '    echo \'{"design": {"num_cells_by_type": {"LUT4": 7}}}\' > stat.json;;\n'
+                    '  *) echo "ERROR: Assert \\`ok\\x27 failed in abc9" > yosys.log; exit 1;;\nesac\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(synth, "find_tool", lambda name: str(fake))
+    build = tmp_path / "b"
+    first = synth.run_yosys("module m; endmodule\n", "ecp5-25f", build)
+    assert first["variant"] == "hidden wire names" and first["cells"] == {"LUT4": 7}
+    assert len((tmp_path / "runs.txt").read_text().split()) == 2
+    assert synth.run_yosys("module m; endmodule\n", "ecp5-25f", build) == first
+    assert len((tmp_path / "runs.txt").read_text().split()) == 2
+    synth.run_yosys("module m2; endmodule\n", "ecp5-25f", build)
+    assert len((tmp_path / "runs.txt").read_text().split()) == 4
