@@ -183,6 +183,8 @@ def hardware_row(device: str, pes: int, dense: bool, report: dict | None = None,
                critical_path={k: cp[k] for k in ("from", "to", "delay_ns", "logic_ns", "routing_ns") if k in cp}
                or None)
     row["seeds"] = len(ok)
+    # seeds without an Fmax (stopped at the time limit) are named beside the ones that have one
+    row["seeds_stopped"] = sum(bool(s.get("timed_out")) for s in report.get("seeds", []))
     if not row["target_met"]:
         row["gap_mhz"] = round(target - fmax["median"], 2)
         row["gap_pct"] = round(100 * (target - fmax["median"]) / target, 1)
@@ -234,7 +236,7 @@ def target_checks(hardware: list[dict], skipped: dict[str, str] | None = None) -
             elif row["status"] == "fits":
                 f = row["fmax_mhz"]
                 span = f"Fmax median {f['median']:.1f} MHz (min {f['min']:.1f}, max {f['max']:.1f}; " \
-                       f"{row['seeds_met']}/{row['seeds']} seeds meet it)"
+                       f"{row['seeds_met']}/{row['seeds']} seeds meet it{_stopped_note(row)})"
                 if row["target_met"]:
                     check.update(status="met", met=True, text=f"met: {span}")
                 else:
@@ -290,6 +292,11 @@ def _resources_cells(r: dict) -> list[str]:
     return cells
 
 
+def _stopped_note(r: dict) -> str:
+    n = r.get("seeds_stopped") or 0
+    return f"; {n} more seed{'s' if n > 1 else ''} stopped at the time limit, without an Fmax" if n else ""
+
+
 def _fmax_cells(r: dict) -> list[str]:
     """Fmax, target met / gap, GMAC/s — or the reason the configuration has none."""
     if r["status"] != "fits":
@@ -297,7 +304,8 @@ def _fmax_cells(r: dict) -> list[str]:
     f = r["fmax_mhz"]
     met = (f"met ({r['seeds_met']}/{r['seeds']} seeds)" if r["target_met"]
            else f"**−{r['gap_mhz']:.1f} MHz** (−{r['gap_pct']:.1f} %)")
-    return [f"{f['median']:.1f} ({f['min']:.1f}–{f['max']:.1f})", f"{r['target_mhz']:g}: {met}",
+    span = f"{f['min']:.1f}–{f['max']:.1f}" if r["seeds"] > 1 else "1 seed"
+    return [f"{f['median']:.1f} ({span}{_stopped_note(r)})", f"{r['target_mhz']:g}: {met}",
             f"{r['gmacs_peak']:.2f}"]
 
 

@@ -56,6 +56,21 @@ def test_fitting_row_reports_median_gap_and_peak():
     assert met["target_met"] and met["gap_mhz"] is None and met["seeds_met"] == 3 and met["build"] == "dense"
 
 
+def test_a_seed_stopped_at_the_time_limit_is_named_beside_the_fmax():
+    """A configuration whose other seeds ran out of time must not read as if one seed were all it was given."""
+    report = fit_report(pes=64, fmax=(88.6,))
+    report["seeds"].append({"seed": 2, "ok": False, "timed_out": True, "pnr_seconds": 3517.0, "time_limit": 2000.0,
+                            "error": "stopped after the 2000 s place-and-route time limit (CPU time)"})
+    row = bench.hardware_row("ecp5-25f", 64, False, report)
+    assert row["seeds"] == 1 and row["seeds_stopped"] == 1
+    note = "1 more seed stopped at the time limit, without an Fmax"
+    assert bench._fmax_cells(row)[0] == f"88.6 (1 seed; {note})"
+    check = next(c for c in bench.target_checks([row]) if (c["device"], c["build"]) == ("ecp5-25f", "sd"))
+    assert check["text"] == f"not met: Fmax median 88.6 MHz (min 88.6, max 88.6; 0/1 seeds meet it; {note}), " \
+                            "36.4 MHz (29.1 %) short"
+    assert bench._fmax_cells(bench.hardware_row("ecp5-25f", 16, False, fit_report()))[0] == "110.0 (100.0–120.0)"
+
+
 def test_rows_that_do_not_fit_or_fail_keep_the_reason():
     row = bench.hardware_row("up5k", 16, False, nofit_report())
     assert row["status"] == "does not fit" and row["reason"] == "14000 logic cells (LUT4) > 5280; 20 DSPs > 8"
