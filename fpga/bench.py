@@ -959,7 +959,9 @@ def assemble(plan: Plan, hardware: list[dict], lane: dict, meta: dict) -> dict:
         "activations in SRAM); not measured on the FPGA.",
         f"Synthesis results are cached in `{meta.get('build_dir', BUILD_DIR)}/<device>-<N>[-dense]` "
         "(`synth.json`, `synth.md`, logs); a configuration is re-run only when its Verilog, the seeds, the "
-        "target or `fpga/synth.py` change.",
+        "target, the time limit or the flow (yosys scripts, nextpnr arguments, tool versions) change, and a "
+        "run that was interrupted redoes only the nextpnr seeds that had not finished. Cycle counts are cached "
+        "on the generated Verilog, the program and the testbench.",
     ]
     return {
         "tool": "python -m fpga.bench", **meta, "quick": meta.get("quick", False), "seeds": plan.seeds,
