@@ -783,11 +783,10 @@ def measure_cycles(programs: dict, cfg: AcceleratorConfig, images: int, build_di
 
     from golden import format as fmt
     from golden.datasets import load_digits_split
+    from rtl_gen.generate import TOP_NAME, generate
     from sim.runner import Build, Job
 
     _, _, x_test, y_test = load_digits_split()
-    from rtl_gen.generate import TOP_NAME, generate
-
     # keyed on the Verilog the testbench simulates, not on the hardware sources: a change that leaves the
     # generated RTL alone (a docstring, a refactor) reuses the counts
     generate(cfg, build_dir)
