@@ -808,7 +808,7 @@ def measure_cycles(programs: dict, cfg: AcceleratorConfig, images: int, build_di
     if not todo:
         return results
     log(f"Verilator build {build_dir.name} ({cfg.device}, {cfg.pes} PEs, {'dense' if cfg.dense else 'SD'})")
-    build = Build(cfg, build_dir, sim="verilator")
+    build = Build(cfg, build_dir, sim="verilator", generated=True)
     for m, program in todo.items():
         x = x_test[:images].reshape((-1, *program.input_shape))
         x_q = program.input_q.quantize(x)

@@ -67,7 +67,10 @@ class Job:
 class Build:
     """One configuration's Verilog, compiled for the chosen simulator in its own directory."""
 
-    def __init__(self, cfg: AcceleratorConfig, build_dir, *, sim: str | None = None, waves: bool | None = None):
+    def __init__(self, cfg: AcceleratorConfig, build_dir, *, sim: str | None = None, waves: bool | None = None,
+                 generated: bool = False):
+        """``generated``: ``build_dir`` already holds ``cfg``'s Verilog from :func:`rtl_gen.generate.generate`
+        (the caller just wrote it); it is compiled as it is instead of being elaborated again."""
         from cocotb_tools.runner import get_runner
 
         self.cfg = cfg
@@ -75,7 +78,8 @@ class Build:
         self.sim = sim or simulator()
         self.waves = waves_enabled() if waves is None else waves
         os.environ.update({"PATH": tool_env()["PATH"]})
-        generate(cfg, self.dir)
+        if not generated:
+            generate(cfg, self.dir)
         self.runner = get_runner(self.sim)
         build_args = []
         if self.sim == "verilator":
