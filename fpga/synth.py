@@ -45,6 +45,13 @@ PNR_TARGETS = {
 }
 SYNTH_DEVICES = tuple(PNR_TARGETS)
 
+#: nextpnr's routers. router1 (nextpnr's default) gives the higher Fmax where it finishes; router2
+#: (negotiated congestion) is for netlists router1 cannot route in useful time (ECP5-85F N = 256).
+ROUTERS = ("router1", "router2")
+#: router2 routes the global clock only from a dedicated clock input: the harness clock goes on a PCLK pin
+#: (CABGA381 G2, where the ULX3S has its 25 MHz oscillator); the other pins stay unconstrained
+CLOCK_PINS = {"CABGA381": "G2"}
+
 #: yosys 0.70 (yowasp) can die in ABC9's reintegration with an internal assertion on some netlists; hiding
 #: the internal wire names (ports keep theirs) avoids the name clash behind one of them, and the classic
 #: ABC flow avoids the other. Tried in this order; the report names the one used.
@@ -314,8 +321,21 @@ def path_statements(build_dir: Path, cells: list[str], limit: int = 12) -> list[
     return out[:limit]
 
 
-def pnr_seed_key(device: str, netlist_bytes: bytes, freq_mhz: float, seed: int, timeout: float | None) -> str:
-    """What one seed's nextpnr result depends on: the netlist, the arguments, the time limit, the tool."""
+def clock_constraints(device: str, router: str) -> str | None:
+    """The LPF that places the harness clock on a dedicated clock input, where ``router`` needs one."""
+    target = PNR_TARGETS[device]
+    if router == "router1" or target.family != "ecp5":
+        return None
+    pin = CLOCK_PINS[target.nextpnr_args[target.nextpnr_args.index("--package") + 1]]
+    return f'LOCATE COMP "clk" SITE "{pin}";\nIOBUF PORT "clk" IO_TYPE=LVCMOS33;\n'
+
+
+def pnr_seed_key(device: str, netlist_bytes: bytes, freq_mhz: float, seed: int, timeout: float | None,
+                 router: str = "router1") -> str:
+    """What one seed's nextpnr result depends on: the netlist, the arguments, the time limit, the tool.
+
+    The router enters the key only when it is not the default, so router1 results cached before the option
+    existed stay valid."""
     from importlib import metadata
 
     package = f"yowasp-nextpnr-{PNR_TARGETS[device].family}"
@@ -327,6 +347,8 @@ def pnr_seed_key(device: str, netlist_bytes: bytes, freq_mhz: float, seed: int, 
     limit = None if timeout is None else float(timeout)
     h.update(repr((PNR_TARGETS[device].nextpnr_args, f"{freq_mhz:g}", seed, limit, package, version,
                    REPORT_VERSION)).encode())
+    if router != "router1":
+        h.update(repr((router, clock_constraints(device, router))).encode())
     return h.hexdigest()
 
 
@@ -342,18 +364,20 @@ def pnr_seed_result(report_path: Path, seed: int, freq_mhz: float, seconds: floa
 
 
 def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_dir: Path, *,
-                timeout: float | None = None) -> dict:
+                timeout: float | None = None, router: str = "router1") -> dict:
     """Place and route ``netlist`` with one seed; the seed's report row.
 
     The row is kept in ``pnr-seed<N>.cache.json`` beside the netlist: a run interrupted after some seeds
-    finished (an N = 64 ECP5 seed routes for half an hour) redoes only the seeds that did not.
+    finished (an N = 64 ECP5 seed routes for half an hour) redoes only the seeds that did not. Another router
+    than router1 names its files ``pnr-<router>-seed<N>.*``, so both can share a build directory.
     """
     target = PNR_TARGETS[device]
     tool = find_tool(f"yowasp-nextpnr-{target.family}")
-    report_path = build_dir / f"pnr-seed{seed}.json"
-    log_path = build_dir / f"pnr-seed{seed}.log"
-    cache_path = build_dir / f"pnr-seed{seed}.cache.json"
-    key = pnr_seed_key(device, netlist.read_bytes(), freq_mhz, seed, timeout)
+    run = f"seed{seed}" if router == "router1" else f"{router}-seed{seed}"
+    report_path = build_dir / f"pnr-{run}.json"
+    log_path = build_dir / f"pnr-{run}.log"
+    cache_path = build_dir / f"pnr-{run}.cache.json"
+    key = pnr_seed_key(device, netlist.read_bytes(), freq_mhz, seed, timeout, router)
     try:
         cached = json.loads(cache_path.read_text())
         if cached.get("key") == key:
@@ -366,9 +390,15 @@ def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_di
     cmd = [tool, *target.nextpnr_args, "--json", netlist.name, "--freq", f"{freq_mhz:g}", "--seed", str(seed),
            "--report", report_path.name, "--timing-allow-fail", "-l", log_path.name, "-q"]
     if target.family == "ice40":
-        cmd += ["--pcf-allow-unconstrained", "--asc", f"seed{seed}.asc"]
+        cmd += ["--pcf-allow-unconstrained", "--asc", f"{run}.asc"]
     else:
-        cmd += ["--textcfg", f"seed{seed}.config"]
+        cmd += ["--textcfg", f"{run}.config"]
+    if router != "router1":
+        cmd += ["--router", router]
+    lpf = clock_constraints(device, router)
+    if lpf:
+        (build_dir / "clock.lpf").write_text(lpf)
+        cmd += ["--lpf", "clock.lpf", "--lpf-allow-unconstrained"]
     t0 = time.monotonic()
     rc = _run(cmd, log_path, cwd=build_dir, timeout=timeout)
     seconds = round(time.monotonic() - t0, 1)
@@ -389,11 +419,12 @@ def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_di
 
 # ------------------------------------------------------------------------------------------------ flow
 def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: int = 1, build_dir,
-               jobs: int = 1, pnr_timeout: float | None = None, log=None) -> dict:
+               jobs: int = 1, pnr_timeout: float | None = None, router: str = "router1", log=None) -> dict:
     """Synthesize, place and route ``cfg`` on its device; the report dict (see :func:`format_markdown`).
 
     ``pnr_timeout`` (seconds) stops a seed's nextpnr run that has not finished by then; the seed is reported
-    as stopped, without an Fmax.
+    as stopped, without an Fmax. ``router`` is one of :data:`ROUTERS` (router2 on ECP5 puts the clock on
+    a dedicated clock input, :func:`clock_constraints`).
     """
     if cfg.device not in PNR_TARGETS:
         raise SdhwError(f"device {cfg.device!r} cannot be synthesized; valid: {', '.join(SYNTH_DEVICES)}")
@@ -405,6 +436,8 @@ def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: 
         raise SdhwError(f"frequency must be in 1..1000 MHz, not {freq_mhz!r}")
     if pnr_timeout is not None and not (isinstance(pnr_timeout, (int, float)) and pnr_timeout > 0):
         raise SdhwError(f"the place-and-route time limit must be a positive number of seconds, not {pnr_timeout!r}")
+    if router not in ROUTERS:
+        raise SdhwError(f"unknown router {router!r}; valid: {', '.join(ROUTERS)}")
     missing = tools_available(target.family)
     if missing:
         raise SdhwError(missing)
@@ -416,18 +449,18 @@ def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: 
     report = {
         "tool": "sdhw synth", "device": cfg.device, "family": target.family, "top": f"{TOP} (serial harness, "
         "registered I/O)", "pes": cfg.pes, "dense": cfg.dense, "channel_lanes": cfg.channel_lanes,
-        "pixel_lanes": cfg.pixel_lanes, "config": cfg.as_dict(), "target_mhz": freq,
+        "pixel_lanes": cfg.pixel_lanes, "config": cfg.as_dict(), "target_mhz": freq, "router": router,
         "synthesis": syn, "resources": res, "device_capacity": _capacity(cfg.device),
         "estimate": estimate_resources(cfg), "fits": not problems, "fit_problems": problems, "seeds": [],
     }
     if not problems:
         runs = list(range(1, seeds + 1))
         if log:
-            log(f"nextpnr-{target.family} ({cfg.device}, {freq:g} MHz, seed{'s' if seeds > 1 else ''} "
+            log(f"nextpnr-{target.family} ({cfg.device}, {freq:g} MHz, {router}, seed{'s' if seeds > 1 else ''} "
                 f"{', '.join(map(str, runs))}) ...")
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             results = list(pool.map(lambda s: run_nextpnr(cfg.device, build_dir / "netlist.json", freq, s,
-                                                          build_dir, timeout=pnr_timeout), runs))
+                                                          build_dir, timeout=pnr_timeout, router=router), runs))
         report["seeds"] = results
         failed = [r for r in results if not r["ok"]]
         if failed and all(r.get("timed_out") for r in failed):
@@ -485,13 +518,15 @@ def verdict(report: dict) -> str:
 # ------------------------------------------------------------------------------------------------ report
 def format_markdown(report: dict) -> str:
     res, cap = report["resources"], report["device_capacity"]
+    router = report.get("router", "router1")
     kind = "dense int8" if report["dense"] else "SD"
     lines = [
         f"# sdhw synth: {kind}, {report['pes']} PEs ({report['channel_lanes']} x {report['pixel_lanes']}) "
         f"on {report['device']}",
         "", f"**{report['verdict']}**", "",
         f"Top: {report['top']}. Yosys variant: {report['synthesis']['variant']} "
-        f"({report['synthesis']['seconds']} s). Target {report['target_mhz']:g} MHz.", "",
+        f"({report['synthesis']['seconds']} s). Target {report['target_mhz']:g} MHz. nextpnr {router}"
+        f"{' (clock on a dedicated clock input)' if clock_constraints(report['device'], router) else ''}.", "",
         "| resource | used | available | estimate |", "|---|---:|---:|---:|",
         f"| LUT4 ({'logic cells' if report['family'] == 'ice40' else 'incl. carry'}) | {res['lut4']} | "
         f"{cap['lut4']} | {report['estimate']['luts']} |",

@@ -260,7 +260,7 @@ def cmd_synth(args) -> int:
     out = Path(args.output or f"build/synth/{cfg.device}-{cfg.pes}{'-dense' if cfg.dense else ''}")
     progress = Progress(not (args.quiet or args.json))
     report = synthesize(cfg, freq_mhz=args.freq, seeds=args.seeds, build_dir=out, jobs=args.jobs,
-                        pnr_timeout=args.pnr_timeout, log=progress)
+                        pnr_timeout=args.pnr_timeout, router=args.router, log=progress)
     json_path, md_path = write_report(report, out)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -405,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--pnr-timeout", type=float, metavar="SECONDS",
                     help="stop a seed's place-and-route after this many seconds of CPU time "
                          "(default: no limit)")
+    sy.add_argument("--router", choices=("router1", "router2"), default="router1",
+                    help="nextpnr router (default router1, the higher Fmax; router2 finishes netlists router1 "
+                         "cannot route in useful time, e.g. ECP5-85F with 256 PEs; on ECP5 it puts the clock on "
+                         "a dedicated clock pin)")
     sy.add_argument("-o", "--output", help="build and report directory (default build/synth/DEVICE-N)")
     sy.add_argument("--json", action="store_true", help="print the report as JSON")
     sy.add_argument("-q", "--quiet", action="store_true", help="no progress lines")

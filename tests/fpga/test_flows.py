@@ -243,6 +243,40 @@ def test_a_finished_seed_is_reused_until_its_netlist_or_arguments_change(tmp_pat
     assert runs() == 5
 
 
+def test_router2_runs_with_the_clock_on_a_clock_pin_and_its_own_cache(tmp_path, monkeypatch):
+    """``--router router2`` (ECP5): nextpnr gets the router and an LPF putting the harness clock on a PCLK pin
+    (router2 routes the global clock only from one); its results are cached apart from router1's, whose
+    cache keys are those from before the option existed."""
+    fake = tmp_path / "fake-nextpnr"
+    # records its arguments and writes the --report file nextpnr would
+    fake.write_text('#!/bin/sh\necho "$@" >> args.txt\nwhile [ $# -gt 0 ]; do\n'
+                    '  case "$1" in --report) r="$2";; esac; shift\ndone\n'
+                    'echo "{\\"fmax\\": {\\"clk\\": {\\"achieved\\": 77.5}}}" > "$r"\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(synth, "find_tool", lambda name: str(fake))
+    netlist = tmp_path / "netlist.json"
+    netlist.write_text('{"design": 1}')
+    assert synth.run_nextpnr("ecp5-85f", netlist, 100, 1, tmp_path)["fmax_mhz"] == 77.5
+    assert "--router" not in (tmp_path / "args.txt").read_text() and not (tmp_path / "clock.lpf").exists()
+    second = synth.run_nextpnr("ecp5-85f", netlist, 100, 1, tmp_path, router="router2")
+    assert "cached" not in second
+    args = (tmp_path / "args.txt").read_text().splitlines()[-1].split()
+    assert args[args.index("--router") + 1] == "router2" and args[args.index("--lpf") + 1] == "clock.lpf"
+    assert "--lpf-allow-unconstrained" in args
+    assert 'LOCATE COMP "clk" SITE "G2";' in (tmp_path / "clock.lpf").read_text()
+    assert args[args.index("--report") + 1] == "pnr-router2-seed1.json"
+    assert synth.run_nextpnr("ecp5-85f", netlist, 100, 1, tmp_path, router="router2")["cached"]
+    assert synth.run_nextpnr("ecp5-85f", netlist, 100, 1, tmp_path)["cached"]       # both kept side by side
+    key = synth.pnr_seed_key("ecp5-85f", b"x", 100, 1, None)
+    assert synth.pnr_seed_key("ecp5-85f", b"x", 100, 1, None, "router1") == key
+    assert synth.pnr_seed_key("ecp5-85f", b"x", 100, 1, None, "router2") != key
+    assert synth.clock_constraints("up5k", "router2") is None          # iCE40 routes its clock either way
+    with pytest.raises(SdhwError, match="unknown router 'router3'; valid: router1, router2"):
+        synth.synthesize(small("ecp5-25f"), router="router3", build_dir=tmp_path / "b")
+    rc, _, err = run(["synth", "--router", "router3", "-o", tmp_path / "c"])
+    assert rc == 2 and "invalid choice: 'router3'" in err and not (tmp_path / "c").exists()
+
+
 def test_build_cli_rejects_bad_input(tmp_path):
     rc, _, err = run(["build", "--board", "nexys", "-o", tmp_path / "a"])
     assert rc == 1 and "unknown board 'nexys'; valid: icebreaker, ulx3s-25f, ulx3s-85f, orangecrab" in err
