@@ -406,9 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop a seed's place-and-route after this many seconds of CPU time "
                          "(default: no limit)")
     sy.add_argument("--router", choices=("router1", "router2"), default="router1",
-                    help="nextpnr router (default router1, the higher Fmax; router2 finishes netlists router1 "
-                         "cannot route in useful time, e.g. ECP5-85F with 256 PEs; on ECP5 it puts the clock on "
-                         "a dedicated clock pin)")
+                    help="nextpnr router (default router1, the higher Fmax where it finishes; router2 "
+                         "negotiates congestion instead, for netlists router1 routes very slowly; on ECP5 it "
+                         "puts the clock on a dedicated clock pin)")
     sy.add_argument("-o", "--output", help="build and report directory (default build/synth/DEVICE-N)")
     sy.add_argument("--json", action="store_true", help="print the report as JSON")
     sy.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
