@@ -215,21 +215,27 @@ def test_a_seed_killed_from_outside_is_an_error_not_a_result(tmp_path, monkeypat
     assert not (tmp_path / "pnr-seed3.cache.json").exists()
 
 
-def test_a_finished_seed_is_reused_until_its_netlist_or_arguments_change(tmp_path, monkeypatch):
-    """An interrupted bench redoes only the seeds that did not finish: each seed's row is cached on the
-    netlist, the nextpnr arguments, the seed and the time limit."""
+def fake_nextpnr(tmp_path, monkeypatch):
+    """A stand-in nextpnr that appends its arguments to ``args.txt`` (a line per run) and writes the
+    ``--report`` file nextpnr would, with an Fmax of 100 + seed + 0.5 MHz; returns a netlist to give it."""
     fake = tmp_path / "fake-nextpnr"
-    # writes the --report file nextpnr would (an Fmax of 100 + seed MHz) and counts its runs
-    fake.write_text('#!/bin/sh\necho run >> runs.txt\nwhile [ $# -gt 0 ]; do\n'
+    fake.write_text('#!/bin/sh\necho "$@" >> args.txt\nwhile [ $# -gt 0 ]; do\n'
                     '  case "$1" in --report) r="$2";; --seed) s="$2";; esac; shift\ndone\n'
                     'echo "{\\"fmax\\": {\\"clk\\": {\\"achieved\\": 10$s.5}}}" > "$r"\n')
     fake.chmod(0o755)
     monkeypatch.setattr(synth, "find_tool", lambda name: str(fake))
     netlist = tmp_path / "netlist.json"
     netlist.write_text('{"design": 1}')
+    return netlist
+
+
+def test_a_finished_seed_is_reused_until_its_netlist_or_arguments_change(tmp_path, monkeypatch):
+    """An interrupted bench redoes only the seeds that did not finish: each seed's row is cached on the
+    netlist, the nextpnr arguments, the seed and the time limit."""
+    netlist = fake_nextpnr(tmp_path, monkeypatch)
 
     def runs():
-        return len((tmp_path / "runs.txt").read_text().split())
+        return len((tmp_path / "args.txt").read_text().splitlines())
 
     first = synth.run_nextpnr("ecp5-25f", netlist, 125, 1, tmp_path, timeout=60)
     assert first["ok"] and first["fmax_mhz"] == 101.5 and not first["met"] and "cached" not in first
@@ -247,16 +253,8 @@ def test_router2_runs_with_the_clock_on_a_clock_pin_and_its_own_cache(tmp_path, 
     """``--router router2`` (ECP5): nextpnr gets the router and an LPF putting the harness clock on a PCLK pin
     (router2 routes the global clock only from one); its results are cached apart from router1's, whose
     cache keys are those from before the option existed."""
-    fake = tmp_path / "fake-nextpnr"
-    # records its arguments and writes the --report file nextpnr would
-    fake.write_text('#!/bin/sh\necho "$@" >> args.txt\nwhile [ $# -gt 0 ]; do\n'
-                    '  case "$1" in --report) r="$2";; esac; shift\ndone\n'
-                    'echo "{\\"fmax\\": {\\"clk\\": {\\"achieved\\": 77.5}}}" > "$r"\n')
-    fake.chmod(0o755)
-    monkeypatch.setattr(synth, "find_tool", lambda name: str(fake))
-    netlist = tmp_path / "netlist.json"
-    netlist.write_text('{"design": 1}')
-    assert synth.run_nextpnr("ecp5-85f", netlist, 100, 1, tmp_path)["fmax_mhz"] == 77.5
+    netlist = fake_nextpnr(tmp_path, monkeypatch)
+    assert synth.run_nextpnr("ecp5-85f", netlist, 100, 1, tmp_path)["fmax_mhz"] == 101.5
     assert "--router" not in (tmp_path / "args.txt").read_text() and not (tmp_path / "clock.lpf").exists()
     second = synth.run_nextpnr("ecp5-85f", netlist, 100, 1, tmp_path, router="router2")
     assert "cached" not in second
