@@ -6,7 +6,7 @@ indices of the rows whose bit is set.
 """
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,6 +16,21 @@ WORD_BITS = 32
 """Width of a bitmap memory word; row ``h`` of a group is bit ``h % 32`` of word ``base + h // 32``."""
 
 _WORD_MASK = (1 << WORD_BITS) - 1
+
+
+def _more_than_one_set(bits: Value) -> Value:
+    """Whether ``bits`` has two or more set bits, as a balanced tree of (any, several) pairs: no carry chain,
+    unlike ``bits & (bits - 1) != 0``, so a control decision taken on it stays a few LUT levels deep."""
+    level = [(bits[i], Const(0)) for i in range(len(bits))]
+    while len(level) > 1:
+        pairs = []
+        for k in range(0, len(level) - 1, 2):
+            (any_a, many_a), (any_b, many_b) = level[k], level[k + 1]
+            pairs.append((any_a | any_b, many_a | many_b | (any_a & any_b)))
+        if len(level) % 2:
+            pairs.append(level[-1])
+        level = pairs
+    return level[0][1]
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
@@ -245,10 +260,14 @@ class RowDecoder(wiring.Component):
         issue = Signal()  # request the next word of the group this cycle
         ending = Signal()  # place the final entry this cycle
         occupancy = Signal(range(5))
+        # cur has bits left after the lowest (rest != 0), decided without rest's carry chain: the decision
+        # steers cur's refill, and the subtract in front of it was the ECP5 critical path (N = 16 and 64 SD)
+        more = Signal()
         m.d.comb += [
+            more.eq(_more_than_one_set(cur_bits)),
             take.eq(~start & cur_valid & (cur_bits != 0) & (~pend_valid | out_free)),
             zero_word.eq(~start & cur_valid & (cur_bits == 0)),
-            word_done.eq(zero_word | (take & (rest == 0))),
+            word_done.eq(zero_word | (take & ~more)),
             load.eq(~start & (~cur_valid | word_done)),
             occupancy.eq(cur_valid + q0_valid + q1_valid + rd_pending + (word_pending if self._register_data else 0)),
             # Three words of storage (cur, q0, q1): a read may be issued while at most two are held or in flight.
@@ -297,7 +316,7 @@ class RowDecoder(wiring.Component):
                     o.payload.last.eq(0),
                     o.payload.empty.eq(0),
                 ]
-            with m.If(rest != 0):
+            with m.If(more):
                 m.d.sync += cur_bits.eq(rest)
         with m.If(word_done):
             m.d.sync += cur_valid.eq(0)
@@ -309,10 +328,10 @@ class RowDecoder(wiring.Component):
         if self._register_data:
             bk_take, bk_more, bk_row = Signal(), Signal(), Signal(rb)
             bk_word_done, bk_last, bk_widx = Signal(), Signal(), Signal.like(cur_widx)
-            m.d.sync += [bk_take.eq(take), bk_more.eq(take & (rest != 0)), bk_row.eq(row),
+            m.d.sync += [bk_take.eq(take), bk_more.eq(take & more), bk_row.eq(row),
                          bk_word_done.eq(word_done), bk_last.eq(cur_last), bk_widx.eq(cur_widx)]
         else:
-            bk_take, bk_more, bk_row = take, take & (rest != 0), row
+            bk_take, bk_more, bk_row = take, take & more, row
             bk_word_done, bk_last, bk_widx = word_done, cur_last, cur_widx
         with m.If(~start):
             with m.If(bk_take):
