@@ -34,14 +34,17 @@ class PnrTarget:
     family: str
     nextpnr_args: tuple[str, ...]
     target_mhz: float          # the performance target this project reports against
+    #: a dedicated clock input of the package, for routers that route the global clock only from one (router2
+    #: on ECP5): CABGA381 G2, where the ULX3S has its 25 MHz oscillator
+    clock_pin: str | None = None
 
 
 PNR_TARGETS = {
     "up5k": PnrTarget("ice40", ("--up5k", "--package", "sg48"), 48.0),
     "hx8k": PnrTarget("ice40", ("--hx8k", "--package", "ct256"), 48.0),
-    "ecp5-25f": PnrTarget("ecp5", ("--25k", "--package", "CABGA381"), 125.0),
-    "ecp5-45f": PnrTarget("ecp5", ("--45k", "--package", "CABGA381"), 125.0),
-    "ecp5-85f": PnrTarget("ecp5", ("--85k", "--package", "CABGA381"), 100.0),
+    "ecp5-25f": PnrTarget("ecp5", ("--25k", "--package", "CABGA381"), 125.0, "G2"),
+    "ecp5-45f": PnrTarget("ecp5", ("--45k", "--package", "CABGA381"), 125.0, "G2"),
+    "ecp5-85f": PnrTarget("ecp5", ("--85k", "--package", "CABGA381"), 100.0, "G2"),
 }
 SYNTH_DEVICES = tuple(PNR_TARGETS)
 
@@ -49,9 +52,6 @@ SYNTH_DEVICES = tuple(PNR_TARGETS)
 #: 101.8 vs 75.5 MHz); router2 negotiates congestion instead, the other try for netlists router1 routes very
 #: slowly (neither finished ECP5-85F N = 256 within a session here).
 ROUTERS = ("router1", "router2")
-#: router2 routes the global clock only from a dedicated clock input: the harness clock goes on a PCLK pin
-#: (CABGA381 G2, where the ULX3S has its 25 MHz oscillator); the other pins stay unconstrained
-CLOCK_PINS = {"CABGA381": "G2"}
 
 #: yosys 0.70 (yowasp) can die in ABC9's reintegration with an internal assertion on some netlists; hiding
 #: the internal wire names (ports keep theirs) avoids the name clash behind one of them, and the classic
@@ -324,10 +324,9 @@ def path_statements(build_dir: Path, cells: list[str], limit: int = 12) -> list[
 
 def clock_constraints(device: str, router: str) -> str | None:
     """The LPF that places the harness clock on a dedicated clock input, where ``router`` needs one."""
-    target = PNR_TARGETS[device]
-    if router == "router1" or target.family != "ecp5":
+    pin = PNR_TARGETS[device].clock_pin
+    if router == "router1" or pin is None:
         return None
-    pin = CLOCK_PINS[target.nextpnr_args[target.nextpnr_args.index("--package") + 1]]
     return f'LOCATE COMP "clk" SITE "{pin}";\nIOBUF PORT "clk" IO_TYPE=LVCMOS33;\n'
 
 
