@@ -1,7 +1,10 @@
 """Program images: a golden program laid out for one generated accelerator (``sdhw compile --for``).
 
-An image is the list of host-bus writes that loads the program: layer descriptors, row bitmaps, codes
-(or dense weights), bases and biases, each at its place in the accelerator's memory map. The file
+An image is the list of host-bus writes that loads the program: layer descriptors, the code stream (per
+layer: the requantiser's thresholds when the build has the table requantiser, then per channel group and
+live row a row header and the row's codes or dense weights), bases and biases, each at its place in the
+accelerator's memory map. The compiler does the work the hardware is spared: it drops zero rows (the row
+headers list the live ones), works out every address step, offset and loop bound, and checks every range. The file
 (``.sdimg``) also carries the metadata the host needs (where inputs go and outputs come from).
 
 File layout (little-endian): ``b"SDIM"``, u16 version, u16 section count, u32 total size, u32 CRC-32 of
@@ -14,21 +17,21 @@ import json
 import math
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from golden import SdhwError
 from golden.program import Program, QLayer
-from golden.quant import ACT_MIN
+from golden.quant import ACT_MAX, ACT_MIN, INT32_MAX, INT32_MIN, requantize
 from golden.sd import rows_shape, to_rows
 from sdhw import hostbus as hb
-from sdhw.config import DESC_WORDS, AcceleratorConfig
-from sdhw.descriptor import KIND_K1, KIND_K3, encode
+from sdhw.config import CODE_SLOT_BITS, DESC_WORDS, AcceleratorConfig
+from sdhw.descriptor import HEADER_FIELDS, KIND_END, KIND_K1, KIND_K3, encode, encode_header
 
 IMAGE_MAGIC = b"SDIM"
-IMAGE_VERSION = 2                  # 2: bases stored as columns (24·Q-bit rows), one per tap
+IMAGE_VERSION = 3                  # 3: row headers in the code stream, no bitmap, descriptor checksums
 _SECTION = struct.Struct("<HHII")
 
 
@@ -69,14 +72,6 @@ def _wide_words(entries: list[int], width: int) -> list[tuple[int, int]]:
     return out
 
 
-def _hw_rows(layer: QLayer) -> tuple[int, list[tuple[int, int]]]:
-    """Hardware row count and the ``(h, golden row index)`` of every existing row, in order."""
-    _, r, _ = rows_shape(layer.weight_shape)
-    if layer.kind == "conv" and layer.kernel == 3:
-        return 4 * (r // 3), [(4 * (i // 3) + i % 3, i) for i in range(r)]
-    return r, [(i, i) for i in range(r)]
-
-
 def layer_kind(layer: QLayer, index: int) -> int:
     if layer.kind == "fc" or (layer.kind == "conv" and layer.kernel == 1 and layer.groups == 1):
         return KIND_K1
@@ -86,23 +81,100 @@ def layer_kind(layer: QLayer, index: int) -> int:
                     "supported: fc, conv 1x1, conv 3x3")
 
 
+@dataclass(frozen=True)
+class LayerPlan:
+    """How one layer maps onto the accelerator: geometry, the live rows of every channel group, stream mode."""
+
+    kind: int
+    h: int
+    w: int
+    c: int
+    ho: int
+    wo: int
+    m: int
+    stride: int
+    n_rows: int                                  # rows per filter (golden's row view)
+    groups: tuple[tuple[int, ...], ...]          # live rows of each channel group, in order
+    kills: tuple[int, ...]                       # per row: taps past the input (K1), bit j
+    stream: bool
+
+    @property
+    def n_pix(self) -> int:
+        return self.ho * self.wo
+
+    def taps(self, row: int) -> int:
+        return 3 - bin(self.kills[row]).count("1")
+
+    def entries(self, g: int) -> int:
+        """Rebuilt-weight buffer entries of group ``g`` (an empty group has one placeholder entry)."""
+        return sum(self.taps(i) for i in self.groups[g]) if self.groups[g] else 1
+
+
+def plan_layer(layer: QLayer, cfg: AcceleratorConfig, index: int = 0) -> LayerPlan:
+    kind = layer_kind(layer, index)
+    if layer.kind == "fc":
+        h, w, c = 1, 1, int(np.prod(layer.in_shape))
+        ho, wo = 1, 1
+    else:
+        h, w, c = layer.in_shape
+        ho, wo, _ = layer.out_shape
+    m, n_rows, _ = rows_shape(layer.weight_shape)
+    if layer.is_sd:
+        nonzero = np.any(layer.weights.codes != 0, axis=2)                    # (M, R)
+    else:
+        nonzero = np.ones((m, n_rows), dtype=bool)
+    q = cfg.pes
+    groups = tuple(tuple(int(i) for i in np.flatnonzero(nonzero[g:g + q].any(axis=0))) for g in range(0, m, q))
+    kills = tuple(sum(1 << j for j in range(3) if 3 * i + j >= c) if kind == KIND_K1 else 0 for i in range(n_rows))
+    plan = LayerPlan(kind, h, w, c, ho, wo, m, layer.stride, n_rows, groups, kills, False)
+    big = max(plan.entries(g) for g in range(len(groups)))
+    return replace(plan, stream=plan.n_pix > 1 and big > cfg.weight_depth)
+
+
+def _code_values(codes: np.ndarray, e_hw: int) -> np.ndarray:
+    """Lane code slots: three fields ``(sign << E) | magnitude`` of ``1 + E`` bits, field k at ``k (1 + E)``."""
+    c = np.asarray(codes, dtype=np.int64)
+    fields = ((c < 0).astype(np.int64) << e_hw) | np.abs(c)
+    return fields[..., 0] | (fields[..., 1] << (1 + e_hw)) | (fields[..., 2] << (2 * (1 + e_hw)))
+
+
+def thresholds(layer: QLayer) -> tuple[int, list[int]]:
+    """The table requantiser's view of ``layer``'s requantisation ``f(s)`` of ``s = sum + bias``: its output at
+    the smallest int32 ``s`` (``base``) and, in increasing order, ``T - 1`` for every output value ``v`` above
+    ``base`` that some int32 reaches, ``T`` being the smallest ``s`` with ``f(s) >= v``. ``f`` is monotone
+    (gemmlowp's steps each are), so ``f(s) = base + #{t : s > t}``: the hardware only compares."""
+    def f(s):
+        return requantize(s, layer.m0, layer.shift, layer.out_q.zero_point, layer.act_min, layer.act_max)
+
+    base, top = int(f(np.int64(INT32_MIN))), int(f(np.int64(INT32_MAX)))
+    values = np.arange(base + 1, top + 1, dtype=np.int64)
+    lo = np.full(values.shape, INT32_MIN, dtype=np.int64)          # f(lo) < v
+    hi = np.full(values.shape, INT32_MAX, dtype=np.int64)          # f(hi) >= v
+    while values.size and np.any(hi - lo > 1):
+        mid = (lo + hi) // 2
+        up = f(mid) >= values
+        hi = np.where(up, mid, hi)
+        lo = np.where(up, lo, mid)
+    return base, [int(t) - 1 for t in hi]
+
+
 def build_image(program: Program, cfg: AcceleratorConfig) -> ProgramImage:
     """Lay ``program`` out for ``cfg``; raise :class:`SdhwError` naming what does not fit."""
-    q_n, p_n = cfg.channel_lanes, cfg.pixel_lanes
+    q_n, r_n = cfg.pes, cfg.rebuild_lanes
     e_hw = cfg.exp_bits
+    cw = cfg.code_word_bits
     n_layers = len(program.layers)
     if n_layers + 1 > cfg.desc_layers:
         raise SdhwError(f"program has {n_layers} layers; the accelerator's descriptor memory holds "
                         f"{cfg.desc_layers - 1} (desc_layers = {cfg.desc_layers}, one slot for the end marker)")
     desc_words: list[int] = []
-    bitmap: list[int] = []
     codes: list[int] = []
     bases: list[int] = []
     biases: list[int] = []
-    lane_w = 24 if cfg.dense else 3 * (1 + e_hw)
+    prev_range = (ACT_MIN, ACT_MAX)
     for index, layer in enumerate(program.layers):
         where = f"layer {index} ({layer.describe()})"
-        kind = layer_kind(layer, index)
+        plan = plan_layer(layer, cfg, index)
         if layer.is_sd and cfg.dense:
             raise SdhwError(f"{where} is SD but the accelerator is the dense baseline; compile with --dense or "
                             "generate without --dense")
@@ -111,136 +183,149 @@ def build_image(program: Program, cfg: AcceleratorConfig) -> ProgramImage:
         if layer.is_sd and layer.weights.exp_bits > e_hw:
             raise SdhwError(f"{where} uses {layer.weights.exp_bits} exponent bits; the accelerator decodes at "
                             f"most {e_hw} (generate with --config exp_bits = {layer.weights.exp_bits})")
-        if layer.kind == "fc":
-            h, w, c = 1, 1, int(np.prod(layer.in_shape))
-            ho, wo = 1, 1
-        else:
-            h, w, c = layer.in_shape
-            ho, wo, _ = layer.out_shape
-        mo = layer.out_channels
-        s = layer.stride
-        in_size, out_size = h * w * c, ho * wo * mo
+        in_size, out_size = plan.h * plan.w * plan.c, plan.n_pix * plan.m
         for what, size in (("input", in_size), ("output", out_size)):
             if size > cfg.act_depth:
                 raise SdhwError(f"{where} {what} needs {size} bytes of activations; the accelerator's buffers "
                                 f"hold {cfg.act_depth} (act_depth)")
-        n_rows, rows = _hw_rows(layer)
-        bm_words = (n_rows + 31) // 32
-        n_groups = -(-mo // q_n)
-        pad = 1 if kind == KIND_K3 else 0
-        q_w, r_w = divmod(p_n, wo)
-        step_x, step_y = s * c, s * w * c
+        _check_accumulator(layer, where, cfg, prev_range)
+        prev_range = (layer.act_min, layer.act_max)
+        pad = 1 if plan.kind == KIND_K3 else 0
+        s, w, c = plan.stride, plan.w, plan.c
+        n_groups = len(plan.groups)
         fields = {
-            "kind": kind, "relu": int(layer.relu), "stride": s, "sd": int(layer.is_sd),
-            "in_h": h, "in_w": w, "in_c": c, "out_c": mo, "n_pix": ho * wo, "out_w": wo, "n_rows": n_rows,
-            "bm_words": bm_words if layer.is_sd else 0, "in_size": in_size, "out_size": out_size, "wc": w * c,
-            "step_x": step_x, "step_y": step_y, "row_wrap": step_y - wo * step_x,
-            "group_step": q_w * step_y + r_w * step_x, "q_w": q_w, "r_w": r_w, "qs": q_w * s, "rs": r_w * s,
-            "wo_s": wo * s, "base0": -pad * (w + 1) * c,
-            "bitmap_base": len(bitmap), "basis_base": len(bases), "code_base": len(codes),
-            "bias_base": len(biases), "m0": layer.m0, "shift": layer.shift, "zp_in": layer.in_q.zero_point,
-            "zp_out": layer.out_q.zero_point, "act_min": layer.out_q.zero_point if layer.relu else ACT_MIN,
-            "pm_step": p_n * mo,
+            "kind": plan.kind, "sd": int(layer.is_sd), "stride": s, "pad": pad, "stream": int(plan.stream),
+            "n_groups": n_groups, "last_lanes": plan.m - (n_groups - 1) * q_n, "n_pix": plan.n_pix,
+            "out_w": plan.wo, "in_h": plan.h, "in_w": w, "step_x": s * c, "row_wrap": s * c * (w - plan.wo + 1),
+            "base0": -pad * (w + 1) * c, "out_c": plan.m, "tap_step": c if plan.kind == KIND_K3 else 1,
+            "code_base": len(codes), "bias_base": len(biases), "n_rows": plan.n_rows, "m0": layer.m0,
+            "shift": layer.shift, "zp_in": layer.in_q.zero_point, "zp_out": layer.out_q.zero_point,
+            "act_min": layer.act_min, "wshift": layer.weights.wshift if layer.is_sd else 0,
+            "in_size": in_size, "out_size": out_size, "basis_base": len(bases),
         }
+        if cfg.requant == "table":
+            base, table = thresholds(layer)
+            fields.update(act_min=base, n_thresh=len(table))
+            codes += [t & 0xFFFFFFFF for t in table]
         if layer.is_sd:
             sdw = layer.weights
-            rows_codes = sdw.codes                                    # (M, R, 3)
-            nb = -(-rows_codes.shape[1] // sdw.block_rows)
-            fields.update(wshift=sdw.wshift, block_rows=sdw.block_rows, n_blocks=nb)
-            nonzero = np.any(rows_codes != 0, axis=2)
+            nb = -(-plan.n_rows // sdw.block_rows)
+            chunks = q_n // r_n
+            lanes = _code_values(sdw.codes, e_hw)                              # (M, R)
             for g in range(n_groups):
-                filters = range(g * q_n, min((g + 1) * q_n, mo))
-                group_rows = [(hh, i) for hh, i in rows if any(nonzero[f, i] for f in filters)]
-                words = [0] * bm_words
-                for hh, _ in group_rows:
-                    words[hh // 32] |= 1 << (hh % 32)
-                bitmap += words
-                for _, i in group_rows:
-                    entry = 0
-                    for q, f in enumerate(filters):
-                        lane = 0
-                        for k in range(3):
-                            cval = int(rows_codes[f, i, k])
-                            lane |= ((int(cval < 0) << e_hw) | abs(cval)) << (k * (1 + e_hw))
-                        entry |= lane << (q * lane_w)
-                    codes.append(entry)
-                # three rows per block: column j of the Q lanes' bases, lane q at bits 24q, B[k][j] at byte k
+                filters = [g * q_n + q for q in range(q_n)]
                 for b in range(nb):
-                    block = [np.asarray(sdw.bases[f // sdw.basis_group, b], dtype=np.int64) if f < mo else None
-                             for f in range(g * q_n, (g + 1) * q_n)]
-                    for j in range(3):
-                        value = 0
-                        for q, basis in enumerate(block):
-                            if basis is not None:
-                                for k in range(3):
-                                    value |= (int(basis[k, j]) & 0xFF) << (24 * q + 8 * k)
-                        bases.append(value)
+                    for k in range(chunks):
+                        for j in range(3):
+                            value = 0
+                            for t, f in enumerate(filters[k * r_n:(k + 1) * r_n]):
+                                if f < plan.m:
+                                    col = np.asarray(sdw.bases[f // sdw.basis_group, b][:, j], dtype=np.int64)
+                                    value |= sum((int(col[kk]) & 0xFF) << (24 * t + 8 * kk) for kk in range(3))
+                            bases.append(value)
+                if len(bases) > cfg.basis_rows:
+                    raise SdhwError(f"program needs more than {cfg.basis_rows // 3 * r_n} lane bases; the "
+                                    f"accelerator holds {cfg.basis_rows // 3 * r_n} (basis_depth); generate a "
+                                    "larger configuration")
+                rows = plan.groups[g] or (None,)
+                for n, i in enumerate(rows):
+                    row_basis = g * nb + (i // sdw.block_rows if i is not None else 0)
+                    if row_basis >= 1 << HEADER_FIELDS["basis"][1]:
+                        raise SdhwError(f"{where} has {n_groups * nb} (channel group, row block) pairs; a row "
+                                        f"header holds {1 << HEADER_FIELDS['basis'][1]}: use larger blocks "
+                                        "(--block-rows) or a build with more channel lanes")
+                    codes.append(_header(plan, i, last=n == len(rows) - 1, basis=row_basis, cfg=cfg))
+                    slots = [int(lanes[f, i]) if i is not None and f < plan.m else 0 for f in filters]
+                    for k in range(chunks):
+                        codes += _pack(slots[k * r_n:(k + 1) * r_n], CODE_SLOT_BITS, cw)
         else:
             weights = to_rows(np.asarray(layer.weights, dtype=np.int64))      # (M, R, 3), FC padded with 0
+            d = cfg.fill_lanes
             for g in range(n_groups):
-                filters = range(g * q_n, min((g + 1) * q_n, mo))
-                for _, i in rows:
-                    entry = 0
-                    for q, f in enumerate(filters):
-                        for j in range(3):
-                            entry |= (int(weights[f, i, j]) & 0xFF) << (q * lane_w + 8 * j)
-                    codes.append(entry)
-            fields.update(wshift=0, block_rows=0, n_blocks=0)
+                filters = [g * q_n + q for q in range(q_n)]
+                rows = plan.groups[g]
+                for n, i in enumerate(rows):
+                    codes.append(_header(plan, i, last=n == len(rows) - 1, basis=0, cfg=cfg))
+                    for j in range(3):
+                        if not plan.kills[i] >> j & 1:
+                            taps = [int(weights[f, i, j]) & 0xFF if f < plan.m else 0 for f in filters]
+                            for k in range(0, q_n, d):
+                                codes += _pack(taps[k:k + d], 8, cw)
         biases += [int(b) & 0xFFFFFFFF for b in layer.bias]
         try:
             desc_words += encode(fields, DESC_WORDS)
         except ValueError as exc:
             raise SdhwError(f"{where} does not fit the descriptor format: {exc}") from None
-    desc_words += [0] * DESC_WORDS                                  # end marker (kind 0)
-    q_bases = len(bases) // 3 * q_n                                  # lane bases (basis_depth counts those)
-    for name, used, depth in (("code", len(codes), cfg.code_depth), ("bitmap", len(bitmap), cfg.bitmap_depth),
-                              ("basis", q_bases, cfg.basis_rows // 3 * q_n), ("bias", len(biases), cfg.bias_depth)):
+    desc_words += encode({"kind": KIND_END}, DESC_WORDS)                 # the end marker
+    q_bases = len(bases) // 3 * r_n                                      # lane bases (basis_depth counts those)
+    for name, used, depth, unit in (("code", len(codes), cfg.code_depth, "words"),
+                                    ("basis", q_bases, cfg.basis_rows // 3 * r_n, "lane bases"),
+                                    ("bias", len(biases), cfg.bias_depth, "entries")):
         if used > depth:
-            raise SdhwError(f"program needs {used} {name} memory entries; the accelerator holds {depth} "
+            raise SdhwError(f"program needs {used} {name} memory {unit}; the accelerator holds {depth} "
                             f"({name}_depth); generate a larger configuration or prune more")
     sections = [(hb.REGION_DESC, 0, desc_words), (hb.REGION_BIAS, 0, biases)]
     if not cfg.dense:
-        sections.append((hb.REGION_BITMAP, 0, bitmap))
         sections += _contiguous(hb.REGION_BASES, _wide_words(bases, cfg.basis_width))
-    sections += _contiguous(hb.REGION_CODES, _wide_words(codes, cfg.code_width))
+    sections += _contiguous(hb.REGION_CODES, _wide_words(codes, cw))
     meta = {
         "layers": n_layers, "input_shape": list(program.input_shape), "output_shape": list(program.output_shape),
         "input_zero_point": program.input_q.zero_point, "input_scale": program.input_q.scale,
         "output_zero_point": program.output_q.zero_point, "output_scale": program.output_q.scale,
         "output_region": hb.REGION_ACT0 if n_layers % 2 == 0 else hb.REGION_ACT1,
-        "usage": {"code": len(codes), "bitmap": len(bitmap), "basis": q_bases, "bias": len(biases),
-                  "descriptors": n_layers + 1},
+        "usage": {"code": len(codes), "basis": q_bases, "bias": len(biases), "descriptors": n_layers + 1},
         "config": cfg.as_dict(),
     }
     return ProgramImage(sections, meta)
 
 
+def _header(plan: LayerPlan, row: int | None, *, last: bool, basis: int, cfg: AcceleratorConfig) -> int:
+    """The row header word of live row ``row`` (``None``: the placeholder row of an empty group)."""
+    if row is None:
+        return encode_header(kill=0b110, last=1, count=0, basis=basis)
+    if plan.kind == KIND_K3:
+        ch, r = divmod(row, 3)
+        # a kernel row below a short input is always padding: its offset only has to fit the field
+        off0, dy = (r * plan.w * plan.c + ch) & 0xFFFF, r
+    else:
+        off0, dy = 3 * row, 0
+    return encode_header(off0=off0, dy=dy, kill=plan.kills[row], last=int(last), count=1, basis=basis)
+
+
+def _pack(values: list[int], bits: int, word_bits: int) -> list[int]:
+    """``values`` of ``bits`` bits side by side, in as many ``word_bits``-bit words as they take."""
+    value = sum(v << (bits * k) for k, v in enumerate(values))
+    return [(value >> (word_bits * k)) & ((1 << word_bits) - 1) for k in range(-(-bits * len(values) // word_bits))]
+
+
+def _check_accumulator(layer: QLayer, where: str, cfg: AcceleratorConfig, in_range: tuple[int, int]) -> None:
+    """The MAC accumulators wrap at ``acc_bits``: refuse a layer whose sum of products can leave that range
+    for some input (the previous layer's outputs lie in ``in_range``; padding reads the zero point)."""
+    w = to_rows(layer.mac_weights().astype(np.int64))                 # (M, R, 3)
+    lo, hi = min(in_range[0], layer.in_q.zero_point), max(in_range[1], layer.in_q.zero_point)
+    worst = np.maximum(np.abs(w) * max(abs(lo), abs(hi)), 0).reshape(w.shape[0], -1).sum(axis=1)
+    limit = (1 << (cfg.acc_bits - 1)) - 1
+    if worst.size and int(worst.max()) > limit:
+        raise SdhwError(f"{where}: a sum of products can reach {int(worst.max())}, beyond the accelerator's "
+                        f"{cfg.acc_bits}-bit accumulators; generate with a larger acc_bits")
+
+
 def expected_counts(program: Program, cfg: AcceleratorConfig) -> dict[str, int]:
     """MACs issued and zero rows skipped that the accelerator's counters must show for one inference.
 
-    A MAC is issued per (channel lane with a real output channel) x (pixel lane with a real output pixel) x
-    tap of every non-zero group row, except taps beyond the input of FC / conv 1x1 layers (zero padding of
-    the last triplet). Zero rows are counted per channel group and pixel group.
+    A MAC is issued per output channel of the group x tap of every live row x output pixel, except the taps
+    beyond the input of FC / conv 1x1 layers (zero padding of the last triplet), which are not in the stream.
+    The zero rows of a group (SD) are counted each time the group is rebuilt: once, or once per output pixel
+    for a layer whose groups do not fit the weight buffer (``stream``).
     """
-    q_n, p_n = cfg.channel_lanes, cfg.pixel_lanes
     macs = skipped = 0
-    for layer in program.layers:
-        _, rows = _hw_rows(layer)
-        k1 = layer_kind(layer, 0) == KIND_K1
-        c = int(np.prod(layer.in_shape)) if layer.kind == "fc" else layer.in_shape[2]
-        n_pix = 1 if layer.kind == "fc" else layer.out_shape[0] * layer.out_shape[1]
-        mo = layer.out_channels
-        nonzero = (np.any(layer.weights.codes != 0, axis=2) if layer.is_sd
-                   else np.ones((mo, len(rows)), dtype=bool))
-        for g in range(0, mo, q_n):
-            qv = min(q_n, mo - g)
-            live_rows = [(hh, i) for hh, i in rows if nonzero[g:g + q_n, i].any()]
-            taps = sum(min(3, c - 3 * hh) if k1 else 3 for hh, _ in live_rows)
-            for pg in range(0, n_pix, p_n):
-                pv = min(p_n, n_pix - pg)
-                macs += taps * qv * pv
-                if layer.is_sd:
-                    skipped += len(rows) - len(live_rows)
+    for index, layer in enumerate(program.layers):
+        plan = plan_layer(layer, cfg, index)
+        for g, rows in enumerate(plan.groups):
+            lanes = min(cfg.pes, plan.m - g * cfg.pes)
+            macs += sum(plan.taps(i) for i in rows) * lanes * plan.n_pix
+            if layer.is_sd:
+                skipped += (plan.n_rows - len(rows)) * (plan.n_pix if plan.stream else 1)
     return {"macs": macs, "rows_skipped": skipped}
 
 

@@ -1,9 +1,8 @@
 """The accelerator configuration: one frozen, validated dataclass, and the devices it can target.
 
-``pes`` (N) is the number of multipliers, i.e. peak MACs per cycle. It maps onto the MAC array as
-``channel_lanes x pixel_lanes`` (Q x P): Q output channels are computed in parallel, each with its own
-rebuilt weight per cycle, and every rebuilt weight is broadcast to P neighbouring output pixels
-(weight reuse). Taps are consumed one per cycle, so a row of three taps takes three cycles.
+``pes`` (N) is the number of multipliers, i.e. peak MACs per cycle: N channel lanes, each computing one output
+channel. Every cycle one activation is broadcast to all lanes and each lane takes its own weight from the
+rebuilt-weight buffer; a weight is rebuilt once per channel group and re-read at every output pixel.
 """
 from __future__ import annotations
 
@@ -12,26 +11,27 @@ from dataclasses import asdict, dataclass, field, fields
 
 from golden import SdhwError
 
-VERSION = 1
+VERSION = 2
 MAX_PES = 1024
 VALID_PES = tuple(1 << k for k in range(11))            # 1, 2, 4, ..., 1024
-DESC_WORDS = 32                                         # words per layer descriptor slot
-RUNNING_TOTALS_MAX_PES = 16                             # ECP5 builds with more lanes restart their sums
+DESC_WORDS = 16                                         # words per layer descriptor slot
+CODE_SLOT_BITS = 16                                     # one lane's three codes of a row, padded
+MAX_ACT_DEPTH = 65536                                   # the row header's activation offset has 16 bits
 
 
 @dataclass(frozen=True)
 class Device:
     name: str
-    family: str               # "ice40" | "ecp5"
+    family: str               # "ice40" | "ecp5" | "generic"
     luts: int
     dsps: int                 # SB_MAC16 (iCE40) or MULT18X18D (ECP5)
     bram_blocks: int
     bram_bits: int            # bits per block RAM
-    spram_bits: int = 0       # iCE40 UP5K single-port RAM: 4 blocks of 16K x 16 bits (the code memory)
+    spram_blocks: int = 0     # iCE40 UP5K single-port RAM blocks (16K x 16 bits each)
 
 
 DEVICES = {
-    "up5k": Device("up5k", "ice40", 5280, 8, 30, 4096, 4 * 262144),
+    "up5k": Device("up5k", "ice40", 5280, 8, 30, 4096, 4),
     "hx8k": Device("hx8k", "ice40", 7680, 0, 32, 4096),
     "ecp5-25f": Device("ecp5-25f", "ecp5", 24288, 28, 56, 18432),
     "ecp5-45f": Device("ecp5-45f", "ecp5", 43848, 72, 108, 18432),
@@ -39,57 +39,64 @@ DEVICES = {
     # simulation only: no resource limits (for RTL simulation of configurations no device holds)
     "generic": Device("generic", "generic", 10**9, 10**9, 10**9, 18432),
 }
-
-#: Default PE count and memory depths (entries) per device, sized so that default fits the device.
-DEFAULT_PES = {"up5k": 1, "hx8k": 1, "ecp5-25f": 16, "ecp5-45f": 64, "ecp5-85f": 128, "generic": 16}
 DEFAULT_DEVICE = "ecp5-25f"
-DEFAULT_DEPTHS = {
-    "up5k": {"act_depth": 1024, "code_depth": 512, "bitmap_depth": 512, "basis_depth": 256, "bias_depth": 256,
-             "desc_layers": 8},
-    "hx8k": {"act_depth": 1024, "code_depth": 512, "bitmap_depth": 256, "basis_depth": 256, "bias_depth": 256,
-             "desc_layers": 8},
-    "ecp5-25f": {"act_depth": 2048, "code_depth": 2048, "bitmap_depth": 1024, "basis_depth": 1024,
+
+#: Per-device defaults, sized so that the default build fits the device. Depths count entries: activation
+#: bytes per buffer, code-memory words, rebuilt-weight buffer entries (one tap of every lane), lane bases (3x3),
+#: biases, descriptor slots.
+DEFAULTS = {
+    "up5k": {"pes": 16, "act_depth": 32768, "code_depth": 16384, "weight_depth": 256, "basis_depth": 256,
+             "bias_depth": 256, "desc_layers": 8},
+    "hx8k": {"pes": 4, "act_depth": 2048, "code_depth": 1024, "weight_depth": 256, "basis_depth": 64,
+             "bias_depth": 256, "desc_layers": 8},
+    "ecp5-25f": {"pes": 16, "act_depth": 16384, "code_depth": 2048, "weight_depth": 512, "basis_depth": 1024,
                  "bias_depth": 1024, "desc_layers": 16},
-    "ecp5-45f": {"act_depth": 4096, "code_depth": 2048, "bitmap_depth": 2048, "basis_depth": 2048,
+    "ecp5-45f": {"pes": 64, "act_depth": 16384, "code_depth": 4096, "weight_depth": 512, "basis_depth": 2048,
                  "bias_depth": 2048, "desc_layers": 16},
-    "ecp5-85f": {"act_depth": 4096, "code_depth": 4096, "bitmap_depth": 2048, "basis_depth": 4096,
+    "ecp5-85f": {"pes": 128, "act_depth": 32768, "code_depth": 4096, "weight_depth": 512, "basis_depth": 4096,
                  "bias_depth": 2048, "desc_layers": 16},
 }
-DEFAULT_DEPTHS["generic"] = DEFAULT_DEPTHS["ecp5-85f"]
-#: iCE40 UP5K single-port RAM block (SB_SPRAM256KA): 16K entries of 16 bits; the device has four
-SPRAM_DEPTH, SPRAM_WIDTH, SPRAM_BLOCKS = 16384, 16, 4
+DEFAULTS["generic"] = dict(DEFAULTS["ecp5-85f"], pes=16)
+DEFAULT_PES = {name: d["pes"] for name, d in DEFAULTS.items()}
+DEPTH_FIELDS = ("act_depth", "code_depth", "weight_depth", "basis_depth", "bias_depth", "desc_layers")
+
+#: Per-family choices (named config fields, set from the device's family when left unset).
+FAMILY_DEFAULTS = {
+    "ice40": {"requant": "table", "requant_units": 2, "counter_bits": 32, "max_rebuild_lanes": 2},
+    "ecp5": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 16},
+    "generic": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 16},
+}
+REQUANT_KINDS = ("pipelined", "serial", "table")
+REQUANT_DSPS = 4                        # the pipelined requantiser's 16 x 16 products
+SPRAM_DEPTH, SPRAM_WIDTH = 16384, 16    # iCE40 UP5K single-port RAM block (SB_SPRAM256KA)
 
 
-def default_lanes(pes: int) -> tuple[int, int]:
-    """``(channel_lanes, pixel_lanes)`` for N PEs: Q = min(N, max(4, 2 * sqrt(N))) rounded to a power of two."""
-    q = min(pes, max(4, 1 << math.ceil(math.log2(2 * math.isqrt(pes))) if pes > 1 else 1))
-    return q, pes // q
-
-
-def _power_of_two(n: int) -> bool:
-    return n >= 1 and n & (n - 1) == 0
+def _power_of_two(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 1 and n & (n - 1) == 0
 
 
 @dataclass(frozen=True)
 class AcceleratorConfig:
     """Every generator parameter, validated once on construction (:class:`golden.SdhwError` if invalid)."""
 
-    pes: int = 16
+    pes: int | None = None                 # N: MAC lanes (None: the device's default)
     dense: bool = False
     device: str = DEFAULT_DEVICE
-    channel_lanes: int | None = None       # Q; None: derived from pes
-    pixel_lanes: int | None = None         # P; None: derived from pes
-    exp_bits: int = 2                      # largest code exponent field the decoder accepts
+    channel_lanes: int | None = None       # = pes (one activation per cycle, broadcast to every lane)
+    pixel_lanes: int | None = None         # = 1
+    exp_bits: int = 2                      # largest code exponent field the rebuild units accept
     weight_bits: int = 8
     acc_bits: int = 32
     act_depth: int | None = None           # bytes per activation buffer (two buffers, ping-pong)
-    code_depth: int | None = None          # rows of codes (SD) or dense weights, all lanes side by side
-    bitmap_depth: int | None = None        # 32-bit words of row bitmaps (SD only)
-    basis_depth: int | None = None         # 3x3 bases, one per (channel group, block, lane) (SD only)
+    code_depth: int | None = None          # words of the weight stream memory (row headers and codes)
+    weight_depth: int | None = None        # rebuilt-weight buffer entries (one tap of every lane each)
+    basis_depth: int | None = None         # 3x3 lane bases (SD only)
     bias_depth: int | None = None          # 32-bit biases
-    desc_layers: int | None = None         # layer descriptors (program length)
-    counter_bits: int | None = None        # performance counters (None: 32 on iCE40, 48 elsewhere)
-    requant: str | None = None             # "pipelined" (4 DSPs, 1/cycle) | "serial" (no DSP); None: per family
+    desc_layers: int | None = None         # layer descriptor slots (program length + the end marker)
+    counter_bits: int | None = None        # performance counters (None: per family)
+    requant: str | None = None             # "pipelined" (4 DSPs) | "serial" | "table" (None: per family)
+    requant_units: int | None = None       # threshold-search units ("table"): outputs per 8 cycles
+    rebuild_lanes: int | None = None       # R: weights rebuilt per cycle (SD); None: per family, at most pes
     dsp_budget: int | None = None          # DSPs the MAC array may use (None: what the device has left)
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -97,134 +104,147 @@ class AcceleratorConfig:
         def bad(name, value, valid):
             raise SdhwError(f"{name} must be {valid}, not {value!r}")
 
+        def setdefault(name, value):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+
         if self.device not in DEVICES:
             bad("device", self.device, "one of " + ", ".join(DEVICES))
-        if not isinstance(self.pes, int) or self.pes not in VALID_PES:
+        device = DEVICES[self.device]
+        family = FAMILY_DEFAULTS[device.family]
+        setdefault("pes", DEFAULTS[self.device]["pes"])
+        if not isinstance(self.pes, int) or isinstance(self.pes, bool) or self.pes not in VALID_PES:
             bad("pes", self.pes, "a power of two from 1 to 1024 (valid: " + ", ".join(map(str, VALID_PES)) + ")")
         if not isinstance(self.dense, bool):
             bad("dense", self.dense, "true or false")
-        q, p = self.channel_lanes, self.pixel_lanes
-        if q is None and p is None:
-            q, p = default_lanes(self.pes)
-        elif q is None:
-            q = self.pes // p if isinstance(p, int) and p >= 1 else 0
-        elif p is None:
-            p = self.pes // q if isinstance(q, int) and q >= 1 else 0
-        if not (isinstance(q, int) and isinstance(p, int) and _power_of_two(q) and _power_of_two(p)
-                and q * p == self.pes and p <= 64):
+        setdefault("channel_lanes", self.pes)
+        setdefault("pixel_lanes", 1)
+        if (self.channel_lanes, self.pixel_lanes) != (self.pes, 1):
             bad("channel_lanes x pixel_lanes", (self.channel_lanes, self.pixel_lanes),
-                f"powers of two whose product is pes={self.pes} (pixel_lanes <= 64)")
-        object.__setattr__(self, "channel_lanes", q)
-        object.__setattr__(self, "pixel_lanes", p)
+                f"{self.pes} x 1 (this data path broadcasts one activation per cycle to pes channel lanes)")
         if not (isinstance(self.exp_bits, int) and 1 <= self.exp_bits <= 4):
             bad("exp_bits", self.exp_bits, "an integer in 1..4")
         if self.weight_bits != 8:
             bad("weight_bits", self.weight_bits, "8 (the MAC array is int8 x int8)")
         if not (isinstance(self.acc_bits, int) and 24 <= self.acc_bits <= 40):
             bad("acc_bits", self.acc_bits, "an integer in 24..40")
-        defaults = dict(DEFAULT_DEPTHS[self.device])
-        if DEVICES[self.device].spram_bits and self.code_width <= SPRAM_WIDTH * SPRAM_BLOCKS:
-            defaults["code_depth"] = SPRAM_DEPTH            # single-port RAM: whole blocks anyway
-        for name, value in defaults.items():
+        for name in DEPTH_FIELDS:
+            setdefault(name, DEFAULTS[self.device][name])
             v = getattr(self, name)
-            if v is None:
-                v = value
-            if not (isinstance(v, int) and 1 <= v <= 65536):
+            if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536):
                 bad(name, v, "an integer in 1..65536")
-            object.__setattr__(self, name, v)
-        if self.counter_bits is None:
-            object.__setattr__(self, "counter_bits", 32 if DEVICES[self.device].family == "ice40" else 48)
+        for name in ("act_depth", "code_depth", "weight_depth"):
+            if not _power_of_two(getattr(self, name)):
+                bad(name, getattr(self, name), "a power of two (its pointers wrap, so no range check is needed)")
+        if self.weight_depth < 4:
+            bad("weight_depth", self.weight_depth, "at least 4 (a row of three taps and one more)")
+        setdefault("counter_bits", family["counter_bits"])
         if not (isinstance(self.counter_bits, int) and not isinstance(self.counter_bits, bool)
                 and 16 <= self.counter_bits <= 64):
             bad("counter_bits", self.counter_bits, "an integer in 16..64")
-        if self.requant is None:
-            object.__setattr__(self, "requant", "serial" if DEVICES[self.device].family == "ice40" else "pipelined")
-        if self.requant not in ("pipelined", "serial"):
-            bad("requant", self.requant, '"pipelined" or "serial"')
+        setdefault("requant", family["requant"])
+        if self.requant not in REQUANT_KINDS:
+            bad("requant", self.requant, " or ".join(f'"{k}"' for k in REQUANT_KINDS))
+        setdefault("requant_units", family["requant_units"])
+        if not (isinstance(self.requant_units, int) and not isinstance(self.requant_units, bool)
+                and 1 <= self.requant_units <= 8):
+            bad("requant_units", self.requant_units, "an integer in 1..8")
+        setdefault("rebuild_lanes", min(self.pes, family["max_rebuild_lanes"]))
+        if not (_power_of_two(self.rebuild_lanes) and self.rebuild_lanes <= self.pes):
+            bad("rebuild_lanes", self.rebuild_lanes, f"a power of two from 1 to pes = {self.pes}")
         if self.dsp_budget is not None and not (isinstance(self.dsp_budget, int)
                                                 and not isinstance(self.dsp_budget, bool) and self.dsp_budget >= 0):
             bad("dsp_budget", self.dsp_budget, "a non-negative integer (DSPs for MAC products) or unset")
         if self.extra:
             bad("config keys", sorted(self.extra), "known parameters only: " + ", ".join(PARAMETERS))
 
+    # ------------------------------------------------------------------ family choices
+    @property
+    def family(self) -> str:
+        return DEVICES[self.device].family
+
+    @property
+    def register_ram_outputs(self) -> bool:
+        """Every block RAM output goes into a register before any logic reads it: ECP5 (and the simulation-only
+        device, which models it), whose DP16KD clock-to-out is 5.8 ns. iCE40 clocks are set by carry chains,
+        so iCE40 builds save the flip-flops (each costs a logic cell there)."""
+        return self.family != "ice40"
+
+    @property
+    def registered_dsps(self) -> bool:
+        """ECP5 DSP products go through the DSP block's own input and output registers
+        (:class:`~sdhw.ecp5.RegisteredMultipliers`): Yosys packs no flip-flop into ``MULT18X18D``."""
+        return self.family == "ecp5"
+
+    @property
+    def dual_products(self) -> bool:
+        """Two signed 8 x 8 products per ``SB_MAC16`` (:class:`~sdhw.ice40.DualMultipliers`): iCE40 devices
+        with DSPs (UP5K). Yosys maps one product per block, which would cap the UP5K at 8 lanes."""
+        return self.family == "ice40" and DEVICES[self.device].dsps > 0
+
+    @property
+    def in_spram(self) -> bool:
+        """Activation buffers (one SPRAM block each) and the code memory (two blocks side by side, 32-bit
+        words) in the UP5K's single-port RAM; every other memory is block RAM."""
+        return DEVICES[self.device].spram_blocks > 0
+
     # ------------------------------------------------------------------ derived widths
     @property
-    def code_width(self) -> int:
-        """Bits of one code-memory row: Q lanes x (3 codes of 1 + E bits, or 3 int8 weights when dense)."""
-        per_lane = 24 if self.dense else 3 * (1 + self.exp_bits)
-        return self.channel_lanes * per_lane
+    def code_word_bits(self) -> int:
+        """Bits of one code-memory word: 32, or 8 per rebuild lane when wider, so that a chunk of R lanes'
+        codes (16 bits each) takes at most two words while the chunk's three taps are rebuilt."""
+        return max(32, 8 * self.rebuild_lanes)
+
+    @property
+    def fill_lanes(self) -> int:
+        """Lanes of the rebuilt-weight buffer written per cycle: R rebuilt weights (SD) or one code word's
+        bytes of int8 weights (dense), at most ``pes``."""
+        return self.rebuild_lanes if not self.dense else min(self.pes, self.code_word_bits // 8)
 
     @property
     def basis_width(self) -> int:
-        """Bits of one basis-memory row: one basis column (3 int8) per channel lane, read once per tap."""
-        return 24 * self.channel_lanes
-
-    @property
-    def code_in_spram(self) -> bool:
-        """The code memory is built from the UP5K's single-port RAM blocks (16K x 16 bits each, up to four side by
-        side) instead of block RAM: the device has them, the row is at most 64 bits wide and the memory at most
-        16K deep. The host writes it only while the accelerator is idle and the row fetch reads it only while
-        it runs, so one port with a shared address serves both."""
-        return (DEVICES[self.device].spram_bits > 0 and self.code_width <= SPRAM_WIDTH * SPRAM_BLOCKS
-                and self.code_depth <= SPRAM_DEPTH)
+        """Bits of one basis-memory row: one basis column (3 int8) per rebuild lane."""
+        return 24 * self.rebuild_lanes
 
     @property
     def basis_rows(self) -> int:
-        """Basis-memory rows: three (the columns) per (channel group, row block); ``basis_depth`` counts
-        3x3 lane bases, so the memory holds ``ceil(basis_depth / Q)`` (channel group, block) pairs."""
-        return 3 * -(-self.basis_depth // self.channel_lanes)
+        """Basis-memory rows: three (the columns) per (lane chunk, block) of R lanes; ``basis_depth`` counts
+        3x3 lane bases."""
+        return 3 * -(-self.basis_depth // self.rebuild_lanes)
 
     @property
     def soft_products(self) -> int:
         """MAC products built from LUTs because the device's DSPs are spent (the others map to DSPs).
 
-        Yosys maps every multiplication to a DSP and placement fails when they run out, so the generator
-        budgets them: ``dsp_budget`` if set, else the device's DSPs minus the pipelined requantiser's four.
-        Without a budget, devices without DSPs (HX8K) and the simulation-only ``generic`` device get none
-        (yosys builds LUT multipliers there itself)."""
+        The generator budgets DSPs itself (yosys maps every ``*`` to a DSP and placement fails when they run
+        out): ``dsp_budget`` if set, else the device's DSPs (two products each on the UP5K) minus the pipelined
+        requantiser's four. Devices without DSPs (HX8K) build every product from LUTs; the simulation-only
+        ``generic`` device none."""
         device = DEVICES[self.device]
         if self.dsp_budget is not None:
-            return max(0, self.pes - self.dsp_budget)
-        if device.family not in ("ice40", "ecp5") or device.dsps == 0:
+            products = self.dsp_budget * (2 if self.dual_products else 1)
+        elif device.family == "generic":
             return 0
-        budget = max(0, device.dsps - (REQUANT_DSPS if self.requant == "pipelined" else 0))
-        return max(0, self.pes - budget)
+        else:
+            dsps = max(0, device.dsps - (REQUANT_DSPS if self.requant == "pipelined" else 0))
+            products = dsps * (2 if self.dual_products else 1)
+        return max(0, self.pes - products)
 
-    @property
-    def lean(self) -> bool:
-        """iCE40 builds are lean: area-bound, with a clock set by long carry chains rather than by block RAM
-        outputs, they leave out the registers that only shorten ECP5 paths (the decoder's entry queue and
-        read-data register, the tap queue and rebuild input register, the drain's D2 and the MAC input's m2
-        registers, the lane steppers' registered sums, the host read port's per-memory registers). Function,
-        counters and ``READ_LATENCY`` are the same; cycle counts differ by a few cycles per group."""
-        return DEVICES[self.device].family == "ice40"
-
-    @property
-    def registered_dsps(self) -> bool:
-        """ECP5 builds take their DSP products through the DSP block's own input and output registers
-        (:class:`~sdhw.ecp5.RegisteredMultipliers`): Yosys packs no flip-flop into ``MULT18X18D``, and the path
-        register -> multiplier -> register across the chip was the ECP5-25F N = 64 critical path."""
-        return DEVICES[self.device].family == "ecp5"
-
-    @property
-    def running_totals(self) -> bool:
-        """The MAC accumulators never restart (see :class:`~sdhw.mac_array.MacArray`): ECP5 builds of up to
-        :data:`RUNNING_TOTALS_MAX_PES` lanes. They save a multiplexer LUT per accumulator bit for two banks of
-        flip-flops and a second drain multiplexer; iCE40 pays a logic cell per flip-flop, and at 64 lanes the
-        doubled drain multiplexer (2 x 64 x 32 wires from the whole array) left ECP5-25F unroutable."""
-        return not self.lean and self.pes <= RUNNING_TOTALS_MAX_PES
-
-    def memories(self) -> dict[str, tuple[int, int, int]]:
-        """``name -> (depth, width, copies)`` of every on-chip memory."""
+    def memories(self) -> dict[str, tuple[int, int]]:
+        """``name -> (depth, width)`` of every on-chip memory (the two activation buffers as one entry each)."""
         mems = {
-            "descriptors": (self.desc_layers * DESC_WORDS, 32, 1),
-            "activations": (self.act_depth, 8, 2 * self.pixel_lanes),
-            "codes" if not self.dense else "weights": (self.code_depth, self.code_width, 1),
-            "bias": (self.bias_depth, 32, 1),
+            "descriptors": (self.desc_layers * DESC_WORDS, 32),
+            "act0": (self.act_depth, 8),
+            "act1": (self.act_depth, 8),
+            "codes": (self.code_depth, self.code_word_bits),
+            "weights": (self.weight_depth, 8 * self.pes),
+            "tap_info": (self.weight_depth, TAP_INFO_BITS),
+            "bias": (self.bias_depth, 32),
         }
         if not self.dense:
-            mems["bitmap"] = (self.bitmap_depth, 32, 1)
-            mems["bases"] = (self.basis_rows, self.basis_width, 1)
+            mems["bases"] = (self.basis_rows, self.basis_width)
+        if self.requant == "table":
+            mems["thresholds"] = (256 * self.requant_units, 32)
         return mems
 
     def as_dict(self) -> dict:
@@ -240,6 +260,9 @@ class AcceleratorConfig:
 
 
 PARAMETERS = tuple(f.name for f in fields(AcceleratorConfig) if f.name != "extra")
+#: tap info per rebuilt-weight buffer entry: activation offset (16), kernel row dy (2), column dx (2), the pass's
+#: last entry (1), counts as MACs (1)
+TAP_INFO_BITS = 22
 
 
 # ------------------------------------------------------------------------------------------ fit estimate
@@ -254,74 +277,50 @@ def _bram_blocks(device: Device, depth: int, width: int) -> int:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Yosys cells of one family's build, in parts: fixed (sequencer, host port, decoder, requantiser of the
-    family's default kind), per channel lane (rebuild unit, weight path), per PE (accumulator, drain), per
-    pixel lane (address stepping, padding and range checks) and per soft (LUT-built) MAC product; with
-    running totals, each PE costs ``running_total`` more (fewer LUTs, more flip-flops), and with registered
-    DSPs each DSP product ``registered_dsp`` more (its product register moves into the DSP block)."""
-    fixed_sd: int
-    fixed_dense: int
-    sd_lane: int
-    dense_lane: int
-    pe: int
-    pixel_lane: int
+    """LUT4 or flip-flops of one family's build, in parts: fixed (host port, sequencer, fill, issuer, the
+    family's requantiser), per channel lane (accumulator, shadow, weight path), per rebuild lane and per soft
+    (LUT-built) MAC product."""
+    fixed: int
+    lane: int
+    rebuild_lane: int
     soft_product: int
-    running_total: int = 0
-    registered_dsp: int = 0
 
     def count(self, cfg: AcceleratorConfig) -> int:
-        q, p = cfg.channel_lanes, cfg.pixel_lanes
-        fixed, lane = (self.fixed_dense, self.dense_lane) if cfg.dense else (self.fixed_sd, self.sd_lane)
-        pe = self.pe + (self.running_total if cfg.running_totals else 0)
-        dsp_products = q * p - cfg.soft_products if cfg.registered_dsps else 0
-        return (fixed + lane * q + pe * q * p + self.pixel_lane * p + self.soft_product * cfg.soft_products
-                + self.registered_dsp * dsp_products)
+        rebuild = 0 if cfg.dense else self.rebuild_lane * cfg.rebuild_lanes
+        return self.fixed + self.lane * cfg.pes + rebuild + self.soft_product * cfg.soft_products
 
 
-#: LUT4 and flip-flop models fitted on `bench/fpga.json` (2026-11-30, commit 52fdb6b: the synthesized harness
-#: at UP5K N = 1..16 and ECP5-25F N = 1..64, SD and dense; every point within 1.5 % for LUT4, 2 % for
-#: flip-flops). The sweep cannot separate the per-PE cost from the lane terms, so it is set from the
-#: accumulator's width and the rest fitted. iCE40 builds are lean with the serial requantiser and 32-bit
-#: counters; ECP5 (and the simulation-only generic device) have the pipeline registers, the pipelined
-#: requantiser (about 500 LUT4 and four DSPs) and 48-bit counters. The soft-product terms were refitted after
-#: the products became radix 4 (commit cf9c7b1: yosys on UP5K N = 16 and ECP5-25F N = 64, SD and dense, within
-#: 3 %). The per-PE terms split when builds of more than 16 lanes stopped using running totals (yosys on
-#: ECP5-25F N = 64, SD and dense: 330 LUT4 more, 4,128 flip-flops fewer than with them). Registered DSPs
-#: (ECP5) take a 16-bit product register per DSP lane into the block (yosys, ECP5-25F N = 16 SD: 231 fewer
-#: flip-flops, 36 more LUT4); dense ECP5 channel lanes have the tap queue's registers since 36d828c (yosys,
-#: ECP5-25F N = 64 dense: about 25 flip-flops per lane). Yosys maps one
-#: product per DSP and does not fall back to LUT multipliers when DSPs run out, so every MAC product needs a
-#: DSP (iCE40 HX has none: its products become yosys' LUT multipliers).
-LUT_MODEL = {"ice40": CostModel(3268, 2304, 225, 30, 100, 282, 88),
-             "ecp5": CostModel(4205, 2780, 309, 99, 65, 662, 128, running_total=-5)}
-FF_MODEL = {"ice40": CostModel(1634, 1183, 213, 110, 80, 139, 44),
-            "ecp5": CostModel(2782, 2197, 277, 165, 65, 303, 49, running_total=65, registered_dsp=-16)}
-DEFAULT_REQUANT = {"ice40": "serial", "ecp5": "pipelined"}
-LUT_PIPELINED_REQUANT = 500
-LUT_PER_SOFT_MULTIPLIER = 250          # yosys' LUT multiplier (iCE40 HX)
-REQUANT_DSPS = 4
-#: iCE40 logic cells after nextpnr packs: each LUT4 and about two thirds of the flip-flops (those that do not
-#: pack with their own LUT); measured 0.65-0.70 per flip-flop at seven UP5K points (bench, 2026-11-30)
-ICE40_LC_PER_FF = 0.67
+#: The area budget of docs/ARCHITECTURE.md as a model (iCE40: logic cells as LUT4 plus the flip-flops that do
+#: not pack with them; ECP5: LUT4 and flip-flops). `make bench` measures the blocks beside it.
+LUT_MODEL = {"ice40": CostModel(1400, 70, 220, 90), "ecp5": CostModel(2400, 75, 220, 128),
+             "generic": CostModel(2400, 75, 220, 128)}
+FF_MODEL = {"ice40": CostModel(900, 70, 100, 40), "ecp5": CostModel(2000, 70, 100, 50),
+            "generic": CostModel(2000, 70, 100, 50)}
+ICE40_LC_PER_FF = 0.35                 # flip-flops that take a logic cell of their own (no LUT to pack with)
 
 
 def estimate_resources(cfg: AcceleratorConfig) -> dict[str, int]:
-    """A pre-synthesis estimate calibrated on yosys (the synthesis flow reports the real figures)."""
+    """A pre-synthesis estimate from the area budget (the synthesis flow reports the real figures)."""
     device = DEVICES[cfg.device]
-    blocks = sum(_bram_blocks(device, depth, width) * copies for name, (depth, width, copies) in cfg.memories().items()
-                 if not (cfg.code_in_spram and name in ("codes", "weights")))
-    spram_blocks = -(-cfg.code_width // SPRAM_WIDTH) if cfg.code_in_spram else 0
-    family = "ice40" if device.family == "ice40" else "ecp5"
-    products = cfg.channel_lanes * cfg.pixel_lanes + (REQUANT_DSPS if cfg.requant == "pipelined" else 0)
+    mems = cfg.memories()
+    spram = {"act0", "act1", "codes"} if cfg.in_spram else set()
+    blocks = sum(_bram_blocks(device, depth, width) for name, (depth, width) in mems.items() if name not in spram)
+    spram_blocks = (2 * -(-cfg.act_depth // (2 * SPRAM_DEPTH))
+                    + -(-cfg.code_word_bits // SPRAM_WIDTH) * -(-cfg.code_depth // SPRAM_DEPTH)) if spram else 0
+    family = device.family
     luts, ffs = LUT_MODEL[family].count(cfg), FF_MODEL[family].count(cfg)
-    if cfg.requant != DEFAULT_REQUANT[family]:
-        luts += LUT_PIPELINED_REQUANT if cfg.requant == "pipelined" else -LUT_PIPELINED_REQUANT
-    dsps = products - cfg.soft_products
-    if device.dsps == 0:                           # iCE40 HX: no DSPs, every product in LUTs
-        luts += LUT_PER_SOFT_MULTIPLIER * products
+    if cfg.requant == "pipelined":
+        luts, ffs = luts + 1100, ffs + 600
+    elif cfg.requant == "serial":
+        luts, ffs = luts + 570, ffs + 120
+    else:
+        luts, ffs = luts + 90 * cfg.requant_units, ffs + 60 * cfg.requant_units
+    products = cfg.pes - cfg.soft_products
+    dsps = (-(-products // 2) if cfg.dual_products else products) + (REQUANT_DSPS if cfg.requant == "pipelined" else 0)
+    if device.dsps == 0 and family != "generic":
         dsps = 0
     est = {"luts": luts, "ffs": ffs, "dsps": dsps, "bram_blocks": blocks, "spram_blocks": spram_blocks}
-    if device.family == "ice40":
+    if family == "ice40":
         est["logic_cells"] = round(luts + ICE40_LC_PER_FF * ffs)
     return est
 
@@ -333,20 +332,21 @@ def check_fits(cfg: AcceleratorConfig) -> dict[str, int]:
     if est["bram_blocks"] > device.bram_blocks:
         raise SdhwError(f"configuration does not fit {device.name}: block RAM needs ~{est['bram_blocks']} of "
                         f"{device.bram_blocks} blocks (memories: {_memory_summary(cfg)}); reduce the depths or pes")
-    if est["dsps"] > device.dsps:
+    if est["spram_blocks"] > device.spram_blocks:
+        raise SdhwError(f"configuration does not fit {device.name}: single-port RAM needs {est['spram_blocks']} of "
+                        f"{device.spram_blocks} blocks; reduce act_depth or code_depth")
+    if est["dsps"] > device.dsps and device.family != "generic":
         raise SdhwError(f"configuration does not fit {device.name}: multipliers need {est['dsps']} of "
-                        f"{device.dsps} DSPs ({cfg.pes} MAC lanes"
-                        f"{f' + {REQUANT_DSPS} for the pipelined requantiser' if cfg.requant == 'pipelined' else ''}); "
-                        "choose fewer pes or a larger device")
+                        f"{device.dsps} DSPs; choose fewer pes or a larger device")
     if est["luts"] > device.luts:
         raise SdhwError(f"configuration does not fit {device.name}: logic needs ~{est['luts']} of {device.luts} "
                         f"LUTs for pes={cfg.pes}; choose fewer pes or a larger device")
     if device.family == "ice40" and est["logic_cells"] > device.luts:
         raise SdhwError(f"configuration does not fit {device.name}: ~{est['luts']} LUT4 plus the flip-flops that "
-                        f"do not pack with them need ~{est['logic_cells']} of {device.luts} "
-                        f"logic cells (LUTs) for pes={cfg.pes}; choose fewer pes or a larger device")
+                        f"do not pack with them need ~{est['logic_cells']} of {device.luts} logic cells for "
+                        f"pes={cfg.pes}; choose fewer pes or a larger device")
     return est
 
 
 def _memory_summary(cfg: AcceleratorConfig) -> str:
-    return ", ".join(f"{n} {d}x{w}{'x' + str(c) if c > 1 else ''}" for n, (d, w, c) in cfg.memories().items())
+    return ", ".join(f"{n} {d}x{w}" for n, (d, w) in cfg.memories().items())
