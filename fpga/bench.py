@@ -146,7 +146,7 @@ def inferences_per_second(fmax_mhz: float | None, cycles: float | None) -> float
 def capacity(device: str) -> dict:
     dev = DEVICES[device]
     return {"lut4": dev.luts, "ff": dev.luts, "dsp": dev.dsps, "bram": dev.bram_blocks,
-            "spram": 4 if dev.spram_bits else 0, "ram_kbit": (dev.bram_blocks * dev.bram_bits + dev.spram_bits)
+            "spram": dev.spram_blocks, "ram_kbit": (dev.bram_blocks * dev.bram_bits + dev.spram_blocks * 262144)
             / 1024}
 
 

@@ -23,7 +23,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from golden import SdhwError
 from golden.format import write_files_atomic
 from sdhw.config import DEVICES, AcceleratorConfig, check_fits
-from sdhw.ecp5 import WRAPPER_FILE, WRAPPER_VERILOG
+from sdhw import ecp5, ice40
 
 from .soc import SystemTop, uart_divisor
 from .synth import YOSYS_VARIANTS, find_tool, spram_flow
@@ -193,7 +193,9 @@ def _platform(board: Board, config: AcceleratorConfig):
                                          Subsignal("tx", Pins("1", dir="o", conn=("io", 0))),
                                          Attrs(IO_TYPE="LVCMOS33"))])
     if config.registered_dsps:                          # the MAC lanes' MULT18X18D wrapper (sdhw.ecp5)
-        platform.add_file(WRAPPER_FILE, WRAPPER_VERILOG)
+        platform.add_file(ecp5.WRAPPER_FILE, ecp5.WRAPPER_VERILOG)
+    if config.dual_products:                            # the MAC lanes' SB_MAC16 wrapper (sdhw.ice40)
+        platform.add_file(ice40.WRAPPER_FILE, ice40.WRAPPER_VERILOG)
     return platform
 
 

@@ -226,12 +226,11 @@ class Host:
         if ident != hb.ID_MAGIC:
             raise SdhwError(f"the board answers but is not an sdhw accelerator: ID {ident:#010x}, expected "
                             f"{hb.ID_MAGIC:#010x}")
-        depths = self.csr(hb.CSR_DEPTHS, 6)
+        depths = self.csr(hb.CSR_DEPTHS, len(hb.DEPTH_CSRS))
         info.update({
             "id": ident, "version": version & 0xFF, "dense": bool(version >> 8 & 1), "exp_bits": version >> 12 & 0xF,
             "channel_lanes": lanes & 0xFFFF, "pixel_lanes": lanes >> 16,
-            "depths": dict(zip(("desc_layers", "act_depth", "code_depth", "bitmap_depth", "basis_depth",
-                                "bias_depth"), depths)),
+            "depths": dict(zip(hb.DEPTH_CSRS, depths)),
         })
         info["pes"] = info["channel_lanes"] * info["pixel_lanes"]
         return info
@@ -245,9 +244,7 @@ class Host:
         want = {"dense": cfg["dense"], "exp_bits": cfg["exp_bits"], "channel_lanes": cfg["channel_lanes"],
                 "pixel_lanes": cfg["pixel_lanes"]}
         have = {k: info[k] for k in want}
-        memories = ["desc_layers", "act_depth", "code_depth", "bias_depth"]
-        if not cfg["dense"]:
-            memories += ["bitmap_depth", "basis_depth"]
+        memories = [name for name in hb.DEPTH_CSRS if not (cfg["dense"] and name == "basis_depth")]
         want.update({k: cfg[k] for k in memories})
         have.update({k: info["depths"][k] for k in memories})
         diff = [f"{k} {have[k]} (image: {want[k]})" for k in want if have[k] != want[k]]

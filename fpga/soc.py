@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from golden import SdhwError
 from sdhw.accelerator import Accelerator
 from sdhw.config import AcceleratorConfig
-from sdhw.ecp5 import with_wrappers
+from sdhw.vendor import with_wrappers
 
 from .bridge import DEFAULT_MAX_WORDS, UartBridge
 from .uart import MIN_DIVISOR, UartRx, UartTx

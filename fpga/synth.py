@@ -24,7 +24,7 @@ from pathlib import Path
 from golden import SdhwError
 from golden.format import write_atomic
 from sdhw.config import DEVICES, AcceleratorConfig, estimate_resources
-from sdhw.ecp5 import with_wrappers
+from sdhw.vendor import with_wrappers
 
 TOP = "sdhw_harness"
 
@@ -179,7 +179,7 @@ def spram_flow(device: str) -> tuple[str, str]:
     that have it. Yosys' SPRAM cells take no initial contents, and Amaranth gives every memory an initial
     value (zeros), so the initial contents are dropped: the host writes every memory before a run reads it,
     and the block RAMs power up as zeros anyway."""
-    if DEVICES[device].spram_bits:
+    if DEVICES[device].spram_blocks:
         return "delete t:$meminit_v2", "-spram"
     return "", ""
 
@@ -269,7 +269,7 @@ def fit_problems(res: dict, device: str) -> list[str]:
     logic_name = "logic cells (LUT4)" if dev.family == "ice40" else "LUT4 (incl. 2 per carry cell)"
     for what, used, avail in ((logic_name, res["lut4"], dev.luts), ("flip-flops", res["ff"], dev.luts),
                               ("DSPs", res["dsp"], dev.dsps), ("block RAMs", res["bram"], dev.bram_blocks),
-                              ("SPRAMs", res["spram"], 4 if dev.spram_bits else 0)):
+                              ("SPRAMs", res["spram"], dev.spram_blocks)):
         if used > avail:
             problems.append(f"{used} {what} > {avail}")
     return problems
@@ -495,7 +495,7 @@ def _placement_overflow(error: str) -> bool:
 
 def _capacity(device: str) -> dict:
     dev = DEVICES[device]
-    return {"lut4": dev.luts, "dsp": dev.dsps, "bram": dev.bram_blocks, "spram": 4 if dev.spram_bits else 0}
+    return {"lut4": dev.luts, "dsp": dev.dsps, "bram": dev.bram_blocks, "spram": dev.spram_blocks}
 
 
 def verdict(report: dict) -> str:

@@ -11,8 +11,8 @@ from golden import SdhwError
 from golden.format import write_files_atomic
 from sdhw import hostbus as hb
 from sdhw.config import DESC_WORDS, PARAMETERS, AcceleratorConfig, check_fits
-from sdhw.descriptor import FIELDS
-from sdhw.ecp5 import device_primitives, with_wrappers
+from sdhw.descriptor import FIELDS, HEADER_FIELDS
+from sdhw.vendor import device_primitives, with_wrappers
 
 TOP_NAME = "sdhw_top"
 MANIFEST_VERSION = 1
@@ -76,8 +76,8 @@ def memory_map(cfg: AcceleratorConfig) -> dict:
 
     return {
         "address_bits": hb.ADDR_BITS, "region_shift": 16, "data_bits": 32,
-        "regions": {"csr": hb.REGION_CSR, "descriptors": hb.REGION_DESC, "bitmap": hb.REGION_BITMAP,
-                    "codes": hb.REGION_CODES, "bases": hb.REGION_BASES, "bias": hb.REGION_BIAS,
+        "regions": {"csr": hb.REGION_CSR, "descriptors": hb.REGION_DESC, "codes": hb.REGION_CODES,
+                    "bases": hb.REGION_BASES, "bias": hb.REGION_BIAS,
                     "act0": hb.REGION_ACT0, "act1": hb.REGION_ACT1},
         "csr": {"id": hb.CSR_ID, "version": hb.CSR_VERSION, "lanes": hb.CSR_LANES, "control": hb.CSR_CONTROL,
                 "status": hb.CSR_STATUS, "cycles": hb.CSR_CYCLES, "macs": hb.CSR_MACS,
@@ -87,9 +87,10 @@ def memory_map(cfg: AcceleratorConfig) -> dict:
         "status_bits": {"busy": hb.STATUS_BUSY, "done": hb.STATUS_DONE, "error": hb.STATUS_ERROR,
                         "error_code": [8, 15], "layer": [16, 31]},
         "error_codes": {str(k): v for k, v in hb.ERROR_NAMES.items()},
-        "wide_entries": {"codes": chunks(cfg.code_width), "bases": chunks(cfg.basis_width)},
+        "wide_entries": {"codes": chunks(cfg.code_word_bits), "bases": chunks(cfg.basis_width)},
         "descriptor_words": DESC_WORDS,
         "descriptor_fields": {k: list(v) for k, v in FIELDS.items()},
+        "row_header_fields": {k: list(v) for k, v in HEADER_FIELDS.items()},
     }
 
 
@@ -100,7 +101,7 @@ def build_manifest(cfg: AcceleratorConfig, top, resources: dict) -> dict:
         "top": TOP_NAME, "verilog": f"{TOP_NAME}.v",
         "config": cfg.as_dict(),
         "lanes": {"pes": cfg.pes, "channel_lanes": cfg.channel_lanes, "pixel_lanes": cfg.pixel_lanes},
-        "memories": {name: {"depth": d, "width": w, "copies": c} for name, (d, w, c) in cfg.memories().items()},
+        "memories": {name: {"depth": d, "width": w} for name, (d, w) in cfg.memories().items()},
         "resources_estimate": resources,
         "ports": _ports(top),
         "memory_map": memory_map(cfg),
@@ -117,7 +118,7 @@ def generate(cfg: AcceleratorConfig, out_dir) -> dict:
     top = Accelerator(cfg, vendor_primitives=True)
     text = with_wrappers(verilog.convert(top, name=TOP_NAME, emit_src=False))
     manifest = build_manifest(cfg, top, resources)
-    # through sdhw.ecp5's wrapper: the primitive under `ifdef SYNTHESIS, a behavioural model otherwise
+    # through wrappers of ours (sdhw.vendor): the primitive under `ifdef SYNTHESIS, a behavioural model otherwise
     manifest["device_primitives"] = device_primitives(text)
     write_files_atomic(out_dir, {f"{TOP_NAME}.v": text.encode(),
                                  "manifest.json": (json.dumps(manifest, indent=2) + "\n").encode()})

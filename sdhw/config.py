@@ -63,8 +63,8 @@ DEPTH_FIELDS = ("act_depth", "code_depth", "weight_depth", "basis_depth", "bias_
 #: Per-family choices (named config fields, set from the device's family when left unset).
 FAMILY_DEFAULTS = {
     "ice40": {"requant": "table", "requant_units": 2, "counter_bits": 32, "max_rebuild_lanes": 2},
-    "ecp5": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 16},
-    "generic": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 16},
+    "ecp5": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 8},
+    "generic": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 8},
 }
 REQUANT_KINDS = ("pipelined", "serial", "table")
 REQUANT_DSPS = 4                        # the pipelined requantiser's 16 x 16 products
@@ -191,9 +191,8 @@ class AcceleratorConfig:
     # ------------------------------------------------------------------ derived widths
     @property
     def code_word_bits(self) -> int:
-        """Bits of one code-memory word: 32, or 8 per rebuild lane when wider, so that a chunk of R lanes'
-        codes (16 bits each) takes at most two words while the chunk's three taps are rebuilt."""
-        return max(32, 8 * self.rebuild_lanes)
+        """Bits of one code-memory word: a chunk of R lanes' codes (16 bits each), at least 32 (a row header)."""
+        return max(32, CODE_SLOT_BITS * self.rebuild_lanes)
 
     @property
     def fill_lanes(self) -> int:

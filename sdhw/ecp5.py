@@ -12,12 +12,10 @@ The primitives sit in a Verilog module of ours, :data:`WRAPPER_MODULE` (:data:`W
 otherwise it is a behavioural model with the same two register stages, for Icarus and Verilator (neither Yosys
 nor nextpnr ships a simulation model of the primitive, only a black box). One module for all lanes keeps
 simulation fast: its products change together, once per clock, where a primitive per lane (or per output bit)
-wakes the logic behind them once per lane (or bit). :func:`with_wrappers` appends the module to a Verilog text
-that instantiates it; a platform build adds it as a file (:data:`WRAPPER_FILE`).
+wakes the logic behind them once per lane (or bit). :func:`sdhw.vendor.with_wrappers` appends the module to a Verilog
+text that instantiates it; a platform build adds it as a file (:data:`WRAPPER_FILE`).
 """
 from __future__ import annotations
-
-import re
 
 from amaranth import Cat, ClockSignal, Instance, Module, Signal, Value, signed
 from amaranth.lib import data, wiring
@@ -130,15 +128,3 @@ module {WRAPPER_MODULE} #(parameter LANES = 1) (
 `endif
 endmodule
 """
-
-
-def device_primitives(verilog_text: str) -> list[str]:
-    """The device primitives that ``verilog_text`` instantiates through a wrapper of ours."""
-    return [PRIMITIVE] if re.search(rf"^\s*{WRAPPER_MODULE}\b", verilog_text, re.M) else []
-
-
-def with_wrappers(verilog_text: str) -> str:
-    """``verilog_text`` with :data:`WRAPPER_VERILOG` appended when it instantiates the wrapper."""
-    if not device_primitives(verilog_text):
-        return verilog_text
-    return verilog_text.rstrip("\n") + "\n" + WRAPPER_VERILOG

@@ -27,7 +27,9 @@ REGION_ACT0, REGION_ACT1 = 6, 7
 # CSR word offsets
 CSR_ID, CSR_VERSION, CSR_LANES, CSR_CONTROL, CSR_STATUS, CSR_ERROR = 0, 1, 2, 3, 4, 5
 CSR_CYCLES, CSR_MACS, CSR_SKIPPED, CSR_STALLS = 8, 10, 12, 14       # 64-bit counters: lo, hi
-CSR_DEPTHS = 16                                                     # 16..22: memory depths (read-only)
+CSR_DEPTHS = 16                                                     # 16..22: DEPTH_CSRS (read-only)
+#: the configuration figures the CSRs from CSR_DEPTHS on report, in this order (basis_depth reads 0 when dense)
+DEPTH_CSRS = ("desc_layers", "act_depth", "code_depth", "weight_depth", "basis_depth", "bias_depth", "rebuild_lanes")
 ID_MAGIC = 0x53444857                                               # "SDHW"
 
 CONTROL_START, CONTROL_CLEAR = 1, 2
@@ -40,13 +42,15 @@ ERR_STRIDE = 2          # stride not 1 or 2
 ERR_SHAPE = 3           # a zero or inconsistent dimension
 ERR_MODE = 4            # SD layer on a dense build or dense layer on an SD build
 ERR_ACT_SIZE = 5        # activations larger than a buffer
-ERR_WEIGHT_ADDR = 6     # a group's code stream runs past the layer's rows
+ERR_WEIGHT_ADDR = 6     # a code or basis address outside its memory, or a group's code stream past the layer's rows
+ERR_BIAS_ADDR = 7       # a bias address outside its memory
 ERR_ACT_ADDR = 8        # a tap reads outside the input activations
 ERR_NO_END = 9          # no end descriptor before the end of the descriptor memory
 ERR_PARAMS = 10         # requantiser parameters the build cannot take (thresholds without the table unit)
 ERR_CHECKSUM = 11       # a descriptor's checksum does not match its words
 ERROR_NAMES = {ERR_KIND: "unknown layer kind", ERR_STRIDE: "bad stride", ERR_SHAPE: "bad shape",
                ERR_MODE: "layer mode does not match the build", ERR_ACT_SIZE: "activations exceed a buffer",
-               ERR_WEIGHT_ADDR: "code stream longer than the layer", ERR_ACT_ADDR: "activation address out of range",
+               ERR_WEIGHT_ADDR: "weight address out of range", ERR_BIAS_ADDR: "bias address out of range",
+               ERR_ACT_ADDR: "activation address out of range",
                ERR_NO_END: "no end descriptor", ERR_PARAMS: "bad requantiser parameters",
                ERR_CHECKSUM: "descriptor checksum mismatch"}

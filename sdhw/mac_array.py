@@ -1,4 +1,4 @@
-"""The MAC array: ``channel_lanes x pixel_lanes`` int8 multiply-accumulate lanes."""
+"""The MAC array: N int8 multiply-accumulate lanes sharing one activation per cycle."""
 from __future__ import annotations
 
 from amaranth import Cat, Module, Mux, Signal, signed
@@ -6,140 +6,105 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .ecp5 import RegisteredMultipliers
+from .ice40 import DualMultipliers
+
+DSP_KINDS = ("plain", "registered", "dual")
 
 
 class MacArray(wiring.Component):
-    """Q x P int8 x int8 multiply-accumulate lanes; lane ``(q, p)`` accumulates ``weights[q] * acts[p]``.
+    """``lanes`` int8 x int8 multiply-accumulate lanes; lane ``q`` accumulates ``weights[q] * act``.
 
-    Every op broadcasts one weight per channel lane to the P pixel lanes (weight reuse) and one activation
-    per pixel lane to the Q channel lanes. ``first`` starts a new sum (``acc = product``); ``last`` marks the
-    final op of a sum. Accumulators are ``acc_bits`` wide and wrap (the compiler keeps sums in range).
+    Every op broadcasts one activation to all lanes, each with its own weight. An op with ``last`` ends a sum:
+    in the cycle it is accumulated, ``done`` is high and ``sums`` holds every lane's finished sum (the
+    accumulator plus that op's product, combinationally), and the accumulators restart from zero (a
+    synchronous reset, which iCE40 and ECP5 flip-flops have: no multiplexer per accumulator bit).
+    Accumulators are ``acc_bits`` wide and wrap (the compiler refuses layers whose sums could leave them).
 
-    Products are ``*`` (mapped to DSP blocks by synthesis) except the last ``soft_products`` lanes, which
-    are built from adders (no multiplier cell, so synthesis keeps them in LUTs): yosys maps every ``*`` to
-    a DSP and fails placement when the device runs out, so the generator budgets DSPs itself. A soft
-    product is radix 4: the activation's bit pairs pick 0, w, 2w or 3w (the top pair, signed: 0, w, -2w
-    or -w), with ``3w`` formed once per channel lane in the input register, and four partial products are
-    summed in two levels: about 30 LUT4 fewer per product than eight gated rows (yosys, ECP5 and iCE40).
+    Products: the first ``lanes - soft_products`` lanes on DSP blocks, ``dsp`` choosing how:
 
-    With ``running_totals`` the accumulators never restart: ``acc`` is the running total of every op and
-    ``start`` the total just before the current sum's ``first`` op, so a finished sum is ``acc - start``
-    (modulo ``2 ** acc_bits``), taken by the consumer after it has picked one lane. This saves the
-    ``first`` multiplexer, a LUT per accumulator bit (Q*P*acc_bits in all), for two banks of flip-flops
-    (``start`` and the consumer's copy of it) and a second lane multiplexer: worth it on ECP5, whose
-    flip-flops are plentiful, but not on iCE40, where a flip-flop without a LUT takes a logic cell.
+    * ``"plain"``: ``*`` between an input and a product register (Yosys maps it to a DSP or LUTs);
+    * ``"registered"``: ECP5 ``MULT18X18D`` with their own registers (:class:`~sdhw.ecp5.RegisteredMultipliers`);
+    * ``"dual"``: two per iCE40 ``SB_MAC16`` (:class:`~sdhw.ice40.DualMultipliers`).
 
-    With ``registered_dsps`` (ECP5) the DSP lanes are :class:`~sdhw.ecp5.RegisteredMultipliers`, fed
-    straight from ``weights`` and ``acts``: their input and product registers are the DSP block's own
-    (``vendor_primitives``: the ``MULT18X18D`` primitive; without, the same registers in logic for
-    Amaranth's simulator), so no path runs through a multiplier between fabric registers. Same latency.
+    The last ``soft_products`` lanes are radix 4 in LUTs (no multiplier cell): the activation's bit pairs pick
+    0, w, 2w or 3w (the top pair, signed: 0, w, -2w or -w), ``3w`` formed in the input register, and the four
+    partial products summed into the product register. ``vendor_primitives`` instantiates the DSP wrappers
+    (for Verilog); without it the same registers are built in logic (for Amaranth's simulator).
 
-    Latency: :attr:`latency` cycles from an op to its accumulation: 3 (input register, product register,
-    accumulate), 4 when there are soft products (their two partial products get a register of their own;
-    the DSP lanes get the same extra register). ``done`` is high for one cycle right after the accumulation
-    of a ``last`` op, while ``acc`` holds the finished sums (index ``q * P + p``; with ``running_totals``,
-    ``acc - start`` does). Throughput: one op (Q x P MACs) per cycle.
+    Latency: 2 cycles from an op to its accumulation (input register, product register); ``done`` comes 2
+    cycles after the ``last`` op. Throughput: one op (``lanes`` MACs) per cycle.
     """
 
-    LATENCY = 3                 # without soft products; see ``latency``
+    LATENCY = 2
 
-    def __init__(self, *, channel_lanes: int, pixel_lanes: int, acc_bits: int = 32, soft_products: int = 0,
-                 running_totals: bool = False, registered_dsps: bool = False, vendor_primitives: bool = False):
-        for name, value in (("channel_lanes", channel_lanes), ("pixel_lanes", pixel_lanes)):
-            if not (isinstance(value, int) and 1 <= value <= 1024):
-                raise ValueError(f"{name} must be an integer in 1..1024, not {value!r}")
+    def __init__(self, *, lanes: int, acc_bits: int = 32, soft_products: int = 0, dsp: str = "plain",
+                 vendor_primitives: bool = False):
+        if not (isinstance(lanes, int) and 1 <= lanes <= 1024):
+            raise ValueError(f"lanes must be an integer in 1..1024, not {lanes!r}")
         if not (isinstance(acc_bits, int) and 17 <= acc_bits <= 48):
             raise ValueError(f"acc_bits must be an integer in 17..48, not {acc_bits!r}")
-        lanes = channel_lanes * pixel_lanes
         if not (isinstance(soft_products, int) and 0 <= soft_products <= lanes):
             raise ValueError(f"soft_products must be an integer in 0..{lanes}, not {soft_products!r}")
-        for name, value in (("running_totals", running_totals), ("registered_dsps", registered_dsps),
-                            ("vendor_primitives", vendor_primitives)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be a bool, not {value!r}")
-        if vendor_primitives and not registered_dsps:
-            raise ValueError("vendor_primitives needs registered_dsps (only the registered DSP lanes are primitives)")
-        self._q, self._p, self._acc_bits = channel_lanes, pixel_lanes, acc_bits
-        self._soft = soft_products
-        self.running_totals = running_totals
-        self._registered_dsps, self._vendor_primitives = registered_dsps, vendor_primitives
-        self.latency = self.LATENCY + (1 if soft_products else 0)
-        acc_layout = data.ArrayLayout(signed(acc_bits), channel_lanes * pixel_lanes)
+        if dsp not in DSP_KINDS:
+            raise ValueError(f"dsp must be one of {', '.join(DSP_KINDS)}, not {dsp!r}")
+        if not isinstance(vendor_primitives, bool):
+            raise ValueError(f"vendor_primitives must be a bool, not {vendor_primitives!r}")
+        self.lanes, self.acc_bits, self.soft_products, self.dsp = lanes, acc_bits, soft_products, dsp
+        self.vendor_primitives = vendor_primitives
         super().__init__({
-            "weights": In(data.ArrayLayout(signed(8), channel_lanes)),
-            "acts": In(data.ArrayLayout(signed(8), pixel_lanes)),
+            "weights": In(data.ArrayLayout(signed(8), lanes)),
+            "act": In(signed(8)),
             "valid": In(1),
-            "first": In(1),
             "last": In(1),
-            "acc": Out(acc_layout),
-            **({"start": Out(acc_layout)} if running_totals else {}),
+            "sums": Out(data.ArrayLayout(signed(acc_bits), lanes)),
             "done": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        p_n, n = self._p, self._q * self._p
-        first_soft = n - self._soft
-        # lanes whose product is formed in the fabric, behind the input register (registered DSP lanes have
-        # theirs inside the DSP block)
-        fabric_lanes = range(first_soft if self._registered_dsps else 0, n)
-        if fabric_lanes:
-            w_r = Signal.like(self.weights)
-            a_r = Signal.like(self.acts)
-            m.d.sync += [w_r.eq(self.weights), a_r.eq(self.acts)]
-        # valid/first/last travel beside the data: stage k holds the op k + 1 cycles after it came in
-        ctrl = [Signal(3, name=f"ctrl{k}") for k in range(self.latency - 1)]
-        m.d.sync += ctrl[0].eq(Cat(self.valid, self.first, self.last))
-        for k in range(1, len(ctrl)):
-            m.d.sync += ctrl[k].eq(ctrl[k - 1])
-        valid, first, last = ctrl[-1]
-
+        n = self.lanes
+        hard = n - self.soft_products
         products = Signal(data.ArrayLayout(signed(16), n))
-        # 3 * weight for the channel lanes that have a soft product, registered beside the weight
-        triple = {}
-        for q in sorted({k // p_n for k in range(first_soft, n)}):
-            triple[q] = Signal(signed(10), name=f"w3_{q}")
-            m.d.sync += triple[q].eq(self.weights[q] + (self.weights[q] << 1))
-        if self._registered_dsps and first_soft:
-            # input and product registers inside the DSPs; with soft lanes, products[k] is the third stage
-            # that the other lanes' partial-product register needs
-            m.submodules.dsps = dsps = RegisteredMultipliers(lanes=first_soft, a_width=8, b_width=8,
-                                                             primitive=self._vendor_primitives)
-            # whole-vector assignments: per-lane ones become a Verilog assign per lane, and in simulation
-            # every one of them wakes all the logic that reads the vector
-            m.d.comb += [dsps.a.eq(Cat(self.weights[k // p_n] for k in range(first_soft))),
-                         dsps.b.eq(Cat(self.acts[k % p_n] for k in range(first_soft)))]
-            if self._soft:
-                m.d.sync += [products[k].eq(dsps.p[k]) for k in range(first_soft)]
+        if hard:
+            if self.dsp == "dual":
+                m.submodules.dsps = dsps = DualMultipliers(lanes=hard, primitive=self.vendor_primitives)
+            elif self.dsp == "registered":
+                m.submodules.dsps = dsps = RegisteredMultipliers(lanes=hard, a_width=8, b_width=8,
+                                                                 primitive=self.vendor_primitives)
             else:
-                m.d.comb += products.eq(dsps.p)
-        for k in fabric_lanes:
-            w, a = w_r[k // p_n], a_r[k % p_n]
-            if not self._soft:
-                m.d.sync += products[k].eq(w * a)
-            elif k < first_soft:
-                # the extra register on DSP products keeps every lane aligned with the soft ones
-                early = Signal(signed(16), name=f"early{k}")
-                m.d.sync += [early.eq(w * a), products[k].eq(early)]
+                dsps = None
+            if dsps is not None:
+                # whole-vector assignments: a per-lane assign wakes every reader of the vector in simulation
+                m.d.comb += [dsps.a.eq(Cat(self.weights[k] for k in range(hard))),
+                             dsps.b.eq(Cat(self.act for _ in range(hard)))]
+                m.d.comb += products.as_value()[:16 * hard].eq(dsps.p)
             else:
-                pp = _radix4_partial_products(w, triple[k // p_n], a)
-                lo = Signal(signed(13), name=f"soft_lo{k}")          # digits 0, 1: |w * a[:4]| <= 1920
-                hi = Signal(signed(16), name=f"soft_hi{k}")          # digits 2, 3: |...| <= 22528
-                m.d.sync += [lo.eq(pp[0] + (pp[1] << 2)), hi.eq((pp[2] << 4) + (pp[3] << 6)),
-                             products[k].eq(lo + hi)]
+                w_r = Signal(data.ArrayLayout(signed(8), hard))
+                a_r = Signal(signed(8))
+                m.d.sync += [w_r.eq(Cat(self.weights[k] for k in range(hard))), a_r.eq(self.act)]
+                m.d.sync += [products[k].eq(w_r[k] * a_r) for k in range(hard)]
+        if self.soft_products:
+            a_r = Signal(signed(8), name="soft_act")
+            m.d.sync += a_r.eq(self.act)
+            for k in range(hard, n):
+                w_r = Signal(signed(8), name=f"soft_w{k}")
+                w3 = Signal(signed(10), name=f"soft_w3_{k}")
+                m.d.sync += [w_r.eq(self.weights[k]), w3.eq(self.weights[k] + (self.weights[k] << 1))]
+                pp = _radix4_partial_products(w_r, w3, a_r)
+                m.d.sync += products[k].eq(pp[0] + (pp[1] << 2) + (pp[2] << 4) + (pp[3] << 6))
 
-        m.d.sync += self.done.eq(valid & last)
-        with m.If(valid):
-            for k in range(n):
-                if self.running_totals:
-                    m.d.sync += self.acc[k].eq(self.acc[k] + products[k])
-                    with m.If(first):
-                        m.d.sync += self.start[k].eq(self.acc[k])
-                else:
-                    with m.If(first):
-                        m.d.sync += self.acc[k].eq(products[k])
-                    with m.Else():
-                        m.d.sync += self.acc[k].eq(self.acc[k] + products[k])
+        # valid and last travel beside the data
+        valid, last = Signal(), Signal()
+        v1, l1 = Signal(), Signal()
+        m.d.sync += [v1.eq(self.valid), l1.eq(self.valid & self.last), valid.eq(v1), last.eq(l1)]
+        acc = Signal(data.ArrayLayout(signed(self.acc_bits), n))
+        m.d.comb += self.done.eq(last)
+        for k in range(n):
+            m.d.comb += self.sums[k].eq(acc[k] + products[k])
+            with m.If(last):
+                m.d.sync += acc[k].eq(0)
+            with m.Elif(valid):
+                m.d.sync += acc[k].eq(self.sums[k])
         return m
 
 

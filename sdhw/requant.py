@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden.quant import INT32_MAX, INT32_MIN
 
-__all__ = ["Requantiser", "SerialRequantiser"]
+__all__ = ["Requantiser", "SerialRequantiser", "ThresholdRequantiser", "ThresholdSearch"]
 
 
 def _check_int(name: str, value, lo: int, hi: int) -> None:
@@ -451,4 +452,143 @@ class SerialRequantiser(_RequantiserPorts):
         ]
         with m.If(inc):
             m.d.sync += acc.eq(acc + 1)
+        return m
+
+
+TABLE_DEPTH = 256          # thresholds per layer (outputs are int8: at most 255 steps)
+
+
+class ThresholdSearch(wiring.Component):
+    """One output of the table requantiser: ``base + #{i < n_thresh : acc + bias > table[i]}`` by binary search.
+
+    The compiler (``rtl_gen.image.thresholds``) lists, for a layer's requantisation ``f`` (gemmlowp's, with
+    its zero point and clamp), every step of ``f`` over the int32 accumulators as ``T - 1`` in increasing
+    order, ``T`` the smallest sum with the next output value; ``f`` is monotone, so counting the thresholds
+    below a sum gives ``f`` exactly, with one 33-bit comparator and no multiplier. The table holds a layer's
+    thresholds (written through ``w_*`` between layers); entries at or past ``n_thresh`` count as never
+    below.
+
+    One search step per cycle: the table's read address is chosen between two candidates computed a cycle
+    ahead, by the comparison of the step before (the path: table read, comparator, a multiplexer).
+
+    Latency: 9 cycles from the input handshake to a valid output (8 steps and the output register).
+    Throughput: one element per 9 cycles (``i.ready`` while idle; the output is held until read).
+    ``base`` and ``n_thresh`` are held stable while an element is in the unit.
+    """
+
+    LATENCY = 9
+
+    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 16):
+        _check_int("acc_bits", acc_bits, 16, 40)
+        _check_int("tag_bits", tag_bits, 1, 32)
+        self._acc_bits, self._tag_bits = acc_bits, tag_bits
+        in_layout = data.StructLayout({"acc": signed(acc_bits), "bias": signed(32), "tag": unsigned(tag_bits)})
+        out_layout = data.StructLayout({"value": signed(8), "tag": unsigned(tag_bits)})
+        super().__init__({
+            "base": In(signed(8)),
+            "n_thresh": In(unsigned(9)),
+            "w_en": In(1), "w_addr": In(unsigned(8)), "w_data": In(signed(32)),
+            "i": In(stream.Signature(in_layout)),
+            "o": Out(stream.Signature(out_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        # written only between layers, while no search reads it: no collision bypass needed
+        m.submodules.table = table = Memory(shape=signed(32), depth=TABLE_DEPTH, init=[], attrs={"no_rw_check": 1})
+        wr = table.write_port()
+        rd = table.read_port()
+        m.d.comb += [wr.en.eq(self.w_en), wr.addr.eq(self.w_addr), wr.data.eq(self.w_data)]
+
+        s = Signal(signed(max(self._acc_bits, 32) + 1))
+        tag = Signal(self._tag_bits)
+        idx = Signal(8)                     # thresholds found below s so far
+        bit = Signal(range(8))              # the step: candidate idx + 2**bit
+        busy = Signal()                     # a step's table entry is on rd.data this cycle
+        last_step = Signal()
+        cand_ok = Signal()                  # the entry being compared exists (its index < n_thresh)
+        # the next step's two candidates, formed from registers: idx + 2**(bit - 1) with or without 2**bit
+        with_bit = Signal(9)
+        without_bit = Signal(9)
+        m.d.comb += [with_bit.eq(idx | (1 << bit) | (1 << bit >> 1)), without_bit.eq(idx | (1 << bit >> 1))]
+        above = Signal()
+        m.d.comb += above.eq(busy & cand_ok & (s > rd.data))
+        out_free = Signal()
+        m.d.comb += [out_free.eq(~self.o.valid | self.o.ready), self.i.ready.eq(~busy & out_free)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        next_cand = Signal(9)               # the candidate (a count, 1..255) of the next step
+        with m.If(self.i.valid & self.i.ready):
+            m.d.comb += next_cand.eq(128)
+            m.d.sync += [s.eq(self.i.payload.acc + self.i.payload.bias), tag.eq(self.i.payload.tag), idx.eq(0),
+                         bit.eq(7), busy.eq(1), last_step.eq(0)]
+        with m.Elif(busy):
+            m.d.comb += next_cand.eq(Mux(above, with_bit, without_bit))
+            with m.If(above):
+                m.d.sync += idx.eq(idx | (1 << bit))
+            m.d.sync += [bit.eq(bit - 1), last_step.eq(bit == 1)]
+            with m.If(last_step):
+                m.d.sync += [busy.eq(0), self.o.valid.eq(1), self.o.payload.tag.eq(tag),
+                             self.o.payload.value.eq(self.base + Mux(above, idx | 1, idx))]
+        m.d.sync += cand_ok.eq(next_cand <= self.n_thresh)
+        m.d.comb += [rd.addr.eq(next_cand - 1), rd.en.eq(1)]
+        return m
+
+
+class ThresholdRequantiser(wiring.Component):
+    """The table requantiser: ``units`` :class:`ThresholdSearch` units behind one stream, for iCE40 builds
+    whose DSPs all go to MAC products. Bit-exact with ``golden.quant.requantize(acc + bias, ...)`` for a
+    layer whose thresholds (``rtl_gen.image.thresholds``) are in the table, for every int32 ``acc + bias``.
+
+    An element goes to the lowest idle unit; finished elements leave through a priority arbiter, so the
+    output order may differ from the input order (each carries its tag, the output address).
+
+    Latency: :attr:`ThresholdSearch.LATENCY` + 1 cycles. Throughput: ``units`` elements per 9 cycles.
+    ``base`` (the output of the smallest accumulator) and ``n_thresh`` are per layer; table writes
+    (``w_*``) go to every unit and happen only while no element is in flight.
+    """
+
+    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 16, units: int = 2):
+        _check_int("units", units, 1, 8)
+        self.units = units
+        self._acc_bits, self._tag_bits = acc_bits, tag_bits
+        in_layout = data.StructLayout({"acc": signed(acc_bits), "bias": signed(32), "tag": unsigned(tag_bits)})
+        out_layout = data.StructLayout({"value": signed(8), "tag": unsigned(tag_bits)})
+        super().__init__({
+            "base": In(signed(8)),
+            "n_thresh": In(unsigned(9)),
+            "w_en": In(1), "w_addr": In(unsigned(8)), "w_data": In(signed(32)),
+            "i": In(stream.Signature(in_layout)),
+            "o": Out(stream.Signature(out_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        searches = []
+        for k in range(self.units):
+            unit = ThresholdSearch(acc_bits=self._acc_bits, tag_bits=self._tag_bits)
+            m.submodules[f"search{k}"] = unit
+            searches.append(unit)
+            m.d.comb += [unit.base.eq(self.base), unit.n_thresh.eq(self.n_thresh), unit.w_en.eq(self.w_en),
+                         unit.w_addr.eq(self.w_addr), unit.w_data.eq(self.w_data),
+                         unit.i.payload.eq(self.i.payload)]
+        # dispatch: the lowest ready unit takes the element
+        taken = Const(0)
+        for unit in searches:
+            m.d.comb += unit.i.valid.eq(self.i.valid & ~taken)
+            taken = taken | unit.i.ready
+        m.d.comb += self.i.ready.eq(taken)
+        # collect: the output register takes the lowest finished unit
+        out_free = Signal()
+        m.d.comb += out_free.eq(~self.o.valid | self.o.ready)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        chosen = Const(0)
+        for unit in searches:
+            pick = Signal()
+            m.d.comb += [pick.eq(unit.o.valid & ~chosen & out_free), unit.o.ready.eq(pick)]
+            with m.If(pick):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(unit.o.payload)]
+            chosen = chosen | unit.o.valid
         return m

@@ -47,7 +47,7 @@ def run(pes_list: list[int]) -> list[dict]:
             want = run_program(program, x[None]).reshape(-1)
             for pes in pes_list:
                 cfg = AcceleratorConfig(pes=pes, dense=dense, device="ecp5-85f", act_depth=2048, code_depth=1024,
-                                        bitmap_depth=512, basis_depth=512, bias_depth=256, desc_layers=2)
+                                        basis_depth=512, bias_depth=256, desc_layers=2)
                 start = time.monotonic()
                 result = simulate(Accelerator(cfg), build_image(program, cfg), [x])[0]
                 expect = expected_counts(program, cfg)

@@ -76,8 +76,7 @@ class FakeBoard:
         if region != hb.REGION_CSR:
             value = self.mem.get(addr, 0)
             return (value & 0xFF) - (256 if value & 0x80 else 0) & 0xFFFFFFFF if region >= hb.REGION_ACT0 else value
-        depths = [cfg.desc_layers, cfg.act_depth, cfg.code_depth, 0 if cfg.dense else cfg.bitmap_depth,
-                  0 if cfg.dense else cfg.basis_depth, cfg.bias_depth]
+        depths = [0 if cfg.dense and name == "basis_depth" else getattr(cfg, name) for name in hb.DEPTH_CSRS]
         csr = {hb.CSR_ID: hb.ID_MAGIC, hb.CSR_VERSION: VERSION | int(cfg.dense) << 8 | cfg.exp_bits << 12,
                hb.CSR_LANES: cfg.channel_lanes | cfg.pixel_lanes << 16, hb.CSR_STATUS: self.status,
                **{hb.CSR_DEPTHS + k: d for k, d in enumerate(depths)}}

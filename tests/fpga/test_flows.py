@@ -19,7 +19,7 @@ from sdhw.config import AcceleratorConfig, check_fits, estimate_resources
 from sdhw.ecp5 import WRAPPER_FILE, WRAPPER_MODULE
 from tests.rtl_gen.test_cli import run
 
-SMALL = {"pes": 1, "act_depth": 256, "code_depth": 128, "bitmap_depth": 64, "basis_depth": 32, "bias_depth": 64,
+SMALL = {"pes": 1, "act_depth": 256, "code_depth": 128, "basis_depth": 32, "bias_depth": 64,
          "desc_layers": 2}
 
 

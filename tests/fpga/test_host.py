@@ -17,7 +17,7 @@ from rtl_gen.image import build_image
 from sdhw import hostbus as hb
 from sdhw.config import AcceleratorConfig
 
-CFG = AcceleratorConfig(pes=4, device="generic", act_depth=256, code_depth=256, bitmap_depth=64, basis_depth=64,
+CFG = AcceleratorConfig(pes=4, device="generic", act_depth=256, code_depth=256, basis_depth=64,
                         bias_depth=64, desc_layers=4)
 
 

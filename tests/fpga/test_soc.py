@@ -10,7 +10,7 @@ from fpga.soc import SYSTEM_NAME, SystemTop, system_verilog, uart_divisor
 from golden import SdhwError
 from sdhw.config import AcceleratorConfig
 
-CFG = AcceleratorConfig(pes=1, device="generic", act_depth=16, code_depth=16, bitmap_depth=4, basis_depth=4,
+CFG = AcceleratorConfig(pes=1, device="generic", act_depth=16, code_depth=16, basis_depth=4,
                         bias_depth=4, desc_layers=2)
 
 

@@ -25,7 +25,7 @@ DIVISOR = 4                      # clock cycles per bit: 8 MHz / 2 Mbaud
 CLK_FREQ, BAUD = 8_000_000, 2_000_000
 BRIDGE_TIMEOUT = 30 * 10 * DIVISOR           # 30 character times
 MAX_WORDS = 128
-CONFIG = AcceleratorConfig(pes=4, device="generic", act_depth=256, code_depth=256, bitmap_depth=64,
+CONFIG = AcceleratorConfig(pes=4, device="generic", act_depth=256, code_depth=256, 
                            basis_depth=64, bias_depth=64, desc_layers=4)
 
 pytestmark = pytest.mark.skipif(which("iverilog") is None,

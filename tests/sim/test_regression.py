@@ -21,7 +21,7 @@ from sim.runner import Build, Job, SimulationFailed, simulator
 pytestmark = pytest.mark.skipif(which("iverilog") is None and simulator() == "icarus",
                                 reason="iverilog is not installed (make install adds the Debian package)")
 
-DEPTHS = {"act_depth": 512, "code_depth": 512, "bitmap_depth": 256, "basis_depth": 256, "bias_depth": 256,
+DEPTHS = {"act_depth": 512, "code_depth": 512, "basis_depth": 256, "bias_depth": 256,
           "desc_layers": 4}
 BUILDS = [(pes, dense) for dense in (False, True) for pes in (1, 4, 16, 64)]
 PROGRAMS_FAST = 48          # x ~1.6 layers x 8 builds >= 500 layers
@@ -203,7 +203,7 @@ def test_build_takes_generated_verilog_as_it_is(tmp_path):
 
 
 def test_sdhw_sim_command(tmp_path, capsys):
-    from rtl_gen.cli import main
+    from cli.main import main
 
     rc = main(["sim", "--model", "golden/data/digits_mlp.npz", "--pes", "4", "--limit", "3", "--device", "ecp5-25f",
                "--build-dir", str(tmp_path), "--json"])
@@ -217,7 +217,7 @@ def test_sdhw_sim_command(tmp_path, capsys):
 
 def test_sdhw_sim_rejects_a_model_without_64_inputs(tmp_path, capsys):
     from golden.model import Layer, Model, save_npz
-    from rtl_gen.cli import main
+    from cli.main import main
 
     path = tmp_path / "m.npz"
     save_npz(Model((10,), [Layer("fc", np.ones((2, 10)), np.zeros(2))]), path)
@@ -231,7 +231,7 @@ def test_image_file_from_the_command_line_runs_on_the_rtl(tmp_path):
     from golden import format as fmt
     from golden.datasets import load_digits_split
     from golden.program import run_program
-    from rtl_gen.cli import main
+    from cli.main import main
     from rtl_gen.generate import load_manifest
     from rtl_gen.image import load_image
 

@@ -17,7 +17,7 @@ import pytest
 from golden import format as fmt
 from golden.datasets import DIGITS_MLP
 from golden.model import Layer, Model, save_npz
-from rtl_gen.cli import main
+from cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER_KEYS = {"index", "layer", "mode", "shape", "row_density", "bits", "bits_per_weight", "rel_error",
@@ -383,9 +383,9 @@ def test_inspect_missing(tmp_path):
 
 # ------------------------------------------------------------------------------ the real process
 def test_subprocess_exit_codes(tmp_path, mlp_json):
-    """Through ``python -m rtl_gen.cli``: real exit codes, one stderr line, no traceback, no output file."""
+    """Through ``python -m cli``: real exit codes, one stderr line, no traceback, no output file."""
     out = tmp_path / "p.sdp"
-    cmd = [sys.executable, "-m", "rtl_gen.cli"]
+    cmd = [sys.executable, "-m", "cli"]
     proc = subprocess.run([*cmd, "compile", str(tmp_path / "nope.npz"), "-o", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stdout == ""

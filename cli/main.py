@@ -87,7 +87,7 @@ def cmd_compile(args) -> int:
     progress = Progress(not (args.quiet or args.json))
     target = None
     if args.manifest:
-        from .generate import load_manifest
+        from rtl_gen.generate import load_manifest
         target = load_manifest(args.manifest)[1]
         if args.dense is None:
             args.dense = target.dense or None
@@ -131,7 +131,7 @@ def cmd_compile(args) -> int:
         report["accuracy"] = acc
     outputs = {out: packed}
     if target is not None:
-        from .image import build_image, pack_image
+        from rtl_gen.image import build_image, pack_image
         image = build_image(result.program, target)
         image_data = pack_image(image)
         outputs[out.with_suffix(".sdimg")] = image_data
@@ -208,9 +208,8 @@ def cmd_inspect(args) -> int:
 
 def _cli_config(args):
     """The accelerator config from ``--config``, ``--device``, ``--pes`` and ``--dense`` (no fit check)."""
+    from rtl_gen.generate import load_config_file, make_config
     from sdhw.config import DEFAULT_DEVICE, DEFAULT_PES
-
-    from .generate import load_config_file, make_config
 
     file_values = load_config_file(args.config) if args.config else {}
     device = args.device or file_values.get("device", DEFAULT_DEVICE)
@@ -219,7 +218,7 @@ def _cli_config(args):
 
 
 def cmd_generate(args) -> int:
-    from .generate import generate
+    from rtl_gen.generate import generate
 
     cfg = _cli_config(args)
     manifest = generate(cfg, args.output)
@@ -299,8 +298,7 @@ def cmd_build(args) -> int:
 def cmd_run(args) -> int:
     # the board's host driver, imported only when asked for (pyserial only when the port is opened)
     from fpga.host import load_input, open_serial, run_on_board
-
-    from .image import load_image
+    from rtl_gen.image import load_image
 
     if args.retries < 0:
         raise SdhwError(f"--retries must be 0 or more, not {args.retries}")

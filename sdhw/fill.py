@@ -1,0 +1,318 @@
+"""The fill: a layer's code stream in, rebuilt weights into the weight buffer.
+
+The code stream (``rtl_gen.image``) holds, per layer, the requantiser's thresholds (table builds) and then,
+for every channel group, its live rows: a row header (``sdhw.descriptor.HEADER_FIELDS``) and the row's codes
+in chunks of R lanes (SD), or its int8 weights per tap in chunks of F lanes (dense). Each tap of a row becomes
+one weight-buffer entry: the N lanes' weights for that tap and its tap info (activation offset, kernel row and
+column, last-of-group, counted). :class:`SdFill` rebuilds the weights with R :class:`~sdhw.rebuild.RebuildUnit`
+s, :class:`DenseFill` copies them; both write a row's entries only into room the issuer has freed and commit
+them (``wp``) once every chunk is written.
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .config import CODE_SLOT_BITS, TAP_INFO_BITS
+from .descriptor import HEADER_FIELDS
+from .rebuild import RebuildUnit
+
+HEADER_LAYOUT = data.StructLayout({name: width for name, (_, width) in HEADER_FIELDS.items()})
+TAP_INFO = data.StructLayout({"off": 16, "dy": 2, "dx": 2, "last": 1, "count": 1})
+assert TAP_INFO.size == TAP_INFO_BITS
+
+
+def fill_params(*, group_bits: int, pix_bits: int, code_bits: int, basis_bits: int) -> data.StructLayout:
+    """The layer fields the fill uses."""
+    return data.StructLayout({
+        "code_base": code_bits, "n_groups": group_bits, "n_pix": pix_bits, "stream": 1, "n_rows": 16,
+        "tap_step": 16, "k3": 1, "basis_base": basis_bits, "n_thresh": 9, "wshift": 5,
+    })
+
+
+class _FillPorts(wiring.Component):
+    """Ports shared by :class:`SdFill` and :class:`DenseFill`.
+
+    ``start``: begin a layer (``params`` stable from then until ``done``); ``done``: every entry of the layer
+    committed. ``words``: the code stream from a :class:`~sdhw.reader.SequentialReader`, positioned with
+    ``seek``/``seek_addr``. Weight buffer: ``w_addr``, ``w_en`` (one bit per chunk of F lanes), ``w_data``
+    (a chunk's weights, repeated for every chunk position), ``info_en``/``info_addr``/``info_data``; ``wp`` the
+    committed entries (one more bit than the buffer's address), ``free`` the issuer's oldest entry still needed.
+    ``t_en``/``t_addr``/``t_data``: threshold table writes. ``skipped``: zero rows of a finished group (SD, one
+    cycle). ``overrun``: a group's stream has more rows than the layer's rows (a corrupt program).
+    """
+
+    def __init__(self, *, lanes: int, fill_lanes: int, depth: int, word_bits: int, code_bits: int,
+                 group_bits: int, pix_bits: int, basis_bits: int, basis_width: int = 0):
+        self.lanes, self.fill_lanes, self.depth = lanes, fill_lanes, depth
+        self.chunks = lanes // fill_lanes
+        self.entry_bits = ceil_log2(depth)
+        self.word_bits = word_bits
+        params = fill_params(group_bits=group_bits, pix_bits=pix_bits, code_bits=code_bits, basis_bits=basis_bits)
+        word = data.StructLayout({"data": word_bits, "addr": code_bits})
+        ports = {
+            "params": In(params), "start": In(1), "done": Out(1),
+            "words": In(stream.Signature(word)), "seek": Out(1), "seek_addr": Out(code_bits),
+            "w_addr": Out(self.entry_bits), "w_en": Out(self.chunks), "w_data": Out(8 * fill_lanes * self.chunks),
+            "info_en": Out(1), "info_addr": Out(self.entry_bits), "info_data": Out(TAP_INFO),
+            "wp": Out(self.entry_bits + 1), "free": In(self.entry_bits + 1),
+            "t_en": Out(1), "t_addr": Out(8), "t_data": Out(32),
+            "skipped": Out(16), "overrun": Out(1),
+        }
+        if basis_width:
+            ports.update({"basis_addr": Out(basis_bits), "basis_data": In(basis_width)})
+        super().__init__(ports)
+
+
+class _RowWalker:
+    """The loop nest over a layer's code stream both fills share: thresholds, then per group (and per pixel
+    when the layer streams) its rows; room in the buffer for a row before its header is taken; commits.
+
+    ``elaborate`` calls :meth:`build` with ``on_header`` (what a fill does as a row's header is taken; the
+    row's states then start at ``"ROW"``) and ``row_states`` (the state-machine body of the row's words, which
+    ends a row with :meth:`after_row`)."""
+
+    def __init__(self, fill: _FillPorts, m: Module):
+        self.fill, self.m = fill, m
+        p = fill.params
+        self.hdr = Signal(HEADER_LAYOUT)
+        self.taps = Signal(range(4))                   # live taps of the row (a prefix: the kill mask's zeros)
+        self.row_entry = Signal(fill.entry_bits + 1)   # entry of the row's tap 0
+        self.head = Signal(fill.entry_bits + 1)        # entries allocated (rows whose header was taken)
+        self.group_left = Signal.like(p.n_groups)
+        self.rep_left = Signal.like(p.n_pix)           # streaming layers: passes of this group still to fill
+        self.group_addr = Signal(len(fill.seek_addr))  # code address of the group's first row
+        self.rows = Signal(17)                         # rows of this group so far
+        self.table_idx = Signal(9)
+        self.walking = Signal()
+        self.next_row = Signal()                       # the row's last word is used this cycle
+
+    def info(self, j):
+        """Tap info of tap ``j`` of the current row."""
+        p, hdr = self.fill.params, self.hdr
+        off = Signal(16)
+        self.m.d.comb += off.eq(hdr.off0 + Mux(j == 0, 0, Mux(j == 1, p.tap_step, p.tap_step << 1)))
+        info = Signal(TAP_INFO)
+        self.m.d.comb += [info.off.eq(off), info.dy.eq(hdr.dy), info.dx.eq(Mux(p.k3, j, 0)),
+                          info.last.eq(hdr.last & (j == self.taps - 1)), info.count.eq(hdr.count)]
+        return info
+
+    def build(self, on_header, row_states):
+        m, fill, p = self.m, self.fill, self.fill.params
+        words = fill.words
+        space = Signal(fill.entry_bits + 2)
+        m.d.comb += space.eq(fill.depth - (self.head - fill.free)[:fill.entry_bits + 1])
+        header = Signal(HEADER_LAYOUT)
+        m.d.comb += header.eq(words.payload.data[:HEADER_LAYOUT.size])
+        kill = header.kill
+        m.d.sync += [fill.skipped.eq(0), fill.t_en.eq(0)]
+        with m.FSM(name="walk"):
+            with m.State("IDLE"):
+                with m.If(fill.start):
+                    m.d.comb += [fill.seek.eq(1), fill.seek_addr.eq(p.code_base)]
+                    m.d.sync += [self.group_left.eq(p.n_groups), self.rep_left.eq(p.n_pix), self.table_idx.eq(0),
+                                 self.rows.eq(0),
+                                 self.head.eq(0), fill.wp.eq(0), fill.done.eq(0)]
+                    m.next = "TABLE"
+            with m.State("TABLE"):
+                with m.If(self.table_idx == p.n_thresh):
+                    m.next = "HEADER"
+                with m.Elif(words.valid):
+                    m.d.comb += words.ready.eq(1)
+                    m.d.sync += [fill.t_en.eq(1), fill.t_addr.eq(self.table_idx), fill.t_data.eq(words.payload.data),
+                                 self.table_idx.eq(self.table_idx + 1)]
+            with m.State("HEADER"):
+                # a row takes up to three entries: its header is taken only when they are free
+                with m.If(words.valid & (space >= 3)):
+                    m.d.comb += words.ready.eq(1)
+                    taps = 3 - (kill[0] + kill[1] + kill[2])
+                    m.d.sync += [self.hdr.eq(header), self.taps.eq(Mux(taps == 0, 1, taps)),
+                                 self.row_entry.eq(self.head), self.head.eq(self.head + Mux(taps == 0, 1, taps)),
+                                 self.rows.eq(self.rows + 1)]
+                    with m.If(self.rows == 0):
+                        m.d.sync += self.group_addr.eq(words.payload.addr)
+                    with m.If(self.rows >= p.n_rows):
+                        m.d.sync += fill.overrun.eq(1)
+                    on_header(header)
+                    m.next = "ROW"
+            row_states(m)
+            with m.State("GROUP_END"):
+                # every row of a group counts but the placeholder of an empty one, which is its only row
+                m.d.sync += [fill.skipped.eq(p.n_rows - self.rows + ~self.hdr.count), self.rows.eq(0)]
+                with m.If(p.stream & (self.rep_left > 1)):
+                    # the next pixel of a group that does not fit the buffer: the same rows again
+                    m.d.comb += [fill.seek.eq(1), fill.seek_addr.eq(self.group_addr)]
+                    m.d.sync += self.rep_left.eq(self.rep_left - 1)
+                    m.next = "HEADER"
+                with m.Elif(self.group_left > 1):
+                    m.d.sync += [self.group_left.eq(self.group_left - 1), self.rep_left.eq(p.n_pix)]
+                    m.next = "HEADER"
+                with m.Else():
+                    m.next = "FLUSH"
+            with m.State("FLUSH"):
+                with m.If(fill.wp == self.head):
+                    m.d.sync += fill.done.eq(1)
+                    m.next = "IDLE"
+        with m.If(fill.start):
+            m.d.sync += fill.overrun.eq(0)
+        self.group_end = Signal()
+        m.d.comb += self.group_end.eq(self.next_row & self.hdr.last)
+
+    def after_row(self, m):
+        """The FSM transition after a row's last word (call inside the row's state)."""
+        with m.If(self.hdr.last):
+            m.next = "GROUP_END"
+        with m.Else():
+            m.next = "HEADER"
+
+
+class SdFill(_FillPorts):
+    """Fill the weight buffer with weights rebuilt from SD codes by R rebuild units.
+
+    Per row: the header (one cycle), then per chunk of R lanes its codes (one code word; the first chunk's in
+    a cycle of its own, the others' while the chunk before issues its last tap) and one tap per cycle: the
+    tap's basis column for the chunk's lanes is read from the basis memory (row ``basis_base + 3 (N / R)
+    header.basis + 3 chunk + tap``), and R rebuild units turn the codes and column into R weights, written to
+    the tap's entry ``LATENCY + basis_latency`` cycles later. The units never stall (room was reserved with
+    the header), so no enable fans out to their registers.
+
+    Throughput: R weights per cycle, plus two cycles per row (header and first codes). Latency from a tap to
+    its write: ``basis_latency + RebuildUnit.LATENCY`` cycles.
+    """
+
+    def __init__(self, *, lanes: int, rebuild_lanes: int, exp_bits: int, depth: int, word_bits: int, code_bits: int,
+                 group_bits: int, pix_bits: int, basis_bits: int, basis_latency: int = 1):
+        self.exp_bits, self.basis_latency = exp_bits, basis_latency
+        super().__init__(lanes=lanes, fill_lanes=rebuild_lanes, depth=depth, word_bits=word_bits,
+                         code_bits=code_bits, group_bits=group_bits, pix_bits=pix_bits, basis_bits=basis_bits,
+                         basis_width=24 * rebuild_lanes)
+
+    def elaborate(self, platform):
+        m = Module()
+        r_n, e = self.fill_lanes, self.exp_bits
+        walk = _RowWalker(self, m)
+        p = self.params
+        words = self.words
+        codes = Signal(CODE_SLOT_BITS * r_n)
+        chunk = Signal(range(max(2, self.chunks)))
+        tap = Signal(2)
+        chunk_basis = Signal(len(self.basis_addr))      # the chunk's column 0: row's first + 3 chunk
+        emit = Signal()                                  # a tap job this cycle
+
+        def on_header(header):
+            # the row's basis rows start at basis_base + 3 (N / R) basis
+            m.d.sync += [chunk_basis.eq(p.basis_base + (header.basis << ceil_log2(self.chunks)) * 3), chunk.eq(0)]
+
+        def row_states(m):
+            with m.State("ROW"):
+                with m.If(words.valid):
+                    m.d.comb += words.ready.eq(1)
+                    m.d.sync += [codes.eq(words.payload.data[:len(codes)]), tap.eq(0)]
+                    m.next = "TAPS"
+            with m.State("TAPS"):
+                m.d.comb += emit.eq(1)
+                with m.If(tap == walk.taps - 1):
+                    with m.If(chunk == self.chunks - 1):
+                        m.d.comb += walk.next_row.eq(1)
+                        walk.after_row(m)
+                    with m.Else():
+                        m.d.sync += [chunk.eq(chunk + 1), chunk_basis.eq(chunk_basis + 3), tap.eq(0)]
+                        with m.If(words.valid):
+                            # the next chunk's codes, taken as this one issues its last tap
+                            m.d.comb += words.ready.eq(1)
+                            m.d.sync += codes.eq(words.payload.data[:len(codes)])
+                        with m.Else():
+                            m.next = "ROW"
+                with m.Else():
+                    m.d.sync += tap.eq(tap + 1)
+
+        walk.build(on_header, row_states)
+        m.d.comb += [self.basis_addr.eq(chunk_basis + tap)]
+        with m.If(emit & (chunk == 0)):
+            m.d.comb += [self.info_en.eq(1), self.info_addr.eq(walk.row_entry + tap), self.info_data.eq(walk.info(tap))]
+
+        # the tap job beside its basis read; with a registered basis memory one stage more
+        job = data.StructLayout({"entry": self.entry_bits + 1, "chunk": max(1, ceil_log2(self.chunks)),
+                                 "commit": 1, "taps": 2})
+        stage = Signal(job)
+        stage_codes = Signal.like(codes)
+        stage_valid = Signal()
+        m.d.sync += [stage_valid.eq(emit), stage_codes.eq(codes), stage.entry.eq(walk.row_entry + tap),
+                     stage.chunk.eq(chunk), stage.taps.eq(walk.taps),
+                     stage.commit.eq((chunk == self.chunks - 1) & (tap == walk.taps - 1))]
+        for _ in range(self.basis_latency - 1):
+            later, later_codes, later_valid = Signal(job), Signal.like(codes), Signal()
+            m.d.sync += [later.eq(stage), later_codes.eq(stage_codes), later_valid.eq(stage_valid)]
+            stage, stage_codes, stage_valid = later, later_codes, later_valid
+
+        weights = []
+        for t in range(r_n):
+            unit = RebuildUnit(exp_bits=e, weight_bits=8, tag_bits=job.size if t == 0 else 0)
+            m.submodules[f"rebuild{t}"] = unit
+            slot = stage_codes[CODE_SLOT_BITS * t:CODE_SLOT_BITS * t + 3 * (1 + e)]
+            m.d.comb += [unit.wshift.eq(p.wshift), unit.i.valid.eq(stage_valid), unit.o.ready.eq(1),
+                         unit.i.payload.codes.as_value().eq(slot),
+                         unit.i.payload.column.as_value().eq(self.basis_data[24 * t:24 * t + 24])]
+            weights.append(unit.o.payload.weight)
+        unit0 = m.submodules.rebuild0
+        m.d.comb += unit0.i.payload.tag.eq(stage)
+        done = Signal(job)
+        m.d.comb += done.eq(unit0.o.payload.tag)
+        _write(m, self, unit0.o.valid, done, Cat(*weights))
+        return m
+
+
+class DenseFill(_FillPorts):
+    """Fill the weight buffer with int8 weights copied from the code stream: per row the header, then for
+    each live tap its weights in chunks of F lanes (one code word each, F = the word's bytes).
+
+    Throughput: F weights per cycle, plus one cycle per row (the header). Latency from a word to its write:
+    1 cycle."""
+
+    def elaborate(self, platform):
+        m = Module()
+        walk = _RowWalker(self, m)
+        words = self.words
+        chunk = Signal(range(max(2, self.chunks)))
+        tap = Signal(2)
+        emit = Signal()
+
+        def on_header(header):
+            m.d.sync += [chunk.eq(0), tap.eq(0)]
+
+        def row_states(m):
+            with m.State("ROW"):
+                with m.If(words.valid):
+                    m.d.comb += [words.ready.eq(1), emit.eq(1)]
+                    with m.If(chunk == self.chunks - 1):
+                        m.d.sync += [chunk.eq(0), tap.eq(tap + 1)]
+                        with m.If(tap == walk.taps - 1):
+                            m.d.comb += walk.next_row.eq(1)
+                            walk.after_row(m)
+                    with m.Else():
+                        m.d.sync += chunk.eq(chunk + 1)
+
+        walk.build(on_header, row_states)
+        with m.If(emit & (chunk == 0)):
+            m.d.comb += [self.info_en.eq(1), self.info_addr.eq(walk.row_entry + tap), self.info_data.eq(walk.info(tap))]
+        job = data.StructLayout({"entry": self.entry_bits + 1, "chunk": max(1, ceil_log2(self.chunks)),
+                                 "commit": 1, "taps": 2})
+        stage = Signal(job)
+        stage_valid = Signal()
+        stage_data = Signal(8 * self.fill_lanes)
+        m.d.sync += [stage_valid.eq(emit), stage_data.eq(words.payload.data[:len(stage_data)]),
+                     stage.entry.eq(walk.row_entry + tap), stage.chunk.eq(chunk), stage.taps.eq(walk.taps),
+                     stage.commit.eq((chunk == self.chunks - 1) & (tap == walk.taps - 1))]
+        _write(m, self, stage_valid, stage, stage_data)
+        return m
+
+
+def _write(m, fill, valid, job, chunk_data):
+    """Write a chunk of weights into its entry; the job that ends a row commits the row's entries."""
+    m.d.comb += [fill.w_addr.eq(job.entry), fill.w_data.eq(chunk_data.replicate(fill.chunks)),
+                 fill.w_en.eq(Mux(valid, 1 << job.chunk, 0))]
+    with m.If(valid & job.commit):
+        m.d.sync += fill.wp.eq(fill.wp + job.taps)
+

@@ -1,0 +1,121 @@
+"""The host port: the memory-mapped bus (``sdhw.hostbus``) decoded into memory writes, control, status, counters
+and reads."""
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from . import hostbus as hb
+from .config import VERSION, AcceleratorConfig
+
+COUNTERS = ("cycles", "macs", "skipped", "stalls")
+
+
+class Counters(wiring.Component):
+    """Performance counters (``counter_bits`` wide, wrapping): cycles while busy, MACs issued, zero rows skipped,
+    cycles without an op. ``clear`` zeroes them (a run's start and the host's clear)."""
+
+    def __init__(self, *, bits: int, lanes: int):
+        self.bits = bits
+        super().__init__({
+            "clear": In(1), "busy": In(1), "macs_inc": In(range(lanes + 1)), "skipped_inc": In(16), "stall": In(1),
+            **{name: Out(bits) for name in COUNTERS},
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        incs = {"cycles": self.busy, "macs": self.macs_inc, "skipped": self.skipped_inc, "stalls": self.stall}
+        for name, inc in incs.items():
+            counter = getattr(self, name)
+            with m.If(self.clear):
+                m.d.sync += counter.eq(0)
+            with m.Else():
+                m.d.sync += counter.eq(counter + inc)
+        return m
+
+
+class HostPort(wiring.Component):
+    """Decode the host bus: writes to the memories (``w_*``: the word offset and data for every region, and an
+    enable per region), the CONTROL register (``start`` a cycle after its write, ``clear``), and reads of the
+    CSRs, the descriptors and the activation buffers, which return :data:`~sdhw.hostbus.READ_LATENCY` cycles
+    after ``r_en``. The memories are read at the host's address while the accelerator is idle (``mem_latency``
+    cycles); their data and the CSR multiplexer are registered, then the region's register is selected into
+    ``r_data``. Writes to memories while busy are ignored by the memories; CSR reads work at any time.
+    """
+
+    def __init__(self, cfg: AcceleratorConfig, *, mem_latency: int = 1):
+        self.cfg, self.mem_latency = cfg, mem_latency
+        super().__init__({
+            "bus": In(hb.HostBusSignature),
+            "w_addr": Out(16), "w_data": Out(32),
+            "desc_en": Out(1), "code_en": Out(1), "basis_en": Out(1), "bias_en": Out(1), "act_en": Out(2),
+            "start": Out(1), "clear": Out(1),
+            "busy": In(1), "done": In(1), "error": In(1), "err_code": In(8), "layer_index": In(16),
+            **{name: In(cfg.counter_bits) for name in COUNTERS},
+            "desc_data": In(32), "act_data": In(16),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, bus = self.cfg, self.bus
+        region = bus.addr[16:20]
+        offset = bus.addr[:16]
+        m.d.comb += [self.w_addr.eq(offset), self.w_data.eq(bus.w_data)]
+        for port, reg in ((self.desc_en, hb.REGION_DESC), (self.code_en, hb.REGION_CODES),
+                          (self.basis_en, hb.REGION_BASES), (self.bias_en, hb.REGION_BIAS),
+                          (self.act_en[0], hb.REGION_ACT0), (self.act_en[1], hb.REGION_ACT1)):
+            m.d.comb += port.eq(bus.w_en & (region == reg))
+        control = bus.w_en & (region == hb.REGION_CSR) & (offset == hb.CSR_CONTROL)
+        # the run begins the cycle after the write, so the data path's flush fans out from a register
+        m.d.sync += [self.start.eq(control & bus.w_data[0] & ~self.busy), self.clear.eq(control & bus.w_data[1])]
+
+        csr = Signal(32)
+        depths = [0 if cfg.dense and name == "basis_depth" else getattr(cfg, name) for name in hb.DEPTH_CSRS]
+        r_offset = Signal(8)
+        with m.Switch(r_offset):
+            with m.Case(hb.CSR_ID):
+                m.d.comb += csr.eq(hb.ID_MAGIC)
+            with m.Case(hb.CSR_VERSION):
+                m.d.comb += csr.eq(VERSION | (int(cfg.dense) << 8) | (cfg.exp_bits << 12))
+            with m.Case(hb.CSR_LANES):
+                m.d.comb += csr.eq(Const(cfg.channel_lanes | (cfg.pixel_lanes << 16), 32))
+            with m.Case(hb.CSR_STATUS):
+                m.d.comb += csr.eq(Cat(self.busy, self.done, self.error, Const(0, 5), self.err_code,
+                                       self.layer_index))
+            for base, name in zip((hb.CSR_CYCLES, hb.CSR_MACS, hb.CSR_SKIPPED, hb.CSR_STALLS), COUNTERS):
+                counter = getattr(self, name)
+                with m.Case(base):
+                    m.d.comb += csr.eq(counter[:32])
+                if cfg.counter_bits > 32:                        # the high word reads 0 when narrower
+                    with m.Case(base + 1):
+                        m.d.comb += csr.eq(counter[32:])
+            for k, depth in enumerate(depths):
+                with m.Case(hb.CSR_DEPTHS + k):
+                    m.d.comb += csr.eq(depth)
+
+        # cycle 0: r_en, the memories read the host's address; cycle 1 (mem_latency 1): data registered beside
+        # the CSR multiplexer's; cycle 2: the region's register into r_data
+        pending = Signal(2)
+        regions = [Signal(4, name=f"r_region{k}") for k in range(2)]
+        m.d.sync += [pending.eq(Cat(bus.r_en, pending[0])), regions[0].eq(region), regions[1].eq(regions[0]),
+                     bus.r_valid.eq(pending[1])]
+        m.d.sync += r_offset.eq(offset)
+        csr_q = Signal(32)
+        m.d.sync += csr_q.eq(csr)
+        desc_q, act_q = Signal(32), Signal(16)
+        # block RAM data in cycle 1 is registered here; a registered memory output is already in cycle 2
+        domain = m.d.sync if self.mem_latency == 1 else m.d.comb
+        domain += [desc_q.eq(self.desc_data), act_q.eq(self.act_data)]
+        data = Signal(32)
+        with m.Switch(regions[1]):
+            with m.Case(hb.REGION_CSR):
+                m.d.comb += data.eq(csr_q)
+            with m.Case(hb.REGION_DESC):
+                m.d.comb += data.eq(desc_q)
+            with m.Case(hb.REGION_ACT0):
+                m.d.comb += data.eq(act_q[:8].as_signed())
+            with m.Case(hb.REGION_ACT1):
+                m.d.comb += data.eq(act_q[8:].as_signed())
+        m.d.sync += bus.r_data.eq(data)
+        return m

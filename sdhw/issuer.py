@@ -1,0 +1,166 @@
+"""The issuer: weight-buffer entries to the MAC array, once per output pixel of every channel group."""
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .fill import TAP_INFO
+
+
+def issuer_params(*, size_bits: int, addr_bits: int, group_bits: int, lane_bits: int, bias_bits: int,
+                  out_bits: int) -> data.StructLayout:
+    """The layer fields the issuer uses (sizes ``size_bits`` wide, signed addresses ``addr_bits``)."""
+    return data.StructLayout({
+        "n_groups": group_bits, "last_lanes": lane_bits, "n_pix": size_bits, "out_w": size_bits,
+        "in_h": size_bits, "in_w": size_bits, "stride": 2, "pad": 1, "stream": 1,
+        "step_x": signed(addr_bits), "row_wrap": signed(addr_bits), "base0": signed(addr_bits),
+        "out_c": out_bits, "bias_base": bias_bits, "zp_in": signed(8), "in_size": size_bits + 1,
+    })
+
+
+class Issuer(wiring.Component):
+    """Issue a layer's ops: for every channel group, for every output pixel (raster order), the group's
+    weight-buffer entries in order, one per cycle; an entry is one tap: its N weights and one activation.
+
+    Entries come from ``entries`` (a :class:`~sdhw.reader.SequentialReader` over the buffer's tap info, limited
+    by the fill's write pointer). A pass over a group ends with the entry marked ``last``; then the next pixel
+    replays the group (``seek`` back to its first entry) unless the layer ``stream`` s (the fill writes the
+    group again for every pixel), and after the group's last pixel the next group follows. ``free`` tells the
+    fill which entries it may overwrite: those before the group's first while the group is replayed, those
+    before the oldest unread one in its last pass (and always when streaming).
+
+    Per op: the activation address (the pixel's base plus the entry's offset), padding (the pixel's rows and
+    columns inside the input, by the entry's kernel row and column: the input's zero point instead), the
+    weights read from the buffer beside the activation, both ``act_latency`` cycles after the issue, then to the
+    MAC array. A pass's last op waits until the drain has room for its sums (``drain_busy``, and no last op
+    still in flight); its output address, bias entry and live lanes go with it (``pass_*``).
+
+    Counters: ``macs`` (live lanes of an op that counts, a cycle after its issue), ``stall`` (no op issued).
+    ``addr_error``: an op read outside the input (a corrupt program; a cycle after its issue).
+    ``start`` begins a layer; ``done`` rises when its last op has been issued.
+
+    Throughput: one op per cycle; one cycle more at the end of every pass (the next pass's first entry is read
+    after the last one's flag is seen, and the next pixel's padding flags are registered meanwhile).
+    Latency: ``act_latency + MacArray.LATENCY`` cycles from an issue to its accumulation.
+    """
+
+    def __init__(self, *, lanes: int, entry_bits: int, act_bits: int, size_bits: int, group_bits: int,
+                 bias_bits: int, act_latency: int = 1):
+        self.lanes, self.entry_bits, self.act_latency = lanes, entry_bits, act_latency
+        addr_bits = act_bits + 3
+        self.addr_bits = addr_bits
+        lane_bits = (lanes).bit_length()
+        params = issuer_params(size_bits=size_bits, addr_bits=addr_bits, group_bits=group_bits,
+                               lane_bits=lane_bits, bias_bits=bias_bits, out_bits=size_bits)
+        entry = data.StructLayout({"data": TAP_INFO.size, "addr": entry_bits + 1})
+        super().__init__({
+            "params": In(params), "start": In(1), "done": Out(1),
+            "entries": In(stream.Signature(entry)), "seek": Out(1), "seek_addr": Out(entry_bits + 1),
+            "consumed": In(entry_bits + 1), "free": Out(entry_bits + 1),
+            "w_addr": Out(entry_bits), "w_en": Out(1), "w_data": In(8 * lanes),
+            "act_addr": Out(act_bits), "act_en": Out(1), "act_data": In(signed(8)),
+            "mac_weights": Out(data.ArrayLayout(signed(8), lanes)), "mac_act": Out(signed(8)),
+            "mac_valid": Out(1), "mac_last": Out(1), "mac_done": In(1),
+            "drain_busy": In(1),
+            "pass_out": Out(act_bits), "pass_bias": Out(bias_bits), "pass_lanes": Out(range(lanes + 1)),
+            "macs": Out(range(lanes + 1)), "stall": Out(1), "addr_error": Out(1), "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        n = self.lanes
+        info = Signal(TAP_INFO)
+        m.d.comb += info.eq(self.entries.payload.data)
+        ptr = self.entries.payload.addr
+
+        # the loop state: channel group, pixel, pixel position; padding from counters of the input rows and
+        # columns left below and right of the pixel's first tap (no comparator against the image size)
+        groups_left = Signal.like(p.n_groups)
+        lanes = Signal(range(n + 1))                 # live lanes of this group
+        pix_left = Signal.like(p.n_pix)
+        x_left = Signal.like(p.out_w)                # output pixels left in this row, this one included
+        cols_left = Signal(signed(len(p.in_w) + 2))  # input columns from the pixel's first tap column on
+        rows_left = Signal(signed(len(p.in_h) + 2))
+        left = Signal()                              # the pixel's first tap column is the left padding
+        top = Signal()
+        base = Signal(signed(self.addr_bits))        # the pixel's address of tap (0, 0, 0)
+        out = Signal(len(self.pass_out))             # the pixel's output address (lane 0)
+        group_out = Signal(len(self.pass_out))       # pixel 0's output address in this group
+        bias = Signal.like(self.pass_bias)
+        group_start = Signal(self.entry_bits + 1)    # the group's first entry
+        running = Signal()
+        last_in_flight = Signal()                    # a pass's last op issued, its sums not yet in the drain
+        settle = Signal()                            # a pass ended last cycle: the pixel's padding is new
+
+        def first_pixel():
+            return [pix_left.eq(p.n_pix), x_left.eq(p.out_w), cols_left.eq(p.in_w + p.pad),
+                    rows_left.eq(p.in_h + p.pad), left.eq(p.pad), top.eq(p.pad), base.eq(p.base0)]
+
+        with m.If(self.start):
+            m.d.sync += [running.eq(1), self.done.eq(0), groups_left.eq(p.n_groups),
+                         lanes.eq(Mux(p.n_groups == 1, p.last_lanes, n)), group_out.eq(0), out.eq(0),
+                         bias.eq(p.bias_base), group_start.eq(0), *first_pixel()]
+            m.d.comb += [self.seek.eq(1), self.seek_addr.eq(0)]
+
+        # padding: the entry's kernel row and column inside the input
+        row_ok = Signal(3)
+        col_ok = Signal(3)
+        m.d.sync += [row_ok.eq(Cat(~top & (rows_left > 0), rows_left > 1, rows_left > 2)),
+                     col_ok.eq(Cat(~left & (cols_left > 0), cols_left > 1, cols_left > 2))]
+        pad = Signal()
+        m.d.comb += pad.eq(~(row_ok.bit_select(info.dy, 1) & col_ok.bit_select(info.dx, 1)))
+        act = Signal(signed(self.addr_bits))
+        m.d.comb += act.eq(base + info.off)
+
+        last_pixel = Signal()
+        m.d.comb += last_pixel.eq(pix_left == 1)
+        drain_ok = Signal()
+        m.d.comb += drain_ok.eq(~self.drain_busy & ~last_in_flight)
+        issue = Signal()
+        m.d.comb += [issue.eq(running & ~settle & self.entries.valid & (~info.last | drain_ok)),
+                     self.entries.ready.eq(issue), self.busy.eq(running | last_in_flight)]
+        m.d.comb += [self.act_addr.eq(act), self.act_en.eq(issue), self.w_addr.eq(ptr), self.w_en.eq(issue)]
+        m.d.comb += self.free.eq(Mux(p.stream | last_pixel, self.consumed, group_start))
+
+        m.d.sync += settle.eq(issue & info.last)
+        with m.If(issue & info.last):
+            m.d.sync += [last_in_flight.eq(1), self.pass_out.eq(out), self.pass_bias.eq(bias),
+                         self.pass_lanes.eq(lanes)]
+            with m.If(last_pixel):
+                # the group's last pass: the next group starts after this entry
+                m.d.sync += [group_start.eq(ptr + 1), groups_left.eq(groups_left - 1), *first_pixel(),
+                             lanes.eq(Mux(groups_left == 2, p.last_lanes, n)), group_out.eq(group_out + n),
+                             out.eq(group_out + n), bias.eq(bias + n)]
+                with m.If(groups_left == 1):
+                    m.d.sync += [running.eq(0), self.done.eq(1)]
+            with m.Else():
+                m.d.sync += [pix_left.eq(pix_left - 1), out.eq(out + p.out_c)]
+                with m.If(x_left == 1):
+                    m.d.sync += [x_left.eq(p.out_w), cols_left.eq(p.in_w + p.pad), left.eq(p.pad),
+                                 rows_left.eq(rows_left - p.stride), top.eq(0), base.eq(base + p.row_wrap)]
+                with m.Else():
+                    m.d.sync += [x_left.eq(x_left - 1), cols_left.eq(cols_left - p.stride), left.eq(0),
+                                 base.eq(base + p.step_x)]
+                with m.If(~p.stream):
+                    m.d.comb += [self.seek.eq(1), self.seek_addr.eq(group_start)]
+        with m.If(self.mac_done):
+            m.d.sync += last_in_flight.eq(0)
+
+        # counters and the address check, a cycle after the issue
+        m.d.sync += [self.macs.eq(Mux(issue & info.count, lanes, 0)), self.stall.eq(running & ~issue),
+                     self.addr_error.eq(issue & info.count & ~pad & ((act < 0) | (act >= p.in_size)))]
+
+        # the activation and the weights arrive act_latency cycles after the issue
+        valid, last, padded = issue, issue & info.last, pad
+        for k in range(self.act_latency):
+            v, la, pa = Signal(name=f"d{k}_valid"), Signal(name=f"d{k}_last"), Signal(name=f"d{k}_pad")
+            m.d.sync += [v.eq(valid), la.eq(last), pa.eq(padded)]
+            valid, last, padded = v, la, pa
+        m.d.comb += [self.mac_valid.eq(valid), self.mac_last.eq(last),
+                     self.mac_act.eq(Mux(padded, p.zp_in, self.act_data)),
+                     self.mac_weights.as_value().eq(self.w_data)]
+        with m.If(self.start):
+            m.d.sync += last_in_flight.eq(0)
+        return m

@@ -1,0 +1,187 @@
+"""The sequencer: fetch and check each layer's descriptor, start the data path on it, step to the next layer."""
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from . import hostbus as hb
+from .config import DESC_WORDS, AcceleratorConfig
+from .descriptor import CHECKSUM_SEED, CHECKSUM_WORD, FIELDS, KIND_END, KIND_K1, KIND_K3
+
+
+def _holds(value: int) -> int:
+    return max(1, value.bit_length())
+
+
+def layer_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    """The layer registers: every descriptor field the data path reads, as wide as ``cfg``'s memories need."""
+    size = _holds(cfg.act_depth)
+    addr = ceil_log2(cfg.act_depth) + 3
+    return data.StructLayout({
+        "kind": 2, "stride": 2, "pad": 1, "stream": 1,
+        "n_groups": size, "last_lanes": _holds(cfg.pes), "n_pix": size, "out_w": size, "in_h": size, "in_w": size,
+        "step_x": signed(addr), "row_wrap": signed(addr), "base0": signed(addr), "out_c": size, "tap_step": 16,
+        "code_base": max(1, ceil_log2(cfg.code_depth)), "bias_base": max(1, ceil_log2(cfg.bias_depth)),
+        "n_rows": 16, "basis_base": max(1, ceil_log2(cfg.basis_rows)), "m0": unsigned(31), "shift": signed(6),
+        "zp_in": signed(8), "zp_out": signed(8), "act_min": signed(8), "wshift": 5, "n_thresh": 9,
+        "in_size": size + 1,
+    })
+
+
+class Sequencer(wiring.Component):
+    """Run the program: for each descriptor slot, fetch its words (from ``desc_addr``/``desc_data``, read
+    latency ``desc_latency``), check them, and either end the run (an end marker), stop it with an error, or
+    load ``layer`` and pulse ``layer_start``; when ``layer_done`` comes, the next slot, with the activation
+    buffers swapped (``in_sel``).
+
+    Checks (error code in ``err_code``, ``sdhw.hostbus``): the checksum; the kind; the stride; zero or
+    oversized dimensions (``ERR_SHAPE``); the layer's mode against the build's; activations larger than a
+    buffer; thresholds on a build without the table requantiser (or more than 255); an address field too wide
+    for its register (the code, basis or bias base, an activation step). A slot index past the
+    descriptor memory is ``ERR_NO_END``. ``fail`` stops a running layer with ``fail_code`` (the data path's own
+    checks). ``start`` (a host write) begins a run and pulses ``flush``, which clears the data path; ``clear``
+    drops ``done`` and ``error``.
+
+    Latency: ``DESC_WORDS + desc_latency + 2`` cycles from a layer's end to the next one's start.
+    """
+
+    def __init__(self, cfg: AcceleratorConfig, *, desc_latency: int = 1):
+        self.cfg, self.desc_latency = cfg, desc_latency
+        super().__init__({
+            "start": In(1), "clear": In(1),
+            "busy": Out(1), "done": Out(1), "error": Out(1), "err_code": Out(8),
+            "layer_index": Out(range(cfg.desc_layers + 1)),
+            "desc_addr": Out(max(1, ceil_log2(cfg.desc_layers * DESC_WORDS))), "desc_en": Out(1),
+            "desc_data": In(32),
+            "layer": Out(layer_layout(cfg)), "in_sel": Out(1),
+            "flush": Out(1), "layer_start": Out(1), "layer_done": In(1),
+            "fail": In(1), "fail_code": In(8),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        layer = self.layer
+        word = Signal(range(DESC_WORDS + 1))           # the next word to request
+        got = Signal(range(DESC_WORDS + 1))            # words received
+        arrive = Signal(self.desc_latency)             # requests in flight
+        total = Signal(32)                             # checksum of the words so far
+        checksum_ok = Signal()
+        order = [hb.ERR_KIND, hb.ERR_STRIDE, hb.ERR_SHAPE, hb.ERR_MODE, hb.ERR_ACT_SIZE, hb.ERR_PARAMS,
+                 hb.ERR_WEIGHT_ADDR, hb.ERR_BIAS_ADDR, hb.ERR_ACT_ADDR]
+        bad = {code: Signal(name=f"bad_{code}") for code in order}
+        code = Signal(8)
+
+        def field(name, value):
+            wordno, lsb, width, is_signed = FIELDS[name]
+            raw = value[lsb:lsb + width]
+            return raw.as_signed() if is_signed else raw
+
+        m.d.comb += self.desc_addr.eq(Cat(word[:ceil_log2(DESC_WORDS)], self.layer_index))
+        m.d.sync += [self.flush.eq(0), self.layer_start.eq(0)]
+        error = Signal()
+        m.d.comb += self.error.eq(error)
+
+        def stop(err):
+            return [self.busy.eq(0), error.eq(1), self.err_code.eq(err)]
+
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [self.busy.eq(1), self.done.eq(0), error.eq(0), self.err_code.eq(0),
+                                 self.layer_index.eq(0), self.in_sel.eq(0), self.flush.eq(1)]
+                    m.next = "FETCH"
+                with m.Elif(self.clear):
+                    m.d.sync += [self.done.eq(0), error.eq(0), self.err_code.eq(0)]
+                m.d.sync += [word.eq(0), got.eq(0), arrive.eq(0), total.eq(CHECKSUM_SEED)]
+                m.d.sync += [flag.eq(0) for flag in bad.values()]
+            with m.State("FETCH"):
+                request = word < DESC_WORDS
+                m.d.comb += self.desc_en.eq(1)
+                with m.If(request):
+                    m.d.sync += word.eq(word + 1)
+                m.d.sync += arrive.eq(Cat(request, arrive[:-1]))
+                with m.If(arrive[-1]):
+                    # word `got` arrives: its fields go to the layer registers, their checks to the flags
+                    value = self.desc_data
+                    m.d.sync += got.eq(got + 1)
+                    with m.If(got < CHECKSUM_WORD):
+                        m.d.sync += total.eq(total + value)
+                    with m.Else():
+                        m.d.sync += checksum_ok.eq(total == value)
+                    for name, _ in layer_layout(cfg):
+                        if name in FIELDS:
+                            with m.If(got == FIELDS[name][0]):
+                                m.d.sync += getattr(layer, name).eq(field(name, value))
+                    for name, test, err in _checks(cfg, layer):
+                        with m.If((got == FIELDS[name][0]) & test(field(name, value))):
+                            m.d.sync += bad[err].eq(1)
+                    with m.If(got == DESC_WORDS - 1):
+                        m.next = "CHECK"
+            with m.State("CHECK"):
+                verdict = 0
+                for err in reversed(order):
+                    verdict = Mux(bad[err], err, verdict)
+                with m.If(~checksum_ok):
+                    m.d.sync += stop(hb.ERR_CHECKSUM)
+                    m.next = "IDLE"
+                with m.Elif(layer.kind == KIND_END):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(bad[hb.ERR_KIND]):
+                    m.d.sync += stop(hb.ERR_KIND)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += code.eq(verdict)
+                    with m.If(code != 0):
+                        m.d.sync += stop(code)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += self.layer_start.eq(1)
+                        m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(self.fail):
+                    m.d.sync += stop(self.fail_code)
+                    m.next = "IDLE"
+                with m.Elif(self.layer_done & ~self.layer_start):
+                    m.d.sync += [self.layer_index.eq(self.layer_index + 1), self.in_sel.eq(~self.in_sel),
+                                 word.eq(0), got.eq(0), arrive.eq(0), total.eq(CHECKSUM_SEED)]
+                    m.d.sync += [flag.eq(0) for flag in bad.values()]
+                    with m.If(self.layer_index + 1 >= cfg.desc_layers):
+                        m.d.sync += stop(hb.ERR_NO_END)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "FETCH"
+        return m
+
+
+def _outside(width: int, is_signed: bool):
+    """A test: the value does not fit a register of ``width`` bits."""
+    if is_signed:
+        return lambda v: (v < -(1 << (width - 1))) | (v >= (1 << (width - 1)))
+    return lambda v: v >= (1 << width)
+
+
+def _checks(cfg: AcceleratorConfig, layer) -> list:
+    """``(field, test, error code)``: a descriptor field whose value makes ``test`` true stops the run."""
+    tests = [
+        ("kind", lambda v: (v != KIND_END) & (v != KIND_K1) & (v != KIND_K3), hb.ERR_KIND),
+        ("stride", lambda v: (v != 1) & (v != 2), hb.ERR_STRIDE),
+        ("n_groups", lambda v: (v == 0) | (v > cfg.act_depth), hb.ERR_SHAPE),
+        ("last_lanes", lambda v: (v == 0) | (v > cfg.pes), hb.ERR_SHAPE),
+        *((name, lambda v: v == 0, hb.ERR_SHAPE) for name in ("n_pix", "out_w", "in_h", "in_w")),
+        ("sd", lambda v: v != int(not cfg.dense), hb.ERR_MODE),
+        *((name, lambda v: v > cfg.act_depth, hb.ERR_ACT_SIZE) for name in ("in_size", "out_size", "n_pix")),
+        ("n_thresh", (lambda v: v > 255) if cfg.requant == "table" else (lambda v: v != 0), hb.ERR_PARAMS),
+    ]
+    # address fields whose value does not fit their register (a valid program's always do)
+    for name, err in (("step_x", hb.ERR_ACT_ADDR), ("row_wrap", hb.ERR_ACT_ADDR), ("base0", hb.ERR_ACT_ADDR),
+                      ("code_base", hb.ERR_WEIGHT_ADDR), ("basis_base", hb.ERR_WEIGHT_ADDR),
+                      ("bias_base", hb.ERR_BIAS_ADDR)):
+        _, _, width, is_signed = FIELDS[name]
+        register = len(getattr(layer, name))
+        if register < width:
+            tests.append((name, _outside(register, is_signed), err))
+    return tests
