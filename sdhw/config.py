@@ -62,9 +62,10 @@ DEPTH_FIELDS = ("act_depth", "code_depth", "weight_depth", "basis_depth", "bias_
 
 #: Per-family choices (named config fields, set from the device's family when left unset).
 FAMILY_DEFAULTS = {
-    "ice40": {"requant": "table", "requant_units": 2, "counter_bits": 32, "max_rebuild_lanes": 2},
-    "ecp5": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 8},
-    "generic": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 8},
+    "ice40": {"requant": "table", "requant_units": 2, "counter_bits": 24, "max_rebuild_lanes": 2, "acc_bits": 28},
+    "ecp5": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 8, "acc_bits": 32},
+    "generic": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 8,
+                "acc_bits": 32},
 }
 REQUANT_KINDS = ("pipelined", "serial", "table")
 REQUANT_DSPS = 4                        # the pipelined requantiser's 16 x 16 products
@@ -86,14 +87,15 @@ class AcceleratorConfig:
     pixel_lanes: int | None = None         # = 1
     exp_bits: int = 2                      # largest code exponent field the rebuild units accept
     weight_bits: int = 8
-    acc_bits: int = 32
+    acc_bits: int | None = None            # MAC accumulators (None: per family; the compiler refuses layers whose
+                                           # sums could leave them)
     act_depth: int | None = None           # bytes per activation buffer (two buffers, ping-pong)
     code_depth: int | None = None          # words of the weight stream memory (row headers and codes)
     weight_depth: int | None = None        # rebuilt-weight buffer entries (one tap of every lane each)
     basis_depth: int | None = None         # 3x3 lane bases (SD only)
     bias_depth: int | None = None          # 32-bit biases
     desc_layers: int | None = None         # layer descriptor slots (program length + the end marker)
-    counter_bits: int | None = None        # performance counters (None: per family)
+    counter_bits: int | None = None        # performance counters (None: per family; they wrap)
     requant: str | None = None             # "pipelined" (4 DSPs) | "serial" | "table" (None: per family)
     requant_units: int | None = None       # threshold-search units ("table"): outputs per 8 cycles
     rebuild_lanes: int | None = None       # R: weights rebuilt per cycle (SD); None: per family, at most pes
@@ -126,6 +128,7 @@ class AcceleratorConfig:
             bad("exp_bits", self.exp_bits, "an integer in 1..4")
         if self.weight_bits != 8:
             bad("weight_bits", self.weight_bits, "8 (the MAC array is int8 x int8)")
+        setdefault("acc_bits", family["acc_bits"])
         if not (isinstance(self.acc_bits, int) and 24 <= self.acc_bits <= 40):
             bad("acc_bits", self.acc_bits, "an integer in 24..40")
         for name in DEPTH_FIELDS:

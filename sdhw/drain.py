@@ -1,7 +1,7 @@
 """The drain: a finished pass's sums, one lane at a time with its bias, to the requantiser."""
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -13,9 +13,9 @@ class Drain(wiring.Component):
     ``load`` (the MAC array's ``done``) copies ``sums`` into the shadow together with the pass's output address
     (``out_addr``: lane 0's activation address), bias entry (``bias_addr``) and number of live lanes
     (``lanes``); lane ``q`` then leaves on ``o`` with tag ``out_addr + q`` and the bias entry
-    ``bias_addr + q``, read from the bias memory through ``bias_rd_*`` (read latency ``bias_latency``). The
-    shadow shifts one lane on per element taken (a multiplexer per bit into its own flip-flop: no lane
-    multiplexer in front of the requantiser). ``busy`` is high while the shadow holds lanes not yet taken;
+    ``bias_addr + q``, read from the bias memory through ``bias_rd_*`` (read latency 1, a read every cycle:
+    the entry of the lane that is at the head next cycle). The shadow shifts one lane on per element taken (a
+    multiplexer per bit into its own flip-flop: no lane multiplexer in front of the requantiser). ``busy`` is high while the shadow holds lanes not yet taken;
     ``load`` must not come while it is high (the issuer holds a pass's last op back until then). ``idle``:
     nothing left in the drain at all. The bias memory's read latency is one cycle; ``register_output`` puts
     the element in a register before the requantiser (the bias memory's slow clock-to-out on ECP5 ends there).
@@ -46,38 +46,30 @@ class Drain(wiring.Component):
         shadow = Signal.like(self.sums)
         left = Signal(range(self.n + 1))             # lanes in the shadow not yet taken
         tag = Signal(self.tag_bits)
-        bias_addr = Signal.like(self.bias_addr)
-        # stage 1: the lane taken from the shadow while its bias is read; stage 2 (bias_latency 2): registered
-        s1_valid = Signal()
-        s1_acc = Signal(signed(self.acc_bits))
-        s1_tag = Signal(self.tag_bits)
-        advance = Signal()                           # the output stage can take a new element
-        pop = Signal()
-        m.d.comb += [self.busy.eq(left != 0), pop.eq((left != 0) & (~s1_valid | advance))]
-
+        bias_addr = Signal.like(self.bias_addr)      # the bias entry of shadow[0]
+        head_valid = Signal()                        # shadow[0] and its bias (read last cycle) are ready
+        take = Signal()                              # shadow[0] leaves this cycle
+        m.d.comb += self.busy.eq(left != 0)
         with m.If(self.load):
             m.d.sync += [shadow.eq(self.sums), left.eq(self.lanes), tag.eq(self.out_addr),
-                         bias_addr.eq(self.bias_addr)]
-        with m.Elif(pop):
-            m.d.sync += [left.eq(left - 1), tag.eq(tag + 1), bias_addr.eq(bias_addr + 1)]
+                         bias_addr.eq(self.bias_addr), head_valid.eq(1)]
+        with m.Elif(take):
+            m.d.sync += [left.eq(left - 1), tag.eq(tag + 1), bias_addr.eq(bias_addr + 1),
+                         head_valid.eq(left != 1)]
             m.d.sync += [shadow[q].eq(shadow[q + 1]) for q in range(self.n - 1)]
-        with m.If(pop):
-            m.d.sync += [s1_valid.eq(1), s1_acc.eq(shadow[0]), s1_tag.eq(tag)]
-        with m.Elif(advance):
-            m.d.sync += s1_valid.eq(0)
-        # the bias of the lane entering stage 1 is read as it enters; the memory holds its output while the
-        # read is not enabled, so a stalled stage 1 keeps its bias
-        m.d.comb += [self.bias_rd_addr.eq(bias_addr), self.bias_rd_en.eq(pop)]
+        # the bias memory reads every cycle: the entry of the lane at the head next cycle
+        m.d.comb += [self.bias_rd_en.eq(1),
+                     self.bias_rd_addr.eq(Mux(self.load, self.bias_addr, Mux(take, bias_addr + 1, bias_addr)))]
         if not self.register_output:
-            m.d.comb += [advance.eq(self.o.ready), self.o.valid.eq(s1_valid), self.o.payload.acc.eq(s1_acc),
-                         self.o.payload.bias.eq(self.bias_rd_data), self.o.payload.tag.eq(s1_tag)]
-            m.d.comb += self.idle.eq(~self.busy & ~s1_valid)
+            m.d.comb += [take.eq(head_valid & self.o.ready), self.o.valid.eq(head_valid),
+                         self.o.payload.acc.eq(shadow[0]), self.o.payload.bias.eq(self.bias_rd_data),
+                         self.o.payload.tag.eq(tag), self.idle.eq(~self.busy)]
         else:
             with m.If(self.o.valid & self.o.ready):
                 m.d.sync += self.o.valid.eq(0)
-            m.d.comb += advance.eq(~self.o.valid | self.o.ready)
-            with m.If(s1_valid & advance):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.acc.eq(s1_acc),
-                             self.o.payload.bias.eq(self.bias_rd_data), self.o.payload.tag.eq(s1_tag)]
-            m.d.comb += self.idle.eq(~self.busy & ~s1_valid & ~self.o.valid)
+            m.d.comb += take.eq(head_valid & (~self.o.valid | self.o.ready))
+            with m.If(take):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.acc.eq(shadow[0]),
+                             self.o.payload.bias.eq(self.bias_rd_data), self.o.payload.tag.eq(tag)]
+            m.d.comb += self.idle.eq(~self.busy & ~self.o.valid)
         return m

@@ -84,7 +84,8 @@ class _RowWalker:
         self.group_left = Signal.like(p.n_groups)
         self.rep_left = Signal.like(p.n_pix)           # streaming layers: passes of this group still to fill
         self.group_addr = Signal(len(fill.seek_addr))  # code address of the group's first row
-        self.rows = Signal(17)                         # rows of this group so far
+        self.rows_left = Signal(16)                    # the layer's rows less this group's so far
+        self.first_row = Signal()                      # the next header is the group's first
         self.table_idx = Signal(9)
         self.walking = Signal()
         self.next_row = Signal()                       # the row's last word is used this cycle
@@ -107,22 +108,22 @@ class _RowWalker:
         header = Signal(HEADER_LAYOUT)
         m.d.comb += header.eq(words.payload.data[:HEADER_LAYOUT.size])
         kill = header.kill
-        m.d.sync += [fill.skipped.eq(0), fill.t_en.eq(0)]
+        m.d.sync += fill.skipped.eq(0)
         with m.FSM(name="walk"):
             with m.State("IDLE"):
                 with m.If(fill.start):
                     m.d.comb += [fill.seek.eq(1), fill.seek_addr.eq(p.code_base)]
                     m.d.sync += [self.group_left.eq(p.n_groups), self.rep_left.eq(p.n_pix), self.table_idx.eq(0),
-                                 self.rows.eq(0),
+                                 self.rows_left.eq(p.n_rows), self.first_row.eq(1),
                                  self.head.eq(0), fill.wp.eq(0), fill.done.eq(0)]
                     m.next = "TABLE"
             with m.State("TABLE"):
                 with m.If(self.table_idx == p.n_thresh):
                     m.next = "HEADER"
                 with m.Elif(words.valid):
-                    m.d.comb += words.ready.eq(1)
-                    m.d.sync += [fill.t_en.eq(1), fill.t_addr.eq(self.table_idx), fill.t_data.eq(words.payload.data),
-                                 self.table_idx.eq(self.table_idx + 1)]
+                    m.d.comb += [words.ready.eq(1), fill.t_en.eq(1), fill.t_addr.eq(self.table_idx),
+                                 fill.t_data.eq(words.payload.data)]
+                    m.d.sync += self.table_idx.eq(self.table_idx + 1)
             with m.State("HEADER"):
                 # a row takes up to three entries: its header is taken only when they are free
                 with m.If(words.valid & (space >= 3)):
@@ -130,17 +131,18 @@ class _RowWalker:
                     taps = 3 - (kill[0] + kill[1] + kill[2])
                     m.d.sync += [self.hdr.eq(header), self.taps.eq(Mux(taps == 0, 1, taps)),
                                  self.row_entry.eq(self.head), self.head.eq(self.head + Mux(taps == 0, 1, taps)),
-                                 self.rows.eq(self.rows + 1)]
-                    with m.If(self.rows == 0):
+                                 self.rows_left.eq(self.rows_left - 1), self.first_row.eq(0)]
+                    with m.If(self.first_row):
                         m.d.sync += self.group_addr.eq(words.payload.addr)
-                    with m.If(self.rows >= p.n_rows):
+                    with m.If(self.rows_left == 0):
                         m.d.sync += fill.overrun.eq(1)
                     on_header(header)
                     m.next = "ROW"
             row_states(m)
             with m.State("GROUP_END"):
                 # every row of a group counts but the placeholder of an empty one, which is its only row
-                m.d.sync += [fill.skipped.eq(p.n_rows - self.rows + ~self.hdr.count), self.rows.eq(0)]
+                m.d.sync += [fill.skipped.eq(self.rows_left + ~self.hdr.count), self.rows_left.eq(p.n_rows),
+                             self.first_row.eq(1)]
                 with m.If(p.stream & (self.rep_left > 1)):
                     # the next pixel of a group that does not fit the buffer: the same rows again
                     m.d.comb += [fill.seek.eq(1), fill.seek_addr.eq(self.group_addr)]

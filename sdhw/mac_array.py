@@ -15,9 +15,11 @@ class MacArray(wiring.Component):
     """``lanes`` int8 x int8 multiply-accumulate lanes; lane ``q`` accumulates ``weights[q] * act``.
 
     Every op broadcasts one activation to all lanes, each with its own weight. An op with ``last`` ends a sum:
-    in the cycle it is accumulated, ``done`` is high and ``sums`` holds every lane's finished sum (the
-    accumulator plus that op's product, combinationally), and the accumulators restart from zero (a
-    synchronous reset, which iCE40 and ECP5 flip-flops have: no multiplexer per accumulator bit).
+    the cycle after it is accumulated, ``done`` is high and ``sums`` (the accumulators themselves) holds every
+    lane's finished sum, and the accumulators restart from zero at the end of that cycle (a synchronous reset,
+    which iCE40 and ECP5 flip-flops have: no multiplexer per accumulator bit). So the op after a ``last`` op
+    must come a cycle later than back to back (the issuer leaves that gap). The accumulators' flip-flops
+    take nothing but their adder's output, so on iCE40 each shares a logic cell with its adder bit.
     Accumulators are ``acc_bits`` wide and wrap (the compiler refuses layers whose sums could leave them).
 
     Products: the first ``lanes - soft_products`` lanes on DSP blocks, ``dsp`` choosing how:
@@ -31,8 +33,9 @@ class MacArray(wiring.Component):
     partial products summed into the product register. ``vendor_primitives`` instantiates the DSP wrappers
     (for Verilog); without it the same registers are built in logic (for Amaranth's simulator).
 
-    Latency: 2 cycles from an op to its accumulation (input register, product register); ``done`` comes 2
-    cycles after the ``last`` op. Throughput: one op (``lanes`` MACs) per cycle.
+    Latency: 2 cycles from an op to its accumulation (input register, product register); ``done`` comes 3
+    cycles after the ``last`` op. Throughput: one op (``lanes`` MACs) per cycle, with a cycle's gap after each
+    sum.
     """
 
     LATENCY = 2
@@ -96,15 +99,15 @@ class MacArray(wiring.Component):
         # valid and last travel beside the data
         valid, last = Signal(), Signal()
         v1, l1 = Signal(), Signal()
-        m.d.sync += [v1.eq(self.valid), l1.eq(self.valid & self.last), valid.eq(v1), last.eq(l1)]
+        m.d.sync += [v1.eq(self.valid), l1.eq(self.valid & self.last), valid.eq(v1), last.eq(l1),
+                     self.done.eq(last)]
         acc = Signal(data.ArrayLayout(signed(self.acc_bits), n))
-        m.d.comb += self.done.eq(last)
+        m.d.comb += self.sums.eq(acc)
         for k in range(n):
-            m.d.comb += self.sums[k].eq(acc[k] + products[k])
-            with m.If(last):
+            with m.If(self.done):
                 m.d.sync += acc[k].eq(0)
             with m.Elif(valid):
-                m.d.sync += acc[k].eq(self.sums[k])
+                m.d.sync += acc[k].eq(acc[k] + products[k])
         return m
 
 

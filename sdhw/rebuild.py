@@ -37,8 +37,8 @@ class RebuildUnit(wiring.Component):
     unchanged.
 
     Pipeline (one register stage each): 1. the three shifted terms (ones' complement) and the correction
-    addend; 2. their sum ``exact_j + 2**(wshift-1)``; 3. the arithmetic shift; 4. the saturation, into the
-    output register.
+    addend; 2. their sum ``exact_j + 2**(wshift-1)``; 3. the arithmetic shift; 4. the saturation (by the bits
+    above the weight's, no comparator), into the output register.
 
     Latency: :attr:`LATENCY` = 4 cycles from the input handshake to the output handshake when the output is
     never stalled. Throughput: one tap (one weight) per cycle (valid/ready streams; the whole pipeline
@@ -159,13 +159,20 @@ class RebuildUnit(wiring.Component):
         # Stage 3: arithmetic shift by the clamped wshift.
         s3_valid, s3_tag, s3_shifted = stage("s3_shifted", s2_valid, s2_tag, s2_sum >> shift)
 
-        # Stage 4: symmetric saturation.
+        # Stage 4: symmetric saturation to +-qmax, by the bits above the weight's (no comparator): in range
+        # when they all equal the sign, except the one value -qmax - 1.
         shifted_sum = s3_shifted
+        wb = self._weight_bits
+        negative = shifted_sum[-1]
+        if len(shifted_sum) > wb:
+            high = shifted_sum[wb - 1:]
+            in_range = Mux(negative, high.all() & shifted_sum[:wb - 1].any(), ~high.any())
+        else:                                    # narrow sums always fit the weight
+            in_range = 1
         with m.If(advance):
             m.d.sync += [
                 self.o.valid.eq(s3_valid),
-                self.o.payload.weight.eq(Mux(shifted_sum > qmax, qmax,
-                                             Mux(shifted_sum < -qmax, -qmax, shifted_sum))),
+                self.o.payload.weight.eq(Mux(in_range, shifted_sum, Mux(negative, -qmax, qmax))),
             ]
             if self._tag_bits:
                 m.d.sync += self.o.payload.tag.eq(s3_tag)

@@ -459,7 +459,8 @@ TABLE_DEPTH = 256          # thresholds per layer (outputs are int8: at most 255
 
 
 class ThresholdSearch(wiring.Component):
-    """One output of the table requantiser: ``base + #{i < n_thresh : acc + bias > table[i]}`` by binary search.
+    """One output of the table requantiser: ``base + #{i < n_thresh : s > table[i]}`` by binary search, for a
+    sum ``s`` (the accumulator plus its bias).
 
     The compiler (``rtl_gen.image.thresholds``) lists, for a layer's requantisation ``f`` (gemmlowp's, with
     its zero point and clamp), every step of ``f`` over the int32 accumulators as ``T - 1`` in increasing
@@ -478,11 +479,11 @@ class ThresholdSearch(wiring.Component):
 
     LATENCY = 9
 
-    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 16):
-        _check_int("acc_bits", acc_bits, 16, 40)
+    def __init__(self, *, sum_bits: int = 33, tag_bits: int = 16):
+        _check_int("sum_bits", sum_bits, 17, 41)
         _check_int("tag_bits", tag_bits, 1, 32)
-        self._acc_bits, self._tag_bits = acc_bits, tag_bits
-        in_layout = data.StructLayout({"acc": signed(acc_bits), "bias": signed(32), "tag": unsigned(tag_bits)})
+        self._sum_bits, self._tag_bits = sum_bits, tag_bits
+        in_layout = data.StructLayout({"s": signed(sum_bits), "tag": unsigned(tag_bits)})
         out_layout = data.StructLayout({"value": signed(8), "tag": unsigned(tag_bits)})
         super().__init__({
             "base": In(signed(8)),
@@ -500,7 +501,7 @@ class ThresholdSearch(wiring.Component):
         rd = table.read_port()
         m.d.comb += [wr.en.eq(self.w_en), wr.addr.eq(self.w_addr), wr.data.eq(self.w_data)]
 
-        s = Signal(signed(max(self._acc_bits, 32) + 1))
+        s = Signal(signed(self._sum_bits))
         tag = Signal(self._tag_bits)
         idx = Signal(8)                     # thresholds found below s so far
         bit = Signal(range(8))              # the step: candidate idx + 2**bit
@@ -521,8 +522,8 @@ class ThresholdSearch(wiring.Component):
         next_cand = Signal(9)               # the candidate (a count, 1..255) of the next step
         with m.If(self.i.valid & self.i.ready):
             m.d.comb += next_cand.eq(128)
-            m.d.sync += [s.eq(self.i.payload.acc + self.i.payload.bias), tag.eq(self.i.payload.tag), idx.eq(0),
-                         bit.eq(7), busy.eq(1), last_step.eq(0)]
+            m.d.sync += [s.eq(self.i.payload.s), tag.eq(self.i.payload.tag), idx.eq(0), bit.eq(7), busy.eq(1),
+                         last_step.eq(0)]
         with m.Elif(busy):
             m.d.comb += next_cand.eq(Mux(above, with_bit, without_bit))
             with m.If(above):
@@ -541,15 +542,18 @@ class ThresholdRequantiser(wiring.Component):
     whose DSPs all go to MAC products. Bit-exact with ``golden.quant.requantize(acc + bias, ...)`` for a
     layer whose thresholds (``rtl_gen.image.thresholds``) are in the table, for every int32 ``acc + bias``.
 
-    An element goes to the lowest idle unit; finished elements leave through a priority arbiter, so the
-    output order may differ from the input order (each carries its tag, the output address).
+    ``acc + bias`` is formed once, in an input register; the sum goes to the lowest idle unit; finished
+    elements leave through a priority arbiter, so the output order may differ from the input order (each
+    carries its tag, the output address).
 
-    Latency: :attr:`ThresholdSearch.LATENCY` + 1 cycles. Throughput: ``units`` elements per 9 cycles.
+    Latency: :attr:`ThresholdSearch.LATENCY` + 2 cycles. Throughput: ``units`` elements per 9 cycles.
     ``base`` (the output of the smallest accumulator) and ``n_thresh`` are per layer; table writes
     (``w_*``) go to every unit and happen only while no element is in flight.
     """
 
     def __init__(self, *, acc_bits: int = 32, tag_bits: int = 16, units: int = 2):
+        _check_int("acc_bits", acc_bits, 16, 40)
+        _check_int("tag_bits", tag_bits, 1, 32)
         _check_int("units", units, 1, 8)
         self.units = units
         self._acc_bits, self._tag_bits = acc_bits, tag_bits
@@ -565,20 +569,27 @@ class ThresholdRequantiser(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        sum_bits = max(self._acc_bits, 32) + 1
         searches = []
         for k in range(self.units):
-            unit = ThresholdSearch(acc_bits=self._acc_bits, tag_bits=self._tag_bits)
+            unit = ThresholdSearch(sum_bits=sum_bits, tag_bits=self._tag_bits)
             m.submodules[f"search{k}"] = unit
             searches.append(unit)
             m.d.comb += [unit.base.eq(self.base), unit.n_thresh.eq(self.n_thresh), unit.w_en.eq(self.w_en),
-                         unit.w_addr.eq(self.w_addr), unit.w_data.eq(self.w_data),
-                         unit.i.payload.eq(self.i.payload)]
-        # dispatch: the lowest ready unit takes the element
+                         unit.w_addr.eq(self.w_addr), unit.w_data.eq(self.w_data)]
+        # the input register: the sum, then to the lowest ready unit
+        s_valid = Signal()
+        s = Signal(signed(sum_bits))
+        s_tag = Signal(self._tag_bits)
         taken = Const(0)
         for unit in searches:
-            m.d.comb += unit.i.valid.eq(self.i.valid & ~taken)
+            m.d.comb += [unit.i.valid.eq(s_valid & ~taken), unit.i.payload.s.eq(s), unit.i.payload.tag.eq(s_tag)]
             taken = taken | unit.i.ready
-        m.d.comb += self.i.ready.eq(taken)
+        m.d.comb += self.i.ready.eq(~s_valid | taken)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [s_valid.eq(1), s.eq(self.i.payload.acc + self.i.payload.bias), s_tag.eq(self.i.payload.tag)]
+        with m.Elif(taken):
+            m.d.sync += s_valid.eq(0)
         # collect: the output register takes the lowest finished unit
         out_free = Signal()
         m.d.comb += out_free.eq(~self.o.valid | self.o.ready)

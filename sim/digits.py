@@ -13,7 +13,7 @@ from golden.compiler import CompileOptions, compile_model
 from golden.datasets import load_digits_split
 from golden.model import Model
 from rtl_gen.image import build_image
-from sdhw.config import DEFAULT_DEPTHS, DEVICES, AcceleratorConfig, check_fits
+from sdhw.config import DEPTH_FIELDS, DEVICES, AcceleratorConfig, check_fits
 
 from .runner import Build, Job, SimulationFailed
 
@@ -73,5 +73,5 @@ def run_digits(model: Model, *, pes: int, dense: bool = False, limit: int | None
         "cycles_per_inference": float(cycles.mean()), "macs_per_inference": float(macs.mean()),
         "utilisation": float((macs / (cycles * pes)).mean()),
         "rows_skipped_per_inference": float(np.mean(stats["skipped"])), "sim_seconds": round(seconds, 1),
-        "depths": {k: getattr(cfg, k) for k in DEFAULT_DEPTHS[cfg.device]},
+        "depths": {k: getattr(cfg, k) for k in DEPTH_FIELDS},
     }

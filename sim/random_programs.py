@@ -97,9 +97,15 @@ def edge_programs(rng, cfg: AcceleratorConfig) -> dict[str, Program]:
         codes = np.where(sdw.codes != 0, np.sign(sdw.codes) * limit, 0).astype(np.int8)
         progs["max-exponents"] = _replace_layer(base, 0, weights=type(sdw)(
             **{**sdw.__dict__, "codes": codes, "exp_bits": cfg.exp_bits}))
-    # the largest FC that fits: as many inputs as a buffer holds, code memory filled with its rows
-    q = cfg.channel_lanes
-    rows = min(cfg.act_depth // 3, cfg.code_depth)
-    groups = max(1, min(cfg.code_depth // rows, cfg.bias_depth // q, cfg.basis_depth // q))
-    progs["largest-fit"] = _fc_program(rng, cfg, 3 * rows, groups * q)
+    # the largest FC that fits: as many inputs as a buffer holds and the code memory takes, one channel group
+    q = cfg.pes
+    lo, hi = 1, cfg.act_depth
+    while lo < hi:                                  # the most inputs whose program still fits
+        k = (lo + hi + 1) // 2
+        try:
+            build_image(_fc_program(np.random.default_rng(0), cfg, k, q), cfg)
+            lo = k
+        except SdhwError:
+            hi = k - 1
+    progs["largest-fit"] = _fc_program(rng, cfg, lo, q)
     return progs

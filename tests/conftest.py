@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "tests"):                 # the project, and helpers shared by the tests' folders
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 COUNTS = ROOT / "build" / "regression-counts"
 

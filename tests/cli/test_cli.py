@@ -1,8 +1,6 @@
 """The ``sdhw`` command line: ``compile`` and ``inspect``, their output and their one-line errors."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import struct
@@ -13,28 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clirun import run
 
 from golden import format as fmt
 from golden.datasets import DIGITS_MLP
 from golden.model import Layer, Model, save_npz
-from cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER_KEYS = {"index", "layer", "mode", "shape", "row_density", "bits", "bits_per_weight", "rel_error",
               "plain_pow2_rel_error", "sections_bytes"}
 MLP_ROWS = [["0", "fc", "64->128", "sd"], ["1", "fc", "128->64", "sd"], ["2", "fc", "64->10", "sd"]]
 SECTION_KEYS = {"header", "bias", "bases", "bitmap", "codes", "dense_weights", "padding"}
-
-
-def run(argv: list[str]) -> tuple[int, str, str]:
-    """``main(argv)`` in-process -> (exit code, stdout, stderr); argparse exits become exit codes."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in argv])
-        except SystemExit as exc:
-            rc = exc.code
-    return rc, out.getvalue(), err.getvalue()
 
 
 def small_mlp(inputs: int = 64, seed: int = 0) -> Model:

@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from test_cli import run
+from clirun import run
 
 from golden.datasets import DIGITS_MLP
 from rtl_gen.generate import load_config_file, make_config
@@ -62,14 +62,19 @@ BAD = {
     "pes": (["--pes", 3], "pes must be a power of two", "valid: 1, 2, 4"),
     "pes-too-big": (["--pes", 2048], "pes must be", "1024"),
     "does-not-fit": (["--pes", 256, "--device", "up5k"], "does not fit up5k", "block RAM"),
-    "dsp": (["--pes", 256, "--device", "ecp5-45f"], "does not fit ecp5-45f", "LUTs"),   # soft products past the DSPs
-    "logic": (["--pes", 8, "--device", "up5k"], "does not fit up5k", "LUTs"),
+    "dsp": (["--pes", 64, "--device", "ecp5-25f", {"dsp_budget": 40}], "does not fit ecp5-25f", "DSPs"),
+    "logic": (["--pes", 128, "--device", "ecp5-25f", {"weight_depth": 64, "act_depth": 4096, "code_depth": 512,
+                                                      "basis_depth": 256, "bias_depth": 256}],
+              "does not fit ecp5-25f", "LUTs"),                                         # soft products
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_generate_rejects_bad_configuration(tmp_path, case):
     args, *keywords = BAD[case]
+    if isinstance(args[-1], dict):
+        (tmp_path / "c.json").write_text(json.dumps(args[-1]))
+        args = [*args[:-1], "--config", tmp_path / "c.json"]
     out_dir = tmp_path / "gen"
     rc, out, err = run(["generate", *args, "-o", out_dir])
     assert rc == 1, (case, out, err)
@@ -134,7 +139,7 @@ def test_compile_for_refuses_a_model_too_big(tmp_path):
     assert rc == 0, err
     out = tmp_path / "mlp.sdp"
     rc, _, err = run(["compile", DIGITS_MLP, "-o", out, "--for", small, "--epochs", 0])
-    assert rc == 1 and "code memory entries" in err and "code_depth" in err, err
+    assert rc == 1 and "code memory words" in err and "code_depth" in err, err
     assert not out.exists() and not out.with_suffix(".sdimg").exists()
 
 
@@ -144,22 +149,26 @@ def test_compile_for_missing_manifest(tmp_path):
 
 
 def test_image_layout_matches_program(manifest16):
-    """Every SD row of the program appears in the image's bitmap; dense rows are all present."""
+    """The code stream holds a row header and the codes of every live group row (a row of any filter of the
+    channel group is non-zero), nothing else, and it runs on rtl_gen.machine as golden does."""
     from golden.compiler import CompileOptions, compile_model
     from golden.datasets import load_digits_split
     from golden.model import load_npz
+    from golden.program import run_program
     from rtl_gen.generate import load_manifest
     from rtl_gen.image import build_image
+    from rtl_gen.machine import run_image
 
     _, cfg = load_manifest(manifest16)
-    program = compile_model(load_npz(DIGITS_MLP), load_digits_split()[0], CompileOptions(epochs=0)).program
+    x_train, _, x_test, _ = load_digits_split()
+    program = compile_model(load_npz(DIGITS_MLP), x_train, CompileOptions(epochs=0)).program
     image = build_image(program, cfg)
-    bitmap = next(words for region, _, words in image.sections if region == 2)
-    ones = sum(bin(w).count("1") for w in bitmap)
-    q = cfg.channel_lanes
+    q, chunk_words = cfg.channel_lanes, -(-16 * cfg.rebuild_lanes // cfg.code_word_bits)
     expect = 0
     for layer in program.layers:
         nz = np.any(layer.weights.codes != 0, axis=2)
         for g in range(0, nz.shape[0], q):
-            expect += int(np.any(nz[g:g + q], axis=0).sum())
-    assert ones == expect == image.meta["usage"]["code"]
+            expect += int(np.any(nz[g:g + q], axis=0).sum()) * (1 + q // cfg.rebuild_lanes * chunk_words)
+    assert image.meta["usage"]["code"] == expect
+    x = program.input_q.quantize(x_test[:1])[0]
+    assert np.array_equal(run_image(image, cfg, x)["output"], run_program(program, x[None]).reshape(-1))

@@ -207,7 +207,7 @@ def test_empty_groups_back_to_back():
 
 
 def test_family_choices_and_validation():
-    assert AcceleratorConfig(device="up5k").counter_bits == 32
+    assert AcceleratorConfig(device="up5k").counter_bits == 24
     assert AcceleratorConfig(device="ecp5-25f").counter_bits == 48
     assert AcceleratorConfig(pes=4, counter_bits=40).counter_bits == 40
     up5k, ecp5 = AcceleratorConfig(device="up5k"), AcceleratorConfig(device="ecp5-25f")

@@ -21,7 +21,7 @@ from sim.runner import Build, Job, SimulationFailed, simulator
 pytestmark = pytest.mark.skipif(which("iverilog") is None and simulator() == "icarus",
                                 reason="iverilog is not installed (make install adds the Debian package)")
 
-DEPTHS = {"act_depth": 512, "code_depth": 512, "basis_depth": 256, "bias_depth": 256,
+DEPTHS = {"act_depth": 512, "code_depth": 2048, "weight_depth": 64, "basis_depth": 256, "bias_depth": 256,
           "desc_layers": 4}
 BUILDS = [(pes, dense) for dense in (False, True) for pes in (1, 4, 16, 64)]
 PROGRAMS_FAST = 48          # x ~1.6 layers x 8 builds >= 500 layers
@@ -81,17 +81,19 @@ def test_random_layers_many(builds, record_counts, pes, dense):
     _run_random(builds, record_counts, pes, dense, PROGRAMS_SLOW, seed=5000 + pes + 7 * dense)
 
 
-@pytest.mark.parametrize("pes, dense, device", [(1, False, "up5k"), (16, True, "ecp5-85f")])
-def test_random_layers_serial_requantiser(tmp_path, record_counts, pes, dense, device):
-    """The DSP-free requantiser (the iCE40 default) on random programs; on an iCE40 device also the lean
-    structure (no entry queue, no tap queue, no drain D2 register, combinational lane steps)."""
-    cfg = AcceleratorConfig(pes=pes, dense=dense, device=device, requant="serial", **DEPTHS)
-    _run_random_on(Build(cfg, tmp_path), record_counts, PROGRAMS_FAST // 3, 3000 + pes + 7 * dense, "serial")
+@pytest.mark.parametrize("pes, dense, device, requant", [(16, False, "up5k", "table"), (4, True, "up5k", "table"),
+                                                         (1, False, "up5k", "serial"), (16, True, "ecp5-85f", "serial")])
+def test_random_layers_ice40_structure_and_requantisers(tmp_path, record_counts, pes, dense, device, requant):
+    """The iCE40 build (activations and codes in single-port RAM, two products per SB_MAC16 through its
+    wrapper's model, no registers behind the block RAMs, the table requantiser) and the DSP-free serial
+    requantiser, on random programs."""
+    cfg = AcceleratorConfig(pes=pes, dense=dense, device=device, requant=requant, **DEPTHS)
+    _run_random_on(Build(cfg, tmp_path), record_counts, PROGRAMS_FAST // 3, 3000 + pes + 7 * dense, requant)
 
 
 @pytest.mark.parametrize("pes, dense, budget", [(4, False, 1), (16, True, 8)])
 def test_random_layers_soft_products(tmp_path, record_counts, pes, dense, budget):
-    """Products past the DSP budget built from LUTs (MAC latency 4) on random programs."""
+    """Products past the DSP budget built from LUTs on random programs."""
     cfg = AcceleratorConfig(pes=pes, dense=dense, device="ecp5-85f", dsp_budget=budget, **DEPTHS)
     assert cfg.soft_products == pes - budget
     _run_random_on(Build(cfg, tmp_path), record_counts, PROGRAMS_FAST // 3, 4000 + pes + 7 * dense, "soft")
@@ -112,7 +114,7 @@ def test_edge_cases(builds, record_counts, pes, dense):
 
 CORRUPT = {"kind": ({"kind": 3}, hb.ERR_KIND), "stride": ({"stride": 0}, hb.ERR_STRIDE),
            "act-size": ({"out_size": 60_000}, hb.ERR_ACT_SIZE), "tap": ({"base0": -70_000}, hb.ERR_ACT_ADDR),
-           "codes": ({"code_base": 510}, hb.ERR_WEIGHT_ADDR)}
+           "codes": ({"code_base": 5000}, hb.ERR_WEIGHT_ADDR), "checksum": ({"checksum": 1}, hb.ERR_CHECKSUM)}
 
 
 def test_corrupt_programs_raise_the_error_flag(builds):
@@ -129,6 +131,7 @@ def test_corrupt_programs_raise_the_error_flag(builds):
         writes = dict((a, w) for a, w in case["writes"])
         first = [writes[(hb.REGION_DESC << 16) | k] for k in range(DESC_WORDS)]
         fields = decode(first)
+        fields.pop("checksum")                      # recomputed, unless the change is the checksum itself
         fields.update(changes)
         for k, word in enumerate(encode(fields, DESC_WORDS)):
             writes[(hb.REGION_DESC << 16) | k] = word
