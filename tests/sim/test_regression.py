@@ -81,8 +81,9 @@ def test_random_layers_many(builds, record_counts, pes, dense):
     _run_random(builds, record_counts, pes, dense, PROGRAMS_SLOW, seed=5000 + pes + 7 * dense)
 
 
-@pytest.mark.parametrize("pes, dense, device, requant", [(16, False, "up5k", "table"), (4, True, "up5k", "table"),
-                                                         (1, False, "up5k", "serial"), (16, True, "ecp5-85f", "serial")])
+@pytest.mark.parametrize("pes, dense, device, requant", [
+    (16, False, "up5k", "table"), (4, True, "up5k", "table"), (1, False, "up5k", "serial"),
+    (16, True, "ecp5-85f", "serial")])
 def test_random_layers_ice40_structure_and_requantisers(tmp_path, record_counts, pes, dense, device, requant):
     """The iCE40 build (activations and codes in single-port RAM, two products per SB_MAC16 through its
     wrapper's model, no registers behind the block RAMs, the table requantiser) and the DSP-free serial
@@ -219,8 +220,8 @@ def test_sdhw_sim_command(tmp_path, capsys):
 
 
 def test_sdhw_sim_rejects_a_model_without_64_inputs(tmp_path, capsys):
-    from golden.model import Layer, Model, save_npz
     from cli.main import main
+    from golden.model import Layer, Model, save_npz
 
     path = tmp_path / "m.npz"
     save_npz(Model((10,), [Layer("fc", np.ones((2, 10)), np.zeros(2))]), path)
@@ -231,10 +232,10 @@ def test_sdhw_sim_rejects_a_model_without_64_inputs(tmp_path, capsys):
 
 def test_image_file_from_the_command_line_runs_on_the_rtl(tmp_path):
     """generate -> compile --for -> .sdimg file -> the TB's program loader -> outputs equal golden's."""
+    from cli.main import main
     from golden import format as fmt
     from golden.datasets import load_digits_split
     from golden.program import run_program
-    from cli.main import main
     from rtl_gen.generate import load_manifest
     from rtl_gen.image import load_image
 
