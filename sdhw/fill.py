@@ -177,11 +177,12 @@ class SdFill(_FillPorts):
     a cycle of its own, the others' while the chunk before issues its last tap) and one tap per cycle: the
     tap's basis column for the chunk's lanes is read from the basis memory (row ``basis_base + 3 (N / R)
     header.basis + 3 chunk + tap``), and R rebuild units turn the codes and column into R weights, written to
-    the tap's entry ``LATENCY + basis_latency`` cycles later. The units never stall (room was reserved with
-    the header), so no enable fans out to their registers.
+    the tap's entry ``LATENCY + basis_latency - 1`` cycles later (the basis memory is read a cycle ahead of
+    the tap). The units never stall (room was reserved with the header), so no enable fans out to their
+    registers.
 
     Throughput: R weights per cycle, plus two cycles per row (header and first codes). Latency from a tap to
-    its write: ``basis_latency + RebuildUnit.LATENCY`` cycles.
+    its write: ``basis_latency - 1 + RebuildUnit.LATENCY`` cycles.
     """
 
     def __init__(self, *, lanes: int, rebuild_lanes: int, exp_bits: int, depth: int, word_bits: int, code_bits: int,
@@ -201,11 +202,14 @@ class SdFill(_FillPorts):
         chunk = Signal(range(max(2, self.chunks)))
         tap = Signal(2)
         chunk_basis = Signal(len(self.basis_addr))      # the chunk's column 0: row's first + 3 chunk
+        job_basis = Signal(len(self.basis_addr))        # the basis row of the job now or next in this chunk
         emit = Signal()                                  # a tap job this cycle
+        following = Signal(len(self.basis_addr))        # the basis row of the job after an emitted one
 
         def on_header(header):
             # the row's basis rows start at basis_base + 3 (N / R) basis
-            m.d.sync += [chunk_basis.eq(p.basis_base + (header.basis << ceil_log2(self.chunks)) * 3), chunk.eq(0)]
+            first = p.basis_base + (header.basis << ceil_log2(self.chunks)) * 3
+            m.d.sync += [chunk_basis.eq(first), job_basis.eq(first), chunk.eq(0)]
 
         def row_states(m):
             with m.State("ROW"):
@@ -214,13 +218,14 @@ class SdFill(_FillPorts):
                     m.d.sync += [codes.eq(words.payload.data[:len(codes)]), tap.eq(0)]
                     m.next = "TAPS"
             with m.State("TAPS"):
-                m.d.comb += emit.eq(1)
+                m.d.comb += [emit.eq(1), following.eq(Mux(tap == walk.taps - 1, chunk_basis + 3, job_basis + 1))]
                 with m.If(tap == walk.taps - 1):
                     with m.If(chunk == self.chunks - 1):
                         m.d.comb += walk.next_row.eq(1)
                         walk.after_row(m)
                     with m.Else():
-                        m.d.sync += [chunk.eq(chunk + 1), chunk_basis.eq(chunk_basis + 3), tap.eq(0)]
+                        m.d.sync += [chunk.eq(chunk + 1), chunk_basis.eq(chunk_basis + 3),
+                                     job_basis.eq(chunk_basis + 3), tap.eq(0)]
                         with m.If(words.valid):
                             # the next chunk's codes, taken as this one issues its last tap
                             m.d.comb += words.ready.eq(1)
@@ -228,21 +233,22 @@ class SdFill(_FillPorts):
                         with m.Else():
                             m.next = "ROW"
                 with m.Else():
-                    m.d.sync += tap.eq(tap + 1)
+                    m.d.sync += [tap.eq(tap + 1), job_basis.eq(job_basis + 1)]
 
         walk.build(on_header, row_states)
-        m.d.comb += [self.basis_addr.eq(chunk_basis + tap)]
+        # the basis memory is read a cycle ahead: the row of the job emitted next cycle
+        m.d.comb += self.basis_addr.eq(Mux(emit, following, job_basis))
         with m.If(emit & (chunk == 0)):
             m.d.comb += [self.info_en.eq(1), self.info_addr.eq(walk.row_entry + tap), self.info_data.eq(walk.info(tap))]
 
-        # the tap job beside its basis read; with a registered basis memory one stage more
+        # the tap job meets its basis column (read a cycle ahead) at the rebuild units; a registered basis
+        # memory needs one stage more
         job = data.StructLayout({"entry": self.entry_bits + 1, "chunk": max(1, ceil_log2(self.chunks)),
                                  "commit": 1, "taps": 2})
         stage = Signal(job)
-        stage_codes = Signal.like(codes)
-        stage_valid = Signal()
-        m.d.sync += [stage_valid.eq(emit), stage_codes.eq(codes), stage.entry.eq(walk.row_entry + tap),
-                     stage.chunk.eq(chunk), stage.taps.eq(walk.taps),
+        stage_codes = codes
+        stage_valid = emit
+        m.d.comb += [stage.entry.eq(walk.row_entry + tap), stage.chunk.eq(chunk), stage.taps.eq(walk.taps),
                      stage.commit.eq((chunk == self.chunks - 1) & (tap == walk.taps - 1))]
         for _ in range(self.basis_latency - 1):
             later, later_codes, later_valid = Signal(job), Signal.like(codes), Signal()

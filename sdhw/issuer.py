@@ -107,8 +107,8 @@ class Issuer(wiring.Component):
         # padding: the entry's kernel row and column inside the input
         row_ok = Signal(3)
         col_ok = Signal(3)
-        m.d.sync += [row_ok.eq(Cat(~top & (rows_left > 0), rows_left > 1, rows_left > 2)),
-                     col_ok.eq(Cat(~left & (cols_left > 0), cols_left > 1, cols_left > 2))]
+        m.d.sync += [row_ok.eq(Cat(~top & _above(rows_left, 0), _above(rows_left, 1), _above(rows_left, 2))),
+                     col_ok.eq(Cat(~left & _above(cols_left, 0), _above(cols_left, 1), _above(cols_left, 2)))]
         pad = Signal()
         m.d.comb += pad.eq(~(row_ok.bit_select(info.dy, 1) & col_ok.bit_select(info.dx, 1)))
         act = Signal(signed(self.addr_bits))
@@ -164,3 +164,14 @@ class Issuer(wiring.Component):
         with m.If(self.start):
             m.d.sync += last_in_flight.eq(0)
         return m
+
+
+def _above(value, k: int):
+    """``value > k`` for a signed ``value`` and ``k`` in 0..2, from its bits (no carry chain)."""
+    magnitude = value[:-1]
+    positive = ~value[-1]
+    if k == 0:
+        return positive & magnitude.any()
+    if k == 1:
+        return positive & magnitude[1:].any()
+    return positive & (magnitude[2:].any() | (magnitude[0] & magnitude[1]))

@@ -472,8 +472,9 @@ class ThresholdSearch(wiring.Component):
     One search step per cycle: the table's read address is chosen between two candidates computed a cycle
     ahead, by the comparison of the step before (the path: table read, comparator, a multiplexer).
 
-    Latency: 9 cycles from the input handshake to a valid output (8 steps and the output register).
-    Throughput: one element per 9 cycles (``i.ready`` while idle; the output is held until read).
+    Latency: 9 cycles from the input handshake to a valid output (8 steps and the last one's register).
+    Throughput: one element per 9 cycles, one per 10 when the output waits a cycle (``i.ready`` while idle
+    with no output waiting; the output, the unit's own registers, is held until read).
     ``base`` and ``n_thresh`` are held stable while an element is in the unit.
     """
 
@@ -502,38 +503,39 @@ class ThresholdSearch(wiring.Component):
         m.d.comb += [wr.en.eq(self.w_en), wr.addr.eq(self.w_addr), wr.data.eq(self.w_data)]
 
         s = Signal(signed(self._sum_bits))
-        tag = Signal(self._tag_bits)
         idx = Signal(8)                     # thresholds found below s so far
         bit = Signal(range(8))              # the step: candidate idx + 2**bit
         busy = Signal()                     # a step's table entry is on rd.data this cycle
         last_step = Signal()
         cand_ok = Signal()                  # the entry being compared exists (its index < n_thresh)
-        # the next step's two candidates, formed from registers: idx + 2**(bit - 1) with or without 2**bit
-        with_bit = Signal(9)
-        without_bit = Signal(9)
-        m.d.comb += [with_bit.eq(idx | (1 << bit) | (1 << bit >> 1)), without_bit.eq(idx | (1 << bit >> 1))]
+        # the table index of the next step's candidate (idx + 2**(bit - 1) with or without 2**bit, less one):
+        # idx has no bit below `bit`, so subtracting one sets those bits
+        below = Signal(8)                   # 2**(bit - 1) - 1: the bits below the next step's
+        m.d.comb += below.eq((1 << bit >> 1) - 1)
+        with_bit = Signal(8)
+        without_bit = Signal(8)
+        m.d.comb += [with_bit.eq(idx | (1 << bit) | below), without_bit.eq(idx | below)]
         above = Signal()
         m.d.comb += above.eq(busy & cand_ok & (s > rd.data))
-        out_free = Signal()
-        m.d.comb += [out_free.eq(~self.o.valid | self.o.ready), self.i.ready.eq(~busy & out_free)]
+        # the output is the unit's own registers, held until taken
+        m.d.comb += [self.i.ready.eq(~busy & ~self.o.valid), self.o.payload.value.eq(self.base + idx)]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
-        next_cand = Signal(9)               # the candidate (a count, 1..255) of the next step
+        index = Signal(8)                   # the next step's table index
         with m.If(self.i.valid & self.i.ready):
-            m.d.comb += next_cand.eq(128)
-            m.d.sync += [s.eq(self.i.payload.s), tag.eq(self.i.payload.tag), idx.eq(0), bit.eq(7), busy.eq(1),
-                         last_step.eq(0)]
+            m.d.comb += index.eq(127)
+            m.d.sync += [s.eq(self.i.payload.s), self.o.payload.tag.eq(self.i.payload.tag), idx.eq(0), bit.eq(7),
+                         busy.eq(1), last_step.eq(0)]
         with m.Elif(busy):
-            m.d.comb += next_cand.eq(Mux(above, with_bit, without_bit))
+            m.d.comb += index.eq(Mux(above, with_bit, without_bit))
             with m.If(above):
                 m.d.sync += idx.eq(idx | (1 << bit))
             m.d.sync += [bit.eq(bit - 1), last_step.eq(bit == 1)]
             with m.If(last_step):
-                m.d.sync += [busy.eq(0), self.o.valid.eq(1), self.o.payload.tag.eq(tag),
-                             self.o.payload.value.eq(self.base + Mux(above, idx | 1, idx))]
-        m.d.sync += cand_ok.eq(next_cand <= self.n_thresh)
-        m.d.comb += [rd.addr.eq(next_cand - 1), rd.en.eq(1)]
+                m.d.sync += [busy.eq(0), self.o.valid.eq(1)]
+        m.d.sync += cand_ok.eq(index < self.n_thresh)
+        m.d.comb += [rd.addr.eq(index), rd.en.eq(1)]
         return m
 
 
