@@ -1,159 +1,142 @@
 # amaranth: UnusedElaboratable=no
-"""MacArray against a NumPy model on random weights, activations and first/last patterns."""
+"""sdhw.mac_array.MacArray against exact sums: random weights and activations, passes of random length ended by
+``last``, idle cycles between ops, every kind of product (Amaranth simulator, fixed seeds)."""
 from __future__ import annotations
 
 import random
 
-import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from sdhw.mac_array import MacArray
 
-
-def finished_sums(ctx, dut) -> list[int]:
-    """The finished sums while ``done`` is high: ``acc``, or ``acc - start`` wrapped with running totals."""
-    n = len(dut.acc)
-    if not dut.running_totals:
-        return [ctx.get(dut.acc[k]) for k in range(n)]
-    bits = dut.acc.shape().elem_shape.width
-    wrap = [(ctx.get(dut.acc[k]) - ctx.get(dut.start[k])) % (1 << bits) for k in range(n)]
-    return [v - (1 << bits) if v >> (bits - 1) else v for v in wrap]
+# The docstring's timing: "``done`` comes 3 cycles after the ``last`` op" (op in cycle c, done high in cycle c + 3,
+# for that one cycle), and "the op after a ``last`` op must come a cycle later than back to back".
+DONE_AFTER = 3
+GAP_AFTER_LAST = 1
 
 
-def run_collecting_sums(dut, drive, count: int, cycles: int) -> list[list[int]]:
-    """Run ``drive`` against ``dut`` and collect the finished sums of the first ``count`` done pulses."""
-    got = []
-
-    async def watch(ctx):
-        while len(got) < count:
-            await ctx.tick()
-            if ctx.get(dut.done):
-                got.append(finished_sums(ctx, dut))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(drive)
-    sim.add_testbench(watch)
-    sim.run_until(1e-8 * cycles)
-    return got
+def wrap(value: int, bits: int) -> int:
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
 
 
-@pytest.mark.parametrize("registered", [False, True], ids=["fabric-dsp", "registered-dsp"])
-@pytest.mark.parametrize("running", [False, True], ids=["restart", "running"])
-@pytest.mark.parametrize("q_n, p_n, soft, seed", [(1, 1, 0, 1), (4, 1, 0, 2), (2, 4, 0, 3), (8, 2, 0, 4),
-                                                  (1, 1, 1, 5), (4, 2, 3, 6), (2, 2, 4, 7)])
-def test_mac_array_accumulates_like_numpy(q_n, p_n, soft, seed, running, registered):
-    """Random sums; ``soft`` lanes use the adder-built multiplier (every int8 corner value appears); with
-    running totals, ops outside any sum (as an aborted job leaves) must not change the next sums."""
-    rng = random.Random(seed)
-    dut = MacArray(channel_lanes=q_n, pixel_lanes=p_n, acc_bits=32, soft_products=soft, running_totals=running,
-                   registered_dsps=registered)
+def make_ops(rng: random.Random, lanes: int, n_passes: int, max_len: int, p_idle: float):
+    """Cycles of stimulus: ``(valid, last, weights, act)``; idle cycles carry random garbage (also ``last``)."""
     corners = [-128, -127, -1, 0, 1, 127]
-    # sums of random length, back to back, with idle cycles between some ops
-    ops = []
-    for _ in range(30):
-        length = rng.randint(1, 12)
+
+    def value():
+        return rng.choice(corners) if rng.random() < 0.25 else rng.randint(-128, 127)
+
+    cycles, sums = [], []
+    for _ in range(n_passes):
+        big = rng.random() < 0.15                          # products of one sign and the largest magnitude
+        length = max_len if big else rng.choice([1, 1, 2, rng.randint(1, max_len), max_len])
+        acc = [0] * lanes
         for k in range(length):
-            pick = rng.choice if rng.random() < 0.3 else None
-            ops.append({"w": [pick(corners) if pick else rng.randint(-128, 127) for _ in range(q_n)],
-                        "a": [pick(corners) if pick else rng.randint(-128, 127) for _ in range(p_n)],
-                        "first": k == 0, "last": k == length - 1, "idle": rng.random() < 0.2})
-        if rng.random() < 0.2:          # an abandoned sum: ops without a last op, then a new sum
-            ops += [{"w": [rng.randint(-128, 127) for _ in range(q_n)], "a": [rng.randint(-128, 127)
-                     for _ in range(p_n)], "first": k == 0, "last": False, "idle": False, "abandoned": True}
-                    for k in range(rng.randint(1, 3))]
-    expected, acc = [], None
-    for op in ops:
-        prod = np.outer(op["w"], op["a"])
-        acc = prod if op["first"] else acc + prod
-        if op["last"]:
-            expected.append(acc.reshape(-1).tolist())
-
-    async def drive(ctx):
-        for op in ops:
-            if op["idle"]:
-                ctx.set(dut.valid, 0)
-                await ctx.tick()
-            for q, w in enumerate(op["w"]):
-                ctx.set(dut.weights[q], w)
-            for p, a in enumerate(op["a"]):
-                ctx.set(dut.acts[p], a)
-            ctx.set(dut.valid, 1)
-            ctx.set(dut.first, op["first"])
-            ctx.set(dut.last, op["last"])
-            await ctx.tick()
-        ctx.set(dut.valid, 0)
-
-    got = run_collecting_sums(dut, drive, len(expected), len(ops) * 2 + 50)
-    bad = [i for i, (g, e) in enumerate(zip(got, expected)) if g != e]
-    assert got == expected, f"seed {seed}: {len(got)} sums, first mismatch at sum {bad[:1]}"
-    assert any(op.get("abandoned") for op in ops)
+            while rng.random() < p_idle:
+                cycles.append((0, rng.random() < 0.5, [value() for _ in range(lanes)], value()))
+            if big:
+                w, a = [rng.choice([-128, 127]) for _ in range(lanes)], -128
+            else:
+                w, a = [value() for _ in range(lanes)], value()
+            acc = [s + wq * a for s, wq in zip(acc, w)]
+            cycles.append((1, k == length - 1, w, a))
+        sums.append(acc)
+        for _ in range(GAP_AFTER_LAST):
+            cycles.append((0, rng.random() < 0.5, [value() for _ in range(lanes)], value()))
+    return cycles, sums
 
 
-@pytest.mark.parametrize("registered", [False, True], ids=["fabric-dsp", "registered-dsp"])
-@pytest.mark.parametrize("running", [False, True], ids=["restart", "running"])
-@pytest.mark.parametrize("soft", [0, 1])
-def test_mac_array_latency(soft, running, registered):
-    dut = MacArray(channel_lanes=1, pixel_lanes=2, soft_products=soft, running_totals=running,
-                   registered_dsps=registered)
-    seen = {}
+def run(dut: MacArray, cycles, *, seed: int, extra: int = DONE_AFTER + 3):
+    """Drive ``cycles``; return ``[(cycle, sums)]`` of every cycle ``done`` is high."""
+    seen = []
 
     async def bench(ctx):
-        ctx.set(dut.weights[0], 3)
-        ctx.set(dut.acts[0], -5)
-        ctx.set(dut.valid, 1)
-        ctx.set(dut.first, 1)
-        ctx.set(dut.last, 1)
-        await ctx.tick()
-        ctx.set(dut.valid, 0)
-        for cycle in range(1, 8):
+        for c in range(len(cycles) + extra):
+            if c < len(cycles):
+                valid, last, w, a = cycles[c]
+            else:
+                valid, last, w, a = 0, 0, [0] * dut.lanes, 0
+            ctx.set(dut.valid, valid)
+            ctx.set(dut.last, last)
+            ctx.set(dut.weights, w)
+            ctx.set(dut.act, a)
             if ctx.get(dut.done):
-                seen["cycle"], seen["acc"] = cycle, finished_sums(ctx, dut)[0]
-                break
+                seen.append((c, list(ctx.get(dut.sums))))
             await ctx.tick()
 
     sim = Simulator(dut)
-    sim.add_clock(1e-8)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert seen == {"cycle": dut.latency, "acc": -15}
-    assert dut.latency == MacArray.LATENCY + soft
+    return seen
 
 
-def test_soft_products_are_exact_for_every_int8_pair():
-    """The radix-4 soft multiplier against every (weight, activation) pair: 256 weights, 16 soft lanes
-    fed 16 activations per op, each op a one-op sum."""
-    dut = MacArray(channel_lanes=1, pixel_lanes=16, soft_products=16)
-    ops = [(w, [16 * j + p - 128 for p in range(16)]) for w in range(-128, 128) for j in range(16)]
-
-    async def drive(ctx):
-        ctx.set(dut.first, 1)
-        ctx.set(dut.last, 1)
-        ctx.set(dut.valid, 1)
-        for w, acts in ops:
-            ctx.set(dut.weights[0], w)
-            for p, a in enumerate(acts):
-                ctx.set(dut.acts[p], a)
-            await ctx.tick()
-        ctx.set(dut.valid, 0)
-
-    got = run_collecting_sums(dut, drive, len(ops), len(ops) + 20)
-    wrong = [(w, a, g) for (w, acts), row in zip(ops, got) for a, g in zip(acts, row) if g != w * a]
-    assert len(got) == len(ops) and not wrong, f"{len(wrong)} wrong products, first (w, a, got): {wrong[:1]}"
+def check(dut: MacArray, seed: int, *, n_passes: int = 40, max_len: int = 12, p_idle: float = 0.2):
+    rng = random.Random(seed)
+    cycles, sums = make_ops(rng, dut.lanes, n_passes, max_len, p_idle)
+    seen = run(dut, cycles, seed=seed)
+    where = (f"seed {seed} (lanes={dut.lanes}, acc_bits={dut.acc_bits}, dsp={dut.dsp}, "
+             f"soft_products={dut.soft_products})")
+    lasts = [c for c, (valid, last, _, _) in enumerate(cycles) if valid and last]
+    assert [c for c, _ in seen] == [c + DONE_AFTER for c in lasts], f"{where}: done in cycles {[c for c, _ in seen]}"
+    for k, ((c, got), want) in enumerate(zip(seen, sums)):
+        want = [wrap(s, dut.acc_bits) for s in want]
+        assert got == want, f"{where}: pass {k} (done in cycle {c}): sums {got}, want {want}"
+    return cycles, sums
 
 
-@pytest.mark.parametrize("kwargs, match", [({"channel_lanes": 0, "pixel_lanes": 1}, "channel_lanes"),
-                                          ({"channel_lanes": 1, "pixel_lanes": 2.5}, "pixel_lanes"),
-                                          ({"channel_lanes": 1, "pixel_lanes": 1, "acc_bits": 8}, "acc_bits"),
-                                          ({"channel_lanes": 2, "pixel_lanes": 1, "soft_products": 3},
-                                           r"soft_products must be an integer in 0\.\.2, not 3"),
-                                          ({"channel_lanes": 1, "pixel_lanes": 1, "running_totals": 1},
-                                           "running_totals must be a bool, not 1"),
-                                          ({"channel_lanes": 1, "pixel_lanes": 1, "registered_dsps": "yes"},
-                                           "registered_dsps must be a bool, not 'yes'"),
-                                          ({"channel_lanes": 1, "pixel_lanes": 1, "vendor_primitives": True},
-                                           "vendor_primitives needs registered_dsps")])
-def test_mac_array_rejects_bad_parameters(kwargs, match):
+@pytest.mark.parametrize("dsp", ["plain", "registered", "dual"])
+@pytest.mark.parametrize("lanes, soft, acc_bits, seed", [
+    (1, 0, 32, 1), (4, 0, 17, 2), (5, 2, 48, 3), (4, 4, 24, 4), (8, 3, 18, 5), (3, 0, 32, 6),
+])
+def test_random_passes_exact_sums(dsp, lanes, soft, acc_bits, seed):
+    dut = MacArray(lanes=lanes, acc_bits=acc_bits, soft_products=soft, dsp=dsp, vendor_primitives=False)
+    cycles, sums = check(dut, seed)
+    # the stimulus has one-op passes, idle cycles with last high, and (at 17/18 bits) sums that wrap
+    assert any(not v and la for v, la, _, _ in cycles) and min(len(s) for s in sums) >= 1
+    if acc_bits <= 18:
+        assert any(abs(v) >= 1 << (acc_bits - 1) for s in sums for v in s), f"seed {seed}: nothing wrapped"
+
+
+@pytest.mark.parametrize("dsp", ["plain", "registered", "dual"])
+def test_long_passes_back_to_back(dsp):
+    """No idle cycle inside passes, only the documented gap after each: one op per cycle."""
+    seed = 7
+    dut = MacArray(lanes=6, acc_bits=20, soft_products=1, dsp=dsp)
+    check(dut, seed, n_passes=20, max_len=40, p_idle=0.0)
+
+
+def test_soft_products_exact_for_every_int8_pair():
+    """The radix-4 LUT multiplier against all 65536 (weight, activation) pairs: 16 soft lanes, each op a
+    one-op pass (lane q of op (a, j) has weight 16 j + q - 128)."""
+    seed = 0
+    lanes = 16
+    dut = MacArray(lanes=lanes, acc_bits=17, soft_products=lanes)
+    cycles = []
+    for a in range(-128, 128):
+        for j in range(16):
+            cycles.append((1, 1, [16 * j + q - 128 for q in range(lanes)], a))
+            cycles.append((0, 0, [0] * lanes, 0))
+    seen = run(dut, cycles, seed=seed)
+    ops = [(w, a) for valid, _, w, a in cycles if valid]
+    assert len(seen) == len(ops) == 4096
+    wrong = [(wq, a, g) for (w, a), (_, got) in zip(ops, seen) for wq, g in zip(w, got) if g != wq * a]
+    assert not wrong, f"{len(wrong)} wrong products, first (weight, act, got): {wrong[:3]}"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"lanes": 0}, r"lanes must be an integer in 1\.\.1024, not 0$"),
+    ({"lanes": 1025}, r"lanes must be .*not 1025$"),
+    ({"lanes": 2.0}, r"lanes must be .*not 2\.0$"),
+    ({"lanes": 2, "acc_bits": 16}, r"acc_bits must be an integer in 17\.\.48, not 16$"),
+    ({"lanes": 2, "acc_bits": 49}, r"acc_bits must be .*not 49$"),
+    ({"lanes": 2, "soft_products": 3}, r"soft_products must be an integer in 0\.\.2, not 3$"),
+    ({"lanes": 2, "soft_products": -1}, r"soft_products must be .*not -1$"),
+    ({"lanes": 2, "dsp": "mult18"}, r"dsp must be one of plain, registered, dual, not 'mult18'$"),
+    ({"lanes": 2, "vendor_primitives": 1}, r"vendor_primitives must be a bool, not 1$"),
+])
+def test_rejects_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MacArray(**kwargs)
