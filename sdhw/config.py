@@ -58,6 +58,17 @@ DEFAULTS = {
 }
 DEFAULTS["generic"] = dict(DEFAULTS["ecp5-85f"], pes=16)
 DEFAULT_PES = {name: d["pes"] for name, d in DEFAULTS.items()}
+#: wide builds of a device trade activation memory for the wider weight buffer: (device, pes at least) -> depths
+WIDE_DEFAULTS = {("ecp5-25f", 64): {"act_depth": 8192}}
+
+
+def device_defaults(device: str, pes: int) -> dict:
+    """The default depths of ``device`` at ``pes`` channel lanes."""
+    values = dict(DEFAULTS[device])
+    for (name, at_least), changes in WIDE_DEFAULTS.items():
+        if name == device and pes >= at_least:
+            values.update(changes)
+    return values
 DEPTH_FIELDS = ("act_depth", "code_depth", "weight_depth", "basis_depth", "bias_depth", "desc_layers")
 
 #: Per-family choices (named config fields, set from the device's family when left unset).
@@ -70,6 +81,11 @@ FAMILY_DEFAULTS = {
 REQUANT_KINDS = ("pipelined", "serial", "table")
 REQUANT_DSPS = 4                        # the pipelined requantiser's 16 x 16 products
 SPRAM_DEPTH, SPRAM_WIDTH = 16384, 16    # iCE40 UP5K single-port RAM block (SB_SPRAM256KA)
+
+
+def default_lanes(pes: int) -> tuple[int, int]:
+    """``(channel_lanes, pixel_lanes)`` of N PEs: N channel lanes sharing one activation per cycle."""
+    return pes, 1
 
 
 def _power_of_two(n) -> bool:
@@ -131,8 +147,9 @@ class AcceleratorConfig:
         setdefault("acc_bits", family["acc_bits"])
         if not (isinstance(self.acc_bits, int) and 24 <= self.acc_bits <= 40):
             bad("acc_bits", self.acc_bits, "an integer in 24..40")
+        defaults = device_defaults(self.device, self.pes)
         for name in DEPTH_FIELDS:
-            setdefault(name, DEFAULTS[self.device][name])
+            setdefault(name, defaults[name])
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536):
                 bad(name, v, "an integer in 1..65536")

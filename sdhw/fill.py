@@ -103,8 +103,12 @@ class _RowWalker:
     def build(self, on_header, row_states):
         m, fill, p = self.m, self.fill, self.fill.params
         words = fill.words
-        space = Signal(fill.entry_bits + 2)
-        m.d.comb += space.eq(fill.depth - (self.head - fill.free)[:fill.entry_bits + 1])
+        # room for a row (three entries) after this cycle's allocation, registered: the issuer's free pointer
+        # and the allocation both reach it through a subtractor, so the header's acceptance starts at a register
+        head_next = Signal.like(self.head)
+        room = Signal()
+        m.d.sync += room.eq(fill.depth - (head_next - fill.free)[:fill.entry_bits + 1] >= 3)
+        m.d.comb += head_next.eq(self.head)
         header = Signal(HEADER_LAYOUT)
         m.d.comb += header.eq(words.payload.data[:HEADER_LAYOUT.size])
         kill = header.kill
@@ -126,11 +130,12 @@ class _RowWalker:
                     m.d.sync += self.table_idx.eq(self.table_idx + 1)
             with m.State("HEADER"):
                 # a row takes up to three entries: its header is taken only when they are free
-                with m.If(words.valid & (space >= 3)):
+                with m.If(words.valid & room):
                     m.d.comb += words.ready.eq(1)
                     taps = 3 - (kill[0] + kill[1] + kill[2])
+                    m.d.comb += head_next.eq(self.head + Mux(taps == 0, 1, taps))
                     m.d.sync += [self.hdr.eq(header), self.taps.eq(Mux(taps == 0, 1, taps)),
-                                 self.row_entry.eq(self.head), self.head.eq(self.head + Mux(taps == 0, 1, taps)),
+                                 self.row_entry.eq(self.head), self.head.eq(head_next),
                                  self.rows_left.eq(self.rows_left - 1), self.first_row.eq(0)]
                     with m.If(self.first_row):
                         m.d.sync += self.group_addr.eq(words.payload.addr)

@@ -122,7 +122,8 @@ class Issuer(wiring.Component):
         m.d.comb += [issue.eq(running & ~settle & self.entries.valid & (~info.last | drain_ok)),
                      self.entries.ready.eq(issue), self.busy.eq(running | last_in_flight)]
         m.d.comb += [self.act_addr.eq(act), self.act_en.eq(issue), self.w_addr.eq(ptr), self.w_en.eq(issue)]
-        m.d.comb += self.free.eq(Mux(p.stream | last_pixel, self.consumed, group_start))
+        # registered: the fill's room computation starts here (a cycle late frees an entry a cycle late)
+        m.d.sync += self.free.eq(Mux(p.stream | last_pixel, self.consumed, group_start))
 
         m.d.sync += settle.eq(issue & info.last)
         with m.If(issue & info.last):

@@ -28,7 +28,8 @@ class SequentialReader(wiring.Component):
     limited : bool
         Stop at ``limit``.
 
-    Throughput: one word per cycle. Latency: ``latency`` cycles from ``seek`` (or a free slot) to a word.
+    Throughput: one word per cycle. Latency: the first word after a ``seek`` in cycle ``c`` is valid in cycle
+    ``c + 2`` (``latency`` 1) or ``c + 4`` (``latency`` 2: the read, the memory's register, the queue).
     """
 
     def __init__(self, *, addr_bits: int, width: int, latency: int = 1, limited: bool = False):

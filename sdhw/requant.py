@@ -473,8 +473,8 @@ class ThresholdSearch(wiring.Component):
     ahead, by the comparison of the step before (the path: table read, comparator, a multiplexer).
 
     Latency: 9 cycles from the input handshake to a valid output (8 steps and the last one's register).
-    Throughput: one element per 9 cycles, one per 10 when the output waits a cycle (``i.ready`` while idle
-    with no output waiting; the output, the unit's own registers, is held until read).
+    Throughput: one element per 9 cycles (``i.ready`` while idle and the output is empty or being read; the
+    output, the unit's own registers, is held until read).
     ``base`` and ``n_thresh`` are held stable while an element is in the unit.
     """
 
@@ -518,7 +518,9 @@ class ThresholdSearch(wiring.Component):
         above = Signal()
         m.d.comb += above.eq(busy & cand_ok & (s > rd.data))
         # the output is the unit's own registers, held until taken
-        m.d.comb += [self.i.ready.eq(~busy & ~self.o.valid), self.o.payload.value.eq(self.base + idx)]
+        # a new element may come in the cycle the output is read: the output's registers are read before they
+        # change
+        m.d.comb += [self.i.ready.eq(~busy & (~self.o.valid | self.o.ready)), self.o.payload.value.eq(self.base + idx)]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 

@@ -142,36 +142,6 @@ def test_one_word_per_cycle_when_always_ready(latency, first):
     assert before and before == list(range(before[0], 11)), f"seed {seed}: {before}"
 
 
-SEEK_LATENCY = ("SequentialReader's docstring: 'Latency: ``latency`` cycles from ``seek`` (or a free slot) to a "
-                "word'; with the convention the other blocks' docstrings use and their tests confirm (Drain: load in "
-                "cycle c, first element valid in c + 1 = '1 cycle'; ThresholdSearch: handshake in c, output in c + 9 "
-                "= '9 cycles'), a seek in cycle c gives the first word in c + 2 for latency=1 (the seek only loads "
-                "the address register; the read is issued a cycle later) and in c + 4 for latency=2, where the "
-                "docstring's own parameter text says a read takes 3 cycles from its issue to the queue's output")
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SEEK_LATENCY)
-@pytest.mark.parametrize("latency", [1, 2])
-def test_documented_seek_latency(latency):
-    h = make(3, latency=latency)
-    r = h.reader
-    seen = []
-
-    async def bench(ctx):
-        ctx.set(r.o.ready, 1)
-        ctx.set(r.seek, 1)
-        ctx.set(r.seek_addr, 5)
-        await ctx.tick()
-        ctx.set(r.seek, 0)
-        for cycle in range(1, 8):
-            if ctx.get(r.o.valid):
-                seen.append(cycle)
-            await ctx.tick()
-
-    simulate(h, bench)
-    assert seen[0] == latency, f"first word {seen[0]} cycles after the seek, docstring says {latency}"
-
-
 @pytest.mark.parametrize("latency", [1, 2])
 @pytest.mark.parametrize("limited", [False, True])
 @pytest.mark.parametrize("seed", [3, 4])

@@ -448,15 +448,6 @@ def test_threshold_requantiser_latency(units):
     assert lat == {ThresholdSearch.LATENCY + 2}, f"seed {seed}: latencies {sorted(lat)}"
 
 
-THROUGHPUT_10 = ("ThresholdSearch (1254fc7) raises i.ready only once o.valid has fallen (i.ready = ~busy & "
-                 "~o.valid), so a unit whose output is read the cycle it becomes valid takes its next element 10 "
-                 "cycles after the last, not 9: the unit's docstring promises 'one element per 9 cycles, one per "
-                 "10 when the output waits a cycle' and ThresholdRequantiser's 'units elements per 9 cycles'; "
-                 "measured with an always-ready consumer: 10 cycles per element (bare unit), 9.92 / 4.97 / 3.29 "
-                 "cycles per element for units = 1 / 2 / 3")
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=THROUGHPUT_10)
 @pytest.mark.parametrize("units", [1, 2, 3])
 def test_threshold_requantiser_throughput(units):
     """Never stalled: ``units`` elements per 9 cycles (within 5 % over 120 elements)."""
@@ -466,7 +457,6 @@ def test_threshold_requantiser_throughput(units):
     assert per_element <= 9 / units * 1.05, f"seed {seed}: {per_element:.2f} cycles per element, want {9 / units}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=THROUGHPUT_10)
 def test_threshold_search_one_element_per_9_cycles():
     """A bare unit, always-valid producer, always-ready consumer: an input handshake every 9 cycles."""
     seed = 64
