@@ -459,26 +459,27 @@ TABLE_DEPTH = 256          # thresholds per layer (outputs are int8: at most 255
 
 
 class ThresholdSearch(wiring.Component):
-    """One output of the table requantiser: ``base + #{i < n_thresh : s > table[i]}`` by binary search, for a
-    sum ``s`` (the accumulator plus its bias).
+    """Table requantiser unit: ``base + #{i < n_thresh : s > table[i]}`` by binary search, for sums ``s`` (an
+    accumulator plus its bias).
 
     The compiler (``rtl_gen.image.thresholds``) lists, for a layer's requantisation ``f`` (gemmlowp's, with
     its zero point and clamp), every step of ``f`` over the int32 accumulators as ``T - 1`` in increasing
     order, ``T`` the smallest sum with the next output value; ``f`` is monotone, so counting the thresholds
-    below a sum gives ``f`` exactly, with one 33-bit comparator and no multiplier. The table holds a layer's
-    thresholds (written through ``w_*`` between layers); entries at or past ``n_thresh`` count as never
-    below.
+    below a sum gives ``f`` exactly, with one comparator and no multiplier. The table holds a layer's
+    thresholds (written through ``w_*`` between layers); entries at or past ``n_thresh`` count as never below.
 
-    One search step per cycle: the table's read address is chosen between two candidates computed a cycle
-    ahead, by the comparison of the step before (the path: table read, comparator, a multiplexer).
+    Two searches share the table and the comparator, a cycle apart: a search presents its next table index
+    (from its registered comparison) in one cycle and compares the entry in the next, while the other search
+    does the same the other way round. No path runs from the table's output through the comparator back to its
+    address in one cycle.
 
-    Latency: 9 cycles from the input handshake to a valid output (8 steps and the last one's register).
-    Throughput: one element per 9 cycles (``i.ready`` while idle and the output is empty or being read; the
-    output, the unit's own registers, is held until read).
+    Latency: :attr:`LATENCY` cycles from the input handshake to a valid output. Throughput: two elements per
+    16 cycles (an element is taken in the cycle the search it replaces finishes, when the output is free).
     ``base`` and ``n_thresh`` are held stable while an element is in the unit.
     """
 
-    LATENCY = 9
+    LATENCY = 17
+    SLOTS = 2
 
     def __init__(self, *, sum_bits: int = 33, tag_bits: int = 16):
         _check_int("sum_bits", sum_bits, 17, 41)
@@ -500,44 +501,52 @@ class ThresholdSearch(wiring.Component):
         m.submodules.table = table = Memory(shape=signed(32), depth=TABLE_DEPTH, init=[], attrs={"no_rw_check": 1})
         wr = table.write_port()
         rd = table.read_port()
-        m.d.comb += [wr.en.eq(self.w_en), wr.addr.eq(self.w_addr), wr.data.eq(self.w_data)]
+        m.d.comb += [wr.en.eq(self.w_en), wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), rd.en.eq(1)]
 
-        s = Signal(signed(self._sum_bits))
-        idx = Signal(8)                     # thresholds found below s so far
-        bit = Signal(range(8))              # the step: candidate idx + 2**bit
-        busy = Signal()                     # a step's table entry is on rd.data this cycle
-        last_step = Signal()
-        cand_ok = Signal()                  # the entry being compared exists (its index < n_thresh)
-        # the table index of the next step's candidate (idx + 2**(bit - 1) with or without 2**bit, less one):
-        # idx has no bit below `bit`, so subtracting one sets those bits
-        below = Signal(8)                   # 2**(bit - 1) - 1: the bits below the next step's
-        m.d.comb += below.eq((1 << bit >> 1) - 1)
-        with_bit = Signal(8)
-        without_bit = Signal(8)
-        m.d.comb += [with_bit.eq(idx | (1 << bit) | below), without_bit.eq(idx | below)]
-        above = Signal()
-        m.d.comb += above.eq(busy & cand_ok & (s > rd.data))
-        # the output is the unit's own registers, held until taken
-        # a new element may come in the cycle the output is read: the output's registers are read before they
-        # change
-        m.d.comb += [self.i.ready.eq(~busy & (~self.o.valid | self.o.ready)), self.o.payload.value.eq(self.base + idx)]
+        phase = Signal()                    # the search whose turn it is to present an index
+        m.d.sync += phase.eq(~phase)
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
+        out_free = Signal()
+        m.d.comb += out_free.eq(~self.o.valid | self.o.ready)
 
-        index = Signal(8)                   # the next step's table index
-        with m.If(self.i.valid & self.i.ready):
-            m.d.comb += index.eq(127)
-            m.d.sync += [s.eq(self.i.payload.s), self.o.payload.tag.eq(self.i.payload.tag), idx.eq(0), bit.eq(7),
-                         busy.eq(1), last_step.eq(0)]
-        with m.Elif(busy):
-            m.d.comb += index.eq(Mux(above, with_bit, without_bit))
-            with m.If(above):
-                m.d.sync += idx.eq(idx | (1 << bit))
-            m.d.sync += [bit.eq(bit - 1), last_step.eq(bit == 1)]
-            with m.If(last_step):
-                m.d.sync += [busy.eq(0), self.o.valid.eq(1)]
-        m.d.sync += cand_ok.eq(index < self.n_thresh)
-        m.d.comb += [rd.addr.eq(index), rd.en.eq(1)]
+        accepted = 0
+        indices = []
+        for k in range(self.SLOTS):
+            s = Signal(signed(self._sum_bits), name=f"s{k}")
+            tag = Signal(self._tag_bits, name=f"tag{k}")
+            idx = Signal(8, name=f"idx{k}")             # thresholds found below s so far
+            bit = Signal(range(8), name=f"bit{k}")      # the bit whose candidate was presented last
+            busy = Signal(name=f"busy{k}")
+            waiting = Signal(name=f"waiting{k}")        # the table entry of its index arrives this cycle
+            cand_ok = Signal(name=f"cand_ok{k}")        # that entry exists (its index < n_thresh)
+            above = Signal(name=f"above{k}")            # ... and s is above it
+            turn = phase == k
+            # the comparison, in the cycle after the index
+            with m.If(waiting):
+                m.d.sync += above.eq(cand_ok & (s > rd.data))
+            m.d.sync += waiting.eq(0)
+            found = Signal(8, name=f"found{k}")         # idx with the last comparison's bit
+            m.d.comb += found.eq(Mux(above, idx | (1 << bit), idx))
+            index = Signal(8, name=f"index{k}")
+            finish = Signal(name=f"finish{k}")
+            m.d.comb += finish.eq(turn & busy & (bit == 0) & out_free)
+            take = Signal(name=f"take{k}")              # a new element enters this search
+            m.d.comb += take.eq(turn & (~busy | finish) & self.i.valid & ~accepted)
+            accepted = accepted | take
+            with m.If(finish):
+                m.d.sync += [busy.eq(0), self.o.valid.eq(1), self.o.payload.value.eq(self.base + found),
+                             self.o.payload.tag.eq(tag)]
+            with m.If(take):
+                m.d.comb += index.eq(127)
+                m.d.sync += [s.eq(self.i.payload.s), tag.eq(self.i.payload.tag), idx.eq(0), bit.eq(7),
+                             busy.eq(1), waiting.eq(1), cand_ok.eq(127 < self.n_thresh)]
+            with m.Elif(turn & busy & (bit != 0)):
+                # the next candidate, found + 2**(bit - 1), less one: found has no bit below `bit`
+                m.d.comb += index.eq(found | ((1 << bit >> 1) - 1))
+                m.d.sync += [idx.eq(found), bit.eq(bit - 1), waiting.eq(1), cand_ok.eq(index < self.n_thresh)]
+            indices.append(index)
+        m.d.comb += [self.i.ready.eq(accepted), rd.addr.eq(Mux(phase, indices[1], indices[0]))]
         return m
 
 
@@ -546,11 +555,12 @@ class ThresholdRequantiser(wiring.Component):
     whose DSPs all go to MAC products. Bit-exact with ``golden.quant.requantize(acc + bias, ...)`` for a
     layer whose thresholds (``rtl_gen.image.thresholds``) are in the table, for every int32 ``acc + bias``.
 
-    ``acc + bias`` is formed once, in an input register; the sum goes to the lowest idle unit; finished
-    elements leave through a priority arbiter, so the output order may differ from the input order (each
-    carries its tag, the output address).
+    ``acc + bias`` is formed once, in an input register; the sum goes to the lowest unit that takes it;
+    finished elements leave through a priority arbiter, so the output order may differ from the input order
+    (each carries its tag, the output address).
 
-    Latency: :attr:`ThresholdSearch.LATENCY` + 2 cycles. Throughput: ``units`` elements per 9 cycles.
+    Latency: :attr:`ThresholdSearch.LATENCY` + 2 cycles or more (a unit takes an element in its searches'
+    turns). Throughput: ``units`` elements per 8 cycles.
     ``base`` (the output of the smallest accumulator) and ``n_thresh`` are per layer; table writes
     (``w_*``) go to every unit and happen only while no element is in flight.
     """

@@ -436,36 +436,35 @@ def never_stalled(units: int, n: int = 120):
 
 @pytest.mark.parametrize("units", [1, 2, 3])
 def test_threshold_requantiser_latency(units):
-    """Alone (a long gap between inputs), an element leaves exactly ``ThresholdSearch.LATENCY + 2`` cycles after
-    its handshake; never stalled, at least ``units`` elements per 10 cycles."""
+    """Alone (a long gap between inputs), an element leaves ``ThresholdSearch.LATENCY + 2`` cycles after its
+    handshake, or one more when it arrives out of its search's turn."""
     seed, items, res, (base, table) = never_stalled(units)
-    ins = [c for c, _, _ in res]
-    per_element = (ins[-1] - ins[0]) / (len(ins) - 1)
-    assert per_element <= 10 / units * 1.02, f"seed {seed}: {per_element:.2f} cycles per element"
     (res,) = run_table(ThresholdRequantiser(units=units), [(base, table, items[:20])], seed=seed, p_valid=1.0,
                        p_ready=1.0, spacing=ThresholdSearch.LATENCY + 4)
     lat = {c_out - c_in for c_in, c_out, _ in res}
-    assert lat == {ThresholdSearch.LATENCY + 2}, f"seed {seed}: latencies {sorted(lat)}"
+    assert lat <= {ThresholdSearch.LATENCY + 2, ThresholdSearch.LATENCY + 3}, f"seed {seed}: latencies {sorted(lat)}"
 
 
 @pytest.mark.parametrize("units", [1, 2, 3])
 def test_threshold_requantiser_throughput(units):
-    """Never stalled: ``units`` elements per 9 cycles (within 5 % over 120 elements)."""
+    """Never stalled: ``units`` elements per 8 cycles (within 5 % over 120 elements)."""
     seed, _, res, _ = never_stalled(units)
     ins = [c for c, _, _ in res]
     per_element = (ins[-1] - ins[0]) / (len(ins) - 1)
-    assert per_element <= 9 / units * 1.05, f"seed {seed}: {per_element:.2f} cycles per element, want {9 / units}"
+    assert per_element <= 8 / units * 1.05, f"seed {seed}: {per_element:.2f} cycles per element, want {8 / units}"
 
 
-def test_threshold_search_one_element_per_9_cycles():
-    """A bare unit, always-valid producer, always-ready consumer: an input handshake every 9 cycles."""
+def test_threshold_search_two_elements_per_16_cycles():
+    """A bare unit, always-valid producer, always-ready consumer: its two searches take an element every 16
+    cycles each, in turn."""
     seed = 64
     rng = random.Random(seed)
     base, table = thresholds(table_layer(rng, relu=True))
     (res,) = run_table(ThresholdSearch(), [(base, table, [rng.randint(INT32_MIN, INT32_MAX) for _ in range(30)])],
                        seed=seed, p_valid=1.0, p_ready=1.0)
-    gaps = {b[0] - a[0] for a, b in zip(res, res[1:])}
-    assert gaps == {ThresholdSearch.LATENCY}, f"seed {seed}: cycles between input handshakes {sorted(gaps)}"
+    ins = [c for c, _, _ in res]
+    assert {b - a for a, b in zip(ins[2:], ins)} <= {-16}, f"seed {seed}: handshakes {ins}"
+    assert (ins[-1] - ins[1]) / (len(ins) - 2) == 8, f"seed {seed}: handshakes {ins}"
 
 
 @pytest.mark.parametrize("sum_bits, seed", [(33, 61), (17, 62), (41, 63)])
