@@ -73,7 +73,7 @@ DEPTH_FIELDS = ("act_depth", "code_depth", "weight_depth", "basis_depth", "bias_
 
 #: Per-family choices (named config fields, set from the device's family when left unset).
 FAMILY_DEFAULTS = {
-    "ice40": {"requant": "table", "requant_units": 2, "counter_bits": 24, "max_rebuild_lanes": 2, "acc_bits": 28},
+    "ice40": {"requant": "table", "requant_units": 1, "counter_bits": 24, "max_rebuild_lanes": 2, "acc_bits": 28},
     "ecp5": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 8, "acc_bits": 32},
     "generic": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 8,
                 "acc_bits": 32},
@@ -113,7 +113,7 @@ class AcceleratorConfig:
     desc_layers: int | None = None         # layer descriptor slots (program length + the end marker)
     counter_bits: int | None = None        # performance counters (None: per family; they wrap)
     requant: str | None = None             # "pipelined" (4 DSPs) | "serial" | "table" (None: per family)
-    requant_units: int | None = None       # threshold-search units ("table"): outputs per 8 cycles
+    requant_units: int | None = None       # threshold-search units ("table"): outputs per 8 cycles each
     rebuild_lanes: int | None = None       # R: weights rebuilt per cycle (SD); None: per family, at most pes
     dsp_budget: int | None = None          # DSPs the MAC array may use (None: what the device has left)
     extra: dict = field(default_factory=dict, compare=False, repr=False)

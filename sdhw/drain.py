@@ -49,13 +49,13 @@ class Drain(wiring.Component):
         bias_addr = Signal.like(self.bias_addr)      # the bias entry of shadow[0]
         head_valid = Signal()                        # shadow[0] and its bias (read last cycle) are ready
         take = Signal()                              # shadow[0] leaves this cycle
-        m.d.comb += self.busy.eq(left != 0)
+        # busy (left != 0) as a register of its own: the issuer's decision starts at a flip-flop
         with m.If(self.load):
             m.d.sync += [shadow.eq(self.sums), left.eq(self.lanes), tag.eq(self.out_addr),
-                         bias_addr.eq(self.bias_addr), head_valid.eq(1)]
+                         bias_addr.eq(self.bias_addr), head_valid.eq(1), self.busy.eq(self.lanes != 0)]
         with m.Elif(take):
             m.d.sync += [left.eq(left - 1), tag.eq(tag + 1), bias_addr.eq(bias_addr + 1),
-                         head_valid.eq(left != 1)]
+                         head_valid.eq(left != 1), self.busy.eq(left != 1)]
             m.d.sync += [shadow[q].eq(shadow[q + 1]) for q in range(self.n - 1)]
         # the bias memory reads every cycle: the entry of the lane at the head next cycle
         m.d.comb += [self.bias_rd_en.eq(1),
