@@ -27,7 +27,7 @@ from golden.program import Program, QLayer
 from golden.quant import ACT_MAX, ACT_MIN, INT32_MAX, INT32_MIN, requantize
 from golden.sd import rows_shape, to_rows
 from sdhw import hostbus as hb
-from sdhw.config import CODE_SLOT_BITS, DESC_WORDS, AcceleratorConfig
+from sdhw.config import DESC_WORDS, AcceleratorConfig
 from sdhw.descriptor import HEADER_FIELDS, KIND_END, KIND_K1, KIND_K3, encode, encode_header
 
 IMAGE_MAGIC = b"SDIM"
@@ -237,7 +237,7 @@ def build_image(program: Program, cfg: AcceleratorConfig) -> ProgramImage:
                     codes.append(_header(plan, i, last=n == len(rows) - 1, basis=row_basis, cfg=cfg))
                     slots = [int(lanes[f, i]) if i is not None and f < plan.m else 0 for f in filters]
                     for k in range(chunks):
-                        codes += _pack(slots[k * r_n:(k + 1) * r_n], CODE_SLOT_BITS, cw)
+                        codes += _pack(slots[k * r_n:(k + 1) * r_n], cfg.code_slot_bits, cw)
         else:
             weights = to_rows(np.asarray(layer.weights, dtype=np.int64))      # (M, R, 3), FC padded with 0
             d = cfg.fill_lanes

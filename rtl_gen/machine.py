@@ -12,7 +12,7 @@ import numpy as np
 from golden.quant import requantize
 from golden.sd import round_saturate
 from sdhw import hostbus as hb
-from sdhw.config import CODE_SLOT_BITS, DESC_WORDS, AcceleratorConfig
+from sdhw.config import DESC_WORDS, AcceleratorConfig
 from sdhw.descriptor import KIND_END, KIND_K3, checksum, decode, decode_header
 
 from .image import ProgramImage
@@ -95,13 +95,14 @@ def run_image(image: ProgramImage, cfg: AcceleratorConfig, x: np.ndarray) -> dic
                                             hdr["count"], w[:q_n]))
                 else:
                     slots = []
-                    chunk_words = -(-CODE_SLOT_BITS * r_n // cfg.code_word_bits)
+                    chunk_words = -(-cfg.code_slot_bits * r_n // cfg.code_word_bits)
                     for _ in range(q_n // r_n):
                         value = 0
                         for k in range(chunk_words):
                             value |= codes.get(ptr, 0) << (cfg.code_word_bits * k)
                             ptr += 1
-                        slots += [(value >> (CODE_SLOT_BITS * t)) & 0xFFFF for t in range(r_n)]
+                        bits = cfg.code_slot_bits
+                        slots += [(value >> (bits * t)) & ((1 << bits) - 1) for t in range(r_n)]
                     for j in range(3):
                         if not hdr["kill"] >> j & 1:
                             w = []

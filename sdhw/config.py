@@ -15,7 +15,6 @@ VERSION = 2
 MAX_PES = 1024
 VALID_PES = tuple(1 << k for k in range(11))            # 1, 2, 4, ..., 1024
 DESC_WORDS = 16                                         # words per layer descriptor slot
-CODE_SLOT_BITS = 16                                     # one lane's three codes of a row, padded
 MAX_ACT_DEPTH = 65536                                   # the row header's activation offset has 16 bits
 
 
@@ -49,7 +48,7 @@ DEFAULTS = {
              "bias_depth": 256, "desc_layers": 8},
     "hx8k": {"pes": 4, "act_depth": 2048, "code_depth": 1024, "weight_depth": 256, "basis_depth": 64,
              "bias_depth": 256, "desc_layers": 8},
-    "ecp5-25f": {"pes": 16, "act_depth": 16384, "code_depth": 2048, "weight_depth": 512, "basis_depth": 1024,
+    "ecp5-25f": {"pes": 16, "act_depth": 16384, "code_depth": 4096, "weight_depth": 512, "basis_depth": 1024,
                  "bias_depth": 1024, "desc_layers": 16},
     "ecp5-45f": {"pes": 64, "act_depth": 16384, "code_depth": 4096, "weight_depth": 512, "basis_depth": 2048,
                  "bias_depth": 2048, "desc_layers": 16},
@@ -210,9 +209,14 @@ class AcceleratorConfig:
 
     # ------------------------------------------------------------------ derived widths
     @property
+    def code_slot_bits(self) -> int:
+        """Bits of one lane's three codes of a row: ``3 (1 + exp_bits)``."""
+        return 3 * (1 + self.exp_bits)
+
+    @property
     def code_word_bits(self) -> int:
-        """Bits of one code-memory word: a chunk of R lanes' codes (16 bits each), at least 32 (a row header)."""
-        return max(32, CODE_SLOT_BITS * self.rebuild_lanes)
+        """Bits of one code-memory word: a chunk of R lanes' codes, at least 32 (a row header)."""
+        return max(32, self.code_slot_bits * self.rebuild_lanes)
 
     @property
     def fill_lanes(self) -> int:

@@ -15,7 +15,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .config import CODE_SLOT_BITS, TAP_INFO_BITS
+from .config import TAP_INFO_BITS
 from .descriptor import HEADER_FIELDS
 from .rebuild import RebuildUnit
 
@@ -203,7 +203,8 @@ class SdFill(_FillPorts):
         walk = _RowWalker(self, m)
         p = self.params
         words = self.words
-        codes = Signal(CODE_SLOT_BITS * r_n)
+        slot_bits = 3 * (1 + e)
+        codes = Signal(slot_bits * r_n)
         chunk = Signal(range(max(2, self.chunks)))
         tap = Signal(2)
         chunk_basis = Signal(len(self.basis_addr))      # the chunk's column 0: row's first + 3 chunk
@@ -264,7 +265,7 @@ class SdFill(_FillPorts):
         for t in range(r_n):
             unit = RebuildUnit(exp_bits=e, weight_bits=8, tag_bits=job.size if t == 0 else 0)
             m.submodules[f"rebuild{t}"] = unit
-            slot = stage_codes[CODE_SLOT_BITS * t:CODE_SLOT_BITS * t + 3 * (1 + e)]
+            slot = stage_codes[slot_bits * t:slot_bits * (t + 1)]
             m.d.comb += [unit.wshift.eq(p.wshift), unit.i.valid.eq(stage_valid), unit.o.ready.eq(1),
                          unit.i.payload.codes.as_value().eq(slot),
                          unit.i.payload.column.as_value().eq(self.basis_data[24 * t:24 * t + 24])]

@@ -163,7 +163,7 @@ def test_image_layout_matches_program(manifest16):
     x_train, _, x_test, _ = load_digits_split()
     program = compile_model(load_npz(DIGITS_MLP), x_train, CompileOptions(epochs=0)).program
     image = build_image(program, cfg)
-    q, chunk_words = cfg.channel_lanes, -(-16 * cfg.rebuild_lanes // cfg.code_word_bits)
+    q, chunk_words = cfg.channel_lanes, -(-cfg.code_slot_bits * cfg.rebuild_lanes // cfg.code_word_bits)
     expect = 0
     for layer in program.layers:
         nz = np.any(layer.weights.codes != 0, axis=2)
