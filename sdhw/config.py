@@ -220,9 +220,11 @@ class AcceleratorConfig:
 
     @property
     def fill_lanes(self) -> int:
-        """Lanes of the rebuilt-weight buffer written per cycle: R rebuilt weights (SD) or one code word's
-        bytes of int8 weights (dense), at most ``pes``."""
-        return self.rebuild_lanes if not self.dense else min(self.pes, self.code_word_bits // 8)
+        """Lanes of the rebuilt-weight buffer written per cycle: R rebuilt weights (SD) or as many int8
+        weights as a code word holds, a power of two (dense), at most ``pes``."""
+        if not self.dense:
+            return self.rebuild_lanes
+        return min(self.pes, 1 << ((self.code_word_bits // 8).bit_length() - 1))
 
     @property
     def basis_width(self) -> int:

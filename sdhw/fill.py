@@ -87,6 +87,11 @@ class _RowWalker:
         self.rows_left = Signal(16)                    # the layer's rows less this group's so far
         self.first_row = Signal()                      # the next header is the group's first
         self.table_idx = Signal(9)
+        # decisions taken from registers: the stream's ready (and so the code memory's read enable) is a few
+        # LUTs from flip-flops
+        self.table_more = Signal()                     # thresholds left to load
+        self.rep_more = Signal()                       # rep_left > 1
+        self.groups_more = Signal()                    # group_left > 1
         self.walking = Signal()
         self.next_row = Signal()                       # the row's last word is used this cycle
 
@@ -119,19 +124,24 @@ class _RowWalker:
                     m.d.comb += [fill.seek.eq(1), fill.seek_addr.eq(p.code_base)]
                     m.d.sync += [self.group_left.eq(p.n_groups), self.rep_left.eq(p.n_pix), self.table_idx.eq(0),
                                  self.rows_left.eq(p.n_rows), self.first_row.eq(1),
-                                 self.head.eq(0), fill.wp.eq(0), fill.done.eq(0)]
+                                 self.head.eq(0), fill.wp.eq(0), fill.done.eq(0),
+                                 self.table_more.eq(p.n_thresh != 0), self.groups_more.eq(p.n_groups > 1),
+                                 self.rep_more.eq(p.n_pix > 1)]
                     m.next = "TABLE"
             with m.State("TABLE"):
-                with m.If(self.table_idx == p.n_thresh):
+                with m.If(~self.table_more):
                     m.next = "HEADER"
-                with m.Elif(words.valid):
-                    m.d.comb += [words.ready.eq(1), fill.t_en.eq(1), fill.t_addr.eq(self.table_idx),
-                                 fill.t_data.eq(words.payload.data)]
-                    m.d.sync += self.table_idx.eq(self.table_idx + 1)
+                with m.Else():
+                    m.d.comb += words.ready.eq(1)
+                    with m.If(words.valid):
+                        m.d.comb += [fill.t_en.eq(1), fill.t_addr.eq(self.table_idx),
+                                     fill.t_data.eq(words.payload.data)]
+                        m.d.sync += [self.table_idx.eq(self.table_idx + 1),
+                                     self.table_more.eq(self.table_idx + 1 != p.n_thresh)]
             with m.State("HEADER"):
                 # a row takes up to three entries: its header is taken only when they are free
+                m.d.comb += words.ready.eq(room)
                 with m.If(words.valid & room):
-                    m.d.comb += words.ready.eq(1)
                     taps = 3 - (kill[0] + kill[1] + kill[2])
                     m.d.comb += head_next.eq(self.head + Mux(taps == 0, 1, taps))
                     m.d.sync += [self.hdr.eq(header), self.taps.eq(Mux(taps == 0, 1, taps)),
@@ -148,13 +158,14 @@ class _RowWalker:
                 # every row of a group counts but the placeholder of an empty one, which is its only row
                 m.d.sync += [fill.skipped.eq(self.rows_left + ~self.hdr.count), self.rows_left.eq(p.n_rows),
                              self.first_row.eq(1)]
-                with m.If(p.stream & (self.rep_left > 1)):
+                with m.If(p.stream & self.rep_more):
                     # the next pixel of a group that does not fit the buffer: the same rows again
                     m.d.comb += [fill.seek.eq(1), fill.seek_addr.eq(self.group_addr)]
-                    m.d.sync += self.rep_left.eq(self.rep_left - 1)
+                    m.d.sync += [self.rep_left.eq(self.rep_left - 1), self.rep_more.eq(self.rep_left > 2)]
                     m.next = "HEADER"
-                with m.Elif(self.group_left > 1):
-                    m.d.sync += [self.group_left.eq(self.group_left - 1), self.rep_left.eq(p.n_pix)]
+                with m.Elif(self.groups_more):
+                    m.d.sync += [self.group_left.eq(self.group_left - 1), self.groups_more.eq(self.group_left > 2),
+                                 self.rep_left.eq(p.n_pix), self.rep_more.eq(p.n_pix > 1)]
                     m.next = "HEADER"
                 with m.Else():
                     m.next = "FLUSH"
@@ -207,6 +218,8 @@ class SdFill(_FillPorts):
         codes = Signal(slot_bits * r_n)
         chunk = Signal(range(max(2, self.chunks)))
         tap = Signal(2)
+        tap_last = Signal()                              # tap == taps - 1, registered
+        chunk_last = Signal()                            # chunk == chunks - 1, registered
         chunk_basis = Signal(len(self.basis_addr))      # the chunk's column 0: row's first + 3 chunk
         job_basis = Signal(len(self.basis_addr))        # the basis row of the job now or next in this chunk
         emit = Signal()                                  # a tap job this cycle
@@ -215,31 +228,32 @@ class SdFill(_FillPorts):
         def on_header(header):
             # the row's basis rows start at basis_base + 3 (N / R) basis
             first = p.basis_base + (header.basis << ceil_log2(self.chunks)) * 3
-            m.d.sync += [chunk_basis.eq(first), job_basis.eq(first), chunk.eq(0)]
+            m.d.sync += [chunk_basis.eq(first), job_basis.eq(first), chunk.eq(0), chunk_last.eq(self.chunks == 1)]
 
         def row_states(m):
             with m.State("ROW"):
+                m.d.comb += words.ready.eq(1)
                 with m.If(words.valid):
-                    m.d.comb += words.ready.eq(1)
-                    m.d.sync += [codes.eq(words.payload.data[:len(codes)]), tap.eq(0)]
+                    m.d.sync += [codes.eq(words.payload.data[:len(codes)]), tap.eq(0), tap_last.eq(walk.taps == 1)]
                     m.next = "TAPS"
             with m.State("TAPS"):
-                m.d.comb += [emit.eq(1), following.eq(Mux(tap == walk.taps - 1, chunk_basis + 3, job_basis + 1))]
-                with m.If(tap == walk.taps - 1):
-                    with m.If(chunk == self.chunks - 1):
+                m.d.comb += [emit.eq(1), following.eq(Mux(tap_last, chunk_basis + 3, job_basis + 1))]
+                with m.If(tap_last):
+                    with m.If(chunk_last):
                         m.d.comb += walk.next_row.eq(1)
                         walk.after_row(m)
                     with m.Else():
-                        m.d.sync += [chunk.eq(chunk + 1), chunk_basis.eq(chunk_basis + 3),
-                                     job_basis.eq(chunk_basis + 3), tap.eq(0)]
+                        m.d.sync += [chunk.eq(chunk + 1), chunk_last.eq(chunk + 2 == self.chunks),
+                                     chunk_basis.eq(chunk_basis + 3), job_basis.eq(chunk_basis + 3), tap.eq(0),
+                                     tap_last.eq(walk.taps == 1)]
+                        # the next chunk's codes, taken as this one issues its last tap
+                        m.d.comb += words.ready.eq(1)
                         with m.If(words.valid):
-                            # the next chunk's codes, taken as this one issues its last tap
-                            m.d.comb += words.ready.eq(1)
                             m.d.sync += codes.eq(words.payload.data[:len(codes)])
                         with m.Else():
                             m.next = "ROW"
                 with m.Else():
-                    m.d.sync += [tap.eq(tap + 1), job_basis.eq(job_basis + 1)]
+                    m.d.sync += [tap.eq(tap + 1), tap_last.eq(tap + 2 == walk.taps), job_basis.eq(job_basis + 1)]
 
         walk.build(on_header, row_states)
         # the basis memory is read a cycle ahead: the row of the job emitted next cycle
@@ -255,7 +269,7 @@ class SdFill(_FillPorts):
         stage_codes = codes
         stage_valid = emit
         m.d.comb += [stage.entry.eq(walk.row_entry + tap), stage.chunk.eq(chunk), stage.taps.eq(walk.taps),
-                     stage.commit.eq((chunk == self.chunks - 1) & (tap == walk.taps - 1))]
+                     stage.commit.eq(chunk_last & tap_last)]
         for _ in range(self.basis_latency - 1):
             later, later_codes, later_valid = Signal(job), Signal.like(codes), Signal()
             m.d.sync += [later.eq(stage), later_codes.eq(stage_codes), later_valid.eq(stage_valid)]
@@ -298,8 +312,9 @@ class DenseFill(_FillPorts):
 
         def row_states(m):
             with m.State("ROW"):
+                m.d.comb += words.ready.eq(1)
                 with m.If(words.valid):
-                    m.d.comb += [words.ready.eq(1), emit.eq(1)]
+                    m.d.comb += emit.eq(1)
                     with m.If(chunk == self.chunks - 1):
                         m.d.sync += [chunk.eq(0), tap.eq(tap + 1)]
                         with m.If(tap == walk.taps - 1):
