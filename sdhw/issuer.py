@@ -40,8 +40,8 @@ class Issuer(wiring.Component):
     ``addr_error``: an op read outside the input (a corrupt program; a cycle after its issue).
     ``start`` begins a layer; ``done`` rises when its last op has been issued.
 
-    Throughput: one op per cycle; one cycle more at the end of every pass (the next pass's first entry is read
-    after the last one's flag is seen, and the next pixel's padding flags are registered meanwhile).
+    Throughput: one op per cycle; one cycle more at the end of every pass (the replay's seek, and the next
+    pixel's padding flags registered meanwhile), two when a group is replayed (the seek's read).
     Latency: ``act_latency + MacArray.LATENCY`` cycles from an issue to its accumulation.
     """
 
@@ -125,7 +125,8 @@ class Issuer(wiring.Component):
         # registered: the fill's room computation starts here (a cycle late frees an entry a cycle late)
         m.d.sync += self.free.eq(Mux(p.stream | last_pixel, self.consumed, group_start))
 
-        m.d.sync += settle.eq(issue & info.last)
+        replay = Signal()                            # seek back to the group's first entry this cycle
+        m.d.sync += [settle.eq(issue & info.last), replay.eq(0)]
         with m.If(issue & info.last):
             m.d.sync += [last_in_flight.eq(1), self.pass_out.eq(out), self.pass_bias.eq(bias),
                          self.pass_lanes.eq(lanes)]
@@ -144,8 +145,11 @@ class Issuer(wiring.Component):
                 with m.Else():
                     m.d.sync += [x_left.eq(x_left - 1), cols_left.eq(cols_left - p.stride), left.eq(0),
                                  base.eq(base + p.step_x)]
-                with m.If(~p.stream):
-                    m.d.comb += [self.seek.eq(1), self.seek_addr.eq(group_start)]
+                m.d.sync += replay.eq(~p.stream)
+        # the replay's seek in the cycle after the pass's last op (that cycle issues nothing anyway): it starts
+        # at a register, so no path runs from the issue decision through the seek into the reader
+        with m.If(replay):
+            m.d.comb += [self.seek.eq(1), self.seek_addr.eq(group_start)]
         with m.If(self.mac_done):
             m.d.sync += last_in_flight.eq(0)
 
