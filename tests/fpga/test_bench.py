@@ -200,7 +200,7 @@ def test_plan_matrix():
     assert full.seeds_for("ecp5-25f", 16) == 3 and full.seeds_for("ecp5-25f", 4) == 1
     assert full.seeds_for("up5k", 16) == 3 and full.seeds_for("up5k", 8) == 1
     only = bench.make_plan(devices=["hx8k"])
-    assert only.headline_points() == [("hx8k", 1)] and not only.sweep and not only.skipped
+    assert only.headline_points() == [("hx8k", bench.DEFAULT_PES["hx8k"])] and not only.sweep and not only.skipped
 
 
 def test_unplaceable_design_becomes_a_does_not_fit_row(tmp_path):
@@ -233,7 +233,7 @@ def test_digits_rtl_rows_are_reused_only_when_fresh_and_large_enough(tmp_path):
 
     path = tmp_path / "digits_rtl.json"
     path.write_text(json.dumps({"rows": [row("mlp", "sd", 16), row("mlp", "dense", 16, images=10),
-                                         row("cnn", "sd", 16, lanes=(16, 1))]}))
+                                         row("cnn", "sd", 16, lanes=(8, 2))]}))
     future = time.time() + 3600
     os.utime(path, (future, future))
     rows = bench.digits_rtl_rows(path, images=50)

@@ -10,6 +10,7 @@ import zlib
 
 import pytest
 from amaranth.sim import Simulator
+from clirun import run
 
 from fpga import boards, synth
 from fpga.harness import REQUEST_BITS, SerialHarness
@@ -17,7 +18,6 @@ from golden import SdhwError
 from sdhw import hostbus as hb
 from sdhw.config import AcceleratorConfig, check_fits, estimate_resources
 from sdhw.ecp5 import WRAPPER_FILE, WRAPPER_MODULE
-from tests.rtl_gen.test_cli import run
 
 SMALL = {"pes": 1, "act_depth": 256, "code_depth": 128, "basis_depth": 32, "bias_depth": 64,
          "desc_layers": 2}

@@ -146,7 +146,7 @@ def test_run_errors():
     with pytest.raises(SdhwError, match="error 8 .*activation address.* at layer 1"):
         run_on_board(FakeBoard(program, CFG, mode="error"), image, [np.zeros(12, dtype=int)])
     other = AcceleratorConfig(pes=16, device="generic")
-    with pytest.raises(SdhwError, match="another accelerator.*channel_lanes 8 \\(image: 4\\)"):
+    with pytest.raises(SdhwError, match="another accelerator.*channel_lanes 16 \\(image: 4\\)"):
         run_on_board(FakeBoard(program, other), image, [np.zeros(12, dtype=int)])
     host = Host(FakeBoard(program, CFG))
     with pytest.raises(SdhwError, match="input has 11 values; the program takes 12"):

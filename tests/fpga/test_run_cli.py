@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from clirun import run
 from fake_board import FakeBoard
 from test_host import CFG, small_program
 
@@ -13,7 +14,6 @@ import fpga.host
 from golden.program import run_program
 from rtl_gen.image import build_image, pack_image
 from sdhw.config import AcceleratorConfig
-from tests.rtl_gen.test_cli import run
 
 
 def assert_one_line_error(rc, err: str, *keywords: str, code: int = 1) -> None:
