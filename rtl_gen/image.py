@@ -30,6 +30,8 @@ from sdhw import hostbus as hb
 from sdhw.config import DESC_WORDS, AcceleratorConfig
 from sdhw.descriptor import HEADER_FIELDS, KIND_END, KIND_K1, KIND_K3, encode, encode_header
 
+#: entries of the weight buffer a replayed group must leave free (sdhw.fill: room for two rows is checked)
+REPLAY_MARGIN = 6
 IMAGE_MAGIC = b"SDIM"
 IMAGE_VERSION = 3                  # 3: row headers in the code stream, no bitmap, descriptor checksums
 _SECTION = struct.Struct("<HHII")
@@ -128,7 +130,8 @@ def plan_layer(layer: QLayer, cfg: AcceleratorConfig, index: int = 0) -> LayerPl
     kills = tuple(sum(1 << j for j in range(3) if 3 * i + j >= c) if kind == KIND_K1 else 0 for i in range(n_rows))
     plan = LayerPlan(kind, h, w, c, ho, wo, m, layer.stride, n_rows, groups, kills, False)
     big = max(plan.entries(g) for g in range(len(groups)))
-    return replace(plan, stream=plan.n_pix > 1 and big > cfg.weight_depth)
+    # a replayed group stays in the buffer while its passes run; the fill takes a row only with room for two
+    return replace(plan, stream=plan.n_pix > 1 and big > cfg.weight_depth - REPLAY_MARGIN)
 
 
 def _code_values(codes: np.ndarray, e_hw: int) -> np.ndarray:

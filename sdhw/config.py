@@ -155,8 +155,8 @@ class AcceleratorConfig:
         for name in ("act_depth", "code_depth", "weight_depth"):
             if not _power_of_two(getattr(self, name)):
                 bad(name, getattr(self, name), "a power of two (its pointers wrap, so no range check is needed)")
-        if self.weight_depth < 4:
-            bad("weight_depth", self.weight_depth, "at least 4 (a row of three taps and one more)")
+        if self.weight_depth < 8:
+            bad("weight_depth", self.weight_depth, "at least 8 (the fill takes a row with room for two)")
         setdefault("counter_bits", family["counter_bits"])
         if not (isinstance(self.counter_bits, int) and not isinstance(self.counter_bits, bool)
                 and 16 <= self.counter_bits <= 64):

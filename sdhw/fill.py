@@ -36,7 +36,9 @@ class _FillPorts(wiring.Component):
     """Ports shared by :class:`SdFill` and :class:`DenseFill`.
 
     ``start``: begin a layer (``params`` stable from then until ``done``); ``done``: every entry of the layer
-    committed. ``words``: the code stream from a :class:`~sdhw.reader.SequentialReader`, positioned with
+    committed. A row's header is taken only while six entries are free (two rows': the decision is
+    registered), so a layer whose groups are replayed must keep each group within ``depth - 6`` entries.
+    ``words``: the code stream from a :class:`~sdhw.reader.SequentialReader`, positioned with
     ``seek``/``seek_addr``. Weight buffer: ``w_addr``, ``w_en`` (one bit per chunk of F lanes), ``w_data``
     (a chunk's weights, repeated for every chunk position), ``info_en``/``info_addr``/``info_data``; ``wp`` the
     committed entries (one more bit than the buffer's address), ``free`` the issuer's oldest entry still needed.
@@ -108,12 +110,11 @@ class _RowWalker:
     def build(self, on_header, row_states):
         m, fill, p = self.m, self.fill, self.fill.params
         words = fill.words
-        # room for a row (three entries) after this cycle's allocation, registered: the issuer's free pointer
-        # and the allocation both reach it through a subtractor, so the header's acceptance starts at a register
-        head_next = Signal.like(self.head)
+        # room for two rows (six entries), registered from the allocation and the issuer's free pointer before
+        # this cycle's header: so a header may be taken in a cycle right after another (three entries each at
+        # most) and its acceptance starts at a flip-flop, not behind the code memory's output and a subtractor
         room = Signal()
-        m.d.sync += room.eq(fill.depth - (head_next - fill.free)[:fill.entry_bits + 1] >= 3)
-        m.d.comb += head_next.eq(self.head)
+        m.d.sync += room.eq(fill.depth - (self.head - fill.free)[:fill.entry_bits + 1] >= 6)
         header = Signal(HEADER_LAYOUT)
         m.d.comb += header.eq(words.payload.data[:HEADER_LAYOUT.size])
         kill = header.kill
@@ -143,9 +144,8 @@ class _RowWalker:
                 m.d.comb += words.ready.eq(room)
                 with m.If(words.valid & room):
                     taps = 3 - (kill[0] + kill[1] + kill[2])
-                    m.d.comb += head_next.eq(self.head + Mux(taps == 0, 1, taps))
                     m.d.sync += [self.hdr.eq(header), self.taps.eq(Mux(taps == 0, 1, taps)),
-                                 self.row_entry.eq(self.head), self.head.eq(head_next),
+                                 self.row_entry.eq(self.head), self.head.eq(self.head + Mux(taps == 0, 1, taps)),
                                  self.rows_left.eq(self.rows_left - 1), self.first_row.eq(0)]
                     with m.If(self.first_row):
                         m.d.sync += self.group_addr.eq(words.payload.addr)

@@ -40,8 +40,8 @@ class Issuer(wiring.Component):
     ``addr_error``: an op read outside the input (a corrupt program; a cycle after its issue).
     ``start`` begins a layer; ``done`` rises when its last op has been issued.
 
-    Throughput: one op per cycle; one cycle more at the end of every pass (the replay's seek, and the next
-    pixel's padding flags registered meanwhile), two when a group is replayed (the seek's read).
+    Throughput: one op per cycle; two cycles more at the end of every pass (the pixel steps, then its padding
+    flags are registered; a replay's seek and read take the same two cycles).
     Latency: ``act_latency + MacArray.LATENCY`` cycles from an issue to its accumulation.
     """
 
@@ -92,7 +92,8 @@ class Issuer(wiring.Component):
         group_start = Signal(self.entry_bits + 1)    # the group's first entry
         running = Signal()
         last_in_flight = Signal()                    # a pass's last op issued, its sums not yet in the drain
-        settle = Signal()                            # a pass ended last cycle: the pixel's padding is new
+        step = Signal()                              # a pass ended last cycle: step the pixel (or group) now
+        settle = Signal()                            # ... or two cycles ago: the pixel's padding flags are new
 
         def first_pixel():
             return [pix_left.eq(p.n_pix), x_left.eq(p.out_w), cols_left.eq(p.in_w + p.pad),
@@ -119,20 +120,23 @@ class Issuer(wiring.Component):
         drain_ok = Signal()
         m.d.comb += drain_ok.eq(~self.drain_busy & ~last_in_flight)
         issue = Signal()
-        m.d.comb += [issue.eq(running & ~settle & self.entries.valid & (~info.last | drain_ok)),
+        m.d.comb += [issue.eq(running & ~step & ~settle & self.entries.valid & (~info.last | drain_ok)),
                      self.entries.ready.eq(issue), self.busy.eq(running | last_in_flight)]
         m.d.comb += [self.act_addr.eq(act), self.act_en.eq(issue), self.w_addr.eq(ptr), self.w_en.eq(issue)]
         # registered: the fill's room computation starts here (a cycle late frees an entry a cycle late)
         m.d.sync += self.free.eq(Mux(p.stream | last_pixel, self.consumed, group_start))
 
-        replay = Signal()                            # seek back to the group's first entry this cycle
-        m.d.sync += [settle.eq(issue & info.last), replay.eq(0)]
+        # at a pass's last op: its drain information and the entry after it; the pixel (or group) steps a
+        # cycle later, from registers, and no op issues until the next pixel's padding flags are registered
+        end_ptr = Signal.like(group_start)
+        m.d.sync += [step.eq(issue & info.last), settle.eq(step)]
         with m.If(issue & info.last):
             m.d.sync += [last_in_flight.eq(1), self.pass_out.eq(out), self.pass_bias.eq(bias),
-                         self.pass_lanes.eq(lanes)]
+                         self.pass_lanes.eq(lanes), end_ptr.eq(ptr + 1)]
+        with m.If(step):
             with m.If(last_pixel):
                 # the group's last pass: the next group starts after this entry
-                m.d.sync += [group_start.eq(ptr + 1), groups_left.eq(groups_left - 1), *first_pixel(),
+                m.d.sync += [group_start.eq(end_ptr), groups_left.eq(groups_left - 1), *first_pixel(),
                              lanes.eq(Mux(groups_left == 2, p.last_lanes, n)), group_out.eq(group_out + n),
                              out.eq(group_out + n), bias.eq(bias + n)]
                 with m.If(groups_left == 1):
@@ -145,11 +149,9 @@ class Issuer(wiring.Component):
                 with m.Else():
                     m.d.sync += [x_left.eq(x_left - 1), cols_left.eq(cols_left - p.stride), left.eq(0),
                                  base.eq(base + p.step_x)]
-                m.d.sync += replay.eq(~p.stream)
-        # the replay's seek in the cycle after the pass's last op (that cycle issues nothing anyway): it starts
-        # at a register, so no path runs from the issue decision through the seek into the reader
-        with m.If(replay):
-            m.d.comb += [self.seek.eq(1), self.seek_addr.eq(group_start)]
+                # the replay's seek: from a register, so no path runs from the issue decision into the reader
+                with m.If(~p.stream):
+                    m.d.comb += [self.seek.eq(1), self.seek_addr.eq(group_start)]
         with m.If(self.mac_done):
             m.d.sync += last_in_flight.eq(0)
 

