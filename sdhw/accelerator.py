@@ -149,6 +149,7 @@ class Accelerator(wiring.Component):
         wiring.connect(m, entries.o, issuer.entries)
         m.d.comb += [issuer.start.eq(seq.layer_start), entries.seek.eq(issuer.seek),
                      entries.seek_addr.eq(issuer.seek_addr), issuer.consumed.eq(entries.consumed),
+                     issuer.start_ptr.eq(fill.wp),
                      fill.free.eq(issuer.free),
                      wbuf.w_r_addr.eq(issuer.w_addr), wbuf.w_r_en.eq(issuer.w_en), issuer.w_data.eq(wbuf.w_r_data),
                      acts.r_addr.eq(issuer.act_addr), acts.r_en.eq(issuer.act_en), issuer.act_data.eq(acts.r_data)]

@@ -36,8 +36,10 @@ class _FillPorts(wiring.Component):
     """Ports shared by :class:`SdFill` and :class:`DenseFill`.
 
     ``start``: begin a layer (``params`` stable from then until ``done``); ``done``: every entry of the layer
-    committed. A row's header is taken only while six entries are free (two rows': the decision is
-    registered), so a layer whose groups are replayed must keep each group within ``depth - 6`` entries.
+    committed; the write pointer runs on from layer to layer (the issuer starts each layer at it, so the
+    reader's limit only ever moves forward). A row's header is taken only while six entries are free (two
+    rows': the decision is registered), so a layer whose groups are replayed must keep each group within
+    ``depth - 6`` entries.
     ``words``: the code stream from a :class:`~sdhw.reader.SequentialReader`, positioned with
     ``seek``/``seek_addr``. Weight buffer: ``w_addr``, ``w_en`` (one bit per chunk of F lanes), ``w_data``
     (a chunk's weights, repeated for every chunk position), ``info_en``/``info_addr``/``info_data``; ``wp`` the
@@ -125,7 +127,7 @@ class _RowWalker:
                     m.d.comb += [fill.seek.eq(1), fill.seek_addr.eq(p.code_base)]
                     m.d.sync += [self.group_left.eq(p.n_groups), self.rep_left.eq(p.n_pix), self.table_idx.eq(0),
                                  self.rows_left.eq(p.n_rows), self.first_row.eq(1),
-                                 self.head.eq(0), fill.wp.eq(0), fill.done.eq(0),
+                                 fill.done.eq(0),
                                  self.table_more.eq(p.n_thresh != 0), self.groups_more.eq(p.n_groups > 1),
                                  self.rep_more.eq(p.n_pix > 1)]
                     m.next = "TABLE"

@@ -28,7 +28,8 @@ class Issuer(wiring.Component):
     replays the group (``seek`` back to its first entry) unless the layer ``stream`` s (the fill writes the
     group again for every pixel), and after the group's last pixel the next group follows. ``free`` tells the
     fill which entries it may overwrite: those before the group's first while the group is replayed, those
-    before the oldest unread one in its last pass (and always when streaming).
+    before the oldest unread one in its last pass (and always when streaming). A layer's first entry is
+    ``start_ptr`` (the fill's write pointer as the layer starts).
 
     Per op: the activation address (the pixel's base plus the entry's offset), padding (the pixel's rows and
     columns inside the input, by the entry's kernel row and column: the input's zero point instead), the
@@ -57,7 +58,7 @@ class Issuer(wiring.Component):
         super().__init__({
             "params": In(params), "start": In(1), "done": Out(1),
             "entries": In(stream.Signature(entry)), "seek": Out(1), "seek_addr": Out(entry_bits + 1),
-            "consumed": In(entry_bits + 1), "free": Out(entry_bits + 1),
+            "consumed": In(entry_bits + 1), "free": Out(entry_bits + 1), "start_ptr": In(entry_bits + 1),
             "w_addr": Out(entry_bits), "w_en": Out(1), "w_data": In(8 * lanes),
             "act_addr": Out(act_bits), "act_en": Out(1), "act_data": In(signed(8)),
             "mac_weights": Out(data.ArrayLayout(signed(8), lanes)), "mac_act": Out(signed(8)),
@@ -80,6 +81,7 @@ class Issuer(wiring.Component):
         groups_left = Signal.like(p.n_groups)
         lanes = Signal(range(n + 1))                 # live lanes of this group
         pix_left = Signal.like(p.n_pix)
+        last_pixel = Signal()                        # pix_left == 1, kept in a register of its own
         x_left = Signal.like(p.out_w)                # output pixels left in this row, this one included
         cols_left = Signal(signed(len(p.in_w) + 2))  # input columns from the pixel's first tap column on
         rows_left = Signal(signed(len(p.in_h) + 2))
@@ -96,14 +98,15 @@ class Issuer(wiring.Component):
         settle = Signal()                            # ... or two cycles ago: the pixel's padding flags are new
 
         def first_pixel():
-            return [pix_left.eq(p.n_pix), x_left.eq(p.out_w), cols_left.eq(p.in_w + p.pad),
-                    rows_left.eq(p.in_h + p.pad), left.eq(p.pad), top.eq(p.pad), base.eq(p.base0)]
+            return [pix_left.eq(p.n_pix), last_pixel.eq(p.n_pix == 1), x_left.eq(p.out_w),
+                    cols_left.eq(p.in_w + p.pad), rows_left.eq(p.in_h + p.pad), left.eq(p.pad), top.eq(p.pad),
+                    base.eq(p.base0)]
 
         with m.If(self.start):
             m.d.sync += [running.eq(1), self.done.eq(0), groups_left.eq(p.n_groups),
                          lanes.eq(Mux(p.n_groups == 1, p.last_lanes, n)), group_out.eq(0), out.eq(0),
-                         bias.eq(p.bias_base), group_start.eq(0), *first_pixel()]
-            m.d.comb += [self.seek.eq(1), self.seek_addr.eq(0)]
+                         bias.eq(p.bias_base), group_start.eq(self.start_ptr), *first_pixel()]
+            m.d.comb += [self.seek.eq(1), self.seek_addr.eq(self.start_ptr)]
 
         # padding: the entry's kernel row and column inside the input
         row_ok = Signal(3)
@@ -115,8 +118,6 @@ class Issuer(wiring.Component):
         act = Signal(signed(self.addr_bits))
         m.d.comb += act.eq(base + info.off)
 
-        last_pixel = Signal()
-        m.d.comb += last_pixel.eq(pix_left == 1)
         drain_ok = Signal()
         m.d.comb += drain_ok.eq(~self.drain_busy & ~last_in_flight)
         issue = Signal()
@@ -142,7 +143,7 @@ class Issuer(wiring.Component):
                 with m.If(groups_left == 1):
                     m.d.sync += [running.eq(0), self.done.eq(1)]
             with m.Else():
-                m.d.sync += [pix_left.eq(pix_left - 1), out.eq(out + p.out_c)]
+                m.d.sync += [pix_left.eq(pix_left - 1), last_pixel.eq(pix_left == 2), out.eq(out + p.out_c)]
                 with m.If(x_left == 1):
                     m.d.sync += [x_left.eq(p.out_w), cols_left.eq(p.in_w + p.pad), left.eq(p.pad),
                                  rows_left.eq(rows_left - p.stride), top.eq(0), base.eq(base + p.row_wrap)]

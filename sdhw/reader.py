@@ -12,7 +12,8 @@ class SequentialReader(wiring.Component):
 
     ``seek`` restarts at ``seek_addr`` (words read before it are dropped, also those still in flight). With a
     ``limit`` the reader stops before the address equal to ``limit`` (a producer's write pointer; addresses
-    and ``limit`` have one more bit than the memory, for the wrap-around of a ring buffer). ``consumed`` is
+    and ``limit`` have one more bit than the memory, for the wrap-around of a ring buffer), comparing them in
+    a register: a word the limit has just passed is read a cycle later. ``consumed`` is
     the address of the oldest word not yet taken from ``o``.
 
     Parameters
@@ -50,8 +51,16 @@ class SequentialReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         addr = Signal(self.ptr_bits)                     # the next address to read
+        addr_next = Signal(self.ptr_bits)
         more = Signal()
-        m.d.comb += [more.eq(addr != self.limit) if self.limited else more.eq(1), self.rd_addr.eq(addr)]
+        m.d.sync += addr.eq(addr_next)
+        m.d.comb += [addr_next.eq(addr), self.rd_addr.eq(addr)]
+        if self.limited:
+            # registered: the read decision starts at a flip-flop (a limit that has just moved is seen a cycle
+            # later)
+            m.d.sync += more.eq(addr_next != self.limit)
+        else:
+            m.d.comb += more.eq(1)
         with m.If(self.seek):
             m.d.sync += self.consumed.eq(self.seek_addr)
         with m.Elif(self.o.valid & self.o.ready):
@@ -63,9 +72,11 @@ class SequentialReader(wiring.Component):
             m.d.comb += [read.eq((~self.o.valid | self.o.ready) & more & ~self.seek), self.rd_en.eq(read),
                          self.o.payload.data.eq(self.rd_data), self.o.payload.addr.eq(word_addr)]
             with m.If(self.seek):
-                m.d.sync += [addr.eq(self.seek_addr), self.o.valid.eq(0)]
+                m.d.comb += addr_next.eq(self.seek_addr)
+                m.d.sync += self.o.valid.eq(0)
             with m.Elif(read):
-                m.d.sync += [addr.eq(addr + 1), word_addr.eq(addr), self.o.valid.eq(1)]
+                m.d.comb += addr_next.eq(addr + 1)
+                m.d.sync += [word_addr.eq(addr), self.o.valid.eq(1)]
             with m.Elif(self.o.ready):
                 m.d.sync += self.o.valid.eq(0)
             return m
@@ -78,11 +89,12 @@ class SequentialReader(wiring.Component):
         read = Signal()
         m.d.comb += [read.eq(more & ~self.seek & (queue.level + flight[0] + flight[1] < 4)), self.rd_en.eq(read)]
         with m.If(self.seek):
-            m.d.sync += [addr.eq(self.seek_addr), flight.eq(0)]
+            m.d.comb += addr_next.eq(self.seek_addr)
+            m.d.sync += flight.eq(0)
         with m.Else():
             m.d.sync += [flight.eq(Cat(read, flight[0])), flight_addr[0].eq(addr), flight_addr[1].eq(flight_addr[0])]
             with m.If(read):
-                m.d.sync += addr.eq(addr + 1)
+                m.d.comb += addr_next.eq(addr + 1)
         m.d.comb += [queue.w_data.eq(Cat(self.rd_data, flight_addr[1])), queue.w_en.eq(flight[1] & ~self.seek)]
         m.d.comb += [self.o.valid.eq(queue.r_rdy), self.o.payload.data.eq(queue.r_data[:self.width]),
                      self.o.payload.addr.eq(queue.r_data[self.width:]), queue.r_en.eq(self.o.ready)]
