@@ -83,6 +83,8 @@ class Issuer(wiring.Component):
         pix_left = Signal.like(p.n_pix)
         last_pixel = Signal()                        # pix_left == 1, kept in a register of its own
         x_left = Signal.like(p.out_w)                # output pixels left in this row, this one included
+        row_end = Signal()                           # x_left == 1, in a register of its own
+        last_group = Signal()                        # groups_left == 1, in a register of its own
         cols_left = Signal(signed(len(p.in_w) + 2))  # input columns from the pixel's first tap column on
         rows_left = Signal(signed(len(p.in_h) + 2))
         left = Signal()                              # the pixel's first tap column is the left padding
@@ -98,12 +100,12 @@ class Issuer(wiring.Component):
         settle = Signal()                            # ... or two cycles ago: the pixel's padding flags are new
 
         def first_pixel():
-            return [pix_left.eq(p.n_pix), last_pixel.eq(p.n_pix == 1), x_left.eq(p.out_w),
+            return [pix_left.eq(p.n_pix), last_pixel.eq(p.n_pix == 1), x_left.eq(p.out_w), row_end.eq(p.out_w == 1),
                     cols_left.eq(p.in_w + p.pad), rows_left.eq(p.in_h + p.pad), left.eq(p.pad), top.eq(p.pad),
                     base.eq(p.base0)]
 
         with m.If(self.start):
-            m.d.sync += [running.eq(1), self.done.eq(0), groups_left.eq(p.n_groups),
+            m.d.sync += [running.eq(1), self.done.eq(0), groups_left.eq(p.n_groups), last_group.eq(p.n_groups == 1),
                          lanes.eq(Mux(p.n_groups == 1, p.last_lanes, n)), group_out.eq(0), out.eq(0),
                          bias.eq(p.bias_base), group_start.eq(self.start_ptr), *first_pixel()]
             m.d.comb += [self.seek.eq(1), self.seek_addr.eq(self.start_ptr)]
@@ -138,17 +140,20 @@ class Issuer(wiring.Component):
             with m.If(last_pixel):
                 # the group's last pass: the next group starts after this entry
                 m.d.sync += [group_start.eq(end_ptr), groups_left.eq(groups_left - 1), *first_pixel(),
+                             last_group.eq(groups_left == 2),
                              lanes.eq(Mux(groups_left == 2, p.last_lanes, n)), group_out.eq(group_out + n),
                              out.eq(group_out + n), bias.eq(bias + n)]
-                with m.If(groups_left == 1):
+                with m.If(last_group):
                     m.d.sync += [running.eq(0), self.done.eq(1)]
             with m.Else():
                 m.d.sync += [pix_left.eq(pix_left - 1), last_pixel.eq(pix_left == 2), out.eq(out + p.out_c)]
-                with m.If(x_left == 1):
-                    m.d.sync += [x_left.eq(p.out_w), cols_left.eq(p.in_w + p.pad), left.eq(p.pad),
+                with m.If(row_end):
+                    m.d.sync += [x_left.eq(p.out_w), row_end.eq(p.out_w == 1), cols_left.eq(p.in_w + p.pad),
+                                 left.eq(p.pad),
                                  rows_left.eq(rows_left - p.stride), top.eq(0), base.eq(base + p.row_wrap)]
                 with m.Else():
-                    m.d.sync += [x_left.eq(x_left - 1), cols_left.eq(cols_left - p.stride), left.eq(0),
+                    m.d.sync += [x_left.eq(x_left - 1), row_end.eq(x_left == 2), cols_left.eq(cols_left - p.stride),
+                                 left.eq(0),
                                  base.eq(base + p.step_x)]
                 # the replay's seek: from a register, so no path runs from the issue decision into the reader
                 with m.If(~p.stream):

@@ -44,7 +44,7 @@ class Sequencer(wiring.Component):
     checks). ``start`` (a host write) begins a run and pulses ``flush``, which clears the data path; ``clear``
     drops ``done`` and ``error``.
 
-    Latency: ``DESC_WORDS + desc_latency + 2`` cycles from a layer's end to the next one's start.
+    Latency: ``DESC_WORDS + desc_latency + 3`` cycles from a layer's end to the next one's start.
     """
 
     def __init__(self, cfg: AcceleratorConfig, *, desc_latency: int = 1):
@@ -72,7 +72,8 @@ class Sequencer(wiring.Component):
         order = [hb.ERR_KIND, hb.ERR_STRIDE, hb.ERR_SHAPE, hb.ERR_MODE, hb.ERR_ACT_SIZE, hb.ERR_PARAMS,
                  hb.ERR_WEIGHT_ADDR, hb.ERR_BIAS_ADDR, hb.ERR_ACT_ADDR]
         bad = {code: Signal(name=f"bad_{code}") for code in order}
-        code = Signal(8)
+        code = Signal(8)                               # the checks' verdict (0: none)
+        end = Signal()                                 # the slot is the end marker
 
         def field(name, value):
             wordno, lsb, width, is_signed = FIELDS[name]
@@ -121,26 +122,27 @@ class Sequencer(wiring.Component):
                     with m.If(got == DESC_WORDS - 1):
                         m.next = "CHECK"
             with m.State("CHECK"):
+                # the verdict into registers: the checks' priority chain stays off the error and start paths
                 verdict = 0
                 for err in reversed(order):
                     verdict = Mux(bad[err], err, verdict)
-                with m.If(~checksum_ok):
-                    m.d.sync += stop(hb.ERR_CHECKSUM)
-                    m.next = "IDLE"
-                with m.Elif(layer.kind == KIND_END):
-                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
-                    m.next = "IDLE"
-                with m.Elif(bad[hb.ERR_KIND]):
-                    m.d.sync += stop(hb.ERR_KIND)
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.comb += code.eq(verdict)
+                m.d.sync += [code.eq(Mux(~checksum_ok, hb.ERR_CHECKSUM, Mux(bad[hb.ERR_KIND], hb.ERR_KIND, verdict))),
+                             end.eq(layer.kind == KIND_END)]
+                m.next = "CHECKED"
+            with m.State("CHECKED"):
+                with m.If((code == hb.ERR_CHECKSUM) | (code == hb.ERR_KIND) | ((code == 0) & ~end)):
                     with m.If(code != 0):
                         m.d.sync += stop(code)
                         m.next = "IDLE"
                     with m.Else():
                         m.d.sync += self.layer_start.eq(1)
                         m.next = "RUN"
+                with m.Elif(end):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += stop(code)
+                    m.next = "IDLE"
             with m.State("RUN"):
                 with m.If(self.fail):
                     m.d.sync += stop(self.fail_code)
