@@ -599,7 +599,9 @@ class ThresholdRequantiser(wiring.Component):
         for unit in searches:
             m.d.comb += [unit.i.valid.eq(s_valid & ~taken), unit.i.payload.s.eq(s), unit.i.payload.tag.eq(s_tag)]
             taken = taken | unit.i.ready
-        m.d.comb += self.i.ready.eq(~s_valid | taken)
+        # ready from the input register alone (one element per two cycles at most, far above the units'
+        # rate): the drain's shift enable, which fans out to every shadow bit, starts at flip-flops
+        m.d.comb += self.i.ready.eq(~s_valid)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [s_valid.eq(1), s.eq(self.i.payload.acc + self.i.payload.bias), s_tag.eq(self.i.payload.tag)]
         with m.Elif(taken):
