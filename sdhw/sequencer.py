@@ -44,7 +44,8 @@ class Sequencer(wiring.Component):
     checks). ``start`` (a host write) begins a run and pulses ``flush``, which clears the data path; ``clear``
     drops ``done`` and ``error``.
 
-    Latency: ``DESC_WORDS + desc_latency + 3`` cycles from a layer's end to the next one's start.
+    Latency: ``DESC_WORDS + desc_latency + 4`` cycles from a layer's end to the next one's start; an error
+    stops the run two cycles after the data path raises it.
     """
 
     def __init__(self, cfg: AcceleratorConfig, *, desc_latency: int = 1):
@@ -73,6 +74,11 @@ class Sequencer(wiring.Component):
                  hb.ERR_WEIGHT_ADDR, hb.ERR_BIAS_ADDR, hb.ERR_ACT_ADDR]
         bad = {code: Signal(name=f"bad_{code}") for code in order}
         code = Signal(8)                               # the checks' verdict (0: none)
+        # the data path's verdicts, registered (they gather signals from every block); the layer's done is
+        # taken from the third cycle of a layer on, once the blocks' done flags of the last layer have dropped
+        done_q, fail_q, fail_code_q = Signal(), Signal(), Signal(8)
+        settled = Signal(2)
+        m.d.sync += [done_q.eq(self.layer_done), fail_q.eq(self.fail & self.busy), fail_code_q.eq(self.fail_code)]
         end = Signal()                                 # the slot is the end marker
 
         def field(name, value):
@@ -135,7 +141,7 @@ class Sequencer(wiring.Component):
                         m.d.sync += stop(code)
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += self.layer_start.eq(1)
+                        m.d.sync += [self.layer_start.eq(1), settled.eq(0)]
                         m.next = "RUN"
                 with m.Elif(end):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
@@ -144,10 +150,11 @@ class Sequencer(wiring.Component):
                     m.d.sync += stop(code)
                     m.next = "IDLE"
             with m.State("RUN"):
-                with m.If(self.fail):
-                    m.d.sync += stop(self.fail_code)
+                m.d.sync += settled.eq(Cat(1, settled[0]))
+                with m.If(fail_q):
+                    m.d.sync += stop(fail_code_q)
                     m.next = "IDLE"
-                with m.Elif(self.layer_done & ~self.layer_start):
+                with m.Elif(done_q & settled[1]):
                     m.d.sync += [self.layer_index.eq(self.layer_index + 1), self.in_sel.eq(~self.in_sel),
                                  word.eq(0), got.eq(0), arrive.eq(0), total.eq(CHECKSUM_SEED)]
                     m.d.sync += [flag.eq(0) for flag in bad.values()]

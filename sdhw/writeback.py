@@ -18,7 +18,7 @@ class Writeback(wiring.Component):
     element per cycle), ``"serial"`` (:class:`~sdhw.requant.SerialRequantiser`, no DSP) or ``"table"``
     (:class:`~sdhw.requant.ThresholdRequantiser`, ``units`` threshold searches whose table ``t_*`` writes fill
     at the start of a layer). The write port (``w_addr``, ``w_data``, ``w_en``) takes an element whenever one
-    comes; ``idle``: no element inside.
+    comes; ``idle`` (a register): no element inside.
     """
 
     def __init__(self, *, kind: str, acc_bits: int, tag_bits: int, units: int = 1):
@@ -49,10 +49,8 @@ class Writeback(wiring.Component):
         m.d.comb += [requant.o.ready.eq(1), self.w_en.eq(requant.o.valid), self.w_addr.eq(requant.o.payload.tag),
                      self.w_data.eq(requant.o.payload.value)]
         inside = Signal(range(64))
+        inside_next = Signal.like(inside)
         taken, given = self.i.valid & self.i.ready, requant.o.valid
-        with m.If(taken & ~given):
-            m.d.sync += inside.eq(inside + 1)
-        with m.Elif(given & ~taken):
-            m.d.sync += inside.eq(inside - 1)
-        m.d.comb += self.idle.eq(inside == 0)
+        m.d.comb += inside_next.eq(inside + taken - given)
+        m.d.sync += [inside.eq(inside_next), self.idle.eq(inside_next == 0)]
         return m
