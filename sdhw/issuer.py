@@ -38,7 +38,7 @@ class Issuer(wiring.Component):
     still in flight); its output address, bias entry and live lanes go with it (``pass_*``).
 
     Counters: ``macs`` (live lanes of an op that counts, a cycle after its issue), ``stall`` (no op issued).
-    ``addr_error``: an op read outside the input (a corrupt program; a cycle after its issue).
+    ``addr_error``: an op read outside the input (a corrupt program; two cycles after its issue).
     ``start`` begins a layer; ``done`` rises when its last op has been issued.
 
     Throughput: one op per cycle; two cycles more at the end of every pass (the pixel steps, then its padding
@@ -162,8 +162,13 @@ class Issuer(wiring.Component):
             m.d.sync += last_in_flight.eq(0)
 
         # counters and the address check, a cycle after the issue
+        checked = Signal()
+        checked_act = Signal.like(act)
         m.d.sync += [self.macs.eq(Mux(issue & info.count, lanes, 0)), self.stall.eq(running & ~issue),
-                     self.addr_error.eq(issue & info.count & ~pad & ((act < 0) | (act >= p.in_size)))]
+                     checked.eq(issue & info.count & ~pad), checked_act.eq(act)]
+        # the address check from registers (the address is an adder's output, the comparison another carry
+        # chain): two cycles after the issue
+        m.d.sync += self.addr_error.eq(checked & ((checked_act < 0) | (checked_act >= p.in_size)))
 
         # the activation and the weights arrive act_latency cycles after the issue
         valid, last, padded = issue, issue & info.last, pad
