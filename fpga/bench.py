@@ -714,10 +714,10 @@ def program_memory(program, cfg: AcceleratorConfig) -> dict:
     except SdhwError as exc:
         return {"fits": False, "reason": str(exc)}
     usage = image.meta["usage"]
-    entry_bits = {"code": cfg.code_width, "bitmap": 32, "basis": 72, "bias": 32, "descriptors": DESC_WORDS * 32}
+    entry_bits = {"code": cfg.code_word_bits, "basis": 72, "bias": 32, "descriptors": DESC_WORDS * 32}
     used = {k: usage[k] * bits for k, bits in entry_bits.items() if k in usage}
     mems = cfg.memories()
-    available = {name: d * w * c for name, (d, w, c) in mems.items() if name != "activations"}
+    available = {name: d * w for name, (d, w) in mems.items() if name in ("codes", "bases", "bias", "descriptors")}
     act_bytes = max(max(math.prod(layer.in_shape), math.prod(layer.out_shape)) for layer in program.layers)
     return {"fits": True, "used_bits": used, "available_bits": available,
             "used_kbit": sum(used.values()) / 1024, "available_kbit": sum(available.values()) / 1024,
@@ -763,14 +763,14 @@ def measurement_config(programs: list, pes: int, dense: bool, devices: list[str]
         if all(program_memory(p, cfg)["fits"] for p in programs):
             return cfg
     roomy = AcceleratorConfig(pes=pes, dense=dense, device="generic", act_depth=65536, code_depth=65536,
-                              bitmap_depth=65536, basis_depth=65536, bias_depth=65536)
+                              basis_depth=65536, bias_depth=65536)
     base = AcceleratorConfig(pes=pes, dense=dense, device="generic")
-    grown = {k: getattr(base, k) for k in ("code_depth", "bitmap_depth", "basis_depth", "bias_depth", "act_depth")}
+    grown = {k: getattr(base, k) for k in ("code_depth", "basis_depth", "bias_depth", "act_depth")}
     for p in programs:
         usage = build_image(p, roomy).meta["usage"]
         act = max(max(math.prod(layer.in_shape), math.prod(layer.out_shape)) for layer in p.layers)
-        for key, used in (("code_depth", usage["code"]), ("bitmap_depth", usage["bitmap"]),
-                          ("basis_depth", usage["basis"]), ("bias_depth", usage["bias"]), ("act_depth", act)):
+        for key, used in (("code_depth", usage["code"]), ("basis_depth", usage["basis"]),
+                          ("bias_depth", usage["bias"]), ("act_depth", act)):
             while grown[key] < used:
                 grown[key] *= 2
     return AcceleratorConfig(pes=pes, dense=dense, device="generic", **grown)
