@@ -151,8 +151,8 @@ class Accelerator(wiring.Component):
                      entries.seek_addr.eq(issuer.seek_addr), issuer.consumed.eq(entries.consumed),
                      issuer.start_ptr.eq(fill.wp),
                      fill.free.eq(issuer.free),
-                     wbuf.w_r_addr.eq(issuer.w_addr), wbuf.w_r_en.eq(issuer.w_en), issuer.w_data.eq(wbuf.w_r_data),
-                     acts.r_addr.eq(issuer.act_addr), acts.r_en.eq(issuer.act_en), issuer.act_data.eq(acts.r_data)]
+                     wbuf.w_r_addr.eq(issuer.w_addr), wbuf.w_r_en.eq(1), issuer.w_data.eq(wbuf.w_r_data),
+                     acts.r_addr.eq(issuer.act_addr), acts.r_en.eq(1), issuer.act_data.eq(acts.r_data)]
 
         mac = data_path("mac", MacArray(lanes=cfg.pes, acc_bits=cfg.acc_bits, soft_products=cfg.soft_products,
                                         dsp="dual" if cfg.dual_products else

@@ -96,8 +96,22 @@ class _RowWalker:
         self.table_more = Signal()                     # thresholds left to load
         self.rep_more = Signal()                       # rep_left > 1
         self.groups_more = Signal()                    # group_left > 1
-        self.walking = Signal()
         self.next_row = Signal()                       # the row's last word is used this cycle
+        # copies of the states that take words, one flip-flop each, for the stream's ready (Yosys does not
+        # re-encode a state machine whose register has an initial value, and a binary state takes LUTs to
+        # decode): kept by :meth:`goto`
+        self.in_state = {name: Signal(name=f"in_{name.lower()}") for name in ("HEADER", "ROW", "TAPS")}
+
+    def goto(self, state: str):
+        """Go to ``state`` next cycle."""
+        self.m.next = state
+        self.m.d.sync += [flag.eq(name == state) for name, flag in self.in_state.items()]
+
+    def takes_words(self, *terms):
+        """Drive the stream's ready: thresholds to load, a header with room, a row's first codes, and the
+        fill's own ``terms`` (flip-flops)."""
+        self.m.d.comb += self.fill.words.ready.eq(self.table_more | (self.in_state["HEADER"] & self.room)
+                                                  | self.in_state["ROW"] | Cat(*terms).any())
 
     def info(self, j):
         """Tap info of tap ``j`` of the current row."""
@@ -115,7 +129,7 @@ class _RowWalker:
         # room for two rows (six entries), registered from the allocation and the issuer's free pointer before
         # this cycle's header: so a header may be taken in a cycle right after another (three entries each at
         # most) and its acceptance starts at a flip-flop, not behind the code memory's output and a subtractor
-        room = Signal()
+        room = self.room = Signal()
         m.d.sync += room.eq(fill.depth - (self.head - fill.free)[:fill.entry_bits + 1] >= 6)
         header = Signal(HEADER_LAYOUT)
         m.d.comb += header.eq(words.payload.data[:HEADER_LAYOUT.size])
@@ -130,12 +144,11 @@ class _RowWalker:
                                  fill.done.eq(0),
                                  self.table_more.eq(p.n_thresh != 0), self.groups_more.eq(p.n_groups > 1),
                                  self.rep_more.eq(p.n_pix > 1)]
-                    m.next = "TABLE"
+                    self.goto("TABLE")
             with m.State("TABLE"):
                 with m.If(~self.table_more):
-                    m.next = "HEADER"
+                    self.goto("HEADER")
                 with m.Else():
-                    m.d.comb += words.ready.eq(1)
                     with m.If(words.valid):
                         m.d.comb += [fill.t_en.eq(1), fill.t_addr.eq(self.table_idx),
                                      fill.t_data.eq(words.payload.data)]
@@ -143,7 +156,6 @@ class _RowWalker:
                                      self.table_more.eq(self.table_idx + 1 != p.n_thresh)]
             with m.State("HEADER"):
                 # a row takes up to three entries: its header is taken only when they are free
-                m.d.comb += words.ready.eq(room)
                 with m.If(words.valid & room):
                     taps = 3 - (kill[0] + kill[1] + kill[2])
                     m.d.sync += [self.hdr.eq(header), self.taps.eq(Mux(taps == 0, 1, taps)),
@@ -154,7 +166,7 @@ class _RowWalker:
                     with m.If(self.rows_left == 0):
                         m.d.sync += fill.overrun.eq(1)
                     on_header(header)
-                    m.next = "ROW"
+                    self.goto("ROW")
             row_states(m)
             with m.State("GROUP_END"):
                 # every row of a group counts but the placeholder of an empty one, which is its only row
@@ -164,17 +176,17 @@ class _RowWalker:
                     # the next pixel of a group that does not fit the buffer: the same rows again
                     m.d.comb += [fill.seek.eq(1), fill.seek_addr.eq(self.group_addr)]
                     m.d.sync += [self.rep_left.eq(self.rep_left - 1), self.rep_more.eq(self.rep_left > 2)]
-                    m.next = "HEADER"
+                    self.goto("HEADER")
                 with m.Elif(self.groups_more):
                     m.d.sync += [self.group_left.eq(self.group_left - 1), self.groups_more.eq(self.group_left > 2),
                                  self.rep_left.eq(p.n_pix), self.rep_more.eq(p.n_pix > 1)]
-                    m.next = "HEADER"
+                    self.goto("HEADER")
                 with m.Else():
-                    m.next = "FLUSH"
+                    self.goto("FLUSH")
             with m.State("FLUSH"):
                 with m.If(fill.wp == self.head):
                     m.d.sync += fill.done.eq(1)
-                    m.next = "IDLE"
+                    self.goto("IDLE")
         with m.If(fill.start):
             m.d.sync += fill.overrun.eq(0)
         self.group_end = Signal()
@@ -183,9 +195,9 @@ class _RowWalker:
     def after_row(self, m):
         """The FSM transition after a row's last word (call inside the row's state)."""
         with m.If(self.hdr.last):
-            m.next = "GROUP_END"
+            self.goto("GROUP_END")
         with m.Else():
-            m.next = "HEADER"
+            self.goto("HEADER")
 
 
 class SdFill(_FillPorts):
@@ -234,10 +246,9 @@ class SdFill(_FillPorts):
 
         def row_states(m):
             with m.State("ROW"):
-                m.d.comb += words.ready.eq(1)
                 with m.If(words.valid):
                     m.d.sync += [codes.eq(words.payload.data[:len(codes)]), tap.eq(0), tap_last.eq(walk.taps == 1)]
-                    m.next = "TAPS"
+                    walk.goto("TAPS")
             with m.State("TAPS"):
                 m.d.comb += [emit.eq(1), following.eq(Mux(tap_last, chunk_basis + 3, job_basis + 1))]
                 with m.If(tap_last):
@@ -249,15 +260,15 @@ class SdFill(_FillPorts):
                                      chunk_basis.eq(chunk_basis + 3), job_basis.eq(chunk_basis + 3), tap.eq(0),
                                      tap_last.eq(walk.taps == 1)]
                         # the next chunk's codes, taken as this one issues its last tap
-                        m.d.comb += words.ready.eq(1)
                         with m.If(words.valid):
                             m.d.sync += codes.eq(words.payload.data[:len(codes)])
                         with m.Else():
-                            m.next = "ROW"
+                            walk.goto("ROW")
                 with m.Else():
                     m.d.sync += [tap.eq(tap + 1), tap_last.eq(tap + 2 == walk.taps), job_basis.eq(job_basis + 1)]
 
         walk.build(on_header, row_states)
+        walk.takes_words(walk.in_state["TAPS"] & tap_last & ~chunk_last)
         # the basis memory is read a cycle ahead: the row of the job emitted next cycle
         m.d.comb += self.basis_addr.eq(Mux(emit, following, job_basis))
         with m.If(emit & (chunk == 0)):
@@ -314,7 +325,6 @@ class DenseFill(_FillPorts):
 
         def row_states(m):
             with m.State("ROW"):
-                m.d.comb += words.ready.eq(1)
                 with m.If(words.valid):
                     m.d.comb += emit.eq(1)
                     with m.If(chunk == self.chunks - 1):
@@ -326,6 +336,7 @@ class DenseFill(_FillPorts):
                         m.d.sync += chunk.eq(chunk + 1)
 
         walk.build(on_header, row_states)
+        walk.takes_words()
         with m.If(emit & (chunk == 0)):
             m.d.comb += [self.info_en.eq(1), self.info_addr.eq(walk.row_entry + tap), self.info_data.eq(walk.info(tap))]
         job = data.StructLayout({"entry": self.entry_bits + 1, "chunk": max(1, ceil_log2(self.chunks)),

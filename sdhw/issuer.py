@@ -34,8 +34,10 @@ class Issuer(wiring.Component):
     Per op: the activation address (the pixel's base plus the entry's offset), padding (the pixel's rows and
     columns inside the input, by the entry's kernel row and column: the input's zero point instead), the
     weights read from the buffer beside the activation, both ``act_latency`` cycles after the issue, then to the
-    MAC array. A pass's last op waits until the drain has room for its sums (``drain_busy``, and no last op
-    still in flight); its output address, bias entry and live lanes go with it (``pass_*``).
+    MAC array. The activation and weight memories are read every cycle at the issuer's addresses (only an
+    issued op's words are used), so their enables wait on no decision. A pass's last op waits until the drain
+    has room for its sums (``drain_busy``, and no last op still in flight); its output address, bias entry and
+    live lanes go with it (``pass_*``).
 
     Counters: ``macs`` (live lanes of an op that counts, a cycle after its issue), ``stall`` (no op issued).
     ``addr_error``: an op read outside the input (a corrupt program; two cycles after its issue).
@@ -59,8 +61,8 @@ class Issuer(wiring.Component):
             "params": In(params), "start": In(1), "done": Out(1),
             "entries": In(stream.Signature(entry)), "seek": Out(1), "seek_addr": Out(entry_bits + 1),
             "consumed": In(entry_bits + 1), "free": Out(entry_bits + 1), "start_ptr": In(entry_bits + 1),
-            "w_addr": Out(entry_bits), "w_en": Out(1), "w_data": In(8 * lanes),
-            "act_addr": Out(act_bits), "act_en": Out(1), "act_data": In(signed(8)),
+            "w_addr": Out(entry_bits), "w_data": In(8 * lanes),
+            "act_addr": Out(act_bits), "act_data": In(signed(8)),
             "mac_weights": Out(data.ArrayLayout(signed(8), lanes)), "mac_act": Out(signed(8)),
             "mac_valid": Out(1), "mac_last": Out(1), "mac_done": In(1),
             "drain_busy": In(1),
@@ -125,7 +127,7 @@ class Issuer(wiring.Component):
         issue = Signal()
         m.d.comb += [issue.eq(running & ~step & ~settle & self.entries.valid & (~info.last | drain_ok)),
                      self.entries.ready.eq(issue), self.busy.eq(running | last_in_flight)]
-        m.d.comb += [self.act_addr.eq(act), self.act_en.eq(issue), self.w_addr.eq(ptr), self.w_en.eq(issue)]
+        m.d.comb += [self.act_addr.eq(act), self.w_addr.eq(ptr)]
         # registered: the fill's room computation starts here (a cycle late frees an entry a cycle late)
         m.d.sync += self.free.eq(Mux(p.stream | last_pixel, self.consumed, group_start))
 

@@ -1,7 +1,7 @@
 """A sequential memory reader: words from a start address on, as a stream, one per cycle."""
 from __future__ import annotations
 
-from amaranth import Cat, Module, ResetInserter, Signal
+from amaranth import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -53,12 +53,14 @@ class SequentialReader(wiring.Component):
         addr = Signal(self.ptr_bits)                     # the next address to read
         addr_next = Signal(self.ptr_bits)
         more = Signal()
+        read = Signal()
         m.d.sync += addr.eq(addr_next)
         m.d.comb += [addr_next.eq(addr), self.rd_addr.eq(addr)]
         if self.limited:
-            # registered: the read decision starts at a flip-flop (a limit that has just moved is seen a cycle
-            # later)
-            m.d.sync += more.eq(addr_next != self.limit)
+            # registered, and its comparisons made beside the read decision rather than after it: the decision
+            # only picks one (a limit that has just moved is seen a cycle later)
+            m.d.sync += more.eq(Mux(self.seek, self.seek_addr != self.limit,
+                                    Mux(read, (addr + 1)[:len(addr)] != self.limit, addr != self.limit)))
         else:
             m.d.comb += more.eq(1)
         with m.If(self.seek):
@@ -66,10 +68,10 @@ class SequentialReader(wiring.Component):
         with m.Elif(self.o.valid & self.o.ready):
             m.d.sync += self.consumed.eq(self.consumed + 1)
         if self.latency == 1:
-            # the memory's output register is the stream's: read the next word when this one is taken
+            # the memory's output register is the stream's: read the next word when this one is taken (also in
+            # a seek's cycle, whose word is dropped: so the memory's enable waits on the consumer's ready alone)
             word_addr = Signal(self.ptr_bits)
-            read = Signal()
-            m.d.comb += [read.eq((~self.o.valid | self.o.ready) & more & ~self.seek), self.rd_en.eq(read),
+            m.d.comb += [read.eq((~self.o.valid | self.o.ready) & more), self.rd_en.eq(read),
                          self.o.payload.data.eq(self.rd_data), self.o.payload.addr.eq(word_addr)]
             with m.If(self.seek):
                 m.d.comb += addr_next.eq(self.seek_addr)
@@ -86,7 +88,6 @@ class SequentialReader(wiring.Component):
         m.submodules.queue = ResetInserter(self.seek)(queue)
         flight = Signal(2)                               # reads issued 1 and 2 cycles ago
         flight_addr = [Signal(self.ptr_bits, name=f"flight_addr{k}") for k in range(2)]
-        read = Signal()
         m.d.comb += [read.eq(more & ~self.seek & (queue.level + flight[0] + flight[1] < 4)), self.rd_en.eq(read)]
         with m.If(self.seek):
             m.d.comb += addr_next.eq(self.seek_addr)

@@ -221,6 +221,30 @@ def test_limit_with_wrap_bit(latency):
 
 
 @pytest.mark.parametrize("latency", [1, 2])
+def test_a_limit_at_the_pointer_wrap_stops_the_reader(latency):
+    """The limit 0 with the reader just below the top of the pointer space: the words up to the top, no more
+    (the address after the top is 0, not a carry out)."""
+    seed = 8
+    h = make(seed, latency=latency, limited=True)
+    chk = Checker(h, seed)
+    r = h.reader
+    start = chk.mask - 2
+
+    async def bench(ctx):
+        ctx.set(r.o.ready, 1)
+        ctx.set(r.limit, 0)
+        for cycle in range(40):
+            ctx.set(r.seek, cycle == 0)
+            ctx.set(r.seek_addr, start)
+            chk.step(ctx, seek=start if cycle == 0 else None)
+            await ctx.tick()
+
+    simulate(h, bench)
+    addrs = [a for c, a, _ in chk.taken if c > 0]
+    assert addrs == [start, start + 1, start + 2], f"seed {seed}: {addrs}"
+
+
+@pytest.mark.parametrize("latency", [1, 2])
 @pytest.mark.parametrize("seed", [6, 7])
 def test_ring_buffer_producer_and_consumer(latency, seed):
     """A producer writes fresh words into the memory as a ring (entry ``e`` at ``e mod depth``), moving
