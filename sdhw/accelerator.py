@@ -130,7 +130,7 @@ class Accelerator(wiring.Component):
         m.d.comb += _copy_fields(fill.params, layer, ("code_base", "n_groups", "n_pix", "stream", "n_rows",
                                                       "tap_step", "basis_base", "n_thresh", "wshift"))
         m.d.comb += [fill.params.k3.eq(layer.kind == KIND_K3), fill.start.eq(seq.layer_start),
-                     words.seek.eq(fill.seek), words.seek_addr.eq(fill.seek_addr)]
+                     words.seek.eq(fill.seek), words.seek_addr.eq(fill.seek_addr), fill.word_addr.eq(words.consumed)]
         wiring.connect(m, words.o, fill.words)
         m.d.comb += [wbuf.w_addr.eq(fill.w_addr), wbuf.w_en.eq(fill.w_en), wbuf.w_data.eq(fill.w_data),
                      wbuf.info_en.eq(fill.info_en), wbuf.info_addr.eq(fill.info_addr),

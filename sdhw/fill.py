@@ -41,9 +41,10 @@ class _FillPorts(wiring.Component):
     rows': the decision is registered), so a layer whose groups are replayed must keep each group within
     ``depth - 6`` entries.
     ``words``: the code stream from a :class:`~sdhw.reader.SequentialReader`, positioned with
-    ``seek``/``seek_addr``. Weight buffer: ``w_addr``, ``w_en`` (one bit per chunk of F lanes), ``w_data``
-    (a chunk's weights, repeated for every chunk position), ``info_en``/``info_addr``/``info_data``; ``wp`` the
-    committed entries (one more bit than the buffer's address), ``free`` the issuer's oldest entry still needed.
+    ``seek``/``seek_addr``; ``word_addr`` the code address of the word it offers (the reader's ``consumed``). Weight
+    buffer: ``w_addr``, ``w_en`` (one bit per chunk of F lanes), ``w_data`` (a chunk's weights, repeated for every
+    chunk position), ``info_en``/``info_addr``/``info_data``; ``wp`` the committed entries (one more bit than the
+    buffer's address), ``free`` the issuer's oldest entry still needed.
     ``t_en``/``t_addr``/``t_data``: threshold table writes. ``skipped``: zero rows of a finished group (SD, one
     cycle). ``overrun``: a group's stream has more rows than the layer's rows (a corrupt program).
     """
@@ -55,10 +56,11 @@ class _FillPorts(wiring.Component):
         self.entry_bits = ceil_log2(depth)
         self.word_bits = word_bits
         params = fill_params(group_bits=group_bits, pix_bits=pix_bits, code_bits=code_bits, basis_bits=basis_bits)
-        word = data.StructLayout({"data": word_bits, "addr": code_bits})
+        word = data.StructLayout({"data": word_bits})
         ports = {
             "params": In(params), "start": In(1), "done": Out(1),
-            "words": In(stream.Signature(word)), "seek": Out(1), "seek_addr": Out(code_bits),
+            "words": In(stream.Signature(word)), "word_addr": In(code_bits),
+            "seek": Out(1), "seek_addr": Out(code_bits),
             "w_addr": Out(self.entry_bits), "w_en": Out(self.chunks), "w_data": Out(8 * fill_lanes * self.chunks),
             "info_en": Out(1), "info_addr": Out(self.entry_bits), "info_data": Out(TAP_INFO),
             "wp": Out(self.entry_bits + 1), "free": In(self.entry_bits + 1),
@@ -162,7 +164,7 @@ class _RowWalker:
                                  self.row_entry.eq(self.head), self.head.eq(self.head + Mux(taps == 0, 1, taps)),
                                  self.rows_left.eq(self.rows_left - 1), self.first_row.eq(0)]
                     with m.If(self.first_row):
-                        m.d.sync += self.group_addr.eq(words.payload.addr)
+                        m.d.sync += self.group_addr.eq(fill.word_addr)
                     with m.If(self.rows_left == 0):
                         m.d.sync += fill.overrun.eq(1)
                     on_header(header)

@@ -31,13 +31,13 @@ class Issuer(wiring.Component):
     before the oldest unread one in its last pass (and always when streaming). A layer's first entry is
     ``start_ptr`` (the fill's write pointer as the layer starts).
 
-    Per op: the activation address (the pixel's base plus the entry's offset), padding (the pixel's rows and
-    columns inside the input, by the entry's kernel row and column: the input's zero point instead), the
-    weights read from the buffer beside the activation, both ``act_latency`` cycles after the issue, then to the
-    MAC array. The activation and weight memories are read every cycle at the issuer's addresses (only an
-    issued op's words are used), so their enables wait on no decision. A pass's last op waits until the drain
-    has room for its sums (``drain_busy``, and no last op still in flight); its output address, bias entry and
-    live lanes go with it (``pass_*``).
+    Per op: the activation address (the pixel's base plus the entry's offset), padding (the pixel's rows and columns
+    inside the input, by the entry's kernel row and column: the input's zero point instead), the weights read from
+    the buffer beside the activation, both ``act_latency`` cycles after the op's registers, then to the MAC array.
+    The activation and weight memories are read every cycle at the issuer's addresses (only an issued op's words are
+    used), so their enables wait on no decision. A pass's last op waits until the drain has room for its sums
+    (``drain_busy``, and no last op still in flight); its output address, bias entry and live lanes go with it
+    (``pass_*``).
 
     Counters: ``macs`` (live lanes of an op that counts, a cycle after its issue), ``stall`` (no op issued).
     ``addr_error``: an op read outside the input (a corrupt program; two cycles after its issue).
@@ -45,7 +45,8 @@ class Issuer(wiring.Component):
 
     Throughput: one op per cycle; two cycles more at the end of every pass (the pixel steps, then its padding
     flags are registered; a replay's seek and read take the same two cycles).
-    Latency: ``act_latency + MacArray.LATENCY`` cycles from an issue to its accumulation.
+    Latency: ``1 + act_latency + MacArray.LATENCY`` cycles from an issue to its accumulation (the op's
+    registers, the memories, the MAC array).
     """
 
     def __init__(self, *, lanes: int, entry_bits: int, act_bits: int, size_bits: int, group_bits: int,
@@ -56,7 +57,7 @@ class Issuer(wiring.Component):
         lane_bits = (lanes).bit_length()
         params = issuer_params(size_bits=size_bits, addr_bits=addr_bits, group_bits=group_bits,
                                lane_bits=lane_bits, bias_bits=bias_bits, out_bits=size_bits)
-        entry = data.StructLayout({"data": TAP_INFO.size, "addr": entry_bits + 1})
+        entry = data.StructLayout({"data": TAP_INFO.size})
         super().__init__({
             "params": In(params), "start": In(1), "done": Out(1),
             "entries": In(stream.Signature(entry)), "seek": Out(1), "seek_addr": Out(entry_bits + 1),
@@ -76,7 +77,7 @@ class Issuer(wiring.Component):
         n = self.lanes
         info = Signal(TAP_INFO)
         m.d.comb += info.eq(self.entries.payload.data)
-        ptr = self.entries.payload.addr
+        ptr = self.consumed                          # the entry offered
 
         # the loop state: channel group, pixel, pixel position; padding from counters of the input rows and
         # columns left below and right of the pixel's first tap (no comparator against the image size)
@@ -127,7 +128,13 @@ class Issuer(wiring.Component):
         issue = Signal()
         m.d.comb += [issue.eq(running & ~step & ~settle & self.entries.valid & (~info.last | drain_ok)),
                      self.entries.ready.eq(issue), self.busy.eq(running | last_in_flight)]
-        m.d.comb += [self.act_addr.eq(act), self.w_addr.eq(ptr)]
+        # the op in registers: the memories' addresses start at flip-flops (the activation buffer is far)
+        op_valid, op_last, op_pad, op_checked = Signal(), Signal(), Signal(), Signal()
+        op_act = Signal.like(act)
+        op_entry = Signal(self.entry_bits)
+        m.d.sync += [op_valid.eq(issue), op_last.eq(issue & info.last), op_pad.eq(pad),
+                     op_checked.eq(issue & info.count & ~pad), op_act.eq(act), op_entry.eq(ptr)]
+        m.d.comb += [self.act_addr.eq(op_act), self.w_addr.eq(op_entry)]
         # registered: the fill's room computation starts here (a cycle late frees an entry a cycle late)
         m.d.sync += self.free.eq(Mux(p.stream | last_pixel, self.consumed, group_start))
 
@@ -163,17 +170,12 @@ class Issuer(wiring.Component):
         with m.If(self.mac_done):
             m.d.sync += last_in_flight.eq(0)
 
-        # counters and the address check, a cycle after the issue
-        checked = Signal()
-        checked_act = Signal.like(act)
+        # counters a cycle after the issue; the address check from the op's registers, two cycles after
         m.d.sync += [self.macs.eq(Mux(issue & info.count, lanes, 0)), self.stall.eq(running & ~issue),
-                     checked.eq(issue & info.count & ~pad), checked_act.eq(act)]
-        # the address check from registers (the address is an adder's output, the comparison another carry
-        # chain): two cycles after the issue
-        m.d.sync += self.addr_error.eq(checked & ((checked_act < 0) | (checked_act >= p.in_size)))
+                     self.addr_error.eq(op_checked & ((op_act < 0) | (op_act >= p.in_size)))]
 
-        # the activation and the weights arrive act_latency cycles after the issue
-        valid, last, padded = issue, issue & info.last, pad
+        # the activation and the weights arrive act_latency cycles after the op's registers
+        valid, last, padded = op_valid, op_last, op_pad
         for k in range(self.act_latency):
             v, la, pa = Signal(name=f"d{k}_valid"), Signal(name=f"d{k}_last"), Signal(name=f"d{k}_pad")
             m.d.sync += [v.eq(valid), la.eq(last), pa.eq(padded)]

@@ -80,6 +80,7 @@ class FillHarness(Elaboratable):
                                             init=self.codes)
         self._read(m, codes, reader.rd_addr, reader.rd_en, reader.rd_data)
         wiring.connect(m, reader.o, fill.words)
+        m.d.comb += fill.word_addr.eq(reader.consumed)
         m.d.comb += [reader.seek.eq(fill.seek), reader.seek_addr.eq(fill.seek_addr)]
         if not self.cfg.dense:
             m.submodules.bases = bases = Memory(shape=self.cfg.basis_width, depth=self.cfg.basis_rows,
