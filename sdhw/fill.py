@@ -133,6 +133,9 @@ class _RowWalker:
         # most) and its acceptance starts at a flip-flop, not behind the code memory's output and a subtractor
         room = self.room = Signal()
         m.d.sync += room.eq(fill.depth - (self.head - fill.free)[:fill.entry_bits + 1] >= 6)
+        # every allocated entry written, registered (the allocation stops two cycles before the flush)
+        committed = Signal()
+        m.d.sync += committed.eq(fill.wp == self.head)
         header = Signal(HEADER_LAYOUT)
         m.d.comb += header.eq(words.payload.data[:HEADER_LAYOUT.size])
         kill = header.kill
@@ -186,7 +189,7 @@ class _RowWalker:
                 with m.Else():
                     self.goto("FLUSH")
             with m.State("FLUSH"):
-                with m.If(fill.wp == self.head):
+                with m.If(committed):
                     m.d.sync += fill.done.eq(1)
                     self.goto("IDLE")
         with m.If(fill.start):
@@ -243,7 +246,8 @@ class SdFill(_FillPorts):
 
         def on_header(header):
             # the row's basis rows start at basis_base + 3 (N / R) basis
-            first = p.basis_base + (header.basis << ceil_log2(self.chunks)) * 3
+            block = header.basis << ceil_log2(self.chunks)
+            first = p.basis_base + block + (block << 1)            # an adder, where "* 3" would take a DSP
             m.d.sync += [chunk_basis.eq(first), job_basis.eq(first), chunk.eq(0), chunk_last.eq(self.chunks == 1)]
 
         def row_states(m):

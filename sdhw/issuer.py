@@ -164,9 +164,12 @@ class Issuer(wiring.Component):
                     m.d.sync += [x_left.eq(x_left - 1), row_end.eq(x_left == 2), cols_left.eq(cols_left - p.stride),
                                  left.eq(0),
                                  base.eq(base + p.step_x)]
-                # the replay's seek: from a register, so no path runs from the issue decision into the reader
-                with m.If(~p.stream):
-                    m.d.comb += [self.seek.eq(1), self.seek_addr.eq(group_start)]
+        # the replay's seek, in the step cycle, from a register of its own (so no path runs from the issuer's
+        # flags through the reader's seek into its skid register)
+        replay = Signal()
+        m.d.sync += replay.eq(issue & info.last & ~last_pixel & ~p.stream)
+        with m.If(replay):
+            m.d.comb += [self.seek.eq(1), self.seek_addr.eq(group_start)]
         with m.If(self.mac_done):
             m.d.sync += last_in_flight.eq(0)
 

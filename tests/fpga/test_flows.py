@@ -283,11 +283,18 @@ def test_build_cli_rejects_bad_input(tmp_path):
     rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--baud", "20000000",
                       "-o", tmp_path / "c"])
     assert rc == 1 and "cycles per bit" in err
-    # the UP5K's SD N = 1 accelerator fits, but not beside the board's UART bridge (measured: 5,921 cells)
-    rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "-o", tmp_path / "d"])
+    rc, _, err = run(["build", "--board", "icebreaker", "--pes", "32", "-o", tmp_path / "d"])
     assert rc == 1 and err.count("\n") == 1, err
-    assert "does not fit icebreaker: the accelerator and the board top" in err and "choose --dense" in err, err
+    assert "does not fit up5k: logic needs" in err and "choose fewer pes" in err, err
     assert not any((tmp_path / n).exists() for n in "abcd")
+
+
+def test_build_refuses_an_accelerator_that_fits_only_without_the_board_top(tmp_path, monkeypatch):
+    monkeypatch.setattr(boards, "BOARD_TOP_LOGIC_CELLS", 5000)
+    with pytest.raises(SdhwError, match="does not fit icebreaker: the accelerator and the board top .* choose "
+                                        "--dense, fewer pes or a larger board"):
+        boards.build_board("icebreaker", AcceleratorConfig(device="up5k", pes=1), out_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("board", sorted(boards.BOARDS))
@@ -322,8 +329,8 @@ def test_quick_flow_fits_and_reports(device, tmp_path):
     assert parsed["fmax_mhz"]["min"] > 12 and parsed["timing_met"]
     assert parsed["critical_path"]["delay_ns"] > 0
     assert "fits and meets 12 MHz" in md_path.read_text()
-    # the UP5K's code memory is single-port RAM (9-bit rows: one 16-bit-wide block)
-    assert parsed["resources"]["spram"] == (1 if device == "up5k" else 0)
+    # the UP5K's activation buffers and code memory are single-port RAM (32-bit code words: two blocks)
+    assert parsed["resources"]["spram"] == estimate_resources(small(device))["spram_blocks"] == (4 if device == "up5k" else 0)
     if device == "ecp5-25f":
         # the MAC lane's product is the primitive with its own registers (the simulation model stays out)
         cells = json.loads((tmp_path / "b" / "netlist.json").read_text())["modules"]
@@ -352,23 +359,16 @@ def test_flow_signature_names_what_the_flow_does_per_device():
     assert "synth_ecp5" in ecp5 and "--25k" in ecp5 and "synth_ice40" not in ecp5
 
 
-@pytest.mark.parametrize("device, pes, dense, spram_blocks, code_depth", [
-    ("up5k", 1, False, 1, 16384),     # 9-bit rows
-    ("up5k", 1, True, 2, 16384),      # 24-bit rows
-    ("up5k", 4, False, 3, 16384),     # 36-bit rows
-    ("up5k", 16, False, 0, 512),      # 72-bit rows: wider than four blocks, block RAM
-    ("hx8k", 1, False, 0, 512),       # no single-port RAM
-    ("ecp5-25f", 16, False, 0, 2048),
-])
-def test_code_memory_goes_to_single_port_ram_where_it_fits(device, pes, dense, spram_blocks, code_depth):
+@pytest.mark.parametrize("device, pes, dense", [("up5k", 1, False), ("up5k", 16, True), ("up5k", 16, False),
+                                               ("hx8k", 4, False), ("ecp5-25f", 16, False)])
+def test_activations_and_codes_go_to_single_port_ram_on_the_up5k(device, pes, dense):
     cfg = AcceleratorConfig(device=device, pes=pes, dense=dense)
-    assert cfg.code_in_spram == bool(spram_blocks) and cfg.code_depth == code_depth
     est = estimate_resources(cfg)
-    assert est["spram_blocks"] == spram_blocks
-    # code rows in single-port RAM cost no block RAM, however deep; in block RAM, depth costs blocks
-    deeper = estimate_resources(AcceleratorConfig(device=device, pes=pes, dense=dense, code_depth=4 * code_depth
-                                                  if not spram_blocks else 1024))
-    assert (deeper["bram_blocks"] == est["bram_blocks"]) == bool(spram_blocks)
+    # one block per activation buffer, two side by side for the 32-bit code words
+    assert cfg.in_spram == (device == "up5k") and est["spram_blocks"] == (4 if device == "up5k" else 0)
+    # in single-port RAM depth costs no block RAM; in block RAM it does
+    deeper = estimate_resources(AcceleratorConfig(device=device, pes=pes, dense=dense, code_depth=2 * cfg.code_depth))
+    assert (deeper["bram_blocks"] == est["bram_blocks"]) == cfg.in_spram
     assert synth.spram_flow(device) == (("delete t:$meminit_v2", "-spram") if device == "up5k" else ("", ""))
 
 
