@@ -29,9 +29,9 @@ from .soc import SystemTop, uart_divisor
 from .synth import YOSYS_VARIANTS, find_tool, spram_flow
 
 BOARD_NAME = "sdhw_board"
-#: logic cells the board top (UART bridge, PLL, reset) adds beyond the serial harness the resource estimate is
-#: fitted on: iCEBreaker, SD N = 1, 2026-11-30: 5,921 logic cells against 5,275 for `sdhw synth`
-BOARD_TOP_LOGIC_CELLS = 646
+#: logic cells the board top (UART bridge, reset) adds beyond the serial harness the resource estimate is
+#: fitted on, nextpnr --pack-only: the UP5K SD N = 16 system (accelerator and UART bridge) 5,103 against 4,665
+BOARD_TOP_LOGIC_CELLS = 438
 
 
 @dataclass(frozen=True)

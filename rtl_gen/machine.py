@@ -15,7 +15,7 @@ from sdhw import hostbus as hb
 from sdhw.config import DESC_WORDS, AcceleratorConfig
 from sdhw.descriptor import KIND_END, KIND_K3, checksum, decode, decode_header
 
-from .image import ProgramImage
+from .image import REPLAY_MARGIN, ProgramImage
 
 
 class MachineError(Exception):
@@ -120,6 +120,8 @@ def run_image(image: ProgramImage, cfg: AcceleratorConfig, x: np.ndarray) -> dic
                                             hdr["count"], w))
                 if hdr["last"]:
                     break
+            if not f["stream"] and f["n_pix"] > 1 and len(entries) > cfg.weight_depth - REPLAY_MARGIN:
+                raise MachineError(hb.ERR_BUFFER, layer)        # the group would be replayed from entries it overwrote
             if not cfg.dense:
                 skipped += (f["n_rows"] - live) * (f["n_pix"] if f["stream"] else 1)
             base, ix0, iy0 = f["base0"], -f["pad"], -f["pad"]

@@ -15,7 +15,7 @@ drain hands each pass's N sums to the requantiser while the next pass accumulate
 """
 from __future__ import annotations
 
-from amaranth import Module, ResetInserter
+from amaranth import Module, Mux, ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -177,10 +177,10 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------------ layer end, errors, counters
         m.d.comb += [seq.layer_done.eq(fill.done & issuer.done & ~issuer.busy & drain.idle & writeback.idle),
-                     seq.fail.eq(fill.overrun | issuer.addr_error),
-                     seq.fail_code.eq(hb.ERR_WEIGHT_ADDR)]
-        with m.If(issuer.addr_error):
-            m.d.comb += seq.fail_code.eq(hb.ERR_ACT_ADDR)
+                     seq.fail.eq(fill.overrun | issuer.addr_error | fill.stuck),
+                     seq.fail_code.eq(Mux(issuer.addr_error, hb.ERR_ACT_ADDR,
+                                          Mux(fill.overrun, hb.ERR_WEIGHT_ADDR, hb.ERR_BUFFER))),
+                     fill.starved.eq(~entries.o.valid)]
         m.d.comb += [counters.macs_inc.eq(issuer.macs), counters.skipped_inc.eq(fill.skipped if sd else 0),
                      counters.stall.eq(issuer.stall)]
         return m

@@ -47,7 +47,12 @@ class _FillPorts(wiring.Component):
     buffer's address), ``free`` the issuer's oldest entry still needed.
     ``t_en``/``t_addr``/``t_data``: threshold table writes. ``skipped``: zero rows of a finished group (SD, one
     cycle). ``overrun``: a group's stream has more rows than the layer's rows (a corrupt program).
+    ``starved``: the issuer has no committed entry left to take; ``stuck``: for ``STUCK_CYCLES`` cycles the fill
+    has waited for room with every allocated entry committed while the issuer was starved. Neither side can move
+    again: a replayed group larger than the buffer (a corrupt ``stream`` flag), reported instead of a hang.
     """
+
+    STUCK_CYCLES = 8
 
     def __init__(self, *, lanes: int, fill_lanes: int, depth: int, word_bits: int, code_bits: int,
                  group_bits: int, pix_bits: int, basis_bits: int, basis_width: int = 0):
@@ -65,7 +70,7 @@ class _FillPorts(wiring.Component):
             "info_en": Out(1), "info_addr": Out(self.entry_bits), "info_data": Out(TAP_INFO),
             "wp": Out(self.entry_bits + 1), "free": In(self.entry_bits + 1),
             "t_en": Out(1), "t_addr": Out(8), "t_data": Out(32),
-            "skipped": Out(16), "overrun": Out(1),
+            "skipped": Out(16), "overrun": Out(1), "starved": In(1), "stuck": Out(1),
         }
         if basis_width:
             ports.update({"basis_addr": Out(basis_bits), "basis_data": In(basis_width)})
@@ -194,6 +199,15 @@ class _RowWalker:
                     self.goto("IDLE")
         with m.If(fill.start):
             m.d.sync += fill.overrun.eq(0)
+        # both sides waiting on each other; a few cycles' grace covers the registered room and the issuer's
+        # replay seek, after which either the issuer has an entry again or nothing will change
+        waiting = Signal(range(fill.STUCK_CYCLES + 1))
+        with m.If(self.in_state["HEADER"] & words.valid & ~room & committed & fill.starved):
+            with m.If(waiting != fill.STUCK_CYCLES):
+                m.d.sync += waiting.eq(waiting + 1)
+        with m.Else():
+            m.d.sync += waiting.eq(0)
+        m.d.comb += fill.stuck.eq(waiting == fill.STUCK_CYCLES)
         self.group_end = Signal()
         m.d.comb += self.group_end.eq(self.next_row & self.hdr.last)
 

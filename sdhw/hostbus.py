@@ -48,9 +48,11 @@ ERR_ACT_ADDR = 8        # a tap reads outside the input activations
 ERR_NO_END = 9          # no end descriptor before the end of the descriptor memory
 ERR_PARAMS = 10         # requantiser parameters the build cannot take (thresholds without the table unit)
 ERR_CHECKSUM = 11       # a descriptor's checksum does not match its words
+ERR_BUFFER = 12         # a replayed channel group larger than the weight buffer (fill and issuer wait on each other)
 ERROR_NAMES = {ERR_KIND: "unknown layer kind", ERR_STRIDE: "bad stride", ERR_SHAPE: "bad shape",
                ERR_MODE: "layer mode does not match the build", ERR_ACT_SIZE: "activations exceed a buffer",
                ERR_WEIGHT_ADDR: "weight address out of range", ERR_BIAS_ADDR: "bias address out of range",
                ERR_ACT_ADDR: "activation address out of range",
                ERR_NO_END: "no end descriptor", ERR_PARAMS: "bad requantiser parameters",
-               ERR_CHECKSUM: "descriptor checksum mismatch"}
+               ERR_CHECKSUM: "descriptor checksum mismatch",
+               ERR_BUFFER: "a replayed channel group does not fit the weight buffer"}

@@ -79,7 +79,7 @@ class Sequencer(wiring.Component):
         done_q, fail_q, fail_code_q = Signal(), Signal(), Signal(8)
         settled = Signal(2)
         m.d.sync += [done_q.eq(self.layer_done), fail_q.eq(self.fail & self.busy), fail_code_q.eq(self.fail_code)]
-        end = Signal()                                 # the slot is the end marker
+        launch, finish = Signal(), Signal()            # the checked slot: run it; it ends the program
 
         def field(name, value):
             wordno, lsb, width, is_signed = FIELDS[name]
@@ -128,22 +128,21 @@ class Sequencer(wiring.Component):
                     with m.If(got == DESC_WORDS - 1):
                         m.next = "CHECK"
             with m.State("CHECK"):
-                # the verdict into registers: the checks' priority chain stays off the error and start paths
+                # the verdict and the decision into registers: the checks' priority chain stays off the error
+                # and start paths. A bad checksum or kind stops even an end marker; other checks ignore it.
                 verdict = 0
                 for err in reversed(order):
                     verdict = Mux(bad[err], err, verdict)
+                fatal = ~checksum_ok | bad[hb.ERR_KIND]
+                is_end = layer.kind == KIND_END
                 m.d.sync += [code.eq(Mux(~checksum_ok, hb.ERR_CHECKSUM, Mux(bad[hb.ERR_KIND], hb.ERR_KIND, verdict))),
-                             end.eq(layer.kind == KIND_END)]
+                             launch.eq(~fatal & ~Cat(*bad.values()).any() & ~is_end), finish.eq(~fatal & is_end)]
                 m.next = "CHECKED"
             with m.State("CHECKED"):
-                with m.If((code == hb.ERR_CHECKSUM) | (code == hb.ERR_KIND) | ((code == 0) & ~end)):
-                    with m.If(code != 0):
-                        m.d.sync += stop(code)
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += [self.layer_start.eq(1), settled.eq(0)]
-                        m.next = "RUN"
-                with m.Elif(end):
+                with m.If(launch):
+                    m.d.sync += [self.layer_start.eq(1), settled.eq(0)]
+                    m.next = "RUN"
+                with m.Elif(finish):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
                 with m.Else():

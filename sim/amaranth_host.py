@@ -68,8 +68,9 @@ class Host:
         }
 
 
-def simulate(dut: Accelerator, image: ProgramImage, inputs: list[np.ndarray], *, load: bool = True) -> list[dict]:
-    """Load ``image`` once, run every input, return the per-run results."""
+def simulate(dut: Accelerator, image: ProgramImage, inputs: list[np.ndarray], *, load: bool = True,
+             timeout: int = 200_000) -> list[dict]:
+    """Load ``image`` once, run every input (each within ``timeout`` status polls), return the per-run results."""
     results = []
 
     async def bench(ctx):
@@ -77,7 +78,7 @@ def simulate(dut: Accelerator, image: ProgramImage, inputs: list[np.ndarray], *,
         if load:
             await host.load(image)
         for x in inputs:
-            results.append(await host.run(image, x))
+            results.append(await host.run(image, x, timeout=timeout))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

@@ -12,7 +12,7 @@ from golden.compiler import CompileOptions, compile_model
 from golden.model import Layer, Model
 from golden.program import run_program
 from rtl_gen.image import build_image, expected_counts
-from rtl_gen.machine import run_image
+from rtl_gen.machine import MachineError, run_image
 from sdhw import hostbus as hb
 from sdhw.accelerator import Accelerator
 from sdhw.config import DESC_WORDS, AcceleratorConfig
@@ -88,6 +88,29 @@ def test_groups_larger_than_the_weight_buffer_stream():
     cfg = AcceleratorConfig(pes=2, **{**SMALL, "weight_depth": 16})
     assert plan_layer(program.layers[0], cfg).stream
     _check(program, cfg, rng, n_inputs=1)
+
+
+def test_a_replayed_group_too_large_for_the_weight_buffer_stops_with_an_error():
+    """The same layer with its stream flag cleared (checksum valid, as a faulty compiler would write it): the fill
+    waits for room the replaying issuer never frees, and the issuer for entries the fill cannot write. The
+    accelerator reports it instead of hanging."""
+    rng = np.random.default_rng(22)
+    model = Model((4, 4, 6), [Layer("conv", rng.normal(0, 0.3, (3, 6, 3, 3)), rng.normal(0, 0.1, 3), stride=1)])
+    program = _program(model, rng, False, prune=0.0)
+    cfg = AcceleratorConfig(pes=2, **{**SMALL, "weight_depth": 16})
+    image = build_image(program, cfg)
+    region, offset, words = next(s for s in image.sections if s[0] == hb.REGION_DESC)
+    fields = decode(words[:DESC_WORDS])
+    assert fields["stream"] == 1
+    fields["stream"] = 0
+    fields.pop("checksum")
+    image.sections[image.sections.index((region, offset, words))] = (
+        region, offset, [*encode(fields, DESC_WORDS), *words[DESC_WORDS:]])
+    x = rng.integers(-128, 128, program.input_shape)
+    result = simulate(Accelerator(cfg), image, [x], timeout=20_000)[0]
+    assert result["error_code"] == hb.ERR_BUFFER, result["error_code"]
+    with pytest.raises(MachineError, match="does not fit the weight buffer"):
+        run_image(image, cfg, x)
 
 
 def test_zero_rows_are_skipped_and_cost_no_cycles():
