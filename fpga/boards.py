@@ -22,11 +22,11 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from golden import SdhwError
 from golden.format import write_files_atomic
-from sdhw.config import DEVICES, AcceleratorConfig, check_fits
 from sdhw import ecp5, ice40
+from sdhw.config import DEVICES, AcceleratorConfig, check_fits
 
 from .soc import SystemTop, uart_divisor
-from .synth import YOSYS_VARIANTS, find_tool, spram_flow
+from .synth import RTLIL_MEMORY_PRELUDE, YOSYS_VARIANTS, find_tool, spram_flow
 
 BOARD_NAME = "sdhw_board"
 #: logic cells the board top (UART bridge, reset) adds beyond the serial harness the resource estimate is
@@ -249,8 +249,7 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
         memory_prelude, memory_flag = spram_flow(board.device)
         overrides = {"nextpnr_opts": "--timing-allow-fail --report report.json",
                      "synth_opts": " ".join(filter(None, [flags, memory_flag]))}
-        if prelude or memory_prelude:
-            overrides["script_after_read"] = "; ".join(filter(None, [prelude, memory_prelude]))
+        overrides["script_after_read"] = "; ".join(filter(None, [RTLIL_MEMORY_PRELUDE, prelude, memory_prelude]))
         try:
             platform.prepare(top, name=BOARD_NAME, **overrides).execute_local(str(build_dir), env=env)
             break

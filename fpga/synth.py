@@ -184,6 +184,14 @@ def spram_flow(device: str) -> tuple[str, str]:
     return "", ""
 
 
+#: Amaranth writes every synchronous read port to RTLIL as "old data on a collision with a write" and drops the
+#: memories' ``no_rw_check`` attribute (Yosys applies it only where it merges a read register itself), so Yosys
+#: would build a collision bypass beside every block RAM (on iCE40 ~40 flip-flops and LUTs each, ~600 logic
+#: cells on the UP5K). Every memory the generator and the board top make is ``no_rw_check``: this restores it.
+#: (The Verilog that `sdhw synth` reads has no such ports, so both flows map the memories alike.)
+RTLIL_MEMORY_PRELUDE = "setparam -set COLLISION_X_MASK 4294967295 t:$memrd_v2 r:CLK_ENABLE=1 %i"
+
+
 def _yosys_script(device: str, prelude: str, synth_flags: str, netlist: str) -> str:
     synth = "synth_ice40 -dsp" if PNR_TARGETS[device].family == "ice40" else "synth_ecp5"
     memory_prelude, memory_flag = spram_flow(device)
