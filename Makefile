@@ -46,6 +46,7 @@ bench: install
 	$(PYTHON) -m sim.bench_utilisation --out bench
 	$(PYTHON) -m sim.bench_digits --out bench
 	$(PYTHON) -m fpga.bench --out bench $(FPGA_BENCH_ARGS)
+	$(PYTHON) -m fpga.blocks --out bench
 
 # Verilog + manifest of one configuration: make verilog PES=16 [DEVICE=ecp5-25f] [DENSE=1]
 verilog: install
