@@ -64,8 +64,9 @@ BAD = {
     "does-not-fit": (["--pes", 256, "--device", "up5k"], "does not fit up5k", "block RAM"),
     "dsp": (["--pes", 64, "--device", "ecp5-25f", {"dsp_budget": 40}], "does not fit ecp5-25f", "DSPs"),
     "logic": (["--pes", 128, "--device", "ecp5-25f", {"weight_depth": 64, "act_depth": 4096, "code_depth": 512,
-                                                      "basis_depth": 256, "bias_depth": 256}],
-              "does not fit ecp5-25f", "LUTs"),                                         # soft products
+                                                      "basis_depth": 256, "bias_depth": 256, "dsp_budget": 0,
+                                                      "rebuild_lanes": 16}],
+              "does not fit ecp5-25f", "LUTs"),                                 # every product in LUTs
 }
 
 
