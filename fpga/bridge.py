@@ -145,6 +145,7 @@ class UartBridge(wiring.Component):
         crc_next = Signal(16)
         status = Signal(3)
         timer = Signal(range(self.timeout))
+        quiet = Signal()                                # timer == 0, in a register of its own (off the FSM's paths)
         rejected = self.rejected
         byte = self.rx.payload
         got = Signal()
@@ -168,9 +169,9 @@ class UartBridge(wiring.Component):
         def listen():
             """Inter-byte timer: restarts on every byte (and framing error), counts down otherwise."""
             with m.If(got | self.rx_error):
-                m.d.sync += timer.eq(self.timeout - 1)
-            with m.Elif(timer != 0):
-                m.d.sync += timer.eq(timer - 1)
+                m.d.sync += [timer.eq(self.timeout - 1), quiet.eq(0)]
+            with m.Elif(~quiet):
+                m.d.sync += [timer.eq(timer - 1), quiet.eq(timer == 1)]
 
         def receive():
             """A byte of the frame after SYNC: CRC it; a framing error or a timeout ends the frame."""
@@ -180,7 +181,7 @@ class UartBridge(wiring.Component):
                 m.next = "DRAIN"
             with m.Elif(got):
                 m.d.sync += crc.eq(crc_next)
-            with m.Elif(timer == 0):
+            with m.Elif(quiet):
                 m.d.sync += status.eq(STATUS_TIMEOUT)
                 m.next = "R_LOAD"
             return got & ~self.rx_error
@@ -194,7 +195,7 @@ class UartBridge(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.sync += [timer.eq(self.timeout - 1), idx.eq(0), status.eq(STATUS_OK)]
+                m.d.sync += [timer.eq(self.timeout - 1), quiet.eq(0), idx.eq(0), status.eq(STATUS_OK)]
                 with m.If(self.rx_error):
                     m.d.sync += status.eq(STATUS_FRAMING)
                     m.next = "DRAIN"
@@ -246,7 +247,7 @@ class UartBridge(wiring.Component):
                             m.next = "R_LOAD"
             with m.State("DRAIN"):                     # drop bytes until the line is quiet, then answer
                 listen()
-                with m.If(~got & ~self.rx_error & (timer == 0)):
+                with m.If(~got & ~self.rx_error & quiet):
                     m.next = "R_LOAD"
             # ------------------------------------------------ a checked write, from the buffer to the bus
             with m.State("EXEC_READ"):                 # the buffer's read port latches idx
