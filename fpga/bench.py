@@ -71,6 +71,11 @@ BIG = {"ecp5-85f": tuple(sorted({DEFAULT_PES["ecp5-85f"], ISSUE_PES["ecp5-85f"]}
 OPTIONAL = {"hx8k": (DEFAULT_PES["hx8k"],), "ecp5-45f": (DEFAULT_PES["ecp5-45f"],)}
 #: part 2, the PE-count sweep per family (points also in part 1 get part 1's seeds)
 SWEEP = {"up5k": (1, 2, 4, 8, 16), "ecp5-25f": (1, 4, 16, 64)}
+#: the sweep of an optional device (with ``--devices``): the HX8K has no DSP, every product is built in LUTs
+OPTIONAL_SWEEP = {"hx8k": (1, 2, 4, 8)}
+#: MARLANN (open UP5K accelerator: 16 int8 MACs per cycle, 4,093 logic cells, 29.3 MHz with this project's
+#: yosys + nextpnr), the iCE40 reference the bench compares with
+MARLANN = {"gmacs": 0.47, "gmacs_per_klc": 0.115, "logic_cells": 4093, "mhz": 29.3}
 QUICK = {"up5k": (1,), "ecp5-25f": (1,)}
 QUICK_IMAGES, QUICK_SEEDS = 20, 1
 
@@ -122,6 +127,8 @@ def make_plan(*, quick: bool = False, big: bool = False, devices=None, models=MO
             else:
                 skipped.update({f"{d} N={n}": "opt-in with --big: the longest synthesis" for n in ns})
         sweep_table = dict(SWEEP) if sweep else {}
+        if sweep and devices:
+            sweep_table.update({d: ns for d, ns in OPTIONAL_SWEEP.items() if d in devices})
     if devices:
         headline = {d: ns for d, ns in headline.items() if d in devices}
         sweep_table = {d: ns for d, ns in sweep_table.items() if d in devices}
@@ -317,6 +324,33 @@ def _memory_cell(m: dict | None) -> str:
     return f"{m['used_kbit']:.1f} / {m['available_kbit']:.1f} kbit ({m['used_kbit'] / m['available_kbit'] * 100:.0f} %)"
 
 
+def marlann_comparison(hw: list[dict]) -> list[dict]:
+    """UP5K builds that fit against MARLANN: peak GMAC/s and GMAC/s per 1,000 logic cells, and their ratios."""
+    out = []
+    for r in hw:
+        if r["device"] != "up5k" or r["status"] != "fits" or not r.get("gmacs_peak"):
+            continue
+        per_klc = r["gmacs_peak"] / (r["resources"]["lut4"] / 1000)
+        out.append({"pes": r["pes"], "build": r["build"], "gmacs": r["gmacs_peak"], "gmacs_per_klc": per_klc,
+                    "vs_gmacs": r["gmacs_peak"] / MARLANN["gmacs"],
+                    "vs_gmacs_per_klc": per_klc / MARLANN["gmacs_per_klc"]})
+    return sorted(out, key=lambda c: (c["pes"], c["build"] != "sd"))
+
+
+def marlann_lines(hw: list[dict]) -> list[str]:
+    rows = marlann_comparison(hw)
+    if not rows:
+        return []
+    lines = ["", f"Against MARLANN on the UP5K ({MARLANN['gmacs']} GMAC/s: 16 MACs at {MARLANN['mhz']} MHz in "
+             f"{MARLANN['logic_cells']:,} logic cells, {MARLANN['gmacs_per_klc']} GMAC/s per 1,000 logic cells; "
+             "peak = N x median Fmax, logic cells of the serial harness):", "",
+             "| N | build | GMAC/s | x MARLANN | GMAC/s per 1k LC | x MARLANN |", "|---:|---|---:|---:|---:|---:|"]
+    for c in rows:
+        lines.append(f"| {c['pes']} | {_kind(c['build'])} | {c['gmacs']:.3f} | {c['vs_gmacs']:.2f} | "
+                     f"{c['gmacs_per_klc']:.3f} | {c['vs_gmacs_per_klc']:.2f} |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     hw = result["hardware"]
     lines = ["# SD vs dense int8 on FPGAs", "",
@@ -345,6 +379,7 @@ def markdown(result: dict) -> str:
                     parts.append(f"{_kind(build)} N = {r['pes']} at {r['fmax_mhz']['median']:.1f} MHz "
                                  f"({r['gmacs_peak']:.2f} GMAC/s peak)")
             lines.append(f"- {device}: " + "; ".join(parts))
+    lines += marlann_lines(hw)
     if result.get("skipped"):
         lines += ["", "Not in this run: " + "; ".join(f"{name} ({why})" for name, why in result["skipped"].items())
                   + "."]

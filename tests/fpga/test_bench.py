@@ -200,7 +200,23 @@ def test_plan_matrix():
     assert full.seeds_for("ecp5-25f", 16) == 3 and full.seeds_for("ecp5-25f", 4) == 1
     assert full.seeds_for("up5k", 16) == 3 and full.seeds_for("up5k", 8) == 1
     only = bench.make_plan(devices=["hx8k"])
-    assert only.headline_points() == [("hx8k", bench.DEFAULT_PES["hx8k"])] and not only.sweep and not only.skipped
+    assert only.headline_points() == [("hx8k", bench.DEFAULT_PES["hx8k"])] and not only.skipped
+    # the HX8K has no DSP: its sweep finds the largest N whose LUT products fit
+    assert only.sweep == {"hx8k": bench.OPTIONAL_SWEEP["hx8k"]}
+    assert not bench.make_plan(devices=["hx8k"], sweep=False).sweep
+
+
+def test_up5k_builds_are_compared_with_marlann():
+    rows = [bench.hardware_row("up5k", 16, False, fit_report("up5k", 16, fmax=(40.0, 41.0, 42.0), target=48.0,
+                                                              lut4=5000)),
+            bench.hardware_row("up5k", 16, True, nofit_report()),
+            bench.hardware_row("ecp5-25f", 16, False, fit_report())]
+    (only,) = bench.marlann_comparison(rows)
+    assert only["gmacs"] == pytest.approx(16 * 41 / 1000)
+    assert only["vs_gmacs"] == pytest.approx(16 * 41 / 1000 / 0.47)
+    assert only["vs_gmacs_per_klc"] == pytest.approx(16 * 41 / 1000 / 5 / 0.115)
+    text = "\n".join(bench.marlann_lines(rows))
+    assert "MARLANN" in text and f"{only['vs_gmacs']:.2f}" in text
 
 
 def test_unplaceable_design_becomes_a_does_not_fit_row(tmp_path):
