@@ -63,9 +63,15 @@ class SequentialReader(wiring.Component):
             m.d.sync += addr.eq(addr + 1)
         if self.limited:
             # registered, and its comparisons made beside the read decision rather than after it: the decision
-            # only picks one (a limit that has just moved is seen a cycle later)
+            # only picks one (a limit that has just moved is seen a cycle later); the address after this one
+            # is kept in a register too, so no comparison waits on a carry chain
+            following = Signal(self.ptr_bits, init=1)     # addr + 1
+            with m.If(self.seek):
+                m.d.sync += following.eq(self.seek_addr + 1)
+            with m.Elif(read):
+                m.d.sync += following.eq(following + 1)
             m.d.sync += more.eq(Mux(self.seek, self.seek_addr != self.limit,
-                                    Mux(read, (addr + 1)[:len(addr)] != self.limit, addr != self.limit)))
+                                    Mux(read, following != self.limit, addr != self.limit)))
         else:
             m.d.comb += more.eq(1)
         take = self.o.valid & self.o.ready

@@ -44,7 +44,10 @@ class Sequencer(wiring.Component):
     checks). ``start`` (a host write) begins a run and pulses ``flush``, which clears the data path; ``clear``
     drops ``done`` and ``error``.
 
-    Latency: ``DESC_WORDS + desc_latency + 4`` cycles from a layer's end to the next one's start; an error
+    Each word goes through a register of the sequencer's before its checksum and checks (the descriptor memory
+    is far from the layer registers).
+
+    Latency: ``DESC_WORDS + desc_latency + 5`` cycles from a layer's end to the next one's start; an error
     stops the run two cycles after the data path raises it.
     """
 
@@ -67,7 +70,9 @@ class Sequencer(wiring.Component):
         layer = self.layer
         word = Signal(range(DESC_WORDS + 1))           # the next word to request
         got = Signal(range(DESC_WORDS + 1))            # words received
-        arrive = Signal(self.desc_latency)             # requests in flight
+        arrive = Signal(self.desc_latency + 1)         # requests in flight (the memory, then our register)
+        desc_q = Signal(32)
+        m.d.sync += desc_q.eq(self.desc_data)
         total = Signal(32)                             # checksum of the words so far
         checksum_ok = Signal()
         order = [hb.ERR_KIND, hb.ERR_STRIDE, hb.ERR_SHAPE, hb.ERR_MODE, hb.ERR_ACT_SIZE, hb.ERR_PARAMS,
@@ -112,7 +117,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += arrive.eq(Cat(request, arrive[:-1]))
                 with m.If(arrive[-1]):
                     # word `got` arrives: its fields go to the layer registers, their checks to the flags
-                    value = self.desc_data
+                    value = desc_q
                     m.d.sync += got.eq(got + 1)
                     with m.If(got < CHECKSUM_WORD):
                         m.d.sync += total.eq(total + value)
