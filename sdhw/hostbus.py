@@ -1,4 +1,5 @@
 """The host port: a simple memory-mapped bus of 32-bit words (see docs/ARCHITECTURE.md for the map)."""
+from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
@@ -26,7 +27,7 @@ REGION_ACT0, REGION_ACT1 = 6, 7
 
 # CSR word offsets
 CSR_ID, CSR_VERSION, CSR_LANES, CSR_CONTROL, CSR_STATUS, CSR_ERROR = 0, 1, 2, 3, 4, 5
-CSR_CYCLES, CSR_MACS, CSR_SKIPPED, CSR_STALLS = 8, 10, 12, 14       # 64-bit counters: lo, hi
+CSR_CYCLES, CSR_MACS, CSR_SKIPPED, CSR_STALLS = 8, 10, 12, 14       # counters (counter_bits): lo, hi
 CSR_DEPTHS = 16                                                     # 16..22: DEPTH_CSRS (read-only)
 #: the configuration figures the CSRs from CSR_DEPTHS on report, in this order (basis_depth reads 0 when dense)
 DEPTH_CSRS = ("desc_layers", "act_depth", "code_depth", "weight_depth", "basis_depth", "bias_depth", "rebuild_lanes")
@@ -56,3 +57,21 @@ ERROR_NAMES = {ERR_KIND: "unknown layer kind", ERR_STRIDE: "bad stride", ERR_SHA
                ERR_NO_END: "no end descriptor", ERR_PARAMS: "bad requantiser parameters",
                ERR_CHECKSUM: "descriptor checksum mismatch",
                ERR_BUFFER: "a replayed channel group does not fit the weight buffer"}
+
+
+class BusRegister(wiring.Component):
+    """A register stage on the host bus: the initiator's request (address, write data, enables) reaches the
+    target a cycle later; the target's read data comes back as it is. For an initiator far from the
+    accelerator (a UART bridge): its decisions no longer run on into the accelerator's write decode.
+
+    Latency: one cycle more for every access; throughput: one access per cycle."""
+
+    def __init__(self):
+        super().__init__({"i": wiring.In(HostBusSignature), "o": wiring.Out(HostBusSignature)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += [self.o.addr.eq(self.i.addr), self.o.w_data.eq(self.i.w_data), self.o.w_en.eq(self.i.w_en),
+                     self.o.r_en.eq(self.i.r_en)]
+        m.d.comb += [self.i.r_data.eq(self.o.r_data), self.i.r_valid.eq(self.o.r_valid)]
+        return m
