@@ -302,11 +302,12 @@ def _bram_blocks(device: Device, depth: int, width: int) -> int:
 
 @dataclass(frozen=True)
 class CostModel:
-    """LUT4, flip-flops or (iCE40) logic cells of one family's build with its default requantiser, in parts:
-    fixed (host port, sequencer, readers, fill, issuer, drain control, requantiser), what an SD build adds
-    (basis memory port, rebuild control), per channel lane (accumulator, drain shadow, weight path), per
-    rebuild lane and per soft (LUT-built) MAC product. Fitted by least squares to the yosys / nextpnr figures
-    ``tests/fpga/test_flows.py`` keeps (``MEASURED``) and checked against them."""
+    """LUT4 (ECP5: two more per carry cell, which takes two LUT slots), flip-flops or (iCE40) logic cells of one
+    family's build with its default requantiser, in parts: fixed (host port, sequencer, readers, fill, issuer, drain
+    control, requantiser), what an SD build adds (basis memory port, rebuild control), per channel lane
+    (accumulator, drain shadow, weight path), per rebuild lane and per soft (LUT-built) MAC product. Fitted by least
+    squares to the yosys / nextpnr figures ``tests/fpga/test_flows.py`` keeps (``MEASURED``) and checked against
+    them."""
     fixed: int
     sd: int
     lane: int
@@ -320,10 +321,10 @@ class CostModel:
 
 #: the measured builds as a model (docs/ARCHITECTURE.md has the per-block budget; `make bench` measures the
 #: blocks beside it)
-LUT_MODEL = {"ice40": CostModel(2038, 298, 58, 129, 117), "ecp5": CostModel(2203, 24, 24, 193, 133),
-             "generic": CostModel(2203, 24, 24, 193, 133)}
-FF_MODEL = {"ice40": CostModel(1382, 115, 59, 92, 17), "ecp5": CostModel(2295, 19, 75, 151, 29),
-            "generic": CostModel(2295, 19, 75, 151, 29)}
+LUT_MODEL = {"ice40": CostModel(2038, 298, 58, 129, 117), "ecp5": CostModel(3259, 29, 56, 235, 174),
+             "generic": CostModel(3259, 29, 56, 235, 174)}
+FF_MODEL = {"ice40": CostModel(1382, 115, 59, 92, 17), "ecp5": CostModel(2295, 19, 75, 152, 29),
+            "generic": CostModel(2295, 19, 75, 152, 29)}
 #: iCE40 logic cells (nextpnr's packing: a LUT4 and a flip-flop share a cell where they can)
 LC_MODEL = CostModel(3024, 349, 61, 158, 121)
 #: requantisers (LUT4, flip-flops): the cost of a unit, beyond the family default the models include
