@@ -73,7 +73,10 @@ class Sequencer(wiring.Component):
         arrive = Signal(self.desc_latency + 1)         # requests in flight (the memory, then our register)
         desc_q = Signal(32)
         m.d.sync += desc_q.eq(self.desc_data)
-        total = Signal(32)                             # checksum of the words so far
+        # the checksum of the words so far in two 16-bit halves (no 32-bit carry chain in a cycle): the low
+        # half's carry goes into the high half with the next word
+        low = Signal(17, init=CHECKSUM_SEED & 0xFFFF)
+        high = Signal(16, init=CHECKSUM_SEED >> 16)
         checksum_ok = Signal()
         order = [hb.ERR_KIND, hb.ERR_STRIDE, hb.ERR_SHAPE, hb.ERR_MODE, hb.ERR_ACT_SIZE, hb.ERR_PARAMS,
                  hb.ERR_WEIGHT_ADDR, hb.ERR_BIAS_ADDR, hb.ERR_ACT_ADDR]
@@ -85,6 +88,9 @@ class Sequencer(wiring.Component):
         settled = Signal(2)
         m.d.sync += [done_q.eq(self.layer_done), fail_q.eq(self.fail & self.busy), fail_code_q.eq(self.fail_code)]
         launch, finish = Signal(), Signal()            # the checked slot: run it; it ends the program
+
+        def restart_checksum():
+            return [low.eq(CHECKSUM_SEED & 0xFFFF), high.eq(CHECKSUM_SEED >> 16)]
 
         def field(name, value):
             wordno, lsb, width, is_signed = FIELDS[name]
@@ -107,7 +113,7 @@ class Sequencer(wiring.Component):
                     m.next = "FETCH"
                 with m.Elif(self.clear):
                     m.d.sync += [self.done.eq(0), error.eq(0), self.err_code.eq(0)]
-                m.d.sync += [word.eq(0), got.eq(0), arrive.eq(0), total.eq(CHECKSUM_SEED)]
+                m.d.sync += [word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
                 m.d.sync += [flag.eq(0) for flag in bad.values()]
             with m.State("FETCH"):
                 request = word < DESC_WORDS
@@ -120,9 +126,9 @@ class Sequencer(wiring.Component):
                     value = desc_q
                     m.d.sync += got.eq(got + 1)
                     with m.If(got < CHECKSUM_WORD):
-                        m.d.sync += total.eq(total + value)
+                        m.d.sync += [low.eq(low[:16] + value[:16]), high.eq(high + value[16:] + low[16])]
                     with m.Else():
-                        m.d.sync += checksum_ok.eq(total == value)
+                        m.d.sync += checksum_ok.eq((low[:16] == value[:16]) & ((high + low[16])[:16] == value[16:]))
                     for name, _ in layer_layout(cfg):
                         if name in FIELDS:
                             with m.If(got == FIELDS[name][0]):
@@ -160,7 +166,7 @@ class Sequencer(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(done_q & settled[1]):
                     m.d.sync += [self.layer_index.eq(self.layer_index + 1), self.in_sel.eq(~self.in_sel),
-                                 word.eq(0), got.eq(0), arrive.eq(0), total.eq(CHECKSUM_SEED)]
+                                 word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
                     m.d.sync += [flag.eq(0) for flag in bad.values()]
                     with m.If(self.layer_index + 1 >= cfg.desc_layers):
                         m.d.sync += stop(hb.ERR_NO_END)

@@ -46,14 +46,14 @@ def run(pes_list: list[int]) -> list[dict]:
             program = compile_model(model, x_cal, CompileOptions(method="paper", prune=0.3, dense=dense)).program
             want = run_program(program, x[None]).reshape(-1)
             for pes in pes_list:
-                cfg = AcceleratorConfig(pes=pes, dense=dense, device="ecp5-85f", act_depth=2048, code_depth=1024,
+                cfg = AcceleratorConfig(pes=pes, dense=dense, device="ecp5-85f", act_depth=2048, code_depth=4096,
                                         basis_depth=512, bias_depth=256, desc_layers=2)
                 start = time.monotonic()
                 result = simulate(Accelerator(cfg), build_image(program, cfg), [x])[0]
                 expect = expected_counts(program, cfg)
                 rows.append({
                     "layer": name, "build": "dense" if dense else "sd", "pes": pes,
-                    "channel_lanes": cfg.channel_lanes, "pixel_lanes": cfg.pixel_lanes,
+                    "fill_lanes": cfg.fill_lanes, "out_channels": model.layers[-1].out_channels,
                     "bit_exact": bool(np.array_equal(result["output"], want)),
                     "counters_match": result["macs"] == expect["macs"],
                     "cycles": result["cycles"], "macs": result["macs"], "rows_skipped": result["skipped"],
@@ -70,11 +70,11 @@ def markdown(rows: list[dict]) -> str:
              f"Measured by `python -m sim.bench_utilisation` (Amaranth simulator, seed {SEED}); utilisation = "
              "MACs issued / (cycles x N) from the accelerator's counters; zero rows skipped by SD are not work.",
              "Layers: conv 3x3 8x8x16 -> 32 (stride 1), FC 128 -> 64; SD with 30 % of rows pruned.", "",
-             "| layer | build | N | lanes (Q x P) | cycles | MACs | rows skipped | stalls | utilisation | target |"
-             " bit-exact |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| layer | build | N | fill lanes (R / F) | cycles | MACs | rows skipped | stalls | utilisation | "
+             "target | bit-exact |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['layer']} | {r['build']} | {r['pes']} | {r['channel_lanes']} x {r['pixel_lanes']} | "
+        lines.append(f"| {r['layer']} | {r['build']} | {r['pes']} | {r['fill_lanes']} | "
                      f"{r['cycles']} | {r['macs']} | {r['rows_skipped']} | {r['stall_cycles']} | "
                      f"{r['utilisation'] * 100:.1f} % | {r['target'] * 100:.0f} % | "
                      f"{'yes' if r['bit_exact'] and r['counters_match'] else 'NO'} |")
@@ -83,9 +83,12 @@ def markdown(rows: list[dict]) -> str:
     if not gaps:
         lines.append("Every case meets its target.")
     for r in gaps:
-        why = ("FC has one output pixel, so only the Q channel lanes work: the ceiling is 1/P = "
-               f"{1 / r['pixel_lanes'] * 100:.0f} % with {r['pixel_lanes']} pixel lanes (generate with "
-               "pixel_lanes = 1 for FC-heavy models)" if r["layer"] == "fc" and r["pixel_lanes"] > 1 else
+        why = (f"the layer has {r['out_channels']} output channels, so only {r['out_channels']} of the {r['pes']} "
+               "lanes have work" if r["out_channels"] < r["pes"] else
+               "an FC layer uses each weight once, so the fill's rate bounds it: it writes "
+               f"{r['fill_lanes']} weights per cycle, a ceiling of {r['fill_lanes'] / r['pes'] * 100:.0f} % at "
+               f"N = {r['pes']} (set rebuild_lanes higher for FC-heavy models)"
+               if r["layer"] == "fc" and r["fill_lanes"] < r["pes"] else
                "per-group overhead (pipeline fill, basis loads, requantisation of the last group) on a small layer")
         lines.append(f"- {r['layer']} {r['build']} N={r['pes']}: {r['utilisation'] * 100:.1f} % "
                      f"(target {r['target'] * 100:.0f} %): {why}.")
