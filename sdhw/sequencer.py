@@ -47,7 +47,7 @@ class Sequencer(wiring.Component):
     Each word goes through a register of the sequencer's before its checksum and checks (the descriptor memory
     is far from the layer registers).
 
-    Latency: ``DESC_WORDS + desc_latency + 5`` cycles from a layer's end to the next one's start; an error
+    Latency: ``DESC_WORDS + desc_latency + 6`` cycles from a layer's end to the next one's start; an error
     stops the run two cycles after the data path raises it.
     """
 
@@ -77,6 +77,7 @@ class Sequencer(wiring.Component):
         # half's carry goes into the high half with the next word
         low = Signal(17, init=CHECKSUM_SEED & 0xFFFF)
         high = Signal(16, init=CHECKSUM_SEED >> 16)
+        expected = Signal(32)                          # the slot's checksum word
         checksum_ok = Signal()
         order = [hb.ERR_KIND, hb.ERR_STRIDE, hb.ERR_SHAPE, hb.ERR_MODE, hb.ERR_ACT_SIZE, hb.ERR_PARAMS,
                  hb.ERR_WEIGHT_ADDR, hb.ERR_BIAS_ADDR, hb.ERR_ACT_ADDR]
@@ -128,7 +129,8 @@ class Sequencer(wiring.Component):
                     with m.If(got < CHECKSUM_WORD):
                         m.d.sync += [low.eq(low[:16] + value[:16]), high.eq(high + value[16:] + low[16])]
                     with m.Else():
-                        m.d.sync += checksum_ok.eq((low[:16] == value[:16]) & ((high + low[16])[:16] == value[16:]))
+                        # the last carry folded in now, the comparison next cycle
+                        m.d.sync += [expected.eq(value), high.eq(high + low[16]), low[16].eq(0)]
                     for name, _ in layer_layout(cfg):
                         if name in FIELDS:
                             with m.If(got == FIELDS[name][0]):
@@ -137,7 +139,10 @@ class Sequencer(wiring.Component):
                         with m.If((got == FIELDS[name][0]) & test(field(name, value))):
                             m.d.sync += bad[err].eq(1)
                     with m.If(got == DESC_WORDS - 1):
-                        m.next = "CHECK"
+                        m.next = "VERIFY"
+            with m.State("VERIFY"):
+                m.d.sync += checksum_ok.eq(Cat(low[:16], high) == expected)
+                m.next = "CHECK"
             with m.State("CHECK"):
                 # the verdict and the decision into registers: the checks' priority chain stays off the error
                 # and start paths. A bad checksum or kind stops even an end marker; other checks ignore it.
