@@ -50,7 +50,7 @@ SYNTH_DEVICES = tuple(PNR_TARGETS)
 
 #: nextpnr's routers. router1 (nextpnr's default) gives the higher Fmax where it finishes (ECP5-25F N = 16:
 #: 101.8 vs 75.5 MHz); router2 negotiates congestion instead, the other try for netlists router1 routes very
-#: slowly (neither finished ECP5-85F N = 256 within a session here).
+#: slowly (neither routed the first data path's ECP5-85F N = 256 within two hours here).
 ROUTERS = ("router1", "router2")
 
 #: yosys 0.70 (yowasp) can die in ABC9's reintegration with an internal assertion on some netlists; hiding

@@ -106,6 +106,19 @@ class Sequencer(wiring.Component):
         def stop(err):
             return [self.busy.eq(0), error.eq(1), self.err_code.eq(err)]
 
+        # each check's verdict on its word in a register of its own, gathered into the error's flag a cycle later
+        # (the last checked word arrives before the checksum, whose comparison takes the same two cycles)
+        hits = {err: [] for err in order}
+        for name, test, err in _checks(cfg, layer):
+            assert FIELDS[name][0] < CHECKSUM_WORD          # gathered by the time the checksum is compared
+            hit = Signal(name=f"hit_{name}")
+            m.d.sync += hit.eq(arrive[-1] & (got == FIELDS[name][0]) & test(field(name, desc_q)))
+            hits[err].append(hit)
+        for err, flags in hits.items():
+            if flags:
+                with m.If(Cat(*flags).any()):
+                    m.d.sync += bad[err].eq(1)
+
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -135,9 +148,6 @@ class Sequencer(wiring.Component):
                         if name in FIELDS:
                             with m.If(got == FIELDS[name][0]):
                                 m.d.sync += getattr(layer, name).eq(field(name, value))
-                    for name, test, err in _checks(cfg, layer):
-                        with m.If((got == FIELDS[name][0]) & test(field(name, value))):
-                            m.d.sync += bad[err].eq(1)
                     with m.If(got == DESC_WORDS - 1):
                         m.next = "VERIFY"
             with m.State("VERIFY"):
