@@ -152,6 +152,11 @@ class UartBridge(wiring.Component):
         # registered, not decoded from the state: a comb signal that depends on nothing but a state register
         # which has not changed since time 0 stays X in Icarus
         rx_ready = Signal(init=1)
+        # the bus write enable from a flip-flop (high in EXEC_WRITE), not decoded from the state: the accelerator's
+        # write decode and memory enables sit behind it, across the chip
+        w_en = Signal()
+        m.d.sync += w_en.eq(0)
+        m.d.comb += self.bus.w_en.eq(w_en)
         m.d.comb += [
             n_words.eq(Mux(cmd == CMD_PING, PING_WORDS, count)),
             last.eq(idx + 1 == n_words),
@@ -251,9 +256,9 @@ class UartBridge(wiring.Component):
                     m.next = "R_LOAD"
             # ------------------------------------------------ a checked write, from the buffer to the bus
             with m.State("EXEC_READ"):                 # the buffer's read port latches idx
+                m.d.sync += w_en.eq(1)
                 m.next = "EXEC_WRITE"
             with m.State("EXEC_WRITE"):
-                m.d.comb += self.bus.w_en.eq(1)
                 m.d.sync += [addr.eq(addr + 1), idx.eq(idx + 1)]
                 m.next = "EXEC_READ"
                 with m.If(last):

@@ -13,7 +13,6 @@ from amaranth.lib.wiring import In, Out
 from golden import SdhwError
 from sdhw.accelerator import Accelerator
 from sdhw.config import AcceleratorConfig
-from sdhw.hostbus import BusRegister
 from sdhw.vendor import with_wrappers
 
 from .bridge import DEFAULT_MAX_WORDS, UartBridge
@@ -97,10 +96,7 @@ class SystemTop(wiring.Component):
         m.submodules.accel = accel = Accelerator(self.config, vendor_primitives=True)
         wiring.connect(m, rx.o, bridge.rx)
         wiring.connect(m, bridge.tx, tx.i)
-        # the bridge's bus decisions end at a register, not in the accelerator's write decode across the chip
-        m.submodules.bus_register = bus_register = BusRegister()
-        wiring.connect(m, bridge.bus, bus_register.i)
-        wiring.connect(m, bus_register.o, accel.bus)
+        wiring.connect(m, bridge.bus, accel.bus)
         m.d.comb += [
             rx.rx.eq(self.rx),
             bridge.rx_error.eq(rx.framing_error),

@@ -1,5 +1,4 @@
 """The host port: a simple memory-mapped bus of 32-bit words (see docs/ARCHITECTURE.md for the map)."""
-from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
@@ -58,20 +57,3 @@ ERROR_NAMES = {ERR_KIND: "unknown layer kind", ERR_STRIDE: "bad stride", ERR_SHA
                ERR_CHECKSUM: "descriptor checksum mismatch",
                ERR_BUFFER: "a replayed channel group does not fit the weight buffer"}
 
-
-class BusRegister(wiring.Component):
-    """A register stage on the host bus: the initiator's request (address, write data, enables) reaches the
-    target a cycle later; the target's read data comes back as it is. For an initiator far from the
-    accelerator (a UART bridge): its decisions no longer run on into the accelerator's write decode.
-
-    Latency: one cycle more for every access; throughput: one access per cycle."""
-
-    def __init__(self):
-        super().__init__({"i": wiring.In(HostBusSignature), "o": wiring.Out(HostBusSignature)})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.sync += [self.o.addr.eq(self.i.addr), self.o.w_data.eq(self.i.w_data), self.o.w_en.eq(self.i.w_en),
-                     self.o.r_en.eq(self.i.r_en)]
-        m.d.comb += [self.i.r_data.eq(self.o.r_data), self.i.r_valid.eq(self.o.r_valid)]
-        return m

@@ -141,6 +141,8 @@ class Issuer(wiring.Component):
         # at a pass's last op: its drain information and the entry after it; the pixel (or group) steps a
         # cycle later, from registers, and no op issues until the next pixel's padding flags are registered
         end_ptr = Signal.like(group_start)
+        base_step = Signal.like(base)                # one adder for both steps of the pixel's base
+        m.d.comb += base_step.eq(Mux(row_end, p.row_wrap, p.step_x))
         m.d.sync += [step.eq(issue & info.last), settle.eq(step)]
         with m.If(issue & info.last):
             m.d.sync += [last_in_flight.eq(1), self.pass_out.eq(out), self.pass_bias.eq(bias),
@@ -159,11 +161,11 @@ class Issuer(wiring.Component):
                 with m.If(row_end):
                     m.d.sync += [x_left.eq(p.out_w), row_end.eq(p.out_w == 1), cols_left.eq(p.in_w + p.pad),
                                  left.eq(p.pad),
-                                 rows_left.eq(rows_left - p.stride), top.eq(0), base.eq(base + p.row_wrap)]
+                                 rows_left.eq(rows_left - p.stride), top.eq(0), base.eq(base + base_step)]
                 with m.Else():
                     m.d.sync += [x_left.eq(x_left - 1), row_end.eq(x_left == 2), cols_left.eq(cols_left - p.stride),
                                  left.eq(0),
-                                 base.eq(base + p.step_x)]
+                                 base.eq(base + base_step)]
         # the replay's seek, in the step cycle, from a register of its own (so no path runs from the issuer's
         # flags through the reader's seek into its skid register)
         replay = Signal()

@@ -77,7 +77,8 @@ class Sequencer(wiring.Component):
         # half's carry goes into the high half with the next word
         low = Signal(17, init=CHECKSUM_SEED & 0xFFFF)
         high = Signal(16, init=CHECKSUM_SEED >> 16)
-        expected = Signal(32)                          # the slot's checksum word
+        low_ok = Signal()                              # the low half matches the slot's checksum word
+        expected_high = Signal(16)                     # the checksum word's high half
         checksum_ok = Signal()
         order = [hb.ERR_KIND, hb.ERR_STRIDE, hb.ERR_SHAPE, hb.ERR_MODE, hb.ERR_ACT_SIZE, hb.ERR_PARAMS,
                  hb.ERR_WEIGHT_ADDR, hb.ERR_BIAS_ADDR, hb.ERR_ACT_ADDR]
@@ -143,7 +144,8 @@ class Sequencer(wiring.Component):
                         m.d.sync += [low.eq(low[:16] + value[:16]), high.eq(high + value[16:] + low[16])]
                     with m.Else():
                         # the last carry folded in now, the comparison next cycle
-                        m.d.sync += [expected.eq(value), high.eq(high + low[16]), low[16].eq(0)]
+                        m.d.sync += [low_ok.eq(low[:16] == value[:16]), expected_high.eq(value[16:]),
+                                     high.eq(high + low[16])]
                     for name, _ in layer_layout(cfg):
                         if name in FIELDS:
                             with m.If(got == FIELDS[name][0]):
@@ -151,7 +153,7 @@ class Sequencer(wiring.Component):
                     with m.If(got == DESC_WORDS - 1):
                         m.next = "VERIFY"
             with m.State("VERIFY"):
-                m.d.sync += checksum_ok.eq(Cat(low[:16], high) == expected)
+                m.d.sync += checksum_ok.eq(low_ok & (high == expected_high))
                 m.next = "CHECK"
             with m.State("CHECK"):
                 # the verdict and the decision into registers: the checks' priority chain stays off the error
