@@ -321,12 +321,12 @@ class CostModel:
 
 #: the measured builds as a model (docs/ARCHITECTURE.md has the per-block budget; `make bench` measures the
 #: blocks beside it)
-LUT_MODEL = {"ice40": CostModel(2038, 298, 58, 129, 117), "ecp5": CostModel(3259, 29, 56, 235, 174),
+LUT_MODEL = {"ice40": CostModel(2027, 321, 64, 112, 114), "ecp5": CostModel(3259, 29, 56, 235, 174),
              "generic": CostModel(3259, 29, 56, 235, 174)}
-FF_MODEL = {"ice40": CostModel(1382, 115, 59, 92, 17), "ecp5": CostModel(2295, 19, 75, 152, 29),
+FF_MODEL = {"ice40": CostModel(1374, 130, 63, 81, 14), "ecp5": CostModel(2295, 19, 75, 152, 29),
             "generic": CostModel(2295, 19, 75, 152, 29)}
 #: iCE40 logic cells (nextpnr's packing: a LUT4 and a flip-flop share a cell where they can)
-LC_MODEL = CostModel(3024, 349, 61, 158, 121)
+LC_MODEL = CostModel(3010, 375, 68, 138, 117)
 #: requantisers (LUT4, flip-flops): the cost of a unit, beyond the family default the models include
 REQUANT_COST = {"pipelined": (1100, 600), "serial": (570, 120), "table": (90, 60)}
 ICE40_LC_PER_FF = 0.5                  # flip-flops of a requantiser that take a logic cell of their own

@@ -378,7 +378,7 @@ def test_activations_and_codes_go_to_single_port_ram_on_the_up5k(device, pes, de
 # (UP5K 5,280; HX8K 7,680)
 MEASURED = [("up5k", 1, False, 2524, 1648, 3591, True), ("up5k", 1, True, 2090, 1435, 3073, True),
             ("up5k", 4, False, 2865, 1939, 3981, True), ("up5k", 8, False, 3080, 2172, 4203, True),
-            ("up5k", 16, False, 3534, 2628, 4665, True), ("up5k", 16, True, 2948, 2317, 3969, True),
+            ("up5k", 16, False, 3615, 2681, 4758, True), ("up5k", 16, True, 3030, 2370, 4062, True),
             ("hx8k", 4, False, 3236, 1946, 4333, True), ("hx8k", 8, True, 3472, 2009, 4517, True),
             ("ecp5-25f", 16, False, 6051, 4724, None, True), ("ecp5-25f", 16, True, 4161, 3496, None, True),
             ("ecp5-25f", 32, False, 8346, 6159, None, True), ("ecp5-25f", 64, False, 15712, 9496, None, True),
