@@ -104,8 +104,6 @@ class Sequencer(wiring.Component):
         error = Signal()
         m.d.comb += self.error.eq(error)
 
-        def stop(err):
-            return [self.busy.eq(0), error.eq(1), self.err_code.eq(err)]
 
         # each check's verdict on its word in a register of its own, gathered into the error's flag a cycle later
         # (the last checked word arrives before the checksum, whose comparison takes the same two cycles)
@@ -120,14 +118,14 @@ class Sequencer(wiring.Component):
                 with m.If(Cat(*flags).any()):
                     m.d.sync += bad[err].eq(1)
 
-        with m.FSM(name="seq"):
+        last_slot = Signal()                           # the slot running is the descriptor memory's last
+        m.d.sync += last_slot.eq(self.layer_index == cfg.desc_layers - 1)
+        fails, ends, overflows = Signal(), Signal(), Signal()   # the run stops now: error / end / no end marker
+        with m.FSM(name="seq") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.busy.eq(1), self.done.eq(0), error.eq(0), self.err_code.eq(0),
-                                 self.layer_index.eq(0), self.in_sel.eq(0), self.flush.eq(1)]
+                    m.d.sync += [self.layer_index.eq(0), self.in_sel.eq(0), self.flush.eq(1)]
                     m.next = "FETCH"
-                with m.Elif(self.clear):
-                    m.d.sync += [self.done.eq(0), error.eq(0), self.err_code.eq(0)]
                 m.d.sync += [word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
                 m.d.sync += [flag.eq(0) for flag in bad.values()]
             with m.State("FETCH"):
@@ -170,26 +168,35 @@ class Sequencer(wiring.Component):
                 with m.If(launch):
                     m.d.sync += [self.layer_start.eq(1), settled.eq(0)]
                     m.next = "RUN"
-                with m.Elif(finish):
-                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
-                    m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += stop(code)
                     m.next = "IDLE"
             with m.State("RUN"):
                 m.d.sync += settled.eq(Cat(1, settled[0]))
                 with m.If(fail_q):
-                    m.d.sync += stop(fail_code_q)
                     m.next = "IDLE"
                 with m.Elif(done_q & settled[1]):
                     m.d.sync += [self.layer_index.eq(self.layer_index + 1), self.in_sel.eq(~self.in_sel),
                                  word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
                     m.d.sync += [flag.eq(0) for flag in bad.values()]
-                    with m.If(self.layer_index + 1 >= cfg.desc_layers):
-                        m.d.sync += stop(hb.ERR_NO_END)
+                    with m.If(last_slot):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "FETCH"
+        # the status registers from flat conditions on registered inputs, outside the FSM: each is a few LUTs
+        # deep (busy drives every memory's port select, so its fan-in must stay short)
+        m.d.comb += [fails.eq(fsm.ongoing("CHECKED") & ~launch & ~finish),
+                     ends.eq(fsm.ongoing("CHECKED") & finish)]
+        running = fsm.ongoing("RUN")
+        m.d.comb += overflows.eq(running & ~fail_q & done_q & settled[1] & last_slot)
+        idle = fsm.ongoing("IDLE")
+        with m.If(idle & (self.start | self.clear)):
+            m.d.sync += [self.done.eq(0), error.eq(0), self.err_code.eq(0)]
+        with m.Elif(fails | (running & fail_q) | overflows):
+            m.d.sync += [error.eq(1),
+                         self.err_code.eq(Mux(running, Mux(fail_q, fail_code_q, hb.ERR_NO_END), code))]
+        with m.Elif(ends):
+            m.d.sync += self.done.eq(1)
+        m.d.sync += self.busy.eq(Mux(idle, self.start, ~(fails | ends | (running & fail_q) | overflows)))
         return m
 
 
