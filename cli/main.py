@@ -347,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdhw", description="SmartDeal accelerator generator and tools")
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compile", help="compile a model into a packed SD program (.sdp)")
-    c.add_argument("model", help="model file: .npz (see golden.model) or a scikit-learn MLP (.joblib/.pkl)")
+    c.add_argument("model", help="model file: .npz (see golden.model), .onnx (see golden.onnx_import; image inputs "
+                   "become channel-last) or a scikit-learn MLP (.joblib/.pkl)")
     c.add_argument("-o", "--output", required=True, help="output program file (.sdp)")
     c.add_argument("--prune", help="structural prune ratio in [0, 1), one per layer separated by commas, or "
                                    "'auto' (per-layer ratios reaching --target-bits; default 0.3)")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .errors import SdhwError
-from .model import Layer, Model, forward_float, layer_matmul
+from .model import WEIGHTED_KINDS, Layer, Model, forward_float, layer_matmul
 from .program import Program, QLayer
 from .quant import QParams, choose_qparams, quantize_multiplier, symmetric_scale
 from .sd import (
@@ -307,6 +307,10 @@ def _integer_layer(layer: Layer, in_shape, in_q: QParams, out_q: QParams, weight
 def compile_model(model: Model, x_cal: np.ndarray, opts: CompileOptions = CompileOptions(), *,
                   progress: Callable[[str], None] | None = None) -> CompileResult:
     """Quantise ``model`` into a program (SD where possible), calibrated and tuned on inputs ``x_cal``."""
+    for i, layer in enumerate(model.layers):
+        if layer.kind not in WEIGHTED_KINDS:
+            raise SdhwError(f"layer {i} ({layer.describe()}): the accelerator does not run {layer.kind} layers yet; "
+                            f"it runs {' and '.join(WEIGHTED_KINDS)} layers")
     x_cal = np.asarray(x_cal, dtype=np.float64).reshape((-1, *model.input_shape))
     if len(x_cal) == 0:
         raise SdhwError("no calibration inputs given")

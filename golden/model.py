@@ -1,18 +1,26 @@
-"""Float models: the layer list, NumPy ``.npz`` and scikit-learn import, and the float reference.
+"""Float models: the layer list, NumPy ``.npz``, scikit-learn and ONNX import, and the float reference.
 
 Activations are laid out channel-last: an image is ``(H, W, C)``, a batch ``(N, H, W, C)``. An FC layer
 after a conv flattens its input in ``H, W, C`` order. Convolutions use "same" zero padding
 (``k // 2``) and a stride of 1 or 2.
 
+Layer kinds: ``fc`` and ``conv`` carry weights; ``maxpool`` and ``avgpool`` (2x2 windows, stride 2,
+output ``(H // 2, W // 2, C)``), ``gap`` (global average pool, output ``(1, 1, C)``) and ``add`` (residual
+add: the layer's input plus an earlier activation) have none. Activation ``j`` is the model input for
+``j = 0`` and the output of layer ``j - 1`` otherwise, so layer ``i`` reads activation ``i``; an ``add``
+layer's ``source`` names the other activation, ``0 <= source <= i``, of the same shape. Any layer may end
+in a ReLU. The compiler (and so the accelerator) takes only ``fc`` and ``conv`` so far.
+
 ``.npz`` key layout (all arrays; ``i`` counts layers from 0 without gaps)::
 
     input_shape        int, (K,) for a vector input or (H, W, C) for an image
-    layer{i}.kind      str, "fc" or "conv"
-    layer{i}.weight    float, fc: (M, K) ; conv: (M, C // groups, k, k) with odd k
-    layer{i}.bias      float, (M,)
+    layer{i}.kind      str, one of LAYER_KINDS
+    layer{i}.weight    float, fc: (M, K) ; conv: (M, C // groups, k, k) with odd k ; fc and conv only
+    layer{i}.bias      float, (M,) ; fc and conv only
     layer{i}.relu      int 0/1: ReLU after the layer
     layer{i}.stride    int, conv only, 1 or 2 (default 1)
     layer{i}.groups    int, conv only, 1 or C for depthwise (default 1)
+    layer{i}.source    int, add only: the activation added to the layer's input
 """
 from __future__ import annotations
 
@@ -25,24 +33,37 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import SdhwError
 
-LAYER_KINDS = ("fc", "conv")
+LAYER_KINDS = ("fc", "conv", "maxpool", "avgpool", "gap", "add")
+WEIGHTED_KINDS = ("fc", "conv")
 _LAYER_KEYS = {"fc": {"kind", "weight", "bias", "relu"},
-               "conv": {"kind", "weight", "bias", "relu", "stride", "groups"}}
+               "conv": {"kind", "weight", "bias", "relu", "stride", "groups"},
+               "maxpool": {"kind", "relu"}, "avgpool": {"kind", "relu"}, "gap": {"kind", "relu"},
+               "add": {"kind", "relu", "source"}}
+_OPTIONAL_KEYS = {"stride", "groups"}
+
+
+def _empty() -> np.ndarray:
+    return np.zeros(0)
 
 
 @dataclass
 class Layer:
-    """One float layer: FC or convolution, with an optional fused ReLU."""
+    """One float layer (see the module docstring for the kinds), with an optional fused ReLU.
+
+    Layers without weights keep empty ``weight`` and ``bias`` arrays.
+    """
 
     kind: str
-    weight: np.ndarray
-    bias: np.ndarray
+    weight: np.ndarray = field(default_factory=_empty)
+    bias: np.ndarray = field(default_factory=_empty)
     relu: bool = False
     stride: int = 1
     groups: int = 1
+    source: int | None = None           # add only: index of the activation added to the input
 
     @property
     def out_channels(self) -> int:
+        """Output channels of an fc or conv layer."""
         return self.weight.shape[0]
 
     @property
@@ -52,11 +73,18 @@ class Layer:
     @property
     def sd_capable(self) -> bool:
         """Whether SD decomposes this layer (FC, conv 3x3 and conv 1x1, not depthwise)."""
-        return self.kind == "fc" or (self.groups == 1 and self.kernel in (1, 3))
+        return self.kind == "fc" or (self.kind == "conv" and self.groups == 1 and self.kernel in (1, 3))
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if self.kind == "fc":
             return (self.out_channels,)
+        if self.kind == "add":
+            return tuple(in_shape)
+        if self.kind in ("maxpool", "avgpool"):
+            h, w, c = in_shape
+            return (h // 2, w // 2, c)
+        if self.kind == "gap":
+            return (1, 1, in_shape[2])
         h, w, _ = in_shape
         pad = self.kernel // 2
         return ((h + 2 * pad - self.kernel) // self.stride + 1,
@@ -65,6 +93,12 @@ class Layer:
     def describe(self) -> str:
         if self.kind == "fc":
             return f"fc {self.weight.shape[1]}->{self.out_channels}"
+        if self.kind in ("maxpool", "avgpool"):
+            return f"{self.kind}2x2/s2"
+        if self.kind == "gap":
+            return "global avgpool"
+        if self.kind == "add":
+            return f"add activation {self.source}"
         dw = " dw" if self.groups > 1 else ""
         return f"conv{self.kernel}x{self.kernel}{dw}/s{self.stride} ->{self.out_channels}"
 
@@ -99,10 +133,20 @@ def validate_model(model: Model) -> None:
         raise SdhwError(f"input_shape must be (K,) or (H, W, C) with positive sizes, not {shape}")
     if not model.layers:
         raise SdhwError("model has no layers")
+    shapes = [shape]
     for i, layer in enumerate(model.layers):
         where = f"layer{i}"
         if layer.kind not in LAYER_KINDS:
             raise SdhwError(f"{where}.kind is {layer.kind!r}; valid kinds: {', '.join(LAYER_KINDS)}")
+        if layer.kind not in WEIGHTED_KINDS:
+            _validate_plain_layer(layer, where, i, shapes)
+            shape = layer.output_shape(shape)
+            shapes.append(shape)
+            if min(shape) < 1:
+                raise SdhwError(f"{where} produces an empty output {shape}")
+            continue
+        if layer.source is not None:
+            raise SdhwError(f"{where} is {layer.kind} but has a source; only add has one")
         w, b = np.asarray(layer.weight), np.asarray(layer.bias)
         for name, arr in (("weight", w), ("bias", b)):
             if not np.issubdtype(arr.dtype, np.number):
@@ -129,8 +173,30 @@ def validate_model(model: Model) -> None:
         layer.weight = w.astype(np.float64)
         layer.bias = b.astype(np.float64)
         shape = layer.output_shape(shape)
+        shapes.append(shape)
         if min(shape) < 1:
             raise SdhwError(f"{where} produces an empty output {shape}")
+
+
+def _validate_plain_layer(layer: Layer, where: str, i: int, shapes: list[tuple[int, ...]]) -> None:
+    """Checks of a layer without weights; ``shapes`` holds the activations up to the layer's input."""
+    if np.asarray(layer.weight).size or np.asarray(layer.bias).size:
+        raise SdhwError(f"{where} is {layer.kind}, which has no weight or bias")
+    if layer.stride != 1 or layer.groups != 1:
+        raise SdhwError(f"{where} is {layer.kind} but has a stride or groups; only conv has those")
+    shape = shapes[-1]
+    if layer.kind == "add":
+        src = layer.source
+        if not (isinstance(src, (int, np.integer)) and 0 <= src <= i):
+            raise SdhwError(f"{where}.source is {src!r}; valid: an activation index 0..{i} (0 = the model input)")
+        if shapes[src] != shape:
+            raise SdhwError(f"{where} adds activation {src} of shape {shapes[src]} to its input of shape {shape}")
+        layer.source = int(src)
+    elif layer.source is not None:
+        raise SdhwError(f"{where} is {layer.kind} but has a source; only add has one")
+    elif len(shape) != 3:
+        raise SdhwError(f"{where} is {layer.kind} but its input {shape} is not an (H, W, C) image")
+    layer.weight, layer.bias = _empty(), _empty()
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -168,14 +234,21 @@ def model_from_arrays(arrays: dict[str, np.ndarray]) -> Model:
         kind = _scalar(arrays, f"layer{i}.kind", str)
         if kind not in LAYER_KINDS:
             raise SdhwError(f"layer{i}.kind is {kind!r}; valid kinds: {', '.join(LAYER_KINDS)}")
-        for key in sorted(_LAYER_KEYS[kind] - {"stride", "groups"}):
+        for key in sorted(_LAYER_KEYS[kind] - _OPTIONAL_KEYS):
             if f"layer{i}.{key}" not in arrays:
                 raise SdhwError(f"model is missing the array 'layer{i}.{key}'")
-        opt = {k: _scalar(arrays, f"layer{i}.{k}", int) for k in ("stride", "groups") if f"layer{i}.{k}" in arrays}
-        if kind == "fc" and opt:
-            raise SdhwError(f"layer{i} is fc but has {', '.join(f'layer{i}.{k}' for k in opt)}; only conv has those")
-        layers.append(Layer(kind, np.asarray(arrays[f"layer{i}.weight"]), np.asarray(arrays[f"layer{i}.bias"]),
-                            bool(_scalar(arrays, f"layer{i}.relu", int)), **opt))
+        opt = {k: _scalar(arrays, f"layer{i}.{k}", int) for k in sorted(_OPTIONAL_KEYS)
+               if f"layer{i}.{k}" in arrays}
+        if kind != "conv" and opt:
+            raise SdhwError(f"layer{i} is {kind} but has {', '.join(f'layer{i}.{k}' for k in opt)}; "
+                            "only conv has those")
+        relu = bool(_scalar(arrays, f"layer{i}.relu", int))
+        if kind in WEIGHTED_KINDS:
+            layers.append(Layer(kind, np.asarray(arrays[f"layer{i}.weight"]), np.asarray(arrays[f"layer{i}.bias"]),
+                                relu, **opt))
+        else:
+            source = _scalar(arrays, f"layer{i}.source", int) if kind == "add" else None
+            layers.append(Layer(kind, relu=relu, source=source))
         used |= {f"layer{i}.{k}" for k in _LAYER_KEYS[kind]}
         i += 1
     extra = sorted(set(arrays) - used)
@@ -188,9 +261,13 @@ def save_npz(model: Model, path) -> None:
     arrays = {"input_shape": np.asarray(model.input_shape, dtype=np.int64)}
     for i, layer in enumerate(model.layers):
         arrays[f"layer{i}.kind"] = np.asarray(layer.kind)
+        arrays[f"layer{i}.relu"] = np.asarray(int(layer.relu))
+        if layer.kind == "add":
+            arrays[f"layer{i}.source"] = np.asarray(layer.source)
+        if layer.kind not in WEIGHTED_KINDS:
+            continue
         arrays[f"layer{i}.weight"] = layer.weight.astype(np.float32)
         arrays[f"layer{i}.bias"] = layer.bias.astype(np.float32)
-        arrays[f"layer{i}.relu"] = np.asarray(int(layer.relu))
         if layer.kind == "conv":
             arrays[f"layer{i}.stride"] = np.asarray(layer.stride)
             arrays[f"layer{i}.groups"] = np.asarray(layer.groups)
@@ -213,8 +290,13 @@ def from_sklearn(mlp) -> Model:
 
 
 def load_model(path) -> Model:
-    """Load a ``.npz`` model, or a pickled/joblib scikit-learn MLP (``.joblib``/``.pkl``)."""
+    """Load a ``.npz`` model, an ONNX graph (``.onnx``) or a pickled/joblib scikit-learn MLP (``.joblib``/``.pkl``)."""
     path = Path(path)
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise SdhwError(f"model file {str(path)!r} does not exist")
+        from .onnx_import import from_onnx
+        return from_onnx(path)
     if path.suffix in (".joblib", ".pkl", ".pickle"):
         if not path.is_file():
             raise SdhwError(f"model file {str(path)!r} does not exist")
@@ -229,7 +311,7 @@ def load_model(path) -> Model:
             raise SdhwError(f"cannot read {str(path)!r} as a scikit-learn model: {exc}") from None
         return from_sklearn(obj)
     if path.suffix != ".npz":
-        raise SdhwError(f"model file {str(path)!r} has an unknown type; valid: .npz, .joblib, .pkl")
+        raise SdhwError(f"model file {str(path)!r} has an unknown type; valid: .npz, .onnx, .joblib, .pkl")
     return load_npz(path)
 
 
@@ -256,16 +338,37 @@ def layer_matmul(layer_kind: str, x: np.ndarray, weight: np.ndarray, stride: int
     return np.einsum("nhwcij,cij->nhwc", patches, weight[:, 0])
 
 
+def pool_windows(x: np.ndarray) -> np.ndarray:
+    """The 2x2 stride-2 windows ``(N, H // 2, W // 2, C, 4)`` of a channel-last batch (odd edges dropped)."""
+    n, h, w, c = x.shape
+    ho, wo = h // 2, w // 2
+    win = x[:, :2 * ho, :2 * wo].reshape(n, ho, 2, wo, 2, c)
+    return win.transpose(0, 1, 3, 5, 2, 4).reshape(n, ho, wo, c, 4)
+
+
 def forward_float(model: Model, x: np.ndarray, *, trace: bool = False):
-    """Float reference inference of a batch ``(N, *input_shape)``; with ``trace`` also each layer's output."""
+    """Float reference inference of a batch ``(N, *input_shape)``; with ``trace`` also each layer's output.
+
+    Pooling layers take the maximum or the mean of each window, ``gap`` the mean over ``H, W``, ``add``
+    the sum of its input and activation ``source``.
+    """
     x = np.asarray(x, dtype=np.float64).reshape((-1, *model.input_shape))
-    outs = []
+    acts = [x]
     for layer in model.layers:
-        x = layer_matmul(layer.kind, x, layer.weight, layer.stride, layer.groups, 0.0) + layer.bias
+        if layer.kind in WEIGHTED_KINDS:
+            x = layer_matmul(layer.kind, x, layer.weight, layer.stride, layer.groups, 0.0) + layer.bias
+        elif layer.kind == "maxpool":
+            x = pool_windows(x).max(axis=-1)
+        elif layer.kind == "avgpool":
+            x = pool_windows(x).mean(axis=-1)
+        elif layer.kind == "gap":
+            x = x.mean(axis=(1, 2), keepdims=True)
+        else:
+            x = x + acts[layer.source]
         if layer.relu:
             x = np.maximum(x, 0.0)
-        outs.append(x)
-    return (x, outs) if trace else x
+        acts.append(x)
+    return (x, acts[1:]) if trace else x
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -277,5 +380,6 @@ def n_macs(model: Model) -> int:
     total = 0
     shapes = model.shapes()
     for layer, out in zip(model.layers, shapes[1:]):
-        total += math.prod(out) * (layer.weight[0].size)
+        if layer.kind in WEIGHTED_KINDS:
+            total += math.prod(out) * (layer.weight[0].size)
     return total

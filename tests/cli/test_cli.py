@@ -465,3 +465,64 @@ def test_compile_prune_auto_per_layer(tmp_path):
     assert report["options"]["prune"] == "auto" and report["options"]["target_bits"] == 2.5
     assert report["program"]["bits_per_weight"] <= 2.55
     assert len({lay["prune"] for lay in report["layers"]}) > 1
+
+
+# ------------------------------------------------------------------------------ ONNX models
+def _onnx_model(extra_op: str | None = None, pool: bool = False):
+    """An ONNX MLP on the digits' 64 inputs (or an 8x8x1 CNN with a max pool), optionally ending in ``extra_op``."""
+    pytest.importorskip("onnx", reason="ONNX models need the onnx package (pip install 'sdhw[onnx]')")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(9)
+
+    def init(name, shape):
+        return numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+
+    if pool:
+        nodes = [helper.make_node("Conv", ["x", "w0"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                 helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+                 helper.make_node("Flatten", ["p"], ["f"]),
+                 helper.make_node("Gemm", ["f", "w1"], ["y"], transB=1, name="fc")]
+        inits = [init("w0", (4, 1, 3, 3)), init("w1", (10, 64))]
+        x_shape = ["N", 1, 8, 8]
+    else:
+        nodes = [helper.make_node("Gemm", ["x", "w0", "b0"], ["h"], transB=1, name="fc0"),
+                 helper.make_node("Relu", ["h"], ["r"], name="relu"),
+                 helper.make_node("Gemm", ["r", "w1"], ["y"], transB=1, name="fc1")]
+        inits = [init("w0", (12, 64)), init("b0", (12,)), init("w1", (10, 12))]
+        x_shape = ["N", 64]
+    out = "y"
+    if extra_op:
+        nodes.append(helper.make_node(extra_op, ["y"], ["z"], name="last"))
+        out = "z"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_compile_onnx(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(_onnx_model().SerializeToString())
+    out = tmp_path / "m.sdp"
+    rc, stdout, err = run(["compile", tmp_path / "m.onnx", "-o", out, "--epochs", "1", "--json"])
+    assert rc == 0, err
+    assert [lay["shape"] for lay in json.loads(stdout)["layers"]] == [[12, 64], [10, 12]]
+    assert [layer.relu for layer in fmt.load(out).layers] == [True, False]
+
+
+@pytest.mark.parametrize("case", ["unsupported-op", "missing-initializer", "unknown-dim", "corrupt", "pool"])
+def test_compile_onnx_errors(tmp_path, case):
+    model = tmp_path / "m.onnx"
+    proto = _onnx_model(extra_op="Softmax" if case == "unsupported-op" else None, pool=case == "pool")
+    keywords = {"unsupported-op": ["Softmax", "'last'", "supported:"],
+                "missing-initializer": ["Gemm node 'fc1'", "'w1'", "missing"],
+                "unknown-dim": ["unknown dimension 1", "'features'", "batch"],
+                "corrupt": ["cannot read", "m.onnx"],
+                "pool": ["layer 1", "maxpool", "does not run"]}[case]
+    if case == "missing-initializer":
+        del proto.graph.initializer[2]
+    elif case == "unknown-dim":
+        proto.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "features"
+    model.write_bytes(b"\x08\x07garbage\xff\xff" if case == "corrupt" else proto.SerializeToString())
+    rc, _, err = run(["compile", model, "-o", tmp_path / "p.sdp", "--epochs", "0"])
+    assert_one_line_error(rc, err, *keywords)
+    assert_nothing_written(tmp_path, {"m.onnx"})

@@ -12,7 +12,17 @@ from golden import SdhwError
 from golden.compiler import CompileOptions, compile_model
 from golden.datasets import DIGITS_MLP, load_digits_split
 from golden.format import pack
-from golden.model import Layer, Model, accuracy, forward_float, from_sklearn, layer_matmul, load_npz
+from golden.model import (
+    Layer,
+    Model,
+    accuracy,
+    forward_float,
+    from_sklearn,
+    layer_matmul,
+    load_npz,
+    model_from_arrays,
+    save_npz,
+)
 from golden.program import QLayer, infer, run_layer, run_program
 from golden.quant import ACT_MAX, ACT_MIN, QParams, quantize_multiplier, requantize
 from golden.sd import structural_mask, to_rows
@@ -422,3 +432,98 @@ def test_auto_prune_warns_when_the_target_is_unreachable(digits):
 def test_auto_prune_rejects_bad_target():
     with pytest.raises(SdhwError, match="target bits"):
         CompileOptions(prune="auto", target_bits=0.1)
+
+
+# ------------------------------------------------------------------------- layers without weights (float only)
+def _pool_ref(x, kind):
+    """2x2 stride-2 max or mean pooling, one window at a time."""
+    n, h, w, c = x.shape
+    out = np.zeros((n, h // 2, w // 2, c))
+    for b in range(n):
+        for i in range(h // 2):
+            for j in range(w // 2):
+                for ch in range(c):
+                    win = [x[b, 2 * i + di, 2 * j + dj, ch] for di in (0, 1) for dj in (0, 1)]
+                    out[b, i, j, ch] = max(win) if kind == "maxpool" else sum(win) / 4
+    return out
+
+
+def _plain_model(rng):
+    """conv, maxpool, conv, add (shortcut: the maxpool output), avgpool, gap, fc."""
+    return Model((9, 8, 3), [
+        Layer("conv", rng.normal(0, 0.5, (4, 3, 3, 3)), rng.normal(0, 0.1, 4), relu=True),
+        Layer("maxpool"),
+        Layer("conv", rng.normal(0, 0.5, (4, 4, 3, 3)), rng.normal(0, 0.1, 4)),
+        Layer("add", source=2, relu=True),
+        Layer("avgpool"),
+        Layer("gap"),
+        Layer("fc", rng.normal(0, 0.5, (5, 4)), rng.normal(0, 0.1, 5)),
+    ])
+
+
+def test_plain_layers_forward_matches_loops():
+    rng = np.random.default_rng(70)
+    model = _plain_model(rng)
+    assert model.shapes() == [(9, 8, 3), (9, 8, 4), (4, 4, 4), (4, 4, 4), (4, 4, 4), (2, 2, 4), (1, 1, 4), (5,)]
+    assert model.n_weights == 4 * 27 + 4 * 36 + 20
+    x = rng.normal(size=(2, 9, 8, 3))
+    got, outs = forward_float(model, x, trace=True)
+    a1 = np.maximum(ref_conv(x, model.layers[0].weight, 1, 1, 0.0) + model.layers[0].bias, 0.0)
+    a2 = _pool_ref(a1, "maxpool")
+    a3 = ref_conv(a2, model.layers[2].weight, 1, 1, 0.0) + model.layers[2].bias
+    a4 = np.maximum(a3 + a2, 0.0)
+    a5 = _pool_ref(a4, "avgpool")
+    a6 = a5.mean(axis=(1, 2), keepdims=True)
+    a7 = ref_fc(a6, model.layers[6].weight) + model.layers[6].bias
+    for i, want in enumerate([a1, a2, a3, a4, a5, a6, a7]):
+        np.testing.assert_allclose(outs[i], want, rtol=1e-12, atol=1e-12, err_msg=f"layer {i}")
+    assert got is outs[-1]
+    assert [layer.describe() for layer in model.layers][1:6] == [
+        "maxpool2x2/s2", "conv3x3/s1 ->4", "add activation 2", "avgpool2x2/s2", "global avgpool"]
+
+
+def test_plain_layers_npz_round_trip(tmp_path):
+    model = _plain_model(np.random.default_rng(71))
+    save_npz(model, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as data:
+        keys = set(data.files)
+    assert "layer1.weight" not in keys and "layer3.source" in keys and "layer1.source" not in keys
+    back = load_npz(tmp_path / "m.npz")
+    assert [(la.kind, la.relu, la.source) for la in back.layers] == [(la.kind, la.relu, la.source)
+                                                                     for la in model.layers]
+    x = np.random.default_rng(1).normal(size=(2, 9, 8, 3))
+    np.testing.assert_allclose(forward_float(back, x), forward_float(model, x), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("layers", "input_shape", "match"), [
+    ([Layer("maxpool")], (4,), "not an \\(H, W, C\\) image"),
+    ([Layer("gap", weight=np.ones(3))], (2, 2, 3), "no weight or bias"),
+    ([Layer("avgpool", stride=2)], (2, 2, 3), "stride or groups"),
+    ([Layer("maxpool", source=0)], (2, 2, 3), "only add has one"),
+    ([Layer("fc", np.ones((2, 4)), np.zeros(2), source=0)], (4,), "only add has one"),
+    ([Layer("add")], (2, 2, 3), "source is None"),
+    ([Layer("add", source=2)], (2, 2, 3), "source is 2; valid: an activation index 0..0"),
+    ([Layer("maxpool"), Layer("add", source=0)], (4, 4, 3), "adds activation 0 of shape \\(4, 4, 3\\)"),
+    ([Layer("maxpool")], (1, 4, 3), "empty output"),
+])
+def test_plain_layers_validation(layers, input_shape, match):
+    with pytest.raises(SdhwError, match=match):
+        Model(input_shape, layers)
+
+
+def test_plain_layers_npz_errors():
+    arrays = {"input_shape": np.array([2, 2, 1]), "layer0.kind": np.array("add"), "layer0.relu": np.array(0)}
+    with pytest.raises(SdhwError, match="missing the array 'layer0.source'"):
+        model_from_arrays(arrays)
+    arrays = {"input_shape": np.array([2, 2, 1]), "layer0.kind": np.array("maxpool"), "layer0.relu": np.array(0),
+              "layer0.stride": np.array(2)}
+    with pytest.raises(SdhwError, match="layer0 is maxpool but has layer0.stride"):
+        model_from_arrays(arrays)
+
+
+def test_compiler_refuses_plain_layers():
+    model = _plain_model(np.random.default_rng(72))
+    with pytest.raises(SdhwError) as info:
+        compile_model(model, np.zeros((2, 9, 8, 3)))
+    assert str(info.value) == "layer 1 (maxpool2x2/s2): the accelerator does not run maxpool layers yet; it runs " \
+                              "fc and conv layers"
