@@ -145,8 +145,11 @@ class Issuer(wiring.Component):
         m.d.comb += base_step.eq(Mux(row_end, p.row_wrap, p.step_x))
         m.d.sync += [step.eq(issue & info.last), settle.eq(step)]
         with m.If(issue & info.last):
-            m.d.sync += [last_in_flight.eq(1), self.pass_out.eq(out), self.pass_bias.eq(bias),
-                         self.pass_lanes.eq(lanes), end_ptr.eq(ptr + 1)]
+            m.d.sync += last_in_flight.eq(1)
+        # the pass's drain information follows the pixel's until its last op issues, and is held from then until
+        # the drain has taken it: the registers' enable is a flip-flop, not the issue decision
+        with m.If(~last_in_flight):
+            m.d.sync += [self.pass_out.eq(out), self.pass_bias.eq(bias), self.pass_lanes.eq(lanes), end_ptr.eq(ptr + 1)]
         with m.If(step):
             with m.If(last_pixel):
                 # the group's last pass: the next group starts after this entry
