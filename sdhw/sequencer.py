@@ -34,7 +34,8 @@ class Sequencer(wiring.Component):
     """Run the program: for each descriptor slot, fetch its words (from ``desc_addr``/``desc_data``, read
     latency ``desc_latency``), check them, and either end the run (an end marker), stop it with an error, or
     load ``layer`` and pulse ``layer_start``; when ``layer_done`` comes, the next slot, with the activation
-    buffers swapped (``in_sel``).
+    buffers swapped (``in_sel``; ``buf_read`` / ``buf_write``: a bit per buffer, it is the layer's input / output,
+    both low while idle).
 
     Checks (error code in ``err_code``, ``sdhw.hostbus``): the checksum; the kind; the stride; zero or
     oversized dimensions (``ERR_SHAPE``); the layer's mode against the build's; activations larger than a
@@ -59,7 +60,7 @@ class Sequencer(wiring.Component):
             "layer_index": Out(range(cfg.desc_layers + 1)),
             "desc_addr": Out(max(1, ceil_log2(cfg.desc_layers * DESC_WORDS))), "desc_en": Out(1),
             "desc_data": In(32),
-            "layer": Out(layer_layout(cfg)), "in_sel": Out(1),
+            "layer": Out(layer_layout(cfg)), "in_sel": Out(1), "buf_read": Out(2), "buf_write": Out(2),
             "flush": Out(1), "layer_start": Out(1), "layer_done": In(1),
             "fail": In(1), "fail_code": In(8),
         })
@@ -124,7 +125,7 @@ class Sequencer(wiring.Component):
         with m.FSM(name="seq") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.layer_index.eq(0), self.in_sel.eq(0), self.flush.eq(1)]
+                    m.d.sync += [self.layer_index.eq(0), self.flush.eq(1)]
                     m.next = "FETCH"
                 m.d.sync += [word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
                 m.d.sync += [flag.eq(0) for flag in bad.values()]
@@ -165,6 +166,9 @@ class Sequencer(wiring.Component):
                              launch.eq(~fatal & ~Cat(*bad.values()).any() & ~is_end), finish.eq(~fatal & is_end)]
                 m.next = "CHECKED"
             with m.State("CHECKED"):
+                # the next slot's fetch state is cleared here, off the run's end condition
+                m.d.sync += [word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
+                m.d.sync += [flag.eq(0) for flag in bad.values()]
                 with m.If(launch):
                     m.d.sync += [self.layer_start.eq(1), settled.eq(0)]
                     m.next = "RUN"
@@ -175,9 +179,7 @@ class Sequencer(wiring.Component):
                 with m.If(fail_q):
                     m.next = "IDLE"
                 with m.Elif(done_q & settled[1]):
-                    m.d.sync += [self.layer_index.eq(self.layer_index + 1), self.in_sel.eq(~self.in_sel),
-                                 word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
-                    m.d.sync += [flag.eq(0) for flag in bad.values()]
+                    m.d.sync += self.layer_index.eq(self.layer_index + 1)
                     with m.If(last_slot):
                         m.next = "IDLE"
                     with m.Else():
@@ -196,7 +198,13 @@ class Sequencer(wiring.Component):
                          self.err_code.eq(Mux(running, Mux(fail_q, fail_code_q, hb.ERR_NO_END), code))]
         with m.Elif(ends):
             m.d.sync += self.done.eq(1)
-        m.d.sync += self.busy.eq(Mux(idle, self.start, ~(fails | ends | (running & fail_q) | overflows)))
+        busy_next, in_sel_next = Signal(), Signal()
+        m.d.comb += [busy_next.eq(Mux(idle, self.start, ~(fails | ends | (running & fail_q) | overflows))),
+                     in_sel_next.eq(Mux(idle, 0, self.in_sel ^ (running & ~fail_q & done_q & settled[1])))]
+        m.d.sync += [self.busy.eq(busy_next), self.in_sel.eq(in_sel_next)]
+        # each activation buffer's role, from the same next values: its port selects start at flip-flops
+        m.d.sync += [self.buf_read.eq(Cat(busy_next & ~in_sel_next, busy_next & in_sel_next)),
+                     self.buf_write.eq(Cat(busy_next & in_sel_next, busy_next & ~in_sel_next))]
         return m
 
 
