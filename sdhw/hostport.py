@@ -76,26 +76,30 @@ class HostPort(wiring.Component):
         constants = {hb.CSR_ID: hb.ID_MAGIC, hb.CSR_VERSION: VERSION | (int(cfg.dense) << 8) | (cfg.exp_bits << 12),
                      hb.CSR_LANES: cfg.channel_lanes | (cfg.pixel_lanes << 16),
                      **{hb.CSR_DEPTHS + k: depth for k, depth in enumerate(depths)}}
+        assert max(constants) < 32 and hb.CSR_STALLS + 1 < 32
+        low, page_q = offset[:5], Signal()           # every CSR is in the first 32 words
+        m.d.sync += page_q.eq(offset[5:] == 0)
         const_q = Signal(32)
-        with m.Switch(offset):
+        with m.Switch(low):
             for address, value in constants.items():
                 with m.Case(address):
                     m.d.sync += const_q.eq(value)
             with m.Default():
                 m.d.sync += const_q.eq(0)
         status_q = Signal()
-        m.d.sync += status_q.eq(offset == hb.CSR_STATUS)
+        m.d.sync += status_q.eq(low == hb.CSR_STATUS)
         words = []                                       # (counter word, its read-enable register)
         for base, name in zip((hb.CSR_CYCLES, hb.CSR_MACS, hb.CSR_SKIPPED, hb.CSR_STALLS), COUNTERS):
             counter = getattr(self, name)
             for k in range(-(-cfg.counter_bits // 32)):    # the high word reads 0 when narrower
                 selected = Signal(name=f"read_{name}{k}")
-                m.d.sync += selected.eq(offset == base + k)
+                m.d.sync += selected.eq(low == base + k)
                 words.append((counter[32 * k:32 * (k + 1)], selected))
         status = Cat(self.busy, self.done, self.error, Const(0, 5), self.err_code, self.layer_index)
         csr = const_q | status_q.replicate(32) & status
         for word, selected in words:
             csr = csr | selected.replicate(32) & word
+        csr = csr & page_q.replicate(32)
 
         # cycle 0: r_en, the memories read the host's address; cycle 1 (mem_latency 1): data registered beside
         # the CSR multiplexer's; cycle 2: the region's register into r_data

@@ -122,11 +122,19 @@ class Sequencer(wiring.Component):
         last_slot = Signal()                           # the slot running is the descriptor memory's last
         m.d.sync += last_slot.eq(self.layer_index == cfg.desc_layers - 1)
         fails, ends, overflows = Signal(), Signal(), Signal()   # the run stops now: error / end / no end marker
-        with m.FSM(name="seq") as fsm:
+        # copies of the states the status registers decode, a flip-flop each (a binary state takes LUTs to
+        # decode, and the status decisions are on the busy path); kept by goto()
+        flags = {name: Signal(name=f"in_{name.lower()}", init=name == "IDLE") for name in ("IDLE", "CHECKED", "RUN")}
+
+        def goto(state):
+            m.next = state
+            m.d.sync += [flag.eq(name == state) for name, flag in flags.items()]
+
+        with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.layer_index.eq(0), self.flush.eq(1)]
-                    m.next = "FETCH"
+                    goto("FETCH")
                 m.d.sync += [word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
                 m.d.sync += [flag.eq(0) for flag in bad.values()]
             with m.State("FETCH"):
@@ -150,10 +158,10 @@ class Sequencer(wiring.Component):
                             with m.If(got == FIELDS[name][0]):
                                 m.d.sync += getattr(layer, name).eq(field(name, value))
                     with m.If(got == DESC_WORDS - 1):
-                        m.next = "VERIFY"
+                        goto("VERIFY")
             with m.State("VERIFY"):
                 m.d.sync += checksum_ok.eq(low_ok & (high == expected_high))
-                m.next = "CHECK"
+                goto("CHECK")
             with m.State("CHECK"):
                 # the verdict and the decision into registers: the checks' priority chain stays off the error
                 # and start paths. A bad checksum or kind stops even an end marker; other checks ignore it.
@@ -164,33 +172,32 @@ class Sequencer(wiring.Component):
                 is_end = layer.kind == KIND_END
                 m.d.sync += [code.eq(Mux(~checksum_ok, hb.ERR_CHECKSUM, Mux(bad[hb.ERR_KIND], hb.ERR_KIND, verdict))),
                              launch.eq(~fatal & ~Cat(*bad.values()).any() & ~is_end), finish.eq(~fatal & is_end)]
-                m.next = "CHECKED"
+                goto("CHECKED")
             with m.State("CHECKED"):
                 # the next slot's fetch state is cleared here, off the run's end condition
                 m.d.sync += [word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
                 m.d.sync += [flag.eq(0) for flag in bad.values()]
                 with m.If(launch):
                     m.d.sync += [self.layer_start.eq(1), settled.eq(0)]
-                    m.next = "RUN"
+                    goto("RUN")
                 with m.Else():
-                    m.next = "IDLE"
+                    goto("IDLE")
             with m.State("RUN"):
                 m.d.sync += settled.eq(Cat(1, settled[0]))
                 with m.If(fail_q):
-                    m.next = "IDLE"
+                    goto("IDLE")
                 with m.Elif(done_q & settled[1]):
                     m.d.sync += self.layer_index.eq(self.layer_index + 1)
                     with m.If(last_slot):
-                        m.next = "IDLE"
+                        goto("IDLE")
                     with m.Else():
-                        m.next = "FETCH"
+                        goto("FETCH")
         # the status registers from flat conditions on registered inputs, outside the FSM: each is a few LUTs
         # deep (busy drives every memory's port select, so its fan-in must stay short)
-        m.d.comb += [fails.eq(fsm.ongoing("CHECKED") & ~launch & ~finish),
-                     ends.eq(fsm.ongoing("CHECKED") & finish)]
-        running = fsm.ongoing("RUN")
+        m.d.comb += [fails.eq(flags["CHECKED"] & ~launch & ~finish), ends.eq(flags["CHECKED"] & finish)]
+        running = flags["RUN"]
         m.d.comb += overflows.eq(running & ~fail_q & done_q & settled[1] & last_slot)
-        idle = fsm.ongoing("IDLE")
+        idle = flags["IDLE"]
         with m.If(idle & (self.start | self.clear)):
             m.d.sync += [self.done.eq(0), error.eq(0), self.err_code.eq(0)]
         with m.Elif(fails | (running & fail_q) | overflows):
@@ -199,7 +206,8 @@ class Sequencer(wiring.Component):
         with m.Elif(ends):
             m.d.sync += self.done.eq(1)
         busy_next, in_sel_next = Signal(), Signal()
-        m.d.comb += [busy_next.eq(Mux(idle, self.start, ~(fails | ends | (running & fail_q) | overflows))),
+        halts = (flags["CHECKED"] & ~launch) | (running & (fail_q | (done_q & settled[1] & last_slot)))
+        m.d.comb += [busy_next.eq(Mux(idle, self.start, ~halts)),
                      in_sel_next.eq(Mux(idle, 0, self.in_sel ^ (running & ~fail_q & done_q & settled[1])))]
         m.d.sync += [self.busy.eq(busy_next), self.in_sel.eq(in_sel_next)]
         # each activation buffer's role, from the same next values: its port selects start at flip-flops
