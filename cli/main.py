@@ -343,6 +343,74 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _list(text: str, cast, option: str) -> tuple:
+    """A comma-separated option value as a tuple (empty for an empty string)."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return tuple(cast(t) for t in items)
+    except ValueError:
+        kind = "integers" if cast is int else "numbers" + (" or 'auto'" if option == "--prune" else "")
+        raise SdhwError(f"{option} takes comma-separated {kind}, not {text!r}") from None
+
+
+def cmd_explore(args) -> int:
+    # the engine (and Dask) are imported only when asked for
+    import hashlib
+
+    from fpga.explore import Data, Sweep, explore, front_table, write_outputs
+
+    sweep = Sweep(model=args.model, devices=tuple(d.strip() for d in args.devices.split(",") if d.strip()),
+                  pes=_list(args.pes, int, "--pes"), exp_bits=_list(args.exp_bits, int, "--exp-bits"),
+                  prune=_list(args.prune, lambda t: t if t == "auto" else float(t), "--prune"),
+                  rebuild_lanes=_list(args.rebuild_lanes, int, "--rebuild-lanes") if args.rebuild_lanes else (None,),
+                  dense=args.dense, method=args.method, epochs=args.epochs, max_accuracy_drop=args.max_accuracy_drop,
+                  objective=args.objective, seeds=args.seeds, quick=args.quick, pnr_timeout=args.pnr_timeout or None)
+    sweep.validate()
+    if args.workers is not None and args.scheduler:
+        raise SdhwError("--workers sizes the local cluster; it cannot be combined with --scheduler")
+    model = load_model(args.model)
+    x_cal = _calibration_inputs(model, args.calib)
+    try:
+        x_test, y_test = _digits_for(model, "test")
+    except SdhwError:
+        x_test = y_test = None                      # no accuracy for models that do not take the digits
+    data = Data(model, hashlib.sha256(Path(args.model).read_bytes()).hexdigest(), x_cal, x_test, y_test)
+    out = Path(args.output or f"build/explore/{Path(args.model).stem}")
+    progress = Progress(not args.quiet)
+    try:
+        report, cache = explore(sweep, data, cache_dir=args.cache_dir, synth_dir=args.synth_dir,
+                                scheduler=args.scheduler, workers=args.workers,
+                                progress=lambda status: progress(status.line()),
+                                config_path=str(out / "recommended.toml"))
+    except KeyboardInterrupt:                       # before any task ran (a sweep's own Ctrl-C is handled inside)
+        print("sdhw: interrupted", file=sys.stderr)
+        return 130
+    paths = write_outputs(report, out)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(front_table(report)) if report["front"] else "no feasible point")
+        rec = report["recommendation"]
+        if rec:
+            best = report["points"][rec["id"]]
+            print(f"\nrecommended ({rec['objective']}): {best['device']} N={best['pes']}: {rec['why']}")
+            for command in rec["commands"]:
+                print("  " + command)
+        for status in ("failed", "does not fit", "excluded", "not run"):
+            bad = [r for r in report["points"] if r["status"] == status]
+            for r in bad[:3]:
+                print(f"{status}: point {r['id']} ({r['device']} N={r['pes']}): {r['reason']}")
+            if len(bad) > 3:
+                print(f"{status}: {len(bad) - 3} more points (explore.md lists each with its reason)")
+        print(f"report: {', '.join(map(str, paths))} ({cache.executed} tasks run, {cache.hits} from the cache "
+              f"{args.cache_dir})")
+    if report["interrupted"]:
+        print("sdhw: interrupted: finished tasks are kept in the cache; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    return 1 if report["counts"]["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdhw", description="SmartDeal accelerator generator and tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -443,6 +511,41 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(default 2; a run is never started twice)")
     r.add_argument("--json", action="store_true", help="print the board, outputs and counters as JSON")
     r.set_defaults(func=cmd_run)
+    ex = sub.add_parser("explore", help="sweep devices, PE counts and compile settings for a model (on Dask) and "
+                                        "recommend an accelerator")
+    ex.add_argument("model", help="model file, as for sdhw compile")
+    ex.add_argument("--devices", default="up5k,ecp5-25f",
+                    help="comma-separated devices (default up5k,ecp5-25f; valid: up5k, hx8k, ecp5-25f, ecp5-45f, "
+                         "ecp5-85f)")
+    ex.add_argument("--pes", default="1,4,16,64", help="comma-separated PE counts N (default 1,4,16,64)")
+    ex.add_argument("--exp-bits", default="2", help="comma-separated exponent bits (default 2)")
+    ex.add_argument("--prune", default="0.3", help="comma-separated prune ratios, or 'auto' (sdhw compile --prune "
+                                                   "auto; default 0.3)")
+    ex.add_argument("--rebuild-lanes", help="comma-separated rebuild lanes R (default: the family's; capped at N)")
+    ex.add_argument("--dense", action="store_true", help="also the dense int8 baseline at every device and N")
+    ex.add_argument("--method", choices=METHODS, default="finetune", help="compile method (default finetune)")
+    ex.add_argument("--epochs", type=int, help="fine-tuning epochs (default 60)")
+    ex.add_argument("--calib", help="calibration inputs: .npz with array 'x' (default: the digits train split)")
+    ex.add_argument("--max-accuracy-drop", type=float, default=1.0,
+                    help="points of accuracy below the float model a point may lose (default 1.0)")
+    ex.add_argument("--objective", choices=("throughput", "latency", "energy", "area"), default="throughput",
+                    help="what the recommendation optimises (default throughput)")
+    ex.add_argument("--seeds", type=int, default=1, help="place-and-route seeds per configuration (default 1)")
+    ex.add_argument("--pnr-timeout", type=float, default=1800.0, metavar="SECONDS",
+                    help="stop a seed's place-and-route after this many CPU seconds, 0 for no limit (default 1800)")
+    ex.add_argument("--quick", action="store_true", help="the calibrated resource estimate and the documented "
+                                                         "Fmax instead of synthesis and place-and-route")
+    ex.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://HOST:8786 "
+                                                           "(default: a local cluster)")
+    ex.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per CPU)")
+    ex.add_argument("--cache-dir", default="build/explore/cache", help="task results by content hash (default "
+                                                                       "build/explore/cache)")
+    ex.add_argument("--synth-dir", default="build/explore/synth",
+                    help="where workers synthesize and place (default build/explore/synth, in their directory)")
+    ex.add_argument("-o", "--output", help="report directory (default build/explore/MODEL)")
+    ex.add_argument("--json", action="store_true", help="print the report as JSON")
+    ex.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    ex.set_defaults(func=cmd_explore)
     return parser
 
 

@@ -165,6 +165,9 @@ async def run_job(dut):
                 assert macs == case["macs"], f"{name} (seed {seed}): MACs counter {macs}, want {case['macs']}"
                 assert skipped == case["rows_skipped"], \
                     f"{name} (seed {seed}): skipped-rows counter {skipped}, want {case['rows_skipped']}"
+            if "cycles" in case:
+                assert cycles == case["cycles"], \
+                    f"{name} (seed {seed}): cycles counter {cycles}, want {case['cycles']} (rtl_gen.cycles)"
             stats["cycles"].append(cycles)
             stats["macs"].append(macs)
             stats["skipped"].append(skipped)

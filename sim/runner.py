@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from golden.program import Program, run_program
+from rtl_gen.cycles import expected_cycles
 from rtl_gen.generate import TOP_NAME, generate
 from rtl_gen.image import ProgramImage, build_image, expected_counts
 from rtl_gen.tools import tool_env
@@ -44,9 +45,10 @@ class Job:
 
     def add_program(self, name: str, program: Program, cfg: AcceleratorConfig, inputs: list[np.ndarray], *,
                     check_counters: bool = True, **extra) -> None:
-        """A program laid out for ``cfg``; expected outputs (and counters) from golden."""
+        """A program laid out for ``cfg``; expected outputs from golden, and counters (MACs, skipped rows, and
+        the cycles of :func:`rtl_gen.cycles.expected_cycles`)."""
         if check_counters:
-            extra = {**expected_counts(program, cfg), **extra}
+            extra = {**expected_counts(program, cfg), "cycles": expected_cycles(program, cfg)["cycles"], **extra}
         self.add_image(name, build_image(program, cfg), inputs,
                        [run_program(program, np.asarray(x)[None]).reshape(-1) for x in inputs], **extra)
 
