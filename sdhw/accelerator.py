@@ -107,8 +107,7 @@ class Accelerator(wiring.Component):
                      host.desc_data.eq(desc.r_data)]
         m.submodules.acts = acts = ActivationBuffers(depth=cfg.act_depth, spram=cfg.in_spram, register_output=reg)
         m.d.comb += [acts.host_addr.eq(host.w_addr), acts.host_data.eq(host.w_data), acts.host_en.eq(host.act_en),
-                     acts.in_sel.eq(seq.in_sel), acts.buf_read.eq(seq.buf_read), acts.buf_write.eq(seq.buf_write),
-                     host.act_data.eq(acts.host_data_out)]
+                     acts.busy.eq(seq.busy), acts.in_sel.eq(seq.in_sel), host.act_data.eq(acts.host_data_out)]
         m.submodules.wbuf = wbuf = WeightBuffer(lanes=cfg.pes, fill_lanes=cfg.fill_lanes, depth=cfg.weight_depth,
                                                 info_bits=TAP_INFO_BITS, register_output=reg)
 

@@ -136,22 +136,11 @@ class _RowWalker:
         # room for two rows (six entries), registered from the allocation and the issuer's free pointer before
         # this cycle's header: so a header may be taken in a cycle right after another (three entries each at
         # most) and its acceptance starts at a flip-flop, not behind the code memory's output and a subtractor
-        # a header's entries join ``head`` a cycle after it is taken, from ``taps``: no path runs from the code
-        # memory's output through the header's tap count into the allocation's adder; ``head_now`` is the
-        # allocation with them
-        pending = Signal()
-        head_now = Signal.like(self.head)
-        m.d.comb += head_now.eq(self.head + Mux(pending, self.taps, 0))
-        m.d.sync += pending.eq(0)
-        with m.If(pending):
-            m.d.sync += self.head.eq(head_now)
         room = self.room = Signal()
-        free_entries = fill.depth - (self.head - fill.free)[:fill.entry_bits + 1]
-        m.d.sync += room.eq(free_entries >= 6 + Mux(pending, self.taps, 0))
-        # every allocated entry written, registered (the allocation stops two cycles before the flush; a header's
-        # entries are never written in the cycle after it)
+        m.d.sync += room.eq(fill.depth - (self.head - fill.free)[:fill.entry_bits + 1] >= 6)
+        # every allocated entry written, registered (the allocation stops two cycles before the flush)
         committed = Signal()
-        m.d.sync += committed.eq((fill.wp == self.head) & ~pending)
+        m.d.sync += committed.eq(fill.wp == self.head)
         header = Signal(HEADER_LAYOUT)
         m.d.comb += header.eq(words.payload.data[:HEADER_LAYOUT.size])
         kill = header.kill
@@ -179,8 +168,8 @@ class _RowWalker:
                 # a row takes up to three entries: its header is taken only when they are free
                 with m.If(words.valid & room):
                     taps = 3 - (kill[0] + kill[1] + kill[2])
-                    m.d.sync += [self.hdr.eq(header), self.taps.eq(Mux(taps == 0, 1, taps)), pending.eq(1),
-                                 self.row_entry.eq(head_now), self.head.eq(head_now),
+                    m.d.sync += [self.hdr.eq(header), self.taps.eq(Mux(taps == 0, 1, taps)),
+                                 self.row_entry.eq(self.head), self.head.eq(self.head + Mux(taps == 0, 1, taps)),
                                  self.rows_left.eq(self.rows_left - 1), self.first_row.eq(0)]
                     with m.If(self.first_row):
                         m.d.sync += self.group_addr.eq(fill.word_addr)

@@ -70,36 +70,29 @@ class HostPort(wiring.Component):
         # the run begins the cycle after the write, so the data path's flush fans out from a register
         m.d.sync += [self.start.eq(control & bus.w_data[0] & ~self.busy), self.clear.eq(control & bus.w_data[1])]
 
-        # the CSR read in two register stages: the address decoded in cycle 0 (the constant CSRs' value, whether
-        # the status or which counter word is read), the live value selected in cycle 1 by an AND-OR of those
+        csr = Signal(32)
         depths = [0 if cfg.dense and name == "basis_depth" else getattr(cfg, name) for name in hb.DEPTH_CSRS]
-        constants = {hb.CSR_ID: hb.ID_MAGIC, hb.CSR_VERSION: VERSION | (int(cfg.dense) << 8) | (cfg.exp_bits << 12),
-                     hb.CSR_LANES: cfg.channel_lanes | (cfg.pixel_lanes << 16),
-                     **{hb.CSR_DEPTHS + k: depth for k, depth in enumerate(depths)}}
-        assert max(constants) < 32 and hb.CSR_STALLS + 1 < 32
-        low, page_q = offset[:5], Signal()           # every CSR is in the first 32 words
-        m.d.sync += page_q.eq(offset[5:] == 0)
-        const_q = Signal(32)
-        with m.Switch(low):
-            for address, value in constants.items():
-                with m.Case(address):
-                    m.d.sync += const_q.eq(value)
-            with m.Default():
-                m.d.sync += const_q.eq(0)
-        status_q = Signal()
-        m.d.sync += status_q.eq(low == hb.CSR_STATUS)
-        words = []                                       # (counter word, its read-enable register)
-        for base, name in zip((hb.CSR_CYCLES, hb.CSR_MACS, hb.CSR_SKIPPED, hb.CSR_STALLS), COUNTERS):
-            counter = getattr(self, name)
-            for k in range(-(-cfg.counter_bits // 32)):    # the high word reads 0 when narrower
-                selected = Signal(name=f"read_{name}{k}")
-                m.d.sync += selected.eq(low == base + k)
-                words.append((counter[32 * k:32 * (k + 1)], selected))
-        status = Cat(self.busy, self.done, self.error, Const(0, 5), self.err_code, self.layer_index)
-        csr = const_q | status_q.replicate(32) & status
-        for word, selected in words:
-            csr = csr | selected.replicate(32) & word
-        csr = csr & page_q.replicate(32)
+        r_offset = Signal(8)
+        with m.Switch(r_offset):
+            with m.Case(hb.CSR_ID):
+                m.d.comb += csr.eq(hb.ID_MAGIC)
+            with m.Case(hb.CSR_VERSION):
+                m.d.comb += csr.eq(VERSION | (int(cfg.dense) << 8) | (cfg.exp_bits << 12))
+            with m.Case(hb.CSR_LANES):
+                m.d.comb += csr.eq(Const(cfg.channel_lanes | (cfg.pixel_lanes << 16), 32))
+            with m.Case(hb.CSR_STATUS):
+                m.d.comb += csr.eq(Cat(self.busy, self.done, self.error, Const(0, 5), self.err_code,
+                                       self.layer_index))
+            for base, name in zip((hb.CSR_CYCLES, hb.CSR_MACS, hb.CSR_SKIPPED, hb.CSR_STALLS), COUNTERS):
+                counter = getattr(self, name)
+                with m.Case(base):
+                    m.d.comb += csr.eq(counter[:32])
+                if cfg.counter_bits > 32:                        # the high word reads 0 when narrower
+                    with m.Case(base + 1):
+                        m.d.comb += csr.eq(counter[32:])
+            for k, depth in enumerate(depths):
+                with m.Case(hb.CSR_DEPTHS + k):
+                    m.d.comb += csr.eq(depth)
 
         # cycle 0: r_en, the memories read the host's address; cycle 1 (mem_latency 1): data registered beside
         # the CSR multiplexer's; cycle 2: the region's register into r_data
@@ -107,6 +100,7 @@ class HostPort(wiring.Component):
         regions = [Signal(4, name=f"r_region{k}") for k in range(2)]
         m.d.sync += [pending.eq(Cat(bus.r_en, pending[0])), regions[0].eq(region), regions[1].eq(regions[0]),
                      bus.r_valid.eq(pending[1])]
+        m.d.sync += r_offset.eq(offset)
         csr_q = Signal(32)
         m.d.sync += csr_q.eq(csr)
         desc_q, act_q = Signal(32), Signal(16)

@@ -41,8 +41,7 @@ class Issuer(wiring.Component):
 
     Counters: ``macs`` (live lanes of an op that counts, a cycle after its issue), ``stall`` (no op issued).
     ``addr_error``: an op read outside the input (a corrupt program; two cycles after its issue).
-    ``start`` begins a layer (``params`` set at least a cycle before it and held through the layer); ``done``
-    rises when its last op has been issued.
+    ``start`` begins a layer; ``done`` rises when its last op has been issued.
 
     Throughput: one op per cycle; two cycles more at the end of every pass (the pixel steps, then its padding
     flags are registered; a replay's seek and read take the same two cycles).
@@ -103,21 +102,14 @@ class Issuer(wiring.Component):
         step = Signal()                              # a pass ended last cycle: step the pixel (or group) now
         settle = Signal()                            # ... or two cycles ago: the pixel's padding flags are new
 
-        # what the loops load from the layer's parameters, in registers: the parameters are set well before the
-        # layer starts, and no path runs from the layer registers through an adder into the loop counters
-        cols_first, rows_first = Signal.like(cols_left), Signal.like(rows_left)
-        one_pix, one_col, one_group = Signal(), Signal(), Signal()
-        m.d.sync += [cols_first.eq(p.in_w + p.pad), rows_first.eq(p.in_h + p.pad), one_pix.eq(p.n_pix == 1),
-                     one_col.eq(p.out_w == 1), one_group.eq(p.n_groups == 1)]
-
         def first_pixel():
-            return [pix_left.eq(p.n_pix), last_pixel.eq(one_pix), x_left.eq(p.out_w), row_end.eq(one_col),
-                    cols_left.eq(cols_first), rows_left.eq(rows_first), left.eq(p.pad), top.eq(p.pad),
+            return [pix_left.eq(p.n_pix), last_pixel.eq(p.n_pix == 1), x_left.eq(p.out_w), row_end.eq(p.out_w == 1),
+                    cols_left.eq(p.in_w + p.pad), rows_left.eq(p.in_h + p.pad), left.eq(p.pad), top.eq(p.pad),
                     base.eq(p.base0)]
 
         with m.If(self.start):
-            m.d.sync += [running.eq(1), self.done.eq(0), groups_left.eq(p.n_groups), last_group.eq(one_group),
-                         lanes.eq(Mux(one_group, p.last_lanes, n)), group_out.eq(0), out.eq(0),
+            m.d.sync += [running.eq(1), self.done.eq(0), groups_left.eq(p.n_groups), last_group.eq(p.n_groups == 1),
+                         lanes.eq(Mux(p.n_groups == 1, p.last_lanes, n)), group_out.eq(0), out.eq(0),
                          bias.eq(p.bias_base), group_start.eq(self.start_ptr), *first_pixel()]
             m.d.comb += [self.seek.eq(1), self.seek_addr.eq(self.start_ptr)]
 
@@ -133,12 +125,8 @@ class Issuer(wiring.Component):
 
         drain_ok = Signal()
         m.d.comb += drain_ok.eq(~self.drain_busy & ~last_in_flight)
-        # running & ~step & ~settle, a cycle ahead in a register of its own: the issue decision is the reader's
-        # valid, the entry's last flag and the drain's state, no more
-        open_ = Signal()
         issue = Signal()
-        m.d.sync += open_.eq((running | self.start) & ~step & ~(issue & info.last))
-        m.d.comb += [issue.eq(open_ & self.entries.valid & (~info.last | drain_ok)),
+        m.d.comb += [issue.eq(running & ~step & ~settle & self.entries.valid & (~info.last | drain_ok)),
                      self.entries.ready.eq(issue), self.busy.eq(running | last_in_flight)]
         # the op in registers: the memories' addresses start at flip-flops (the activation buffer is far)
         op_valid, op_last, op_pad, op_checked = Signal(), Signal(), Signal(), Signal()
@@ -174,7 +162,7 @@ class Issuer(wiring.Component):
             with m.Else():
                 m.d.sync += [pix_left.eq(pix_left - 1), last_pixel.eq(pix_left == 2), out.eq(out + p.out_c)]
                 with m.If(row_end):
-                    m.d.sync += [x_left.eq(p.out_w), row_end.eq(one_col), cols_left.eq(cols_first),
+                    m.d.sync += [x_left.eq(p.out_w), row_end.eq(p.out_w == 1), cols_left.eq(p.in_w + p.pad),
                                  left.eq(p.pad),
                                  rows_left.eq(rows_left - p.stride), top.eq(0), base.eq(base + base_step)]
                 with m.Else():

@@ -34,8 +34,7 @@ class Sequencer(wiring.Component):
     """Run the program: for each descriptor slot, fetch its words (from ``desc_addr``/``desc_data``, read
     latency ``desc_latency``), check them, and either end the run (an end marker), stop it with an error, or
     load ``layer`` and pulse ``layer_start``; when ``layer_done`` comes, the next slot, with the activation
-    buffers swapped (``in_sel``; ``buf_read`` / ``buf_write``: a bit per buffer, it is the layer's input / output,
-    both low while idle).
+    buffers swapped (``in_sel``).
 
     Checks (error code in ``err_code``, ``sdhw.hostbus``): the checksum; the kind; the stride; zero or
     oversized dimensions (``ERR_SHAPE``); the layer's mode against the build's; activations larger than a
@@ -60,7 +59,7 @@ class Sequencer(wiring.Component):
             "layer_index": Out(range(cfg.desc_layers + 1)),
             "desc_addr": Out(max(1, ceil_log2(cfg.desc_layers * DESC_WORDS))), "desc_en": Out(1),
             "desc_data": In(32),
-            "layer": Out(layer_layout(cfg)), "in_sel": Out(1), "buf_read": Out(2), "buf_write": Out(2),
+            "layer": Out(layer_layout(cfg)), "in_sel": Out(1),
             "flush": Out(1), "layer_start": Out(1), "layer_done": In(1),
             "fail": In(1), "fail_code": In(8),
         })
@@ -122,19 +121,11 @@ class Sequencer(wiring.Component):
         last_slot = Signal()                           # the slot running is the descriptor memory's last
         m.d.sync += last_slot.eq(self.layer_index == cfg.desc_layers - 1)
         fails, ends, overflows = Signal(), Signal(), Signal()   # the run stops now: error / end / no end marker
-        # copies of the states the status registers decode, a flip-flop each (a binary state takes LUTs to
-        # decode, and the status decisions are on the busy path); kept by goto()
-        flags = {name: Signal(name=f"in_{name.lower()}", init=name == "IDLE") for name in ("IDLE", "CHECKED", "RUN")}
-
-        def goto(state):
-            m.next = state
-            m.d.sync += [flag.eq(name == state) for name, flag in flags.items()]
-
-        with m.FSM(name="seq"):
+        with m.FSM(name="seq") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.layer_index.eq(0), self.flush.eq(1)]
-                    goto("FETCH")
+                    m.d.sync += [self.layer_index.eq(0), self.in_sel.eq(0), self.flush.eq(1)]
+                    m.next = "FETCH"
                 m.d.sync += [word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
                 m.d.sync += [flag.eq(0) for flag in bad.values()]
             with m.State("FETCH"):
@@ -158,10 +149,10 @@ class Sequencer(wiring.Component):
                             with m.If(got == FIELDS[name][0]):
                                 m.d.sync += getattr(layer, name).eq(field(name, value))
                     with m.If(got == DESC_WORDS - 1):
-                        goto("VERIFY")
+                        m.next = "VERIFY"
             with m.State("VERIFY"):
                 m.d.sync += checksum_ok.eq(low_ok & (high == expected_high))
-                goto("CHECK")
+                m.next = "CHECK"
             with m.State("CHECK"):
                 # the verdict and the decision into registers: the checks' priority chain stays off the error
                 # and start paths. A bad checksum or kind stops even an end marker; other checks ignore it.
@@ -172,32 +163,32 @@ class Sequencer(wiring.Component):
                 is_end = layer.kind == KIND_END
                 m.d.sync += [code.eq(Mux(~checksum_ok, hb.ERR_CHECKSUM, Mux(bad[hb.ERR_KIND], hb.ERR_KIND, verdict))),
                              launch.eq(~fatal & ~Cat(*bad.values()).any() & ~is_end), finish.eq(~fatal & is_end)]
-                goto("CHECKED")
+                m.next = "CHECKED"
             with m.State("CHECKED"):
-                # the next slot's fetch state is cleared here, off the run's end condition
-                m.d.sync += [word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
-                m.d.sync += [flag.eq(0) for flag in bad.values()]
                 with m.If(launch):
                     m.d.sync += [self.layer_start.eq(1), settled.eq(0)]
-                    goto("RUN")
+                    m.next = "RUN"
                 with m.Else():
-                    goto("IDLE")
+                    m.next = "IDLE"
             with m.State("RUN"):
                 m.d.sync += settled.eq(Cat(1, settled[0]))
                 with m.If(fail_q):
-                    goto("IDLE")
+                    m.next = "IDLE"
                 with m.Elif(done_q & settled[1]):
-                    m.d.sync += self.layer_index.eq(self.layer_index + 1)
+                    m.d.sync += [self.layer_index.eq(self.layer_index + 1), self.in_sel.eq(~self.in_sel),
+                                 word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
+                    m.d.sync += [flag.eq(0) for flag in bad.values()]
                     with m.If(last_slot):
-                        goto("IDLE")
+                        m.next = "IDLE"
                     with m.Else():
-                        goto("FETCH")
+                        m.next = "FETCH"
         # the status registers from flat conditions on registered inputs, outside the FSM: each is a few LUTs
         # deep (busy drives every memory's port select, so its fan-in must stay short)
-        m.d.comb += [fails.eq(flags["CHECKED"] & ~launch & ~finish), ends.eq(flags["CHECKED"] & finish)]
-        running = flags["RUN"]
+        m.d.comb += [fails.eq(fsm.ongoing("CHECKED") & ~launch & ~finish),
+                     ends.eq(fsm.ongoing("CHECKED") & finish)]
+        running = fsm.ongoing("RUN")
         m.d.comb += overflows.eq(running & ~fail_q & done_q & settled[1] & last_slot)
-        idle = flags["IDLE"]
+        idle = fsm.ongoing("IDLE")
         with m.If(idle & (self.start | self.clear)):
             m.d.sync += [self.done.eq(0), error.eq(0), self.err_code.eq(0)]
         with m.Elif(fails | (running & fail_q) | overflows):
@@ -205,14 +196,7 @@ class Sequencer(wiring.Component):
                          self.err_code.eq(Mux(running, Mux(fail_q, fail_code_q, hb.ERR_NO_END), code))]
         with m.Elif(ends):
             m.d.sync += self.done.eq(1)
-        busy_next, in_sel_next = Signal(), Signal()
-        halts = (flags["CHECKED"] & ~launch) | (running & (fail_q | (done_q & settled[1] & last_slot)))
-        m.d.comb += [busy_next.eq(Mux(idle, self.start, ~halts)),
-                     in_sel_next.eq(Mux(idle, 0, self.in_sel ^ (running & ~fail_q & done_q & settled[1])))]
-        m.d.sync += [self.busy.eq(busy_next), self.in_sel.eq(in_sel_next)]
-        # each activation buffer's role, from the same next values: its port selects start at flip-flops
-        m.d.sync += [self.buf_read.eq(Cat(busy_next & ~in_sel_next, busy_next & in_sel_next)),
-                     self.buf_write.eq(Cat(busy_next & in_sel_next, busy_next & ~in_sel_next))]
+        m.d.sync += self.busy.eq(Mux(idle, self.start, ~(fails | ends | (running & fail_q) | overflows)))
         return m
 
 
