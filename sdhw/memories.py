@@ -8,6 +8,8 @@ port; ``ram_style = "huge"`` asks for the single-port RAM).
 """
 from __future__ import annotations
 
+import math
+
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -77,21 +79,20 @@ class HostMemory(wiring.Component):
         m = Module()
         mem = ram(shape=self.width, depth=self.depth, spram=self.spram)
         m.submodules[self._name] = mem
-        wr = mem.write_port()
-        rd = mem.read_port()
         chunks, chunk_bits = chunk_layout(self.width)
+        # a wider entry is written a 32-bit chunk at a time straight into its part of the entry (a write enable
+        # per granule of gcd(width, 32) bits: the block RAMs' bit masks), not staged in flip-flops
+        granularity = math.gcd(self.width, 32) if chunks > 1 else None
+        wr = mem.write_port(granularity=granularity)
+        rd = mem.read_port()
         entry = self.host_addr[chunk_bits:chunk_bits + len(wr.addr)]
         write = Signal()
         m.d.comb += write.eq(self.host_en & ~self.busy)
         if chunks > 1:
-            staging = Signal(32 * (chunks - 1))              # the chunks before the last, until it arrives
             chunk = self.host_addr[:chunk_bits]
-            with m.If(write):
-                for k in range(chunks - 1):
-                    with m.If(chunk == k):
-                        m.d.sync += staging.word_select(k, 32).eq(self.host_data)
-            m.d.comb += [wr.data.eq(Cat(staging, self.host_data)[:self.width]),
-                         wr.en.eq(write & (chunk == chunks - 1))]
+            m.d.comb += [wr.data.eq(self.host_data.replicate(chunks)[:self.width]),
+                         wr.en.eq(Cat(write & (chunk == g * granularity // 32)
+                                      for g in range(self.width // granularity)))]
         else:
             m.d.comb += [wr.data.eq(self.host_data[:self.width]), wr.en.eq(write)]
         address = Mux(self.busy, self.r_addr, entry)
