@@ -219,6 +219,12 @@ def _tool_env() -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ build
+#: nextpnr seeds a board build tries in turn while placement fails: a design within a few per cent of the device
+#: places on some seeds and not on others (the iCEBreaker SD N = 16 system at 98 % of the UP5K's logic cells)
+PLACEMENT_SEEDS = (1, 2, 3)
+PLACEMENT_FAILURES = ("Unable to find legal placement", "no BELs remaining", "Failed to place")
+
+
 def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz: float | None = None,
                 baud: int = DEFAULT_BAUD, build_dir=None, allow_timing_fail: bool = False, log=None) -> dict:
     """Build the bitstream for ``board_name``; returns the build report (also ``out_dir/build.json``)."""
@@ -243,11 +249,12 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
     env = {**_tool_env(), **os.environ}                 # the user's own tool variables win
     t0 = time.monotonic()
     failures = []
-    for label, prelude, flags in YOSYS_VARIANTS:
+    attempts = [(variant, seed) for variant in YOSYS_VARIANTS for seed in PLACEMENT_SEEDS]
+    for (label, prelude, flags), seed in attempts:
         if log:
-            log(f"building {board_name} at {freq_hz / 1e6:.2f} MHz (yosys: {label}) ...")
+            log(f"building {board_name} at {freq_hz / 1e6:.2f} MHz (yosys: {label}, nextpnr seed {seed}) ...")
         memory_prelude, memory_flag = spram_flow(board.device)
-        overrides = {"nextpnr_opts": "--timing-allow-fail --report report.json",
+        overrides = {"nextpnr_opts": f"--timing-allow-fail --report report.json --seed {seed}",
                      "synth_opts": " ".join(filter(None, [flags, memory_flag]))}
         overrides["script_after_read"] = "; ".join(filter(None, [RTLIL_MEMORY_PRELUDE, prelude, memory_prelude]))
         try:
@@ -258,9 +265,14 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
             for candidate in sorted(build_dir.glob("*.log")) + sorted(build_dir.glob("*.tim")):
                 log_text += candidate.read_text(errors="replace")
             errors = [ln for ln in log_text.splitlines() if ln.startswith("ERROR")]
-            failures.append(f"{label}: {errors[-1] if errors else exc}")
-            if "Assert" not in failures[-1]:
+            failures.append(f"{label}, seed {seed}: {errors[-1] if errors else exc}")
+            placement = any(text in failures[-1] for text in PLACEMENT_FAILURES)
+            if "Assert" not in failures[-1] and not placement:
                 raise SdhwError(f"board build failed ({build_dir}): {failures[-1]}") from None
+            if placement and seed == PLACEMENT_SEEDS[-1]:
+                raise SdhwError(f"board build failed ({build_dir}): the design does not place on {board.device} "
+                                f"with nextpnr seeds {', '.join(map(str, PLACEMENT_SEEDS))} ({failures[-1]}); "
+                                "choose fewer pes or --dense") from None
             top = BoardTop(board, config, freq_hz=freq_hz, baud=baud)
     else:
         raise SdhwError(f"board build failed ({build_dir}): " + "; ".join(failures))
@@ -270,7 +282,7 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
         "board": board_name, "device": board.device, "clock_mhz": round(freq_hz / 1e6, 4), "pll": pll,
         "baud": baud, "uart": board.uart, "fmax_mhz": round(fmax, 2), "timing_met": fmax >= freq_hz / 1e6,
         "utilization": {k: v for k, v in report["utilization"].items() if v.get("used")},
-        "config": config.as_dict(), "seconds": round(time.monotonic() - t0, 1),
+        "config": config.as_dict(), "nextpnr_seed": seed, "seconds": round(time.monotonic() - t0, 1),
         "bitstream": f"sdhw_{board_name}.{board.extension}",
     }
     if not result["timing_met"] and not allow_timing_fail:

@@ -6,7 +6,9 @@ the YoWASP packages are not installed.
 from __future__ import annotations
 
 import json
+import subprocess
 import zlib
+from pathlib import Path
 
 import pytest
 from amaranth.sim import Simulator
@@ -420,3 +422,49 @@ def test_yosys_result_of_a_fallback_variant_is_reused(tmp_path, monkeypatch):
     assert len((tmp_path / "runs.txt").read_text().split()) == 2
     synth.run_yosys("module m2; endmodule\n", "ecp5-25f", build)
     assert len((tmp_path / "runs.txt").read_text().split()) == 4
+
+
+class _PlacementPlan:
+    """A stand-in build plan: placement fails on the seeds in ``failing``, else a report and a bitstream."""
+
+    def __init__(self, opts, failing, calls):
+        self.seed = int(opts["nextpnr_opts"].split("--seed ")[1])
+        self.failing, self.calls = failing, calls
+
+    def execute_local(self, root, env):
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        self.calls.append(self.seed)
+        if self.seed in self.failing:
+            (root / f"{boards.BOARD_NAME}.tim").write_text("ERROR: Unable to find legal placement for all cells\n")
+            raise subprocess.CalledProcessError(1, "nextpnr-ice40")
+        (root / "report.json").write_text(json.dumps({"fmax": {"clk": {"achieved": 30.0}}, "utilization": {}}))
+        (root / f"{boards.BOARD_NAME}.bin").write_bytes(b"\0" * 16)
+
+
+def _fake_platform(monkeypatch, failing):
+    calls = []
+
+    class Platform:
+        default_clk_frequency = 12e6
+
+        def prepare(self, top, name, **opts):
+            return _PlacementPlan(opts, failing, calls)
+
+    monkeypatch.setattr(boards, "_platform", lambda board, config: Platform())
+    return calls
+
+
+def test_a_board_build_that_does_not_place_tries_the_next_seed(tmp_path, monkeypatch):
+    calls = _fake_platform(monkeypatch, failing={1})
+    result = boards.build_board("icebreaker", small("up5k", dense=True), out_dir=tmp_path / "o", freq_mhz=12)
+    assert calls == [1, 2] and result["nextpnr_seed"] == 2
+    assert json.loads((tmp_path / "o" / "build.json").read_text())["nextpnr_seed"] == 2
+
+
+def test_a_board_build_that_places_on_no_seed_says_so(tmp_path, monkeypatch):
+    calls = _fake_platform(monkeypatch, failing=set(boards.PLACEMENT_SEEDS))
+    with pytest.raises(SdhwError, match=r"does not place on up5k with nextpnr seeds 1, 2, 3 .*choose fewer pes"):
+        boards.build_board("icebreaker", small("up5k", dense=True), out_dir=tmp_path / "o", freq_mhz=12)
+    assert calls == list(boards.PLACEMENT_SEEDS)
+    assert not any((tmp_path / "o" / name).exists() for name in ("build.json", "manifest.json", "sdhw_icebreaker.bin"))
