@@ -243,13 +243,15 @@ class UartBridge(wiring.Component):
                     m.d.sync += nbyte.eq(nbyte + 1)
                     with m.If(nbyte[0]):
                         m.d.sync += [idx.eq(0), nbyte.eq(0)]
-                        with m.If(crc_next != 0):
-                            m.d.sync += status.eq(STATUS_BAD_CHECK)
-                            m.next = "DRAIN"
-                        with m.Elif(cmd == CMD_WRITE):
-                            m.next = "EXEC_READ"
-                        with m.Else():
-                            m.next = "R_LOAD"
+                        m.next = "VERDICT"
+            with m.State("VERDICT"):                   # one cycle: the frame's CRC, now in its register, must be 0
+                with m.If(crc != 0):
+                    m.d.sync += status.eq(STATUS_BAD_CHECK)
+                    m.next = "DRAIN"
+                with m.Elif(cmd == CMD_WRITE):
+                    m.next = "EXEC_READ"
+                with m.Else():
+                    m.next = "R_LOAD"
             with m.State("DRAIN"):                     # drop bytes until the line is quiet, then answer
                 listen()
                 with m.If(~got & ~self.rx_error & quiet):
