@@ -59,11 +59,11 @@ PNR_TIMEOUT = 1800.0
 #: median over the place-and-route seeds of `sdhw synth`'s serial harness. ``quick`` reports the figure of the
 #: same device and build at the nearest N as an estimate; devices without a measurement borrow their family's.
 DOCUMENTED_FMAX = {
-    ("up5k", "sd", 16): 36.5,
-    ("up5k", "dense", 16): 41.2,
+    ("up5k", "sd", 16): 37.8,
+    ("up5k", "dense", 16): 35.8,
     ("hx8k", "sd", 4): 93.0,
     ("hx8k", "sd", 8): 97.3,
-    ("ecp5-25f", "sd", 16): 105.7,
+    ("ecp5-25f", "sd", 16): 115.6,
     ("ecp5-25f", "sd", 64): 99.5,
 }
 #: where a device without a figure of its own borrows one (same family, same speed grade of fabric)
