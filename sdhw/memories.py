@@ -37,7 +37,7 @@ def address_bits(depth: int) -> int:
 
 def chunk_layout(width: int) -> tuple[int, int]:
     """``(chunks, chunk address bits)`` of an entry of ``width`` bits written as 32-bit host words: chunk ``k``
-    of entry ``e`` at host offset ``e << chunk_bits | k``; the last chunk commits the entry."""
+    of entry ``e`` at host offset ``e << chunk_bits | k``; each chunk is written into its part of the entry."""
     chunks = (width + 31) // 32
     return chunks, (ceil_log2(chunks) if chunks > 1 else 0)
 
