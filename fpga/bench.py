@@ -271,7 +271,8 @@ def _f(value, fmt: str = "{:.1f}", none: str = "—") -> str:
     return none if value is None else fmt.format(value)
 
 
-def _si(value: float | None) -> str:
+def format_si(value: float | None) -> str:
+    """``value`` with a k / M suffix (two decimals), ``—`` for None."""
     if value is None:
         return "—"
     for scale, unit in ((1e6, "M"), (1e3, "k")):
@@ -409,7 +410,7 @@ def markdown(result: dict) -> str:
     rows = result["rows"]
     by_key = {(r["model"], r["device"], r["pes"], r["build"]): r for r in rows}
     for r in rows:
-        ips = (_si(r["inferences_per_s"]) if r["inferences_per_s"] is not None
+        ips = (format_si(r["inferences_per_s"]) if r["inferences_per_s"] is not None
                else f"— ({_cell(r['no_throughput_because'])})")
         versus = "—"
         other = by_key.get((r["model"], r["device"], r["pes"], "dense"))

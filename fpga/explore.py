@@ -43,6 +43,7 @@ from golden import SdhwError
 from golden.format import write_files_atomic
 from sdhw.config import DEVICES, FAMILY_DEFAULTS, VALID_PES, AcceleratorConfig
 
+from .bench import format_si
 from .synth import PNR_TARGETS, SYNTH_DEVICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -666,7 +667,7 @@ def _hardware_result(point: dict, results: dict, failures: dict) -> dict:
             return {"status": "does not fit", "reason": est["reason"], "resources": est.get("resources")}
         return {"status": "ok", "resources": est["resources"], "fmax_mhz": est["fmax_mhz"],
                 "fmax_source": est["fmax_source"], "seeds": []}
-    from .synth import _placement_overflow
+    from .synth import is_placement_overflow
 
     ykey = point["yosys"]
     if ykey in failures:
@@ -697,7 +698,7 @@ def _hardware_result(point: dict, results: dict, failures: dict) -> dict:
     done = [s for s in seeds if s.get("ok") and s.get("fmax_mhz") is not None]
     failed = [s for s in seeds if not s.get("ok")]
     if not done:
-        if failed and all(_placement_overflow(s.get("error", "")) for s in failed):
+        if failed and all(is_placement_overflow(s.get("error", "")) for s in failed):
             return {"status": "does not fit", "reason": f"placement failed: {failed[0]['error']}",
                     "resources": resources}
         why = "; ".join([s.get("error", "no Fmax") for s in failed] + missing) or "no seed finished"
@@ -731,14 +732,19 @@ def _point(point: dict, results: dict, failures: dict, max_drop: float) -> dict:
         row.update(status=status, reason=reason)
         return row
 
-    ckey = point["compile"]
-    if ckey in failures:
-        return fail("failed", failures[ckey])
-    if ckey not in results:
-        return fail("not run", "interrupted")
-    comp = results[ckey]
-    if not comp["ok"]:
-        return fail("failed", comp["error"])
+    def finished(key):
+        """The task's result, or the reason the row stops there: it failed, or the sweep was interrupted."""
+        if key in failures:
+            return None, ("failed", failures[key])
+        if key not in results:
+            return None, ("not run", "interrupted")
+        if not results[key]["ok"]:
+            return None, ("failed", results[key]["error"])
+        return results[key], None
+
+    comp, stop = finished(point["compile"])
+    if stop:
+        return fail(*stop)
     row.update(accuracy=comp["accuracy"], float_accuracy=comp["float_accuracy"],
                bits_per_weight=comp["bits_per_weight"], energy_nj=comp["energy_pj"] / 1000,
                compile_warnings=comp["warnings"])
@@ -750,14 +756,9 @@ def _point(point: dict, results: dict, failures: dict, max_drop: float) -> dict:
     if hwres["status"] != "ok":
         return fail(hwres["status"], hwres["reason"])
     row.update(fmax_mhz=hwres["fmax_mhz"], fmax_source=hwres["fmax_source"], seeds=hwres["seeds"])
-    ekey = point["evaluate"]
-    if ekey in failures:
-        return fail("failed", failures[ekey])
-    if ekey not in results:
-        return fail("not run", "interrupted")
-    ev = results[ekey]
-    if not ev["ok"]:
-        return fail("failed", ev["error"])
+    ev, stop = finished(point["evaluate"])
+    if stop:
+        return fail(*stop)
     if not ev["fits"]:
         return fail("does not fit", ev["reason"])
     fmax = hwres["fmax_mhz"]["median"]
@@ -892,21 +893,13 @@ def _why(p: dict, sweep: Sweep) -> str:
     what = {"throughput": "the most inferences/s", "latency": "the lowest latency",
             "energy": "the least estimated energy per inference", "area": "the least logic"}[sweep.objective]
     acc = "" if p["accuracy"] is None else f", accuracy {p['accuracy'] * 100:.2f} %"
-    return (f"{what} on the Pareto front: {_si(p['inferences_per_s'])} inferences/s at {p['fmax_mhz']['median']:.1f} "
-            f"MHz, {p['logic']:,} {p['resources']['logic_unit']}{acc}, {p['bits_per_weight']:.2f} bits/weight, "
+    return (f"{what} on the Pareto front: {format_si(p['inferences_per_s'])} inferences/s at "
+            f"{p['fmax_mhz']['median']:.1f} MHz, {p['logic']:,} {p['resources']['logic_unit']}{acc}, "
+            f"{p['bits_per_weight']:.2f} bits/weight, "
             f"{p['energy_nj']:.1f} nJ/inference (estimate)")
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-def _si(v: float | None) -> str:
-    if v is None:
-        return "—"
-    for scale, unit in ((1e6, "M"), (1e3, "k")):
-        if v >= scale:
-            return f"{v / scale:.2f} {unit}"
-    return f"{v:.1f}"
-
-
 def _prune(p) -> str:
     return p if isinstance(p, str) else f"{p:g}"
 
@@ -931,7 +924,7 @@ def front_table(report: dict) -> list[str]:
         lines.append(
             f"| {r['id']}{mark} | {r['build']} | {r['device']} | {r['pes']} | {r['rebuild_lanes'] or '—'} | "
             f"{r['exp_bits'] or '—'} | {prune} | {acc} | {r['bits_per_weight']:.2f} | "
-            f"{r['cycles']:,} | {r['fmax_mhz']['median']:.1f} | {_si(r['inferences_per_s'])} | "
+            f"{r['cycles']:,} | {r['fmax_mhz']['median']:.1f} | {format_si(r['inferences_per_s'])} | "
             f"{r['latency_us']:.1f} | {res['logic']:,} / {res['logic_capacity']:,} | {res['dsp']} | "
             f"{res['bram']} | {r['energy_nj']:.1f} |")
     return lines
@@ -973,7 +966,7 @@ def format_markdown(report: dict) -> str:
         for device, i in report["best_per_device"].items():
             r = report["points"][i]
             acc = "—" if r["accuracy"] is None else f"{r['accuracy'] * 100:.2f} %"
-            lines.append(f"| {device} | {i} | {_point_name(r)} | {acc} | {_si(r['inferences_per_s'])} | "
+            lines.append(f"| {device} | {i} | {_point_name(r)} | {acc} | {format_si(r['inferences_per_s'])} | "
                          f"{r['fmax_mhz']['median']:.1f} | {r['logic']:,} / {r['resources']['logic_capacity']:,} |")
     others = [r for r in report["points"] if r["status"] == "ok" and not r["pareto"]]
     if others:
@@ -981,8 +974,8 @@ def format_markdown(report: dict) -> str:
                   "energy (nJ, est.) |", "|---|---|---:|---:|---:|---:|---:|"]
         for r in others:
             acc = "—" if r["accuracy"] is None else f"{r['accuracy'] * 100:.2f} %"
-            lines.append(f"| {r['id']} | {_point_name(r)} | {acc} | {r['cycles']:,} | {_si(r['inferences_per_s'])} | "
-                         f"{r['logic']:,} | {r['energy_nj']:.1f} |")
+            lines.append(f"| {r['id']} | {_point_name(r)} | {acc} | {r['cycles']:,} | "
+                         f"{format_si(r['inferences_per_s'])} | {r['logic']:,} | {r['energy_nj']:.1f} |")
     bad = [r for r in report["points"] if r["status"] != "ok"]
     if bad:
         lines += ["", "## Points that do not fit, fail or are excluded", "", "| point | config | status | reason |",
