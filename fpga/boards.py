@@ -26,7 +26,7 @@ from sdhw import ecp5, ice40
 from sdhw.config import DEVICES, AcceleratorConfig, check_fits
 
 from .soc import SystemTop, uart_divisor
-from .synth import RTLIL_MEMORY_PRELUDE, YOSYS_VARIANTS, find_tool, spram_flow
+from .synth import RTLIL_MEMORY_PRELUDE, YOSYS_VARIANTS, find_tool, is_placement_overflow, spram_flow
 
 BOARD_NAME = "sdhw_board"
 #: logic cells the board top (UART bridge, reset) adds beyond the serial harness the resource estimate is
@@ -222,7 +222,6 @@ def _tool_env() -> dict:
 #: nextpnr seeds a board build tries in turn while placement fails: a design within a few per cent of the device
 #: places on some seeds and not on others (the iCEBreaker SD N = 16 system at 98 % of the UP5K's logic cells)
 PLACEMENT_SEEDS = (1, 2, 3)
-PLACEMENT_FAILURES = ("Unable to find legal placement", "no BELs remaining", "Failed to place")
 
 
 def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz: float | None = None,
@@ -266,7 +265,7 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
                 log_text += candidate.read_text(errors="replace")
             errors = [ln for ln in log_text.splitlines() if ln.startswith("ERROR")]
             failures.append(f"{label}, seed {seed}: {errors[-1] if errors else exc}")
-            placement = any(text in failures[-1] for text in PLACEMENT_FAILURES)
+            placement = is_placement_overflow(failures[-1])
             if "Assert" not in failures[-1] and not placement:
                 raise SdhwError(f"board build failed ({build_dir}): {failures[-1]}") from None
             if placement and seed == PLACEMENT_SEEDS[-1]:

@@ -479,7 +479,7 @@ def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: 
         failed = [r for r in results if not r["ok"]]
         if failed and all(r.get("timed_out") for r in failed):
             pass                            # reported per seed and in the verdict, not an error
-        elif failed and all(_placement_overflow(r["error"]) for r in failed):
+        elif failed and all(is_placement_overflow(r["error"]) for r in failed):
             report["fits"] = False
             report["fit_problems"] = [f"placement failed: {failed[0]['error']}"]
         elif failed and len(failed) == len(results):
@@ -500,11 +500,11 @@ def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: 
     return report
 
 
-def _placement_overflow(error: str) -> bool:
+def is_placement_overflow(error: str) -> bool:
     """nextpnr's ways of saying the packed design is larger than the device."""
     text = error.lower()
     return any(key in text for key in ("no bels remaining", "couldn't be placed", "unable to place",
-                                       "failed to expand region", "not enough"))
+                                       "unable to find legal placement", "failed to expand region", "not enough"))
 
 
 def _capacity(device: str) -> dict:

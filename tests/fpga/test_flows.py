@@ -80,9 +80,11 @@ def test_fit_problems_name_each_resource():
 
 
 def test_placement_overflow_messages_mean_does_not_fit():
-    assert synth._placement_overflow("ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5300 ICESTORM_LCs")
-    assert synth._placement_overflow("ERROR: Unable to place cell 'x', no BELs remaining to implement cell type")
-    assert not synth._placement_overflow("ERROR: Failed to open log file")
+    assert synth.is_placement_overflow("ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5300 ICESTORM_LCs")
+    assert synth.is_placement_overflow("ERROR: Unable to place cell 'x', no BELs remaining to implement cell type")
+    assert synth.is_placement_overflow("ERROR: Unable to find legal placement for all cells, design is probably at "
+                                       "utilisation limit.")
+    assert not synth.is_placement_overflow("ERROR: Failed to open log file")
 
 
 def test_critical_path_summary():
