@@ -33,7 +33,7 @@ test-all: install
 	$(TEST_ENV) $(PYTHON) -m pytest -n $(JOBS) -q
 
 lint: install
-	$(VENV)/bin/ruff check golden sdhw rtl_gen sim fpga tests examples
+	$(VENV)/bin/ruff check golden sdhw rtl_gen sim fpga verify cli tests examples
 
 # The main job on the bundled default: compile the digits MLP (compression, accuracy), then run test images
 # on the generated RTL and check every output against golden.
