@@ -2,7 +2,7 @@
 and reads."""
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Signal
+from amaranth import Cat, Const, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,6 +33,11 @@ class Counters(wiring.Component):
             with m.Else():
                 m.d.sync += counter.eq(counter + inc)
         return m
+
+
+def _or_all(terms: list) -> Value:
+    """The OR of ``terms`` (a one-bit 0 when empty)."""
+    return Cat(*terms).any() if terms else Const(0, 1)
 
 
 class HostPort(wiring.Component):
@@ -70,29 +75,29 @@ class HostPort(wiring.Component):
         # the run begins the cycle after the write, so the data path's flush fans out from a register
         m.d.sync += [self.start.eq(control & bus.w_data[0] & ~self.busy), self.clear.eq(control & bus.w_data[1])]
 
-        csr = Signal(32)
         depths = [0 if cfg.dense and name == "basis_depth" else getattr(cfg, name) for name in hb.DEPTH_CSRS]
-        r_offset = Signal(8)
-        with m.Switch(r_offset):
-            with m.Case(hb.CSR_ID):
-                m.d.comb += csr.eq(hb.ID_MAGIC)
-            with m.Case(hb.CSR_VERSION):
-                m.d.comb += csr.eq(VERSION | (int(cfg.dense) << 8) | (cfg.exp_bits << 12))
-            with m.Case(hb.CSR_LANES):
-                m.d.comb += csr.eq(Const(cfg.channel_lanes | (cfg.pixel_lanes << 16), 32))
-            with m.Case(hb.CSR_STATUS):
-                m.d.comb += csr.eq(Cat(self.busy, self.done, self.error, Const(0, 5), self.err_code,
-                                       self.layer_index))
-            for base, name in zip((hb.CSR_CYCLES, hb.CSR_MACS, hb.CSR_SKIPPED, hb.CSR_STALLS), COUNTERS):
-                counter = getattr(self, name)
-                with m.Case(base):
-                    m.d.comb += csr.eq(counter[:32])
-                if cfg.counter_bits > 32:                        # the high word reads 0 when narrower
-                    with m.Case(base + 1):
-                        m.d.comb += csr.eq(counter[32:])
-            for k, depth in enumerate(depths):
-                with m.Case(hb.CSR_DEPTHS + k):
-                    m.d.comb += csr.eq(depth)
+        entries = {
+            hb.CSR_ID: Const(hb.ID_MAGIC, 32),
+            hb.CSR_VERSION: Const(VERSION | (int(cfg.dense) << 8) | (cfg.exp_bits << 12), 32),
+            hb.CSR_LANES: Const(cfg.channel_lanes | (cfg.pixel_lanes << 16), 32),
+            hb.CSR_STATUS: Cat(self.busy, self.done, self.error, Const(0, 5), self.err_code, self.layer_index),
+        }
+        for base, name in zip((hb.CSR_CYCLES, hb.CSR_MACS, hb.CSR_SKIPPED, hb.CSR_STALLS), COUNTERS):
+            counter = getattr(self, name)
+            entries[base] = counter[:32]
+            if cfg.counter_bits > 32:                            # the high word reads 0 when narrower
+                entries[base + 1] = counter[32:]
+        for k, depth in enumerate(depths):
+            entries[hb.CSR_DEPTHS + k] = Const(depth, 32)
+        # the offset is decoded into one register per CSR in cycle 0, so cycle 1 is a shallow AND-OR (each bit
+        # ORs the few entries that can set it) instead of a decoder in series with a 20-way multiplexer
+        csr_sel = {offset_: Signal(name=f"csr_sel{offset_}") for offset_ in entries}
+        m.d.sync += [sel.eq(offset == offset_) for offset_, sel in csr_sel.items()]
+        csr = Signal(32)
+        m.d.comb += csr.eq(Cat(*[
+            _or_all([csr_sel[offset_] & value[bit] for offset_, value in entries.items()
+                     if bit < len(value) and not (isinstance(value, Const) and not (value.value >> bit) & 1)])
+            for bit in range(32)]))
 
         # cycle 0: r_en, the memories read the host's address; cycle 1 (mem_latency 1): data registered beside
         # the CSR multiplexer's; cycle 2: the region's register into r_data
@@ -100,7 +105,6 @@ class HostPort(wiring.Component):
         regions = [Signal(4, name=f"r_region{k}") for k in range(2)]
         m.d.sync += [pending.eq(Cat(bus.r_en, pending[0])), regions[0].eq(region), regions[1].eq(regions[0]),
                      bus.r_valid.eq(pending[1])]
-        m.d.sync += r_offset.eq(offset)
         csr_q = Signal(32)
         m.d.sync += csr_q.eq(csr)
         desc_q, act_q = Signal(32), Signal(16)
