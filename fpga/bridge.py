@@ -156,6 +156,12 @@ class UartBridge(wiring.Component):
         # write decode and memory enables sit behind it, across the chip
         w_en = Signal()
         m.d.sync += w_en.eq(0)
+        # a payload word goes into the buffer the cycle after its last byte, from the assembled word and a register
+        # of its index: the receiver's handshake does not reach the buffer's address and data pins
+        buffer_write = Signal()
+        buffer_addr = Signal.like(idx)
+        m.d.sync += buffer_write.eq(0)
+        m.d.comb += [wr.en.eq(buffer_write), wr.addr.eq(buffer_addr), wr.data.eq(word)]
         m.d.comb += self.bus.w_en.eq(w_en)
         m.d.comb += [
             n_words.eq(Mux(cmd == CMD_PING, PING_WORDS, count)),
@@ -234,8 +240,7 @@ class UartBridge(wiring.Component):
                 with m.If(receive()):
                     m.d.sync += [shift, nbyte.eq(nbyte + 1)]
                     with m.If(nbyte == 3):
-                        m.d.comb += [wr.en.eq(1), wr.addr.eq(idx), wr.data.eq(Cat(word[8:], byte))]
-                        m.d.sync += idx.eq(idx + 1)
+                        m.d.sync += [buffer_write.eq(1), buffer_addr.eq(idx), idx.eq(idx + 1)]
                         with m.If(last):
                             m.next = "CHECK"
             with m.State("CHECK"):                     # two CRC bytes: the CRC over the frame must come out 0
