@@ -522,9 +522,15 @@ class ThresholdSearch(wiring.Component):
             cand_ok = Signal(name=f"cand_ok{k}")        # that entry exists (its index < n_thresh)
             above = Signal(name=f"above{k}")            # ... and s is above it
             turn = phase == k
-            # the comparison, in the cycle after the index
+            # the comparison, in the cycle after the index, as two halves in registers whose combination is left
+            # to the next turn: the table's slow output then meets a 17-bit comparator, not a 33-bit one
+            entry = rd.data.as_signed()
+            gt_high, eq_high, gt_low = (Signal(name=f"{n}{k}") for n in ("gt_high", "eq_high", "gt_low"))
             with m.If(waiting):
-                m.d.sync += above.eq(cand_ok & (s > rd.data))
+                m.d.sync += [gt_high.eq(s[16:].as_signed() > entry[16:].as_signed()),
+                             eq_high.eq(s[16:].as_signed() == entry[16:].as_signed()),
+                             gt_low.eq(s[:16] > entry[:16])]
+            m.d.comb += above.eq(cand_ok & (gt_high | (eq_high & gt_low)))
             m.d.sync += waiting.eq(0)
             found = Signal(8, name=f"found{k}")         # idx with the last comparison's bit
             m.d.comb += found.eq(Mux(above, idx | (1 << bit), idx))
