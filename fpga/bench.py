@@ -16,17 +16,21 @@ the plots ``bench/fpga_*.png`` (each written atomically). Two parts:
 2. **PE-count sweep** per family (UP5K N = 1, 2, 4, 8, 16 and ECP5-25F N = 1, 4, 16, 64, SD and dense):
    resources and Fmax vs N, with plots. Points only in the sweep get ``--sweep-seeds`` (1) seeds.
 
-Synthesis is ``fpga.synth.synthesize(..., jobs=2)`` into ``build/bench-fpga/<device>-<N>[-dense]``, two
-configurations at a time (``--parallel``: yosys and single-seed runs use one core each); a
-configuration whose harness Verilog, seeds, target, time limit and flow (``fpga.synth.flow_signature``: the
-device's yosys scripts, nextpnr arguments, tool versions) are unchanged reuses its last report, so a rerun
-only redoes what changed. The digits models are compiled once (cached on the model, the
+Synthesis and place-and-route run on the task engine of ``sdhw explore`` (:mod:`fpga.engine`, on Dask): per
+configuration one yosys task and one nextpnr task per seed, in worker processes of a ``LocalCluster``
+(``--workers``, default 2: yosys and nextpnr use one core each) or on a running cluster (``--scheduler
+tcp://HOST:8786``), working in ``build/bench-fpga/<device>-<N>[-dense]-<hash>``. Each task's result is cached
+by a content hash of the configuration, the generator's and the flow's sources (``fpga.synth.flow_signature``:
+the device's yosys scripts, nextpnr arguments, tool versions), the seed and the time limit, in the cache
+``sdhw explore`` uses (``--cache-dir``, default ``build/explore/cache``): an interrupted bench resumes where it
+stopped, a rerun only redoes what changed, and a configuration either of them synthesized is not synthesized
+again by the other. The digits models are compiled once (cached on the model, the
 options and the ``golden`` sources) and their cycles measured by a second process running alongside synthesis
 (Verilator, the machinery of ``sim.digits.run_digits`` with the compiled program reused), unless
 ``bench/digits_rtl.json`` (``python -m sim.bench_digits``, run just before by ``make bench``) already holds that
 model, build and N on at least as many images and is newer than every RTL, compiler and testbench source.
 
-Run: ``python -m fpga.bench --out bench [--quick] [--seeds 3] [--images 50] [--big]``.
+Run: ``python -m fpga.bench --out bench [--quick] [--seeds 3] [--images 50] [--big] [--scheduler ADDRESS]``.
 """
 from __future__ import annotations
 
@@ -37,7 +41,6 @@ import io
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -51,13 +54,21 @@ from golden import SdhwError
 from golden.format import write_atomic
 from sdhw.config import DEFAULT_PES, DEVICES, AcceleratorConfig, check_fits, default_lanes, estimate_resources
 
+from .engine import (
+    DEFAULT_CACHE,
+    PNR_TIMEOUT,
+    ResultCache,
+    hardware_point,
+    hardware_tasks,
+    reachable,
+    run_tasks,
+    synth_dir,
+    synth_report,
+)
 from .synth import PNR_TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = Path("build/bench-fpga")
-#: place-and-route time limit per seed (CPU seconds): a few netlists route for very long (hundreds of overused wires for
-#: many minutes) on some seeds; such a seed is reported as stopped
-PNR_TIMEOUT = 1800.0
 BUILDS = ("sd", "dense")
 MODELS = ("mlp", "cnn")
 
@@ -558,130 +569,67 @@ def _sha(*parts) -> str:
     return h.hexdigest()
 
 
-def placement_overflow(build_dir: Path, seeds: int) -> list[str]:
-    """Resources nextpnr's device utilisation shows over capacity (e.g. iCE40 logic cells after packing)."""
-    over = set()
-    for seed in range(1, seeds + 1):
-        try:
-            text = (build_dir / f"pnr-seed{seed}.log").read_text(errors="replace")
-        except OSError:
-            continue
-        for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M):
-            if int(m[2]) > int(m[3]):
-                over.add(f"{m[2]} {m[1]} > {m[3]}")
-    return sorted(over)
-
-
-def unplaceable_report(cfg: AcceleratorConfig, build_dir: Path, over: list[str], error: str) -> dict:
-    """A synth-report-shaped dict for a design yosys maps but nextpnr cannot place (does not fit)."""
-    from . import synth
-
-    target = PNR_TARGETS[cfg.device]
-    try:
-        syn = json.loads((build_dir / "synth.cache.json").read_text())["result"]
-        resources = synth.resources_from_cells(syn["cells"], target.family)
-    except (OSError, ValueError, KeyError):
-        syn, resources = {"variant": None, "seconds": None}, None
-    problems = [f"placement failed, after packing {', '.join(over)} ({error.split(': ', 1)[-1]})"]
-    return {"tool": "sdhw synth", "device": cfg.device, "family": target.family, "pes": cfg.pes,
-            "dense": cfg.dense, "channel_lanes": cfg.channel_lanes, "pixel_lanes": cfg.pixel_lanes,
-            "config": cfg.as_dict(), "target_mhz": target.target_mhz, "synthesis": syn, "resources": resources,
-            "top": f"{synth.TOP} (serial harness, registered I/O)", "device_capacity": capacity(cfg.device),
-            "estimate": estimate_resources(cfg),
-            "fits": False, "fit_problems": problems, "seeds": [], "timing_met": False,
-            "verdict": f"DOES NOT FIT {cfg.device}: " + "; ".join(problems)}
-
-
-def synth_point(cfg: AcceleratorConfig, *, seeds: int, jobs: int, build_dir: Path, pnr_timeout: float | None = None,
-                log=print) -> dict:
-    """``fpga.synth.synthesize`` of ``cfg``, or its last report if nothing it depends on changed."""
-    from . import synth
-
-    key = _sha(synth.harness_verilog(cfg), seeds, PNR_TARGETS[cfg.device].target_mhz, ("cpu", pnr_timeout),
-               synth.flow_signature(cfg.device))
-    cache = build_dir / "bench.cache.json"
-    if cache.exists():
-        try:
-            cached = json.loads(cache.read_text())
-            if cached.get("key") == key:
-                return {**cached["report"], "cached": True}
-        except (OSError, ValueError, KeyError):
-            pass
-    try:
-        report = synth.synthesize(cfg, seeds=seeds, build_dir=build_dir, jobs=jobs, pnr_timeout=pnr_timeout, log=log)
-    except SdhwError as exc:
-        # nextpnr failing because the packed design is larger than the device is "does not fit" too
-        over = placement_overflow(build_dir, seeds)
-        if not over:
-            raise
-        report = unplaceable_report(cfg, build_dir, over, str(exc))
-    if report.get("resources"):
-        synth.write_report(report, build_dir)
-    write_atomic(cache, json.dumps({"key": key, "report": report}).encode())
-    return report
-
-
 def _stamp(start: float, msg: str) -> None:
     print(f"[{time.monotonic() - start:6.0f}s] {msg}", flush=True)
 
 
-def synth_row(device: str, pes: int, dense: bool, seeds: int, jobs: int, build_dir: str, start: float,
-              pnr_timeout: float | None = None) -> dict:
-    """One configuration's hardware row; never raises (a broken RTL must not stop the others)."""
-    name = Path(build_dir).name
-    t0 = time.monotonic()
-    try:
-        cfg = AcceleratorConfig(pes=pes, dense=dense, device=device)
-        report = synth_point(cfg, seeds=seeds, jobs=jobs, build_dir=Path(build_dir), pnr_timeout=pnr_timeout,
-                             log=lambda msg: _stamp(start, f"  {name}: {msg}"))
-        row = hardware_row(device, pes, dense, report)
-    except SdhwError as exc:
-        row = hardware_row(device, pes, dense, error=str(exc))
-    except Exception as exc:
-        row = hardware_row(device, pes, dense, error=f"{type(exc).__name__}: {exc}")
-    row["wall_seconds"] = round(time.monotonic() - t0, 1)
-    return row
-
-
-def run_synthesis(plan: Plan, *, build_root: Path, jobs: int, parallel: int, start: float,
-                  pnr_timeout: float | None = None) -> list[dict]:
-    """Every configuration of the plan, ``parallel`` at a time (separate processes, longest first: yosys and
-    single-seed runs use one core, so two configurations keep both busy); rows in plan order."""
+def synthesis_tasks(plan: Plan, *, build_root, pnr_timeout: float | None = None) -> tuple[list, dict]:
+    """The engine's tasks for every configuration of the plan (yosys, then nextpnr per seed), longest first
+    (estimated logic x seeds: the scheduler starts them in this order, so the last to finish is a short one),
+    and each configuration's entry for :func:`fpga.engine.synth_report`, by ``(device, N, dense)``."""
     points = plan.synth_points()
-    # longest first (estimated logic x seeds), so the last to finish is a short one
     order = sorted(points, key=lambda p: -estimate_resources(AcceleratorConfig(pes=p[1], dense=p[2], device=p[0]))
                    ["luts"] * (1 + plan.seeds_for(p[0], p[1])))
-    args = {p: (p[0], p[1], p[2], plan.seeds_for(p[0], p[1]), jobs,
-                str(build_root / f"{p[0]}-{p[1]}{'-dense' if p[2] else ''}"), start, pnr_timeout) for p in points}
-    rows: dict[tuple, dict] = {}
+    tasks, entries = [], {}
+    for device, pes, dense in order:
+        hw = hardware_point(device, pes, dense)
+        point_tasks, entry = hardware_tasks(hw, range(1, plan.seeds_for(device, pes) + 1), timeout=pnr_timeout,
+                                            build_root=build_root)
+        tasks += point_tasks
+        entries[device, pes, dense] = {**entry, "hw": hw}
+    return tasks, entries
 
-    def done(point, row):
-        rows[point] = row
-        took = "cached" if row["cached"] else f"{row['wall_seconds']:.0f} s"
-        _stamp(start, f"[{len(rows)}/{len(points)}] {Path(args[point][5]).name}: {row['verdict'] or row['status']} "
-                      f"({took})")
 
-    if parallel <= 1:
-        for point in order:
-            _stamp(start, f"synth {Path(args[point][5]).name}")
-            done(point, synth_row(*args[point]))
-    else:
-        import importlib
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+def run_synthesis(plan: Plan, *, build_root: Path, cache_dir=DEFAULT_CACHE, pnr_timeout: float | None = None,
+                  client=None, scheduler: str | None = None, workers: int | None = 2, start: float | None = None,
+                  interval: float = 60.0) -> tuple[list[dict], dict, bool]:
+    """Every configuration of the plan synthesized and placed on the engine; ``(rows, tasks, interrupted)``:
+    the hardware rows in plan order, the task counts (``total``, ``run``, ``cached``) and whether Ctrl-C
+    stopped the run (finished tasks stay in the cache; the rows are then incomplete)."""
+    start = time.monotonic() if start is None else start
+    tasks, entries = synthesis_tasks(plan, build_root=build_root, pnr_timeout=pnr_timeout)
+    cache = ResultCache(cache_dir)
+    hits = {t.key for t in tasks if cache.has(t.key)}
+    last = {"done": -1}
 
-        worker = importlib.import_module("fpga.bench").synth_row     # by its module name, also under -m
-        with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(worker, *args[point]): point for point in order}
-            for future in as_completed(futures):
-                point = futures[future]
-                try:
-                    row = future.result()
-                except Exception as exc:                  # the worker process itself died
-                    row = hardware_row(*point, error=f"{type(exc).__name__}: {exc}")
-                    row["wall_seconds"] = None
-                done(point, row)
-    return [rows[p] for p in points]
+    def progress(status):
+        if status.done != last["done"] or status.seconds - last.get("at", 0.0) >= interval:
+            last.update(done=status.done, at=status.seconds)
+            _stamp(start, status.line())
+
+    results, failures, interrupted = run_tasks(tasks, cache, client=client, scheduler=scheduler, workers=workers,
+                                               progress=progress, interval=interval, name="synthesis")
+    rows = []
+    for device, pes, dense in plan.synth_points():
+        entry = entries[device, pes, dense]
+        try:
+            report = synth_report(entry["hw"], entry, results, failures, hits)
+        except SdhwError as exc:
+            row = hardware_row(device, pes, dense, error=str(exc))
+        else:
+            row = hardware_row(device, pes, dense, report)
+            local = synth_dir(build_root, entry["hw"])
+            if report.get("resources") and local.is_dir():     # beside the logs, when the worker's files are here
+                from .synth import write_report
+
+                write_report(report, local)
+        # the time this run spent on the configuration's tasks (none when all came from the cache)
+        run_keys = [k for k in (entry["yosys"], *entry["seeds"]) if k not in hits and k in results]
+        row["wall_seconds"] = round(sum((results[k].get("seconds") if k == entry["yosys"] else
+                                         results[k].get("pnr_seconds")) or 0 for k in run_keys), 1)
+        rows.append(row)
+    counts = {"total": len(tasks), "run": cache.executed, "cached": len(hits)}
+    return rows, counts, interrupted
 
 
 # ------------------------------------------------------------------------------------------------ models lane
@@ -992,11 +940,14 @@ def assemble(plan: Plan, hardware: list[dict], lane: dict, meta: dict) -> dict:
         "Energy per inference: ESTIMATE from `golden.report.energy_estimate` (Horowitz, ISSCC 2014, 45 nm "
         "per-operation energies: MACs, SD rebuild shift-adds, requantisation, every stored weight bit read once, "
         "activations in SRAM); not measured on the FPGA.",
-        f"Synthesis results are cached in `{meta.get('build_dir', BUILD_DIR)}/<device>-<N>[-dense]` "
-        "(`synth.json`, `synth.md`, logs); a configuration is re-run only when its Verilog, the seeds, the "
-        "target, the time limit or the flow (yosys scripts, nextpnr arguments, tool versions) change, and a "
-        "run that was interrupted redoes only the nextpnr seeds that had not finished. Cycle counts are cached "
-        "on the generated Verilog, the program and the testbench.",
+        "Synthesis and place-and-route run as tasks of `sdhw explore`'s engine (`fpga.engine`, on Dask: "
+        f"{meta.get('engine', 'a local cluster')}): yosys once per configuration, nextpnr once per seed, each "
+        "result cached by a content hash of the configuration, the generator's and the flow's sources, the "
+        "yosys scripts, nextpnr's arguments, the seed, the time limit and the tool versions, in "
+        f"`{meta.get('cache_dir', DEFAULT_CACHE)}` (shared with `sdhw explore`); a rerun, or a run resumed "
+        "after an interruption, runs only the tasks whose inputs changed or that had not finished. Reports and "
+        f"logs per configuration in `{meta.get('build_dir', BUILD_DIR)}/<device>-<N>[-dense]-<hash>`. Cycle "
+        "counts are cached on the generated Verilog, the program and the testbench.",
     ]
     return {
         "tool": "python -m fpga.bench", **meta, "quick": meta.get("quick", False), "seeds": plan.seeds,
@@ -1035,9 +986,12 @@ def main(argv=None) -> int:
                         help="only these devices (hx8k and ecp5-45f are added only when named here)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--no-sweep", action="store_true", help="skip the PE-count sweep (part 2)")
-    parser.add_argument("--jobs", type=int, default=2, help="seeds placed in parallel (default 2)")
-    parser.add_argument("--parallel", type=int, default=2,
-                        help="configurations synthesized at once, in separate processes (default 2)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes of the local Dask cluster: yosys and nextpnr runs at once (default 2)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run the synthesis tasks on this running Dask cluster, e.g. tcp://HOST:8786")
+    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE),
+                        help=f"task results by content hash, shared with sdhw explore (default {DEFAULT_CACHE})")
     parser.add_argument("--pnr-timeout", type=float, default=PNR_TIMEOUT,
                         help=f"stop a place-and-route seed after this many CPU seconds, 0 for no limit (default "
                              f"{PNR_TIMEOUT:g}: some netlists route for very long on some seeds)")
@@ -1055,6 +1009,14 @@ def main(argv=None) -> int:
         parser.error("--images must be in 1..450")
     if args.pnr_timeout < 0:
         parser.error("--pnr-timeout must be >= 0 seconds")
+    if not 1 <= args.workers <= 1024:
+        parser.error("--workers must be in 1..1024")
+    if args.scheduler:
+        try:
+            reachable(args.scheduler)
+        except SdhwError as exc:
+            print(f"fpga.bench: error: {exc}", file=sys.stderr)
+            return 1
     start = time.monotonic()
 
     def log(msg):
@@ -1073,17 +1035,25 @@ def main(argv=None) -> int:
     lane = ModelsLane({"models": list(plan.models), "images": plan.images, "build_dir": str(build_root),
                        "headline": [list(p) for p in plan.headline_points()], "digits_json": str(digits_json)},
                       build_root, log)
+    engine = (f"the cluster at {args.scheduler}" if args.scheduler
+              else f"a local cluster of {args.workers} worker process{'es' if args.workers > 1 else ''}")
+    log(f"synthesis on {engine}; task cache {args.cache_dir}")
     try:
-        hardware = run_synthesis(plan, build_root=build_root, jobs=args.jobs, parallel=args.parallel, start=start,
-                                 pnr_timeout=args.pnr_timeout or None)
-        log("waiting for the models process")
+        hardware, tasks, interrupted = run_synthesis(
+            plan, build_root=build_root, cache_dir=args.cache_dir, pnr_timeout=args.pnr_timeout or None,
+            scheduler=args.scheduler, workers=None if args.scheduler else args.workers, start=start)
+        if interrupted:
+            log("interrupted: the finished synthesis tasks are kept in the cache; run the same command again to "
+                "resume (nothing was written to the report)")
+            return 130
+        log(f"synthesis: {tasks['run']} tasks run, {tasks['cached']} from the cache; waiting for the models process")
         lane_result = lane.wait()
     finally:
         lane.kill()
     command = "python -m fpga.bench " + " ".join(sys.argv[1:] if argv is None else list(argv))
     meta = {"command": command.strip(), "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-            "git": _git(), "quick": args.quick, "build_dir": str(build_root),
-            "seconds": round(time.monotonic() - start, 1)}
+            "git": _git(), "quick": args.quick, "build_dir": str(build_root), "cache_dir": str(args.cache_dir),
+            "engine": engine, "tasks": tasks, "seconds": round(time.monotonic() - start, 1)}
     result = assemble(plan, hardware, lane_result, meta)
     paths = write_outputs(result, out)
     for c in result["targets"]:

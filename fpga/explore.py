@@ -8,15 +8,18 @@ R) and, with ``dense``, the int8 dense baseline. Every point gets:
 - cycles per inference from the exact cycle model (:func:`rtl_gen.cycles.expected_cycles`), after the program
   image is laid out for the configuration (a program that does not fit its memories is reported as such);
 - resources and Fmax: ``quick`` takes the calibrated resource estimate (:func:`sdhw.config.estimate_resources`,
-  :func:`sdhw.config.check_fits`) and a documented per-device Fmax (:data:`DOCUMENTED_FMAX`, labelled as an
-  estimate); otherwise synthesis (yosys) and one place-and-route per seed (nextpnr), Fmax the median;
+  :func:`sdhw.config.check_fits`) and the Fmax the bench measured (``bench/fpga.json``, :func:`quick_fmax`:
+  same device and build at the nearest N, labelled as an estimate, or the device's place-and-route target where
+  the bench has no figure, labelled as an assumption); otherwise synthesis (yosys) and one place-and-route per
+  seed (nextpnr), Fmax the median;
 - inferences/s and latency at that Fmax (one inference at a time, loading not counted).
 
 The work is a graph of tasks, each a pure function of its inputs (:func:`compile_task`, :func:`estimate_task`,
-:func:`yosys_task`, :func:`pnr_task`, :func:`evaluate_task`), run on a ``distributed`` client: a
-``LocalCluster`` sized to the machine or a running cluster (``scheduler``). A task's result is kept on disk by
-a content hash of its inputs (model bytes, data, options, configuration, seed) and of the sources and tool
-versions it depends on (:class:`ResultCache`), so an interrupted sweep resumes and a repeated one runs nothing.
+:func:`evaluate_task`, and the synthesis tasks of :mod:`fpga.engine` the bench runs too), run by
+:func:`fpga.engine.run_tasks` on a ``distributed`` client: a ``LocalCluster`` sized to the machine or a running
+cluster (``scheduler``). A task's result is kept on disk by a content hash of its inputs (model bytes, data,
+options, configuration, seed) and of the sources and tool versions it depends on
+(:class:`fpga.engine.ResultCache`), so an interrupted sweep resumes and a repeated one runs nothing.
 
 :func:`assemble` turns the results into the report (every point with its status and reason, the Pareto front,
 the recommendation for the objective and the commands that build it); :func:`write_outputs` writes
@@ -24,52 +27,49 @@ the recommendation for the objective and the commands that build it); :func:`wri
 """
 from __future__ import annotations
 
-import base64
-import gzip
 import hashlib
 import json
-import logging
 import math
-import os
-import socket
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from golden import SdhwError
 from golden.format import write_files_atomic
-from sdhw.config import DEVICES, FAMILY_DEFAULTS, VALID_PES, AcceleratorConfig
+from sdhw.config import DEVICES, VALID_PES, AcceleratorConfig
 
 from .bench import format_si
+from .engine import (
+    DEFAULT_CACHE,
+    PNR_TIMEOUT,
+    TASK_VERSION,
+    Ref,
+    ResultCache,
+    Task,
+    family_rebuild_lanes,
+    hardware_point,
+    hardware_tasks,
+    hw_label,
+    make_config,
+    package_version,
+    reachable,
+    run_tasks,
+    sources_digest,
+    task_key,
+)
 from .synth import PNR_TARGETS, SYNTH_DEVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 OBJECTIVES = ("throughput", "latency", "energy", "area")
 METHODS = ("finetune", "paper")
-#: bumped when a task's result changes for the same inputs (part of every cache key)
-TASK_VERSION = 1
-DEFAULT_CACHE = Path("build/explore/cache")
 DEFAULT_SYNTH_DIR = Path("build/explore/synth")
-#: place-and-route time limit per seed (CPU seconds), as the bench's
-PNR_TIMEOUT = 1800.0
-
-#: Measured Fmax (MHz) the project documents (README "FPGA figures", docs/FPGA.md), by (device, build, N): the
-#: median over the place-and-route seeds of `sdhw synth`'s serial harness. ``quick`` reports the figure of the
-#: same device and build at the nearest N as an estimate; devices without a measurement borrow their family's.
-DOCUMENTED_FMAX = {
-    ("up5k", "sd", 16): 37.8,
-    ("up5k", "dense", 16): 35.8,
-    ("hx8k", "sd", 4): 93.0,
-    ("hx8k", "sd", 8): 97.3,
-    ("ecp5-25f", "sd", 16): 115.6,
-    ("ecp5-25f", "sd", 64): 99.5,
-}
-#: where a device without a figure of its own borrows one (same family, same speed grade of fabric)
-FMAX_FALLBACK = {"ecp5-45f": "ecp5-25f", "ecp5-85f": "ecp5-25f", "hx8k": "hx8k", "up5k": "up5k",
-                 "ecp5-25f": "ecp5-25f"}
+#: the bench's report (``make bench``: ``python -m fpga.bench --out bench``), whose measured Fmax ``quick`` uses
+BENCH_REPORT = ROOT / "bench" / "fpga.json"
+#: a device the bench did not measure borrows the figures of one with the same fabric and speed grade
+FMAX_BORROW = {"ecp5-45f": "ecp5-25f", "ecp5-85f": "ecp5-25f"}
 
 
 # ------------------------------------------------------------------------------------------------ the sweep
@@ -141,12 +141,11 @@ class Sweep:
             for n in self.pes:
                 for e in self.exp_bits:
                     for r in self.rebuild_lanes:
-                        r_eff = min(r, n) if r is not None else _family_rebuild_lanes(device, n)
-                        hw = {"device": device, "pes": n, "dense": False, "exp_bits": e, "rebuild_lanes": r_eff}
+                        hw = hardware_point(device, n, exp_bits=e, rebuild_lanes=r)
                         if hw not in out:
                             out.append(hw)
                 if self.dense:
-                    out.append({"device": device, "pes": n, "dense": True, "exp_bits": 2, "rebuild_lanes": None})
+                    out.append(hardware_point(device, n, dense=True))
         return out
 
 
@@ -169,16 +168,6 @@ class Data:
 
 
 # ------------------------------------------------------------------------------------------------ tasks
-def _family_rebuild_lanes(device: str, pes: int) -> int:
-    return min(pes, FAMILY_DEFAULTS[DEVICES[device].family]["max_rebuild_lanes"])
-
-
-def make_config(hw: dict) -> AcceleratorConfig:
-    """The accelerator configuration of a hardware point (``rebuild_lanes`` ``None``: the family default)."""
-    values = {k: v for k, v in hw.items() if v is not None}
-    return AcceleratorConfig(**values)
-
-
 def compile_task(data: Data, options: dict) -> dict:
     """Compile the model with ``options`` (:class:`golden.compiler.CompileOptions` fields); the packed program,
     bits/weight, estimated energy per inference (pJ, weights in SRAM) and accuracy on the evaluation split
@@ -208,24 +197,51 @@ def compile_task(data: Data, options: dict) -> dict:
     return out
 
 
-def documented_fmax(device: str, build: str, pes: int) -> tuple[float, str]:
-    """The documented Fmax nearest to ``(device, build, pes)`` (:data:`DOCUMENTED_FMAX`) and where it is from."""
-    for dev in (device, FMAX_FALLBACK[device]):
-        for b in (build, "sd"):
-            cands = [(abs(math.log2(n) - math.log2(pes)), n, f) for (d, bb, n), f in DOCUMENTED_FMAX.items()
+def measured_fmax(path=BENCH_REPORT) -> dict:
+    """The bench's measured Fmax: ``{"figures": {(device, build, N): median MHz}, "source": ...}`` from its
+    report's configurations that have one (empty figures when there is no readable report)."""
+    try:
+        report = json.loads(Path(path).read_text())
+        rows = report["hardware"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"figures": {}, "source": None}
+    figures = {}
+    for r in rows:
+        try:
+            if r["status"] == "fits" and r["fmax_mhz"]:
+                figures[r["device"], r["build"], int(r["pes"])] = float(r["fmax_mhz"]["median"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    name = Path(path).name if Path(path).resolve() != BENCH_REPORT.resolve() else "bench/fpga.json"
+    source = f"{name}: `{report.get('command', 'python -m fpga.bench')}`, {report.get('date', 'undated')}"
+    return {"figures": figures, "source": source}
+
+
+def quick_fmax(device: str, build: str, pes: int, measured: dict) -> tuple[float, str]:
+    """The Fmax ``quick`` assumes for ``(device, build, pes)`` and where it is from: the bench's measured median
+    (``measured`` as :func:`measured_fmax` gives it) of the same device and build at the nearest N (else the
+    SD build's, else a device of the same fabric's); without one, the device's place-and-route target."""
+    for dev in dict.fromkeys((device, FMAX_BORROW.get(device, device))):
+        for b in dict.fromkeys((build, "sd")):
+            cands = [(abs(math.log2(n) - math.log2(pes)), n, f) for (d, bb, n), f in measured["figures"].items()
                      if d == dev and bb == b]
             if cands:
                 _, n, f = min(cands)
-                note = f"{dev} N = {n} {b}"
+                note = f"{dev} N = {n} {'SD' if b == 'sd' else 'dense'}"
                 if dev != device:
-                    note += f" (no measurement on {device})"
-                return f, f"estimated: the measured median Fmax of {note} (README, FPGA figures)"
-    raise SdhwError(f"no documented Fmax for {device}")
+                    note += f", no measurement on {device}"
+                return f, f"estimated: the bench's measured median Fmax of {note} ({measured['source']})"
+    target = PNR_TARGETS[device].target_mhz
+    why = (f"no {device} figure in {measured['source'].split(':')[0]}" if measured["source"]
+           else "no bench report bench/fpga.json")
+    return target, (f"ASSUMED, not measured: the {device} place-and-route target of {target:g} MHz ({why}; "
+                    "`make bench` measures it)")
 
 
-def estimate_task(hw: dict) -> dict:
-    """Resources from the calibrated cost models and the documented Fmax: the ``quick`` hardware figures.
-    ``fits`` false with ``reason`` when the estimate overflows the device (or the configuration is invalid)."""
+def estimate_task(hw: dict, fmax: float, fmax_source: str) -> dict:
+    """Resources from the calibrated cost models, and the given Fmax (:func:`quick_fmax`): the ``quick``
+    hardware figures. ``fits`` false with ``reason`` when the estimate overflows the device (or the
+    configuration is invalid)."""
     from sdhw.config import check_fits, estimate_resources
 
     try:
@@ -240,9 +256,8 @@ def estimate_task(hw: dict) -> dict:
     except SdhwError as exc:
         out.update(fits=False, reason=str(exc))
         return out
-    fmax, source = documented_fmax(cfg.device, "dense" if cfg.dense else "sd", cfg.pes)
     out["fmax_mhz"] = {"median": fmax, "min": fmax, "max": fmax}
-    out["fmax_source"] = source
+    out["fmax_source"] = fmax_source
     return out
 
 
@@ -253,54 +268,6 @@ def _resources_from_estimate(cfg: AcceleratorConfig, est: dict) -> dict:
             "logic_unit": "logic cells" if ice40 else "LUT4", "logic_capacity": dev.luts,
             "ff": est["ffs"], "dsp": est["dsps"], "dsp_capacity": dev.dsps, "bram": est["bram_blocks"],
             "bram_capacity": dev.bram_blocks, "spram": est["spram_blocks"], "source": "estimate (cost models)"}
-
-
-def _synth_dir(build_root, hw: dict) -> Path:
-    tag = hashlib.sha256(json.dumps(hw, sort_keys=True).encode()).hexdigest()[:10]
-    return Path(build_root) / f"{hw['device']}-{hw['pes']}{'-dense' if hw['dense'] else ''}-{tag}"
-
-
-def yosys_task(hw: dict, build_root: str) -> dict:
-    """Synthesize the configuration's serial harness with yosys (``fpga.synth``); cells, resources, the fit
-    against the device and the netlist (gzip) for the place-and-route seeds."""
-    from .synth import fit_problems as problems_of
-    from .synth import harness_verilog, resources_from_cells, run_yosys
-
-    try:
-        cfg = make_config(hw)
-    except SdhwError as exc:
-        return {"ok": True, "fits": False, "reason": f"invalid configuration: {exc}"}
-    build_dir = _synth_dir(build_root, hw)
-    try:
-        syn = run_yosys(harness_verilog(cfg), cfg.device, build_dir)
-    except SdhwError as exc:
-        return {"ok": False, "error": f"synthesis: {exc}"}
-    res = resources_from_cells(syn["cells"], PNR_TARGETS[cfg.device].family)
-    problems = problems_of(res, cfg.device)
-    out = {"ok": True, "fits": not problems, "reason": "; ".join(problems) or None, "resources": res,
-           "variant": syn["variant"], "config": cfg.as_dict()}
-    if not problems:
-        out["netlist"] = gzip.compress((build_dir / "netlist.json").read_bytes(), 6)
-    return out
-
-
-def pnr_task(hw: dict, synthesized: dict, freq_mhz: float, seed: int, timeout: float | None,
-             build_root: str) -> dict:
-    """Place and route the synthesized netlist with one seed (``fpga.synth.run_nextpnr``); the seed's row
-    (Fmax, utilisation, critical path), or ``skipped`` when the netlist does not fit."""
-    from .synth import run_nextpnr
-
-    if not synthesized.get("ok") or not synthesized.get("fits"):
-        return {"seed": seed, "ok": False, "skipped": True, "error": "no netlist"}
-    build_dir = _synth_dir(build_root, hw)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    netlist = gzip.decompress(synthesized["netlist"])
-    path = build_dir / "netlist.json"
-    if not path.exists() or path.read_bytes() != netlist:
-        from golden.format import write_atomic
-
-        write_atomic(path, netlist)
-    return run_nextpnr(hw["device"], path, freq_mhz, seed, build_dir, timeout=timeout)
 
 
 def evaluate_task(compiled: dict, hw: dict) -> dict:
@@ -323,90 +290,11 @@ def evaluate_task(compiled: dict, hw: dict) -> dict:
             "macs": cyc["macs"], "utilisation": cyc["utilisation"], "memory": image.meta["usage"]}
 
 
-# ------------------------------------------------------------------------------------------------ cache
-def sources_digest(paths: tuple[str, ...]) -> str:
-    """SHA-256 over the Python sources under ``paths`` (relative to the project): a task's code."""
-    h = hashlib.sha256()
-    for rel in paths:
-        p = ROOT / rel
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
-        for f in files:
-            h.update(str(f.relative_to(ROOT)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _encode(value):
-    if isinstance(value, bytes):
-        return {"__bytes__": base64.b64encode(value).decode()}
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_encode(v) for v in value]
-    return value
-
-
-def _decode(value):
-    if isinstance(value, dict):
-        if set(value) == {"__bytes__"}:
-            return base64.b64decode(value["__bytes__"])
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
-
-
-class ResultCache:
-    """Task results on disk, one file per content hash (``<key>.json.gz``), written atomically. ``executed``
-    counts the results stored by this run (tasks that ran), ``hits`` the ones read back."""
-
-    def __init__(self, directory):
-        self.dir = Path(directory)
-        self.executed = 0
-        self.hits = 0
-
-    def _path(self, key: str) -> Path:
-        return self.dir / key[:2] / f"{key}.json.gz"
-
-    def get(self, key: str):
-        try:
-            value = _decode(json.loads(gzip.decompress(self._path(key).read_bytes())))
-        except (OSError, ValueError, EOFError):
-            return None
-        self.hits += 1
-        return value
-
-    def put(self, key: str, value) -> None:
-        from golden.format import write_atomic
-
-        self.executed += 1
-        write_atomic(self._path(key), gzip.compress(json.dumps(_encode(value)).encode(), 6))
-
-
-# ------------------------------------------------------------------------------------------------ the graph
-@dataclass
-class Task:
-    """One node: ``func(*args)`` where an argument that is a :class:`Ref` is the result of another task."""
-
-    key: str
-    kind: str
-    func: object
-    args: tuple
-    label: str
-
-
-@dataclass(frozen=True)
-class Ref:
-    key: str
-
-
-def plan(sweep: Sweep, data: Data, *, synth_dir=DEFAULT_SYNTH_DIR) -> tuple[list[Task], list[dict]]:
-    """The sweep's tasks (dependencies first) and its points, each naming the tasks it is assembled from."""
-    version = _version()
+def plan(sweep: Sweep, data: Data, *, synth_dir=DEFAULT_SYNTH_DIR,
+         bench_report=BENCH_REPORT) -> tuple[list[Task], list[dict]]:
+    """The sweep's tasks (dependencies first) and its points, each naming the tasks it is assembled from.
+    ``quick`` takes its Fmax from ``bench_report`` (:func:`quick_fmax`)."""
+    version = package_version()
     compile_code = sources_digest(("golden",))
     hw_code = sources_digest(("sdhw",))
     eval_code = sources_digest(("golden", "rtl_gen", "sdhw"))
@@ -414,243 +302,42 @@ def plan(sweep: Sweep, data: Data, *, synth_dir=DEFAULT_SYNTH_DIR) -> tuple[list
     tasks: list[Task] = []
     compiles = {}
     for opts in sweep.compile_options():
-        key = _key("compile", TASK_VERSION, version, compile_code, data_digest, opts)
+        key = task_key("compile", TASK_VERSION, version, compile_code, data_digest, opts)
         compiles[json.dumps(opts, sort_keys=True)] = key
         tasks.append(Task(key, "compile", compile_task, (Ref("data"), opts), _opts_label(opts)))
     hardware = {}
+    measured = measured_fmax(bench_report) if sweep.quick else None
     for hw in sweep.hardware():
-        label = _hw_label(hw)
         if sweep.quick:
-            key = _key("estimate", TASK_VERSION, version, hw_code, hw, repr(sorted(DOCUMENTED_FMAX.items())))
-            tasks.append(Task(key, "estimate", estimate_task, (hw,), label))
+            fmax = quick_fmax(hw["device"], "dense" if hw["dense"] else "sd", hw["pes"], measured)
+            key = task_key("estimate", TASK_VERSION, version, hw_code, hw, fmax)
+            tasks.append(Task(key, "estimate", estimate_task, (hw, *fmax), hw_label(hw)))
             hardware[_hw_id(hw)] = {"estimate": key}
         else:
-            from .synth import REPORT_VERSION, flow_signature
-
-            flow = flow_signature(hw["device"])
-            key = _key("yosys", TASK_VERSION, version, hw_code, sources_digest(("fpga/harness.py", "fpga/synth.py")),
-                       flow, hw)
-            tasks.append(Task(key, "yosys", yosys_task, (hw, str(synth_dir)), label))
-            freq = PNR_TARGETS[hw["device"]].target_mhz
-            seeds = []
-            for seed in range(1, sweep.seeds + 1):
-                skey = _key("pnr", TASK_VERSION, key, freq, seed, sweep.pnr_timeout, REPORT_VERSION)
-                tasks.append(Task(skey, "pnr", pnr_task, (hw, Ref(key), freq, seed, sweep.pnr_timeout,
-                                                          str(synth_dir)), f"{label} seed {seed}"))
-                seeds.append(skey)
-            hardware[_hw_id(hw)] = {"yosys": key, "seeds": seeds, "freq": freq}
+            # the tasks the bench runs for the same configuration, under the same keys
+            hw_tasks, entry = hardware_tasks(hw, range(1, sweep.seeds + 1), timeout=sweep.pnr_timeout,
+                                             build_root=synth_dir)
+            tasks += hw_tasks
+            hardware[_hw_id(hw)] = entry
     points = []
     for hw in sweep.hardware():
         for opts in sweep.compile_options():
             if opts["dense"] != hw["dense"] or (not opts["dense"] and opts["exp_bits"] != hw["exp_bits"]):
                 continue
             ckey = compiles[json.dumps(opts, sort_keys=True)]
-            ekey = _key("evaluate", TASK_VERSION, version, eval_code, ckey, hw)
+            ekey = task_key("evaluate", TASK_VERSION, version, eval_code, ckey, hw)
             tasks.append(Task(ekey, "evaluate", evaluate_task, (Ref(ckey), hw), f"{_opts_label(opts)} on "
-                                                                               f"{_hw_label(hw)}"))
+                                                                               f"{hw_label(hw)}"))
             points.append({"hw": hw, "options": opts, "compile": ckey, "evaluate": ekey, **hardware[_hw_id(hw)]})
     return tasks, points
-
-
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("sdhw")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _hw_id(hw: dict) -> str:
     return json.dumps(hw, sort_keys=True)
 
 
-def _hw_label(hw: dict) -> str:
-    r = f" R={hw['rebuild_lanes']}" if hw.get("rebuild_lanes") else ""
-    return f"{hw['device']} N={hw['pes']}{' dense' if hw['dense'] else ''}{r}"
-
-
 def _opts_label(opts: dict) -> str:
     return "dense int8" if opts["dense"] else f"SD E={opts['exp_bits']} prune {_prune(opts['prune'])}"
-
-
-# ------------------------------------------------------------------------------------------------ Dask
-def _reachable(address: str, timeout: float = 5.0) -> None:
-    """Refuse a TCP scheduler address that nothing answers at (Dask itself retries until its timeout)."""
-    if "://" in address:
-        proto, rest = address.split("://", 1)
-        if proto != "tcp":
-            return
-    else:
-        rest = address
-    host, _, port = rest.rpartition(":")
-    if not host or not port.isdigit():
-        raise SdhwError(f"scheduler address {address!r} is not tcp://HOST:PORT")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise SdhwError(f"cannot reach the Dask scheduler at {address}: {exc.strerror or exc}") from None
-
-
-def open_client(scheduler: str | None = None, workers: int | None = None):
-    """``(client, cluster)``: a client of the running cluster at ``scheduler`` (``cluster`` None), or of a new
-    ``LocalCluster`` of ``workers`` single-threaded worker processes (default: one per CPU)."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise SdhwError("sdhw explore needs Dask: pip install 'sdhw[explore]'") from None
-    if scheduler:
-        _reachable(scheduler)
-        try:
-            return Client(scheduler, timeout="15s", set_as_default=False), None
-        except (OSError, TimeoutError) as exc:
-            raise SdhwError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") from None
-    if workers is not None and not (isinstance(workers, int) and 1 <= workers <= 1024):
-        raise SdhwError(f"--workers {workers!r} is not an integer in 1..1024")
-    n = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR)
-    return Client(cluster, set_as_default=False), cluster
-
-
-@dataclass
-class Status:
-    """A sweep's progress: tasks in total, done (from the cache or run), running, failed, seconds left."""
-
-    total: int
-    cached: int = 0
-    done: int = 0
-    running: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    left_seconds: float | None = None
-    client: object = field(default=None, repr=False)
-
-    def line(self) -> str:
-        left = "" if self.left_seconds is None else f", ~{_duration(self.left_seconds)} left"
-        return (f"explore: {self.done}/{self.total} tasks done ({self.cached} from the cache), {self.running} "
-                f"running, {self.failed} failed{left}")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def run_tasks(tasks: list[Task], data: Data, cache: ResultCache, *, client=None, scheduler=None, workers=None,
-              progress=None, interval: float = 2.0) -> tuple[dict, dict, bool]:
-    """Run every task not in ``cache`` on Dask; ``(results, failures, interrupted)`` by task key.
-
-    ``progress(status)`` is called when something changes and at least every ``interval`` seconds. Ctrl-C
-    stops the sweep: running tasks are cancelled, finished ones stay in the cache, ``interrupted`` is true."""
-    results: dict[str, object] = {}
-    failures: dict[str, str] = {}
-    todo = []
-    for task in tasks:
-        cached = cache.get(task.key)
-        if cached is not None:
-            results[task.key] = cached
-        else:
-            todo.append(task)
-    status = Status(total=len(tasks), cached=len(results), done=len(results))
-    if not todo:
-        if progress:
-            progress(status)
-        return results, failures, False
-    own = client is None
-    cluster = None
-    if own:
-        client, cluster = open_client(scheduler, workers)
-    status.client = client
-    interrupted = False
-    futures = {}
-    try:
-        from distributed import as_completed
-
-        # inputs that are data (the model and its arrays, a cached result a task depends on: a netlist can
-        # be megabytes) enter the graph once, as a task of their own that the tasks reading them depend on;
-        # unlike scattered data, the scheduler can compute it again when the worker holding it is lost
-        given = {}
-
-        def ref(key):
-            if key in futures:
-                return futures[key]
-            if key not in given:
-                value, name = (data, data.digest()) if key == "data" else (results[key], key)
-                given[key] = client.submit(_given, value, key=f"sdhw-input-{name[:24]}")
-            return given[key]
-
-        start = time.monotonic()
-        for task in todo:
-            args = [ref(a.key) if isinstance(a, Ref) else a for a in task.args]
-            # a task raising is tried once more: the tasks report what goes wrong in the user's work as results,
-            # so an exception is the cluster's (a connection lost with a worker) and may pass
-            futures[task.key] = client.submit(task.func, *args, key=f"sdhw-{task.kind}-{task.key[:20]}",
-                                              retries=1)
-        by_future = {f.key: k for k, f in futures.items()}
-        labels = {t.key: f"{t.kind} {t.label}" for t in todo}
-        pending = as_completed(list(futures.values()), loop=client.loop)
-        last = 0.0
-        executed = 0
-        while not pending.is_empty():
-            changed = False
-            for fut in pending.next_batch(block=False) if pending.has_ready() else []:
-                key = by_future[fut.key]
-                changed = True
-                if fut.status not in ("finished", "error", "cancelled"):
-                    # its result was on a worker that died since: the scheduler computes it again
-                    pending.add(fut)
-                    continue
-                if fut.status == "finished":
-                    value = fut.result()
-                    results[key] = value
-                    cache.put(key, value)
-                    executed += 1
-                else:
-                    try:
-                        exc = fut.exception()
-                        failures[key] = f"{labels[key]}: {type(exc).__name__}: {exc}"
-                    except Exception as why:            # noqa: BLE001 - cancelled by the scheduler, not by us
-                        failures[key] = f"{labels[key]}: {fut.status} ({type(why).__name__})"
-                    status.failed += 1
-                status.done += 1
-            now = time.monotonic()
-            if progress and (changed or now - last >= interval):
-                status.seconds = now - start
-                status.running = _running(client, set(by_future))
-                remaining = status.total - status.done
-                # the tasks so far ran at this rate on the whole cluster; the rest take as long on average
-                status.left_seconds = status.seconds * remaining / executed if executed else None
-                progress(status)
-                last = now
-            if not changed:
-                time.sleep(0.1)
-    except KeyboardInterrupt:
-        interrupted = True
-        client.cancel([f for f in futures.values() if not f.done()])
-    finally:
-        if own:
-            client.close()
-            if cluster is not None:
-                cluster.close()
-    return results, failures, interrupted
-
-
-def _given(value):
-    """A task's input as a task of its own (see :func:`run_tasks`)."""
-    return value
-
-
-def _running(client, keys: set[str]) -> int:
-    try:
-        processing = client.processing()
-    except Exception:                               # noqa: BLE001 - progress only; a busy scheduler answers late
-        return 0
-    return sum(1 for ks in processing.values() for k in ks if k in keys)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -698,9 +385,10 @@ def _hardware_result(point: dict, results: dict, failures: dict) -> dict:
     done = [s for s in seeds if s.get("ok") and s.get("fmax_mhz") is not None]
     failed = [s for s in seeds if not s.get("ok")]
     if not done:
-        if failed and all(is_placement_overflow(s.get("error", "")) for s in failed):
-            return {"status": "does not fit", "reason": f"placement failed: {failed[0]['error']}",
-                    "resources": resources}
+        if failed and all(is_placement_overflow(s.get("error", "")) or s.get("overflow") for s in failed):
+            over = sorted({o for s in failed for o in s.get("overflow") or []})
+            return {"status": "does not fit", "reason": f"placement failed: {failed[0]['error']}"
+                    + (f" (after packing {', '.join(over)})" if over else ""), "resources": resources}
         why = "; ".join([s.get("error", "no Fmax") for s in failed] + missing) or "no seed finished"
         return {"status": "not run" if missing == ["interrupted"] * len(missing) and not failed else "failed",
                 "reason": f"place and route: {why}", "resources": resources}
@@ -811,7 +499,7 @@ def build_commands(point: dict, sweep: Sweep, quick: bool,
         custom = {}
         if point["exp_bits"] != 2:
             custom["exp_bits"] = point["exp_bits"]
-        if point["rebuild_lanes"] != _family_rebuild_lanes(device, n):
+        if point["rebuild_lanes"] != family_rebuild_lanes(device, n):
             custom["rebuild_lanes"] = point["rebuild_lanes"]
         if custom:
             config = custom
@@ -861,15 +549,20 @@ def assemble(sweep: Sweep, points: list[dict], results: dict, failures: dict, *,
         "against the RTL), one inference at a time; loading programs and inputs over the host port is not "
         "counted.",
         "Inferences/s and latency at the median Fmax. " + (
-            "Fmax is ESTIMATED: the project's documented measurement for the device (README, FPGA figures), not "
-            "a place-and-route of this configuration; resources are the calibrated cost models' estimate."
-            if sweep.quick else "Fmax measured by nextpnr on sdhw synth's serial harness (median over the seeds)."),
+            "Fmax is ESTIMATED: the bench's measurement (bench/fpga.json) of the same device and build at the "
+            "nearest N, not a place-and-route of this configuration (or, where the bench has no figure for the "
+            "device, its place-and-route target, marked ASSUMED); resources are the calibrated cost models' "
+            "estimate." if sweep.quick
+            else "Fmax measured by nextpnr on sdhw synth's serial harness (median over the seeds)."),
         "Energy per inference: ESTIMATE from golden.report.energy_estimate (Horowitz 45 nm per-operation table, "
         "weights in SRAM), the same as the bench's; it depends on the program, not on the device.",
         "Logic: iCE40 logic cells, ECP5 LUT4 (two per carry cell). The Pareto front is over inferences/s (more), "
         "logic (less), accuracy (more), energy (less) and the device's size (smaller); latency is the inverse of "
         "inferences/s here.",
     ]
+    if sweep.quick:
+        sources = sorted({r["fmax_source"] for r in rows if r["fmax_source"]})
+        notes += [f"Fmax source: {src}." for src in sources]
     if not accuracy_known:
         notes.append("No accuracy: the model does not take the bundled digits data, so --max-accuracy-drop was "
                      "not applied.")
@@ -1072,7 +765,7 @@ def write_outputs(report: dict, out_dir) -> list[Path]:
 # ------------------------------------------------------------------------------------------------ entry
 def explore(sweep: Sweep, data: Data, *, cache_dir=DEFAULT_CACHE, synth_dir=DEFAULT_SYNTH_DIR, client=None,
             scheduler: str | None = None, workers: int | None = None, progress=None, interval: float = 2.0,
-            config_path: str = "recommended.toml") -> tuple[dict, ResultCache]:
+            config_path: str = "recommended.toml", bench_report=BENCH_REPORT) -> tuple[dict, ResultCache]:
     """Run the sweep (cached tasks are not run again) and assemble its report; ``(report, cache)``.
 
     ``client``: a ``distributed.Client`` to use (else ``scheduler``'s cluster, else a new ``LocalCluster`` of
@@ -1081,12 +774,13 @@ def explore(sweep: Sweep, data: Data, *, cache_dir=DEFAULT_CACHE, synth_dir=DEFA
     runs or anything is written."""
     sweep.validate()
     if scheduler:
-        _reachable(scheduler)
-    tasks, points = plan(sweep, data, synth_dir=synth_dir)
+        reachable(scheduler)
+    tasks, points = plan(sweep, data, synth_dir=synth_dir, bench_report=bench_report)
     cache = ResultCache(cache_dir)
     t0 = time.monotonic()
-    results, failures, interrupted = run_tasks(tasks, data, cache, client=client, scheduler=scheduler,
-                                               workers=workers, progress=progress, interval=interval)
+    results, failures, interrupted = run_tasks(tasks, cache, inputs={"data": (data, data.digest())}, client=client,
+                                               scheduler=scheduler, workers=workers, progress=progress,
+                                               interval=interval)
     meta = {"seconds": round(time.monotonic() - t0, 1), "tasks": len(tasks), "tasks_run": cache.executed,
             "tasks_cached": cache.hits, "task_failures": sorted(failures.values())}
     report = assemble(sweep, points, results, failures, interrupted=interrupted, meta=meta,

@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
+from fpga import engine  # noqa: E402
 from fpga import explore as ex  # noqa: E402
 from golden.datasets import DIGITS_MLP, load_digits_split  # noqa: E402
 from golden.model import load_model  # noqa: E402
@@ -36,7 +37,7 @@ def _comparable(report: dict) -> dict:
 
 
 def _sweep(cache, workers: int, **kwargs):
-    client, cluster = ex.open_client(workers=workers)
+    client, cluster = engine.open_client(workers=workers)
     try:
         return ex.explore(SWEEP, _data(), cache_dir=cache, client=client, **kwargs)
     finally:
@@ -65,7 +66,8 @@ def test_quick_sweep_prints_a_front_and_a_recommendation(tmp_path):
                                                  "explore_accuracy.png"}
     assert report["front"] and report["recommendation"]
     best = report["points"][report["recommendation"]["id"]]
-    assert best["status"] == "ok" and best["pareto"] and best["fmax_source"].startswith("estimated")
+    # Fmax from bench/fpga.json where the bench measured the device, else the device's target, labelled so
+    assert best["status"] == "ok" and best["pareto"] and best["fmax_source"].startswith(("estimated", "ASSUMED"))
     assert best["cycles"] > 0 and best["inferences_per_s"] == pytest.approx(
         best["fmax_mhz"]["median"] * 1e6 / best["cycles"])
     assert any(c.startswith("sdhw build --board ") for c in report["recommendation"]["commands"])
@@ -194,6 +196,53 @@ def test_bad_options_are_one_line_errors_and_write_nothing(tmp_path, args, messa
     assert rc == 1
     assert stderr.startswith("sdhw: error: ") and message in stderr and stderr.count("\n") == 1, stderr
     assert not out.exists() and not cache.exists()
+
+
+def _bench_report(path, rows):
+    path.write_text(json.dumps({"command": "python -m fpga.bench --out bench", "date": "2026-12-01 10:00 UTC",
+                                "hardware": [{"device": d, "pes": n, "build": b, "status": status,
+                                              "fmax_mhz": None if f is None else {"min": f - 1, "median": f,
+                                                                                  "max": f + 1}}
+                                             for d, n, b, status, f in rows]}))
+    return path
+
+
+def test_quick_fmax_comes_from_the_benchs_report(tmp_path):
+    report = _bench_report(tmp_path / "fpga.json", [
+        ("up5k", 1, "sd", "fits", 42.6), ("up5k", 16, "sd", "fits", 37.8), ("up5k", 16, "dense", "fits", 35.8),
+        ("up5k", 64, "sd", "does not fit", None), ("ecp5-25f", 64, "sd", "fits", 99.5)])
+    measured = ex.measured_fmax(report)
+    assert measured["figures"] == {("up5k", "sd", 1): 42.6, ("up5k", "sd", 16): 37.8, ("up5k", "dense", 16): 35.8,
+                                   ("ecp5-25f", "sd", 64): 99.5}
+    fmax, source = ex.quick_fmax("up5k", "sd", 8, measured)             # nearest N (log scale): 16
+    assert fmax == 37.8 and source.startswith("estimated: the bench's measured median Fmax of up5k N = 16 SD")
+    assert "fpga.json: `python -m fpga.bench --out bench`, 2026-12-01 10:00 UTC" in source
+    assert ex.quick_fmax("up5k", "dense", 1, measured)[0] == 35.8      # the same build before the other
+    assert ex.quick_fmax("ecp5-25f", "dense", 4, measured)[0] == 99.5  # no dense figure: the SD build's
+    fmax, source = ex.quick_fmax("ecp5-85f", "sd", 256, measured)      # same fabric, measured on the 25F
+    assert fmax == 99.5 and "no measurement on ecp5-85f" in source
+    fmax, source = ex.quick_fmax("hx8k", "sd", 4, measured)            # nothing to go by: the target, so named
+    assert fmax == ex.PNR_TARGETS["hx8k"].target_mhz and source.startswith("ASSUMED, not measured")
+    assert ex.measured_fmax(tmp_path / "missing.json") == {"figures": {}, "source": None}
+    (tmp_path / "broken.json").write_text("{")
+    assert ex.measured_fmax(tmp_path / "broken.json")["figures"] == {}
+
+
+def test_a_quick_sweep_states_where_its_fmax_is_from(tmp_path):
+    """The estimate tasks are keyed on the Fmax they are given: a new bench report is a new estimate."""
+    report = _bench_report(tmp_path / "fpga.json", [("up5k", 4, "sd", "fits", 40.0)])
+    sweep = ex.Sweep(model=str(DIGITS_MLP), devices=("up5k", "hx8k"), pes=(4,), method="paper", quick=True,
+                     max_accuracy_drop=100.0)
+    tasks, points = ex.plan(sweep, _data(), bench_report=report)
+    estimates = [t for t in tasks if t.kind == "estimate"]
+    assert [t.args[1] for t in estimates] == [40.0, ex.PNR_TARGETS["hx8k"].target_mhz]
+    result = ex.estimate_task(*estimates[0].args)
+    assert result["fmax_mhz"]["median"] == 40.0 and result["fmax_source"].startswith("estimated")
+    _bench_report(report, [("up5k", 4, "sd", "fits", 41.0)])
+    again, _ = ex.plan(sweep, _data(), bench_report=report)
+    assert [t.key for t in again if t.kind == "estimate"][0] != estimates[0].key
+    notes = ex.assemble(sweep, points, {}, {})["notes"]
+    assert any("bench/fpga.json" in n for n in notes)
 
 
 def test_pareto_front_and_objectives():

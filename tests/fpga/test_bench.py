@@ -1,4 +1,6 @@
-"""The FPGA benchmark's pure parts: rows from synthetic synth reports, derived figures, Markdown and JSON.
+"""The FPGA benchmark: rows from synthetic synth reports, derived figures, Markdown and JSON; and its sweep on
+the explore engine (a thread-based Dask cluster, stand-ins for yosys and nextpnr): the tasks, the cache a
+rerun or a resumed run reads, placement failures.
 
 No synthesis and no simulation here: the reports are made up in the shape ``fpga.synth.synthesize`` returns.
 """
@@ -6,9 +8,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from fpga import bench
+from fpga import bench, engine
 
 
 def fit_report(device="ecp5-25f", pes=16, dense=False, fmax=(100.0, 110.0, 120.0), target=125.0, lut4=12000):
@@ -219,22 +222,200 @@ def test_up5k_builds_are_compared_with_marlann():
     assert "MARLANN" in text and f"{only['vs_gmacs']:.2f}" in text
 
 
-def test_unplaceable_design_becomes_a_does_not_fit_row(tmp_path):
-    (tmp_path / "pnr-seed1.log").write_text(
-        "Info: Device utilisation:\nInfo: \t         ICESTORM_LC:    6927/   5280   131%\n"
-        "Info: \t        ICESTORM_RAM:      20/     30    66%\nInfo: \t        ICESTORM_DSP:       5/      8    62%\n"
-        "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 6927 ICESTORM_LCs\n")
-    (tmp_path / "synth.cache.json").write_text(json.dumps({"key": "k", "result": {
-        "cells": {"SB_LUT4": 5195, "SB_CARRY": 1649, "SB_DFFESR": 1376, "SB_MAC16": 5, "SB_RAM40_4K": 20},
-        "variant": "default", "seconds": 173.7}}))
-    over = bench.placement_overflow(tmp_path, seeds=3)
-    assert over == ["6927 ICESTORM_LC > 5280"]
-    cfg = bench.AcceleratorConfig(pes=1, device="up5k")
-    report = bench.unplaceable_report(cfg, tmp_path, over, "nextpnr failed (x): ERROR: Failed to expand region")
+UP5K_OVERFLOW_LOG = ("Info: Device utilisation:\nInfo: \t         ICESTORM_LC:    6927/   5280   131%\n"
+                     "Info: \t        ICESTORM_RAM:      20/     30    66%\n"
+                     "Info: \t        ICESTORM_DSP:       5/      8    62%\n"
+                     "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 6927 ICESTORM_LCs\n")
+
+
+def test_placement_overflow_reads_the_resources_over_capacity_from_the_logs(tmp_path):
+    (tmp_path / "pnr-seed1.log").write_text(UP5K_OVERFLOW_LOG)
+    assert engine.placement_overflow(tmp_path, seeds=3) == ["6927 ICESTORM_LC > 5280"]
+    assert engine.placement_overflow(tmp_path, [2]) == []
+    assert engine.placement_overflow(tmp_path / "missing", seeds=1) == []
+
+
+# ------------------------------------------------------------------------------------------------ on the engine
+CELLS = {"SB_LUT4": 3000, "SB_CARRY": 400, "SB_DFF": 1000, "SB_MAC16": 2, "SB_RAM40_4K": 10}
+
+
+class StandInTools:
+    """yosys and nextpnr stand-ins (the real flow takes minutes per configuration): cells per N, an Fmax per
+    (N, build, seed), every call counted; ``unplaceable`` N fail placement with an overflow in their log."""
+
+    def __init__(self, monkeypatch, unplaceable=()):
+        from fpga import synth
+
+        self.calls = {"yosys": [], "pnr": []}
+        self.unplaceable = set(unplaceable)
+        monkeypatch.setattr(synth, "run_yosys", self.yosys)
+        monkeypatch.setattr(synth, "run_nextpnr", self.nextpnr)
+        monkeypatch.setattr(synth, "harness_verilog", lambda cfg: f"// {cfg.as_dict()}")
+
+    def yosys(self, verilog, device, build_dir, log=None):
+        self.calls["yosys"].append(build_dir.name)
+        build_dir.mkdir(parents=True, exist_ok=True)
+        (build_dir / "netlist.json").write_text(verilog)
+        scale = 5 if "'pes': 4," in verilog else 4                 # N = 4 a quarter larger than N = 1
+        return {"cells": {k: v * scale // 4 for k, v in CELLS.items()}, "variant": "default", "seconds": 2.0}
+
+    def nextpnr(self, device, netlist, freq, seed, build_dir, *, timeout=None, router="router1"):
+        self.calls["pnr"].append((build_dir.name, seed))
+        if any(f"-{n}-" in build_dir.name for n in self.unplaceable):
+            (build_dir / f"pnr-seed{seed}.log").write_text(UP5K_OVERFLOW_LOG)
+            return {"seed": seed, "ok": False, "error": "ERROR: Failed to expand region (0, 0)", "pnr_seconds": 3.0}
+        fmax = 40.0 + seed + (2.0 if "dense" in build_dir.name else 0.0) + len(build_dir.name) % 3
+        return {"seed": seed, "ok": True, "fmax_mhz": fmax, "met": fmax >= freq, "pnr_seconds": 5.0,
+                "utilization": {"ICESTORM_LC": {"used": 3500, "available": 5280}},
+                "critical_path": {"from": "a", "to": "b", "delay_ns": 1000 / fmax, "logic_ns": 9.0, "routing_ns": 1.0,
+                                  "cells": 2, "path": ["a", "b"]}}
+
+
+#: part 1 at N = 4 on two seeds, the sweep adds N = 1 on one: 4 configurations, 4 yosys and 6 nextpnr tasks
+SMALL_PLAN = bench.Plan({"up5k": (4,)}, {"up5k": (1, 4)}, ("mlp",), seeds=2, sweep_seeds=1, images=5)
+
+
+@pytest.fixture
+def client():
+    """A thread-based cluster (the stand-ins are patched into this process): fast to start."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") \
+            as cluster, distributed.Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+def _figures(rows):
+    """The rows without the run's own bookkeeping (cached, time spent)."""
+    return [{k: v for k, v in r.items() if k not in ("cached", "wall_seconds")} for r in rows]
+
+
+def test_the_sweep_runs_on_the_engine_and_a_rerun_runs_nothing(tmp_path, monkeypatch, client):
+    tools = StandInTools(monkeypatch)
+    run = dict(build_root=tmp_path / "build", cache_dir=tmp_path / "cache", client=client, pnr_timeout=60.0)
+    rows, tasks, interrupted = bench.run_synthesis(SMALL_PLAN, **run)
+    assert not interrupted and tasks == {"total": 10, "run": 10, "cached": 0}
+    assert len(tools.calls["yosys"]) == 4 and len(tools.calls["pnr"]) == 6
+    assert [(r["device"], r["pes"], r["build"]) for r in rows] == [("up5k", 1, "sd"), ("up5k", 1, "dense"),
+                                                                   ("up5k", 4, "sd"), ("up5k", 4, "dense")]
+    assert all(r["status"] == "fits" and not r["cached"] for r in rows)
+    n4 = rows[2]
+    assert n4["seeds"] == 2 and n4["resources"]["lut4"] == 3750 and rows[0]["resources"]["lut4"] == 3000
+    assert n4["fmax_mhz"]["min"] < n4["fmax_mhz"]["max"] and n4["verdict"].startswith("fits but MISSES 48 MHz")
+    assert n4["channel_lanes"] * n4["pixel_lanes"] == 4 and n4["wall_seconds"] == 2.0 + 2 * 5.0
+    assert rows[0]["seeds"] == 1                                   # only in the sweep: one seed
+    # the per-configuration report beside the worker's files, as sdhw synth writes it
+    (synth_json,) = [p for p in (tmp_path / "build").glob("up5k-4-dense-*/synth.json")]
+    assert json.loads(synth_json.read_text())["fmax_mhz"] == rows[3]["fmax_mhz"]
+
+    again, tasks, _ = bench.run_synthesis(SMALL_PLAN, **run)
+    assert tasks == {"total": 10, "run": 0, "cached": 10}
+    assert len(tools.calls["yosys"]) == 4 and len(tools.calls["pnr"]) == 6      # nothing ran again
+    assert _figures(again) == _figures(rows)
+    assert all(r["cached"] and r["wall_seconds"] == 0 for r in again)
+
+
+def test_an_interrupted_bench_resumes_with_what_had_not_finished(tmp_path, monkeypatch, client):
+    tools = StandInTools(monkeypatch)
+    run = dict(build_root=tmp_path / "build", cache_dir=tmp_path / "cache", client=client)
+    rows, _, _ = bench.run_synthesis(SMALL_PLAN, **run)
+    # the state of a run stopped before the second seed of N = 4 finished
+    _, entries = bench.synthesis_tasks(SMALL_PLAN, build_root=tmp_path / "build")
+    lost = entries["up5k", 4, False]["seeds"][1]
+    (path,) = (tmp_path / "cache").rglob(f"{lost}.json.gz")
+    path.unlink()
+    resumed, tasks, _ = bench.run_synthesis(SMALL_PLAN, **run)
+    assert tasks == {"total": 10, "run": 1, "cached": 9}
+    assert tools.calls["pnr"][-1][1] == 2 and len(tools.calls["pnr"]) == 7 and len(tools.calls["yosys"]) == 4
+    assert _figures(resumed) == _figures(rows)
+    assert [r["cached"] for r in resumed] == [True, True, False, True]
+
+
+def test_a_design_nextpnr_cannot_place_is_a_does_not_fit_row(tmp_path, monkeypatch, client):
+    StandInTools(monkeypatch, unplaceable=[1])
+    plan = bench.Plan({}, {"up5k": (1,)}, ("mlp",), seeds=1, sweep_seeds=1)
+    rows, _, _ = bench.run_synthesis(plan, build_root=tmp_path / "build", cache_dir=tmp_path / "cache",
+                                     client=client)
+    for row in rows:
+        assert row["status"] == "does not fit" and row["resources"]["lut4"] == 3000 and row["fmax_mhz"] is None
+        assert row["reason"] == "placement failed: ERROR: Failed to expand region (0, 0)"
+
+
+def test_every_seed_failing_otherwise_names_the_overflow_or_is_an_error():
+    hw = engine.hardware_point("up5k", 1)
+    entry = {"yosys": "y", "seeds": ["s1"], "freq": 48.0}
+    syn = {"ok": True, "fits": True, "reason": None, "resources": {"lut4": 5195, "carry": 1649, "ff": 1376, "dsp": 5,
+                                                                   "bram": 20, "spram": 0},
+           "variant": "default", "seconds": 173.7, "config": engine.make_config(hw).as_dict()}
+    failed = {"seed": 1, "ok": False, "error": "ERROR: Max frequency for clock unknown", "pnr_seconds": 9.0}
+    report = engine.synth_report(hw, entry, {"y": syn, "s1": {**failed, "overflow": ["6927 ICESTORM_LC > 5280"]}},
+                                 {})
     row = bench.hardware_row("up5k", 1, False, report)
     assert row["status"] == "does not fit" and row["resources"]["lut4"] == 5195 and row["resources"]["dsp"] == 5
-    assert row["reason"] == "placement failed, after packing 6927 ICESTORM_LC > 5280 (ERROR: Failed to expand region)"
-    assert bench.placement_overflow(tmp_path / "missing", seeds=1) == []
+    assert row["reason"] == ("placement failed, after packing 6927 ICESTORM_LC > 5280 "
+                             "(ERROR: Max frequency for clock unknown)")
+    with pytest.raises(bench.SdhwError, match="nextpnr failed on every seed: ERROR: Max frequency"):
+        engine.synth_report(hw, entry, {"y": syn, "s1": failed}, {})
+    with pytest.raises(bench.SdhwError, match="lost a worker"):
+        engine.synth_report(hw, entry, {"y": syn}, {"s1": "pnr up5k N=1 seed 1: lost a worker"})
+
+
+def test_the_bench_and_explore_share_the_synthesis_tasks(tmp_path):
+    """The same configuration is the same task for both: whichever ran it first, the other reads the cache."""
+    from fpga import explore
+
+    _, entries = bench.synthesis_tasks(SMALL_PLAN, build_root=tmp_path, pnr_timeout=bench.PNR_TIMEOUT)
+    sweep = explore.Sweep(model="m.npz", devices=("up5k",), pes=(4,), dense=True, seeds=2)
+    data = explore.Data(None, "0" * 64, np.zeros((1, 64), np.float32))
+    _, points = explore.plan(sweep, data, synth_dir=tmp_path / "elsewhere")
+    assert {(p["yosys"], tuple(p["seeds"])) for p in points} == {
+        (entries["up5k", 4, d]["yosys"], tuple(entries["up5k", 4, d]["seeds"])) for d in (False, True)}
+
+
+class NoModelsLane:
+    """The models process (compiles and Verilator runs) stood in for: no model rows, nothing started."""
+
+    def __init__(self, job, build_root, log):
+        self.job = job
+
+    def wait(self):
+        return {"models": {}, "memory": [], "cycles": [], "errors": []}
+
+    def kill(self):
+        pass
+
+
+def test_main_sends_the_sweep_to_a_scheduler_and_writes_the_same_report(tmp_path, monkeypatch, client):
+    """``--scheduler`` (here the thread-based cluster the stand-ins live in): the report's files and fields as
+    before, the engine and its task counts in the JSON; a second run reads every task from the cache."""
+    tools = StandInTools(monkeypatch)
+    monkeypatch.setattr(bench, "ModelsLane", NoModelsLane)
+    args = ["--quick", "--out", str(tmp_path / "out"), "--build-dir", str(tmp_path / "build"), "--cache-dir",
+            str(tmp_path / "cache"), "--scheduler", client.scheduler.address]
+    assert bench.main(args) == 0
+    result = json.loads((tmp_path / "out" / "fpga.json").read_text())
+    assert [(r["device"], r["pes"], r["build"], r["status"]) for r in result["hardware"]] == [
+        ("up5k", 1, "sd", "fits"), ("up5k", 1, "dense", "fits"), ("ecp5-25f", 1, "sd", "fits"),
+        ("ecp5-25f", 1, "dense", "fits")]
+    assert result["tasks"] == {"total": 8, "run": 8, "cached": 0} and client.scheduler.address in result["engine"]
+    assert (tmp_path / "out" / "fpga.md").read_text() == bench.markdown(result)
+    assert len(tools.calls["pnr"]) == 4
+    assert bench.main(args) == 0
+    again = json.loads((tmp_path / "out" / "fpga.json").read_text())
+    assert again["tasks"] == {"total": 8, "run": 0, "cached": 8} and len(tools.calls["pnr"]) == 4
+    assert _figures(again["hardware"]) == _figures(result["hardware"])
+
+
+def test_an_unreachable_scheduler_is_a_one_line_error_before_anything_runs(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc = bench.main(["--out", str(tmp_path / "out"), "--quick", "--scheduler", f"tcp://127.0.0.1:{port}",
+                     "--build-dir", str(tmp_path / "build")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("fpga.bench: error: cannot reach the Dask scheduler") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "build").exists()
 
 
 def test_digits_rtl_rows_are_reused_only_when_fresh_and_large_enough(tmp_path):
