@@ -60,6 +60,16 @@ _KNOWN_ATTRS = {
 }
 
 
+# the type of every attribute in _KNOWN_ATTRS (onnx.AttributeProto type names); an attribute of another type is refused
+_ATTR_TYPES = {
+    **dict.fromkeys(("group", "axis", "transA", "transB", "training_mode", "spatial", "is_test", "ceil_mode",
+                     "count_include_pad", "storage_order", "allowzero", "seed", "value_int"), "INT"),
+    **dict.fromkeys(("kernel_shape", "pads", "strides", "dilations", "shape", "value_ints"), "INTS"),
+    **dict.fromkeys(("alpha", "beta", "epsilon", "momentum", "ratio", "min", "max", "value_float"), "FLOAT"),
+    "value_floats": "FLOATS", "auto_pad": "STRING", "value": "TENSOR",
+}
+
+
 def to_channel_last(x: np.ndarray) -> np.ndarray:
     """An ONNX-layout batch ``(N, C, H, W)`` as the imported model's input ``(N, H, W, C)``; vectors unchanged."""
     x = np.asarray(x)
@@ -133,8 +143,11 @@ class _Importer:
         input_shape = self._input_shape(data_inputs[0])
         self.shapes.append(input_shape)
         self.values[data_inputs[0].name] = _Value(0)
-        for index, node in enumerate(graph.node):
-            self._node(node, index)
+        # folding (BatchNorm, alpha, bias adds) may overflow on extreme constants: the Model checks below refuse
+        # the non-finite weights that result, with the layer named
+        with np.errstate(over="ignore", invalid="ignore"):
+            for index, node in enumerate(graph.node):
+                self._node(node, index)
         if len(graph.output) != 1:
             raise SdhwError(f"the ONNX graph must have exactly one output; it has {len(graph.output)}")
         name = graph.output[0].name
@@ -176,7 +189,14 @@ class _Importer:
             if attr.name not in _KNOWN_ATTRS[node.op_type]:
                 raise SdhwError(f"{where}: attribute {attr.name!r} is not supported; supported: "
                                 f"{', '.join(sorted(_KNOWN_ATTRS[node.op_type])) or 'none'}")
+            kind = self.onnx.AttributeProto.AttributeType.Name(attr.type) \
+                if attr.type in self.onnx.AttributeProto.AttributeType.values() else str(attr.type)
+            if kind != _ATTR_TYPES[attr.name]:
+                raise SdhwError(f"{where}: attribute {attr.name!r} is of type {kind}; valid: {_ATTR_TYPES[attr.name]}")
             value = self.onnx.helper.get_attribute_value(attr)
+            if attr.type == self.onnx.AttributeProto.FLOAT and not math.isfinite(value) \
+                    and attr.name not in ("min", "max"):
+                raise SdhwError(f"{where}: attribute {attr.name!r} is {value}; valid: a finite number")
             if isinstance(value, bytes):
                 value = value.decode()
             elif attr.type == self.onnx.AttributeProto.TENSOR:
@@ -201,13 +221,20 @@ class _Importer:
             raise SdhwError(f"{where}: input {k} is missing")
         return self._lookup(node.input[k], where)
 
-    def _const(self, node, where: str, k: int, what: str) -> np.ndarray | None:
-        """Input ``k`` as a constant array, or None when the optional input is absent."""
+    def _const(self, node, where: str, k: int, what: str, finite: bool = True) -> np.ndarray | None:
+        """Input ``k`` as a constant array of real numbers (finite unless told), or None when the optional
+        input is absent."""
         if len(node.input) <= k or not node.input[k]:
             return None
         name = node.input[k]
         if name in self.inits:
-            return self.inits[name]
+            value = self.inits[name]
+            if value.dtype != bool and (not np.issubdtype(value.dtype, np.number)
+                                        or np.issubdtype(value.dtype, np.complexfloating)):
+                raise SdhwError(f"{where}: its {what} {name!r} has dtype {value.dtype}; valid: real numbers")
+            if finite and np.issubdtype(value.dtype, np.inexact) and not np.all(np.isfinite(value)):
+                raise SdhwError(f"{where}: its {what} {name!r} holds NaN or Inf; valid: finite numbers")
+            return value
         if name in self.values or name in self.stale:
             raise SdhwError(f"{where}: its {what} {name!r} is computed by the graph; supported: a constant "
                             "(initializer)")
@@ -313,7 +340,7 @@ class _Importer:
     def _op_Dropout(self, node, where, attrs):
         self._extra_outputs_unused(node, where)
         training = self._const(node, where, 2, "training_mode")
-        if training is not None and bool(np.asarray(training).reshape(())):
+        if training is not None and bool(self._scalar(training, where, "training_mode")):
             raise SdhwError(f"{where}: training_mode is true; supported: inference (training_mode false)")
         self._op_Identity(node, where, attrs)
 
@@ -406,8 +433,8 @@ class _Importer:
             v = self._value(node, where, k)
             layer = self._fold_target(where, v, names[k], "a bias Add")
             m = layer.out_channels
-            layer.bias = layer.bias + self._broadcast_bias(self.inits[names[consts.index(True)]], m,
-                                                           self._onnx_rank(v), where)
+            bias = self._const(node, where, consts.index(True), "bias")
+            layer.bias = layer.bias + self._broadcast_bias(bias, m, self._onnx_rank(v), where)
             self._folded(node, where, v)
             return
         a, b = self._value(node, where, 0), self._value(node, where, 1)
@@ -420,6 +447,13 @@ class _Importer:
                             f"{self.shapes[b.act]} (model layout); supported: a residual add of equal shapes")
         self._push(node, where, Layer("add", source=b.act), a.flat)
 
+    @staticmethod
+    def _scalar(value, where: str, what: str) -> float:
+        arr = np.asarray(value)
+        if arr.size != 1:
+            raise SdhwError(f"{where}: its {what} has {arr.size} values; valid: a single value")
+        return float(arr.reshape(()))
+
     def _relu(self, node, where):
         v = self._value(node, where)
         layer = self._fold_target(where, v, node.input[0], "a ReLU", weighted=False)
@@ -430,10 +464,10 @@ class _Importer:
         self._relu(node, where)
 
     def _op_Clip(self, node, where, attrs):
-        lo = attrs.get("min", self._const(node, where, 1, "min"))
-        hi = attrs.get("max", self._const(node, where, 2, "max"))
-        lo = -math.inf if lo is None else float(np.asarray(lo).reshape(()))
-        hi = math.inf if hi is None else float(np.asarray(hi).reshape(()))
+        lo = attrs.get("min", self._const(node, where, 1, "min", finite=False))
+        hi = attrs.get("max", self._const(node, where, 2, "max", finite=False))
+        lo = -math.inf if lo is None else self._scalar(lo, where, "min")
+        hi = math.inf if hi is None else self._scalar(hi, where, "max")
         if lo == 0 and hi == math.inf:
             self._relu(node, where)
             return
@@ -456,7 +490,11 @@ class _Importer:
                 raise SdhwError(f"{where}: its {what} must be a constant of {m} values (one per channel)")
             params.append(p.reshape(-1).astype(np.float64))
         scale, shift, mean, var = params
-        a = scale / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
+        var = var + float(attrs.get("epsilon", 1e-5))
+        if not np.all(var > 0):
+            raise SdhwError(f"{where}: variance + epsilon is not positive for every channel; valid: a positive "
+                            "variance")
+        a = scale / np.sqrt(var)
         layer.weight = layer.weight * a.reshape((-1,) + (1,) * (layer.weight.ndim - 1))
         layer.bias = (layer.bias - mean) * a + shift
         self._folded(node, where, v)

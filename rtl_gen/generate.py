@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 from golden import SdhwError
 from golden.format import write_files_atomic
 from sdhw import hostbus as hb
-from sdhw.config import DESC_WORDS, PARAMETERS, AcceleratorConfig, check_fits
+from sdhw.config import DESC_WORDS, PARAMETERS, AcceleratorConfig, check_file_values, check_fits
 from sdhw.descriptor import FIELDS, HEADER_FIELDS
 from sdhw.vendor import device_primitives, with_wrappers
 
@@ -42,14 +42,15 @@ def load_config_file(path) -> dict:
             values = tomllib.loads(text.decode())
         else:
             raise SdhwError(f"config file {str(path)!r} must be .toml or .json")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SdhwError(f"cannot parse config file {str(path)!r}: {exc}") from None
+    except (ValueError, RecursionError) as exc:                 # UnicodeDecodeError is a ValueError
+        raise SdhwError(f"cannot parse config file {str(path)!r}: {' '.join(str(exc).split())}") from None
     if not isinstance(values, dict):
         raise SdhwError(f"config file {str(path)!r} must hold a table of parameters")
     unknown = sorted(set(values) - set(PARAMETERS))
     if unknown:
         raise SdhwError(f"config file {str(path)!r} has unknown parameter(s) {', '.join(unknown)}; "
                         f"valid: {', '.join(PARAMETERS)}")
+    check_file_values(values, f"config file {str(path)!r}")
     return values
 
 

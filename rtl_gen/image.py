@@ -355,8 +355,84 @@ def pack_image(image: ProgramImage) -> bytes:
     return struct.pack("<4sHHII", IMAGE_MAGIC, IMAGE_VERSION, len(image.sections), total, crc) + body
 
 
+#: regions an image may write, and the config depth that bounds each (in entries; see _region_words)
+LOADABLE_REGIONS = {hb.REGION_DESC: "descriptors", hb.REGION_CODES: "codes", hb.REGION_BASES: "bases",
+                    hb.REGION_BIAS: "bias"}
+META_KEYS = ("config", "input_scale", "input_shape", "input_zero_point", "layers", "output_region",
+             "output_scale", "output_shape", "output_zero_point", "usage")
+USAGE_KEYS = ("basis", "bias", "code", "descriptors")
+
+
+def _region_words(cfg: AcceleratorConfig, region: int) -> int:
+    """Host-bus words a region of ``cfg``'s accelerator decodes (wide entries take a power of two each)."""
+    if region == hb.REGION_DESC:
+        return cfg.desc_layers * DESC_WORDS
+    if region == hb.REGION_BIAS:
+        return cfg.bias_depth
+    if region == hb.REGION_CODES:
+        return cfg.code_depth << _chunks(cfg.code_word_bits)[1]
+    return 0 if cfg.dense else cfg.basis_rows << _chunks(cfg.basis_width)[1]
+
+
+def _shown(value) -> str:
+    """A metadata value in an error message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_meta(meta) -> AcceleratorConfig:
+    """The metadata an image carries, checked key by key; returns the accelerator config it was laid out for."""
+    if not isinstance(meta, dict):
+        raise SdhwError(f"program image metadata is a JSON {type(meta).__name__}; valid: an object")
+    missing, unknown = sorted(set(META_KEYS) - set(meta)), sorted(set(meta) - set(META_KEYS))
+    if missing or unknown:
+        raise SdhwError(f"program image metadata has missing key(s) {missing} and unknown key(s) {unknown}; "
+                        f"valid: {', '.join(META_KEYS)}")
+    if not isinstance(meta["config"], dict):
+        raise SdhwError("program image metadata 'config' is not an object of accelerator parameters")
+    try:
+        cfg = AcceleratorConfig.from_dict(meta["config"])
+    except SdhwError as exc:
+        raise SdhwError(f"program image config: {exc}") from None
+    layers = meta["layers"]
+    if not (_is_int(layers) and 1 <= layers < cfg.desc_layers):
+        raise SdhwError(f"program image metadata 'layers' is {_shown(layers)}; valid: 1..{cfg.desc_layers - 1} "
+                        f"(desc_layers {cfg.desc_layers} less the end marker)")
+    for key in ("input_shape", "output_shape"):
+        shape = meta[key]
+        if not (isinstance(shape, list) and len(shape) in (1, 3) and all(_is_int(d) and d >= 1 for d in shape)):
+            raise SdhwError(f"program image metadata {key!r} is {_shown(shape)}; valid: [K] or [H, W, C] of positive "
+                            "integers")
+    for key in ("input_zero_point", "output_zero_point"):
+        if not (_is_int(meta[key]) and ACT_MIN <= meta[key] <= ACT_MAX):
+            raise SdhwError(f"program image metadata {key!r} is {_shown(meta[key])}; valid: an integer in "
+                            f"{ACT_MIN}..{ACT_MAX}")
+    for key in ("input_scale", "output_scale"):
+        value = meta[key]
+        if not ((_is_int(value) or isinstance(value, float)) and math.isfinite(value) and value > 0):
+            raise SdhwError(f"program image metadata {key!r} is {_shown(value)}; valid: a positive finite number")
+    region = hb.REGION_ACT0 if layers % 2 == 0 else hb.REGION_ACT1
+    if meta["output_region"] != region or not _is_int(meta["output_region"]):
+        raise SdhwError(f"program image metadata 'output_region' is {_shown(meta['output_region'])}; a program of "
+                        f"{layers} layers ends in region {region}")
+    usage = meta["usage"]
+    if not (isinstance(usage, dict) and sorted(usage) == list(USAGE_KEYS)
+            and all(_is_int(v) and v >= 0 for v in usage.values())):
+        raise SdhwError(f"program image metadata 'usage' is {_shown(usage)}; valid: non-negative integers "
+                        f"{', '.join(USAGE_KEYS)}")
+    return cfg
+
+
 def unpack_image(data: bytes) -> ProgramImage:
+    """Parse an ``.sdimg`` file; raise :class:`SdhwError` naming the first problem."""
+    data = bytes(data)
     if len(data) < 20 or data[:4] != IMAGE_MAGIC:
+        if data[:4] == IMAGE_MAGIC:
+            raise SdhwError(f"program image is truncated: {len(data)} bytes, the header alone is 20")
         raise SdhwError(f"not a program image: bad magic {data[:4]!r} (expected {IMAGE_MAGIC!r})")
     _, version, n_sections, total = struct.unpack_from("<4sHHI", data)
     if version != IMAGE_VERSION:
@@ -368,16 +444,41 @@ def unpack_image(data: bytes) -> ProgramImage:
         raise SdhwError("program image checksum mismatch: the file is corrupt")
     (meta_len,) = struct.unpack_from("<I", data, 16)
     pos = 20 + meta_len
-    meta = json.loads(data[20:pos].decode())
+    if pos > len(data) or meta_len % 4:
+        raise SdhwError(f"program image metadata length {meta_len} is not a multiple of 4 within the file's "
+                        f"{len(data) - 20} bytes after the header")
+    try:
+        meta = json.loads(data[20:pos].decode())
+    except (ValueError, RecursionError) as exc:                 # UnicodeDecodeError is a ValueError
+        raise SdhwError(f"program image metadata is not valid JSON: {' '.join(str(exc).split())}") from None
+    cfg = _check_meta(meta)
     sections = []
-    for _ in range(n_sections):
+    for k in range(n_sections):
+        if pos + _SECTION.size > len(data):
+            raise SdhwError(f"program image is truncated inside the header of section {k} of {n_sections}")
         region, _, offset, count = _SECTION.unpack_from(data, pos)
         pos += _SECTION.size
+        if region not in LOADABLE_REGIONS:
+            raise SdhwError(f"program image section {k} writes region {region}; valid: "
+                            + ", ".join(f"{r} ({name})" for r, name in LOADABLE_REGIONS.items()))
+        words = _region_words(cfg, region)
+        if offset + count > words:
+            raise SdhwError(f"program image section {k} writes words {offset}..{offset + count - 1} of region "
+                            f"{region} ({LOADABLE_REGIONS[region]}); the accelerator it was laid out for has "
+                            f"{words}")
+        if pos + 4 * count > len(data):
+            raise SdhwError(f"program image section {k} declares {count} words; the file ends after "
+                            f"{(len(data) - pos) // 4}")
         words = np.frombuffer(data, dtype="<u4", count=count, offset=pos).astype(np.int64).tolist()
         pos += 4 * count
         sections.append((region, offset, words))
     if pos != len(data):
-        raise SdhwError("program image sections do not add up to its size")
+        raise SdhwError(f"program image sections end at byte {pos}; the file has {len(data)}")
+    spans = sorted((region, offset, offset + len(words)) for region, offset, words in sections if words)
+    for (region, _, end), (next_region, start, _) in zip(spans, spans[1:]):
+        if region == next_region and start < end:
+            raise SdhwError(f"program image sections overlap in region {region} ({LOADABLE_REGIONS[region]}) at "
+                            f"word {start}; valid: each word written once")
     return ProgramImage(sections, meta)
 
 

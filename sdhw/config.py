@@ -87,8 +87,12 @@ def default_lanes(pes: int) -> tuple[int, int]:
     return pes, 1
 
 
+def _integer(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool)
+
+
 def _power_of_two(n) -> bool:
-    return isinstance(n, int) and not isinstance(n, bool) and n >= 1 and n & (n - 1) == 0
+    return _integer(n) and n >= 1 and n & (n - 1) == 0
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ class AcceleratorConfig:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
 
-        if self.device not in DEVICES:
+        if not isinstance(self.device, str) or self.device not in DEVICES:
             bad("device", self.device, "one of " + ", ".join(DEVICES))
         device = DEVICES[self.device]
         family = FAMILY_DEFAULTS[device.family]
@@ -136,15 +140,16 @@ class AcceleratorConfig:
             bad("dense", self.dense, "true or false")
         setdefault("channel_lanes", self.pes)
         setdefault("pixel_lanes", 1)
-        if (self.channel_lanes, self.pixel_lanes) != (self.pes, 1):
+        if not (_integer(self.channel_lanes) and _integer(self.pixel_lanes)) \
+                or (self.channel_lanes, self.pixel_lanes) != (self.pes, 1):
             bad("channel_lanes x pixel_lanes", (self.channel_lanes, self.pixel_lanes),
                 f"{self.pes} x 1 (this data path broadcasts one activation per cycle to pes channel lanes)")
-        if not (isinstance(self.exp_bits, int) and 1 <= self.exp_bits <= 4):
+        if not (_integer(self.exp_bits) and 1 <= self.exp_bits <= 4):
             bad("exp_bits", self.exp_bits, "an integer in 1..4")
-        if self.weight_bits != 8:
+        if not _integer(self.weight_bits) or self.weight_bits != 8:
             bad("weight_bits", self.weight_bits, "8 (the MAC array is int8 x int8)")
         setdefault("acc_bits", family["acc_bits"])
-        if not (isinstance(self.acc_bits, int) and 24 <= self.acc_bits <= 40):
+        if not (_integer(self.acc_bits) and 24 <= self.acc_bits <= 40):
             bad("acc_bits", self.acc_bits, "an integer in 24..40")
         defaults = device_defaults(self.device, self.pes)
         for name in DEPTH_FIELDS:
@@ -162,7 +167,7 @@ class AcceleratorConfig:
                 and 16 <= self.counter_bits <= 64):
             bad("counter_bits", self.counter_bits, "an integer in 16..64")
         setdefault("requant", family["requant"])
-        if self.requant not in REQUANT_KINDS:
+        if not isinstance(self.requant, str) or self.requant not in REQUANT_KINDS:
             bad("requant", self.requant, " or ".join(f'"{k}"' for k in REQUANT_KINDS))
         setdefault("requant_units", family["requant_units"])
         if not (isinstance(self.requant_units, int) and not isinstance(self.requant_units, bool)
@@ -285,9 +290,19 @@ class AcceleratorConfig:
 
 
 PARAMETERS = tuple(f.name for f in fields(AcceleratorConfig) if f.name != "extra")
+
 #: tap info per rebuilt-weight buffer entry: activation offset (16), kernel row dy (2), column dx (2), the pass's
 #: last entry (1), counts as MACs (1)
 TAP_INFO_BITS = 22
+
+
+def check_file_values(values: dict, source: str) -> None:
+    """Values read from a config file are single numbers, strings or booleans (``AcceleratorConfig`` checks
+    their ranges); a table, array or date is refused here, before anything uses it as a key."""
+    for name, value in values.items():
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise SdhwError(f"{source}: {name} is a {type(value).__name__}; valid: a single number, string or "
+                            "boolean")
 
 
 # ------------------------------------------------------------------------------------------ fit estimate
