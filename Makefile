@@ -7,7 +7,7 @@ JOBS    ?= 2
 PES     ?= 16
 DEVICE  ?= ecp5-25f
 
-.PHONY: install test test-all lint demo bench models verilog clean
+.PHONY: install test test-all lint demo bench models verilog formal clean
 
 install: $(VENV)/.installed
 
@@ -51,6 +51,10 @@ bench: install
 # Verilog + manifest of one configuration: make verilog PES=16 [DEVICE=ecp5-25f] [DENSE=1]
 verilog: install
 	$(VENV)/bin/sdhw generate --pes $(PES) --device $(DEVICE) $(if $(DENSE),--dense,) -o build/verilog-$(PES)$(if $(DENSE),-dense,)
+
+# SBY proofs of the blocks (PyPI tools only), each cover reached, each broken variant refuted: build/formal/
+formal: install
+	$(PYTHON) -m verify.run_formal --out build/formal --jobs $(JOBS)
 
 # Re-train the bundled example models (deterministic, fixed seeds).
 models: install

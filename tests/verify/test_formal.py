@@ -1,0 +1,98 @@
+# amaranth: UnusedElaboratable=no
+"""The formal flow (SBY from PyPI) and the proof harnesses: a proof passes, a broken variant fails with a
+trace, every cover is reached. The full proofs take minutes each: they are ``slow`` (``make formal`` runs them)."""
+from __future__ import annotations
+
+import pytest
+from amaranth import Elaboratable, Module, Signal
+from amaranth.asserts import AnySeq
+from amaranth.hdl import Assert, Cover
+
+from verify import formal
+from verify.harness import no_reset
+from verify.proofs import PROOFS
+
+try:
+    formal.find_tools()
+    TOOLS_MISSING = None
+except formal.FormalToolsMissing as error:
+    TOOLS_MISSING = str(error)
+
+needs_tools = pytest.mark.skipif(TOOLS_MISSING is not None, reason=TOOLS_MISSING or "")
+SPECS = {spec.name: spec for spec in PROOFS}
+
+
+class SaturatingCounter(Elaboratable):
+    """A counter that stops at ``limit``; the property says it never passes 9."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def elaborate(self, platform):
+        m = Module()
+        no_reset(m)
+        count = Signal(4)
+        with m.If(AnySeq(1) & (count != self.limit)):
+            m.d.sync += count.eq(count + 1)
+        m.d.comb += [Assert(count <= 9), Cover(count == 9)]
+        return m
+
+
+def test_missing_tools_is_one_line_error(monkeypatch):
+    monkeypatch.setattr(formal, "_which", lambda command: None)
+    with pytest.raises(formal.FormalToolsMissing, match=r"yowasp-sby.*pip install 'sdhw\[formal\]'") as info:
+        formal.find_tools("boolector")
+    assert "\n" not in str(info.value)
+
+
+def test_bad_mode_and_depth_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="mode must be one of prove, bmc"):
+        formal.check(SaturatingCounter(9), tmp_path, depth=4, mode="induct")
+    with pytest.raises(ValueError, match="depth must be a positive integer"):
+        formal.check(SaturatingCounter(9), tmp_path, depth=0)
+
+
+@needs_tools
+@pytest.mark.parametrize("mode", ["prove", "bmc"])
+def test_flow_proves_and_refutes(tmp_path, mode):
+    good = formal.check(SaturatingCounter(9), tmp_path / "good", depth=12, mode=mode)
+    assert good.proof.status == "PASS" and good.cover.status == "PASS", good
+    bad = formal.check(SaturatingCounter(12), tmp_path / "bad", depth=12, mode=mode, cover=False)
+    assert bad.proof.status == "FAIL", bad
+    assert bad.proof.trace is not None and bad.proof.trace.stat().st_size > 0
+
+
+@needs_tools
+def test_boolector_flow(tmp_path):
+    result = formal.check(SaturatingCounter(9), tmp_path, depth=12, mode="prove", solver="boolector", cover=False)
+    assert result.proof.status == "PASS", result
+
+
+@needs_tools
+def test_rebuild_broken_variant_fails(tmp_path):
+    spec = SPECS["rebuild"]
+    result = formal.check(spec.harness("rebuild_flip_bit"), tmp_path, depth=spec.depth, mode=spec.mode, cover=False,
+                          timeout=300)
+    assert result.proof.status == "FAIL", result
+    assert result.proof.trace is not None
+
+
+@needs_tools
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_proof_passes_and_covers_are_reached(tmp_path, name):
+    spec = SPECS[name]
+    result = formal.check(spec.harness(), tmp_path, depth=spec.depth, mode=spec.mode, cover_depth=spec.cover_depth,
+                          timeout=1800)
+    assert result.proof.status == "PASS", result
+    assert result.cover.status == "PASS", result
+
+
+@needs_tools
+@pytest.mark.slow
+@pytest.mark.parametrize("name, mutant", [(spec.name, mutant) for spec in PROOFS for mutant in spec.mutants])
+def test_broken_variant_fails(tmp_path, name, mutant):
+    spec = SPECS[name]
+    result = formal.check(spec.harness(mutant), tmp_path, depth=spec.depth, mode=spec.mode, cover=False,
+                          timeout=1800)
+    assert result.proof.status == "FAIL", result
