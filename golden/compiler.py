@@ -231,19 +231,22 @@ def _auto_prune(model: Model, x: np.ndarray, opts: CompileOptions, sd_layers: li
     while fixed + sum(b for b, _ in current.values()) > budget:
         best = None
         for i in sd_layers:
-            if step[i] + 1 >= len(AUTO_PRUNE_STEPS):
+            # the next ratio that saves bits: a step that only drops rows already all-zero saves none
+            for nxt in range(step[i] + 1, len(AUTO_PRUNE_STEPS)):
+                bits, err = candidate(i, AUTO_PRUNE_STEPS[nxt])
+                if bits < current[i][0]:
+                    break
+            else:
                 continue
-            bits, err = candidate(i, AUTO_PRUNE_STEPS[step[i] + 1])
             saved = current[i][0] - bits
-            cost = (err - current[i][1]) / max(saved, 1e-9)
-            if saved > 0 and (best is None or cost < best[0]):
-                best = (cost, i, (bits, err))
+            cost = (err - current[i][1]) / saved
+            if best is None or cost < best[0]:
+                best = (cost, i, nxt, (bits, err))
         if best is None:
             warnings.warn(f"prune=auto cannot reach {opts.target_bits} bits/weight; using the largest ratios",
                           stacklevel=3)
             break
-        _, i, current[i] = best
-        step[i] += 1
+        _, i, step[i], current[i] = best
     ratios = {i: AUTO_PRUNE_STEPS[step[i]] for i in sd_layers}
     if progress is not None:
         progress("prune=auto chose " + ", ".join(f"layer {i}: {p}" for i, p in ratios.items()))

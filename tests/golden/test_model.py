@@ -410,7 +410,8 @@ def test_from_sklearn_rejects_unsupported():
         from_sklearn(mlp)
 
 
-@pytest.mark.parametrize("target", [2.5, 3.5])
+# targets below the bundled MLP's unpruned size (1.97 bits/weight: its row-sparse training zeroed ~40 % of rows)
+@pytest.mark.parametrize("target", [1.5, 1.7])
 def test_auto_prune_reaches_the_bits_target_with_per_layer_ratios(digits, target):
     model, x_train, _, _, _ = digits
     result = compile_model(model, x_train, CompileOptions(prune="auto", target_bits=target, epochs=0))
