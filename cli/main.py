@@ -12,6 +12,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -19,9 +20,19 @@ from golden import SdhwError
 from golden import format as fmt
 from golden.compiler import METHODS, CompileOptions, compile_model
 from golden.datasets import load_digits_split
-from golden.model import Model, accuracy, forward_float, load_model
+from golden.model import (
+    WEIGHTED_KINDS,
+    Model,
+    accuracy,
+    channels_first,
+    forward_float,
+    load_eval_data,
+    load_model,
+    load_npz_arrays,
+)
 from golden.program import infer
 from golden.report import compile_report, format_table
+from golden.staged import compile_staged, infer_staged, staged_report
 from sdhw.config import DEVICES
 
 
@@ -45,25 +56,83 @@ def _digits_for(model: Model, split: str) -> tuple[np.ndarray, np.ndarray]:
     return x.reshape((-1, *model.input_shape)), y
 
 
-def _calibration_inputs(model: Model, path: str | None) -> np.ndarray:
+def _calibration_inputs(model: Model, path: str | None, nchw: bool = False) -> np.ndarray:
+    """Calibration inputs: the digits train split, or array ``x`` of ``path`` in the model's layout or, for
+    an ONNX/PyTorch image model (``nchw``), as ``(N, C, H, W)``."""
     if path is None:
         try:
             return _digits_for(model, "train")[0]
         except SdhwError as exc:
             raise SdhwError(f"{exc}; give calibration inputs with --calib FILE.npz (array 'x')") from None
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise SdhwError(f"calibration file {path!r} is not a .npz archive (array 'x')")
-        with data:
-            if "x" not in data.files:
-                raise SdhwError(f"calibration file {path!r} has no array 'x'")
-            x = data["x"].astype(np.float64)
-    except (OSError, ValueError) as exc:
-        raise SdhwError(f"cannot read calibration file {path!r}: {exc}") from None
+    x = load_npz_arrays(path, "calibration", ("x",))["x"]
+    if not np.issubdtype(x.dtype, np.number):
+        raise SdhwError(f"calibration file {path!r}: array 'x' must be numeric, not {x.dtype}")
+    x = x.astype(np.float64)
+    if nchw and x.ndim == 4 and x.shape[1:] == (model.input_shape[2], *model.input_shape[:2]):
+        x = x.transpose(0, 2, 3, 1)
     if x.size % int(np.prod(model.input_shape)):
         raise SdhwError(f"calibration array 'x' of shape {x.shape} does not hold inputs of shape {model.input_shape}")
     return x.reshape((-1, *model.input_shape))
+
+
+def _evaluation_data(model: Model, path: str | None, nchw: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(x, y, description)``: ``--eval-data`` (see :func:`golden.model.load_eval_data`) or the digits test split."""
+    if path is not None:
+        x, y = load_eval_data(path, model, nchw)
+        return x, y, f"inputs of {path}"
+    try:
+        x, y = _digits_for(model, "test")
+    except SdhwError as exc:
+        raise SdhwError(f"{exc}; give labelled data with --eval-data FILE.npz (arrays 'x' and 'y')") from None
+    return x, y, "digits test images"
+
+
+def _accuracies(model: Model, x_cal: np.ndarray, opts: CompileOptions, result, evaluation, compile_fn, infer_fn,
+                bits_per_weight, progress) -> dict:
+    """Float, int8 dense, this compile's and the other SD method's accuracy on the evaluation data."""
+    x_test, y_test, description = evaluation
+    progress(f"evaluating on {len(y_test)} {description}")
+    acc = {"float": accuracy(forward_float(model, x_test), y_test)}
+    if not opts.dense:
+        dense = compile_fn(model, x_cal, CompileOptions(dense=True), progress=None)
+        acc["int8_dense"] = accuracy(infer_fn(dense, x_test), y_test)
+    acc[f"{'int8_dense' if opts.dense else 'sd_' + opts.method}"] = accuracy(infer_fn(result, x_test), y_test)
+    if not opts.dense:
+        other = "paper" if opts.method == "finetune" else "finetune"
+        progress(f"compiling with method {other} for comparison")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            alt = compile_fn(model, x_cal, CompileOptions(**{**vars(opts), "method": other}), progress=progress)
+        acc[f"sd_{other}"] = accuracy(infer_fn(alt, x_test), y_test)
+        acc[f"sd_{other}_bits_per_weight"] = bits_per_weight(alt)
+    acc["test_samples"] = len(y_test)
+    acc["data"] = description
+    return acc
+
+
+def _compile_staged(args, model: Model, opts: CompileOptions, x_cal: np.ndarray, evaluation, not_run: int,
+                    progress) -> NoReturn:
+    """``--eval`` of a model with layers the accelerator does not run: figures from golden, no program file."""
+    layer = model.layers[not_run]
+    reason = (f"layer {not_run} ({layer.describe()}): the accelerator does not run {layer.kind} layers yet; it runs "
+              f"{' and '.join(WEIGHTED_KINDS)} layers")
+    progress(f"{reason}: evaluating in golden only (golden.staged), no program will be written")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = compile_staged(model, x_cal, opts, progress=progress)
+    for w in caught:
+        print(f"sdhw: warning: {w.message}", file=sys.stderr)
+    report = {"model": str(args.model), "output": None, "method": opts.method,
+              "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(opts).items()},
+              **staged_report(result), "not_written": reason}
+    report["accuracy"] = _accuracies(model, x_cal, opts, result, evaluation, compile_staged, infer_staged,
+                                     lambda alt: alt.bits_per_weight, progress)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_compile(report)
+    raise SdhwError(f"no program written to {str(args.output)!r}: {reason} (the figures above come from golden's "
+                    "integer inference)")
 
 
 def _options(args) -> CompileOptions:
@@ -98,7 +167,12 @@ def cmd_compile(args) -> int:
         opts = _options(args)
     except ValueError as exc:
         raise SdhwError(f"--prune must be a number, comma-separated numbers or 'auto': {exc}") from None
-    x_cal = _calibration_inputs(model, args.calib)
+    first_is_nchw = channels_first(args.model, model)
+    x_cal = _calibration_inputs(model, args.calib, first_is_nchw)
+    evaluation = _evaluation_data(model, args.eval_data, first_is_nchw) if args.eval or args.eval_data else None
+    not_run = next((i for i, layer in enumerate(model.layers) if layer.kind not in WEIGHTED_KINDS), None)
+    if evaluation is not None and not_run is not None:
+        _compile_staged(args, model, opts, x_cal, evaluation, not_run, progress)
     progress(f"compiling {args.model} ({len(model.layers)} layers, {model.n_weights} weights, "
              f"method {opts.method})")
     with warnings.catch_warnings(record=True) as caught:
@@ -110,25 +184,11 @@ def cmd_compile(args) -> int:
     report = compile_report(result, packed)
     report = {"model": str(args.model), "output": str(out), "method": opts.method,
               "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(opts).items()}, **report}
-    if args.eval:
-        x_test, y_test = _digits_for(model, "test")
-        progress("evaluating on the digits test split")
-        acc = {"float": accuracy(forward_float(model, x_test), y_test)}
-        if not opts.dense:
-            dense = compile_model(model, x_cal, CompileOptions(dense=True))
-            acc["int8_dense"] = accuracy(infer(dense.program, x_test), y_test)
-        acc[f"{'int8_dense' if opts.dense else 'sd_' + opts.method}"] = accuracy(infer(result.program, x_test), y_test)
-        if not opts.dense:
-            other = "paper" if opts.method == "finetune" else "finetune"
-            progress(f"compiling with method {other} for comparison")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                alt = compile_model(model, x_cal, CompileOptions(**{**vars(opts), "method": other}),
-                                    progress=progress)
-            acc[f"sd_{other}"] = accuracy(infer(alt.program, x_test), y_test)
-            acc[f"sd_{other}_bits_per_weight"] = len(fmt.pack(alt.program)) * 8 / alt.program.n_weights
-        acc["test_samples"] = len(y_test)
-        report["accuracy"] = acc
+    if evaluation is not None:
+        report["accuracy"] = _accuracies(model, x_cal, opts, result, evaluation, compile_model,
+                                         lambda r, x: infer(r.program, x),
+                                         lambda alt: len(fmt.pack(alt.program)) * 8 / alt.program.n_weights,
+                                         progress)
     outputs = {out: packed}
     if target is not None:
         from rtl_gen.image import build_image, pack_image
@@ -164,16 +224,25 @@ def _print_compile(report: dict) -> None:
     print(format_table(rows, ["#", "layer", "mode", "shape", "prune", "row density", "bits/weight", "rel. error",
                               "plain pow2 err"]))
     p = report["program"]
-    print(f"\nprogram {report['output']}: {p['bytes']} bytes, {p['weights']} weights, "
-          f"{p['bits_per_weight']:.3f} bits/weight (every stored bit), "
-          f"{p['compression_vs_int8']:.2f}x vs int8, {p['compression_vs_fp32']:.2f}x vs fp32")
-    e = report["energy_estimate_pj"]
-    print(f"energy estimate per inference (Horowitz 45 nm table, not a measurement): "
-          f"{e['sram'] / 1e3:.1f} nJ with weights in SRAM, {e['dram'] / 1e3:.1f} nJ with weights in DRAM")
+    sizes = (f"{p['weights']} weights, {p['bits_per_weight']:.3f} bits/weight", f"{p['compression_vs_int8']:.2f}x vs "
+             f"int8, {p['compression_vs_fp32']:.2f}x vs fp32")
+    if report["output"] is None:
+        print(f"\nno program written ({report['not_written']}); as a program would store the FC/conv layers "
+              f"(one file header + their records, the other layers not counted): {sizes[0]}, {sizes[1]}")
+    else:
+        print(f"\nprogram {report['output']}: {p['bytes']} bytes, {sizes[0]} (every stored bit), {sizes[1]}")
+    if "energy_estimate_pj" in report:
+        e = report["energy_estimate_pj"]
+        print(f"energy estimate per inference (Horowitz 45 nm table, not a measurement): "
+              f"{e['sram'] / 1e3:.1f} nJ with weights in SRAM, {e['dram'] / 1e3:.1f} nJ with weights in DRAM")
     if "accuracy" in report:
         acc = report["accuracy"]
-        parts = [f"{k} {v * 100:.2f}%" for k, v in acc.items() if k != "test_samples" and "bits" not in k]
-        print(f"accuracy on {acc['test_samples']} digits test images: " + ", ".join(parts))
+        parts = [f"{k} {v * 100:.2f}%" for k, v in acc.items() if k not in ("test_samples", "data")
+                 and "bits" not in k]
+        bits = [f"{k.removesuffix('_bits_per_weight')} {v:.3f}" for k, v in acc.items()
+                if k.endswith("_bits_per_weight")]
+        print(f"accuracy on {acc['test_samples']} {acc['data']}: " + ", ".join(parts)
+              + (f" (bits/weight: {', '.join(bits)})" if bits else ""))
 
 
 def cmd_inspect(args) -> int:
@@ -431,8 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=int, help="fine-tuning epochs (default 60)")
     c.add_argument("--seed", type=int, help="fine-tuning seed (default 0)")
     c.add_argument("--dense", action="store_true", default=None, help="int8 dense baseline, no SD layers")
-    c.add_argument("--calib", help="calibration inputs: .npz with array 'x' (default: the digits train split)")
-    c.add_argument("--eval", action="store_true", help="accuracy on the bundled digits test split")
+    c.add_argument("--calib", help="calibration inputs: .npz with array 'x' in the model's layout, NCHW accepted "
+                   "for ONNX/PyTorch (default: the digits train split)")
+    c.add_argument("--eval", action="store_true", help="accuracy (float, int8 dense, SD) on the bundled digits test "
+                   "split or --eval-data; a model with layers the accelerator does not run yet (pooling, residual "
+                   "add) is then evaluated in golden and no program is written")
+    c.add_argument("--eval-data", help="labelled evaluation data for --eval (implied): .npz with arrays 'x' (inputs "
+                   "in the model's own layout, e.g. NCHW for ONNX/PyTorch) and 'y' (integer labels)")
     c.add_argument("--for", dest="manifest", help="also write the program image (.sdimg next to -o) laid out "
                                                    "for the accelerator of this manifest.json (or its directory)")
     c.add_argument("--json", action="store_true", help="print the figures as one JSON object")

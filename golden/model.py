@@ -25,10 +25,14 @@ in a ReLU. The compiler (and so the accelerator) takes only ``fc`` and ``conv`` 
 from __future__ import annotations
 
 import math
+import tokenize
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npformat
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import SdhwError
@@ -149,12 +153,12 @@ def validate_model(model: Model) -> None:
             raise SdhwError(f"{where} is {layer.kind} but has a source; only add has one")
         w, b = np.asarray(layer.weight), np.asarray(layer.bias)
         for name, arr in (("weight", w), ("bias", b)):
-            if not np.issubdtype(arr.dtype, np.number):
-                raise SdhwError(f"{where}.{name} must be numeric, not {arr.dtype}")
+            if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+                raise SdhwError(f"{where}.{name} must be real numbers, not {arr.dtype}")
             if not np.all(np.isfinite(arr)):
                 raise SdhwError(f"{where}.{name} contains NaN or Inf")
         if layer.kind == "fc":
-            k = int(np.prod(shape))
+            k = math.prod(shape)
             if w.ndim != 2 or w.shape[1] != k:
                 raise SdhwError(f"{where}.weight has shape {w.shape}; expected (M, {k}) for an input of {shape}")
         else:
@@ -210,23 +214,80 @@ def _scalar(data, key: str, cast):
         raise SdhwError(f"{key} has an invalid value: {exc}") from None
 
 
+#: arrays of a model .npz, together, at most this many bytes: a compressed archive can declare far more than it
+#: stores, and the accelerators this project builds hold models of kilobytes
+MAX_NPZ_BYTES = 1 << 30
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _read_npy(f, name: str, stored: int, budget: int) -> np.ndarray:
+    """One ``.npy`` member of ``stored`` bytes: its header must declare exactly the bytes that follow it."""
+    version = npformat.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise SdhwError(f"array {name!r} has .npy format version {version}; valid: 1.0, 2.0")
+    read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+    try:
+        shape, fortran, dtype = read_header(f)
+    except (ValueError, TypeError, SyntaxError, tokenize.TokenError, RecursionError, MemoryError) as exc:
+        raise SdhwError(f"array {name!r} has an unreadable .npy header: {_one_line(exc)}") from None
+    if dtype.hasobject:
+        raise SdhwError(f"array {name!r} holds Python objects; a model holds only numbers and strings")
+    size = math.prod(shape) * dtype.itemsize
+    if size != stored - f.tell():
+        raise SdhwError(f"array {name!r} declares shape {shape} of {dtype} ({size} bytes) but stores "
+                        f"{stored - f.tell()} bytes")
+    if size > budget:
+        raise SdhwError(f"the model's arrays exceed {MAX_NPZ_BYTES} bytes ({name!r} alone is {size}); "
+                        "valid: smaller models")
+    data = f.read(size)
+    if len(data) != size:
+        raise SdhwError(f"array {name!r} is truncated: {len(data)} of {size} bytes")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a ``.npz`` archive, each ``.npy`` header checked against its size before it is read."""
+    arrays = {}
+    budget = MAX_NPZ_BYTES
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise SdhwError(f"member {info.filename!r} is not an array (.npy); a model .npz holds only arrays")
+            with archive.open(info) as f:
+                array = _read_npy(f, info.filename[:-4], info.file_size, budget)
+            budget -= array.nbytes
+            arrays[info.filename[:-4]] = array
+    return arrays
+
+
 def load_npz(path) -> Model:
     """Load a model from the ``.npz`` key layout in the module docstring."""
     path = Path(path)
     if not path.is_file():
         raise SdhwError(f"model file {str(path)!r} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as exc:
+        arrays = _read_npz(path)
+    except SdhwError as exc:
         raise SdhwError(f"cannot read {str(path)!r} as a .npz model: {exc}") from None
+    except (OSError, ValueError, TypeError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
+            zlib.error, MemoryError, RecursionError) as exc:
+        raise SdhwError(f"cannot read {str(path)!r} as a .npz model (a NumPy archive of arrays, see the key "
+                        f"layout): {_one_line(exc)}") from None
     return model_from_arrays(arrays)
 
 
 def model_from_arrays(arrays: dict[str, np.ndarray]) -> Model:
     if "input_shape" not in arrays:
         raise SdhwError("model is missing the array 'input_shape'")
-    input_shape = tuple(int(s) for s in np.asarray(arrays["input_shape"]).reshape(-1))
+    shape = np.asarray(arrays["input_shape"])
+    if shape.ndim > 1 or not np.issubdtype(shape.dtype, np.integer):
+        raise SdhwError(f"input_shape is a {shape.dtype} array of shape {shape.shape}; valid: integers, (K,) or "
+                        "(H, W, C)")
+    input_shape = tuple(int(s) for s in shape.reshape(-1))
     used = {"input_shape"}
     layers = []
     i = 0
@@ -274,24 +335,57 @@ def save_npz(model: Model, path) -> None:
     np.savez_compressed(path, **arrays)
 
 
+def _sklearn_array(value, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise SdhwError(f"the scikit-learn MLP's {what} is not an array: {_one_line(exc)}") from None
+    return arr
+
+
 def from_sklearn(mlp) -> Model:
     """Import a fitted scikit-learn ``MLPClassifier``/``MLPRegressor`` (ReLU or identity hidden layers)."""
     coefs = getattr(mlp, "coefs_", None)
     if coefs is None:
         raise SdhwError("the scikit-learn object is not a fitted MLP (it has no coefs_)")
+    intercepts = getattr(mlp, "intercepts_", None)
+    if not (isinstance(coefs, (list, tuple)) and isinstance(intercepts, (list, tuple))
+            and len(coefs) == len(intercepts) >= 1):
+        raise SdhwError("the scikit-learn MLP's coefs_ and intercepts_ are not lists of one weight matrix and one "
+                        f"bias vector per layer ({type(coefs).__name__} and {type(intercepts).__name__}); "
+                        "valid: a fitted MLPClassifier or MLPRegressor")
     act = getattr(mlp, "activation", "relu")
-    if act not in ("relu", "identity"):
-        raise SdhwError(f"MLP activation {act!r} is not supported; valid: 'relu', 'identity'")
+    if not isinstance(act, str) or act not in ("relu", "identity"):
+        shown = repr(act) if isinstance(act, str) else f"of type {type(act).__name__}"
+        raise SdhwError(f"MLP activation {shown} is not supported; valid: 'relu', 'identity'")
     layers = []
-    for n, (w, b) in enumerate(zip(coefs, mlp.intercepts_)):
+    for n, (w, b) in enumerate(zip(coefs, intercepts)):
+        w = _sklearn_array(w, f"coefs_[{n}]")
+        if w.ndim != 2:
+            raise SdhwError(f"the scikit-learn MLP's coefs_[{n}] has shape {w.shape}; valid: a 2-D (inputs, "
+                            "outputs) matrix")
         hidden = n < len(coefs) - 1
-        layers.append(Layer("fc", np.asarray(w).T, np.asarray(b), relu=hidden and act == "relu"))
-    return Model((coefs[0].shape[0],), layers)
+        layers.append(Layer("fc", w.T, _sklearn_array(b, f"intercepts_[{n}]"), relu=hidden and act == "relu"))
+    return Model((layers[0].weight.shape[1],), layers)
+
+
+def from_torch(module, example_input) -> Model:
+    """Import a PyTorch module run on ``example_input`` through ONNX (see :mod:`golden.torch_import`)."""
+    from .torch_import import from_torch as _from_torch
+    return _from_torch(module, example_input)
+
+
+TORCH_SUFFIXES = (".pt", ".pt2", ".pth")
+CHANNELS_FIRST_SUFFIXES = (".onnx", *TORCH_SUFFIXES)
 
 
 def load_model(path) -> Model:
-    """Load a ``.npz`` model, an ONNX graph (``.onnx``) or a pickled/joblib scikit-learn MLP (``.joblib``/``.pkl``)."""
+    """Load a ``.npz`` model, an ONNX graph (``.onnx``), a ``torch.export`` program (``.pt``/``.pt2``/``.pth``)
+    or a pickled/joblib scikit-learn MLP (``.joblib``/``.pkl``)."""
     path = Path(path)
+    if path.suffix in TORCH_SUFFIXES:
+        from .torch_import import load_torch
+        return load_torch(path)
     if path.suffix == ".onnx":
         if not path.is_file():
             raise SdhwError(f"model file {str(path)!r} does not exist")
@@ -302,17 +396,89 @@ def load_model(path) -> Model:
             raise SdhwError(f"model file {str(path)!r} does not exist")
         try:
             import joblib
-            obj = joblib.load(path)
+            unpickle = joblib.load
         except ImportError:
             import pickle
-            with open(path, "rb") as f:
-                obj = pickle.load(f)
+
+            def unpickle(p):
+                with open(p, "rb") as f:
+                    return pickle.load(f)
+        try:
+            obj = unpickle(path)
         except Exception as exc:                       # noqa: BLE001 - any unpickling failure is a bad file
-            raise SdhwError(f"cannot read {str(path)!r} as a scikit-learn model: {exc}") from None
+            raise SdhwError(f"cannot read {str(path)!r} as a scikit-learn model: {_one_line(exc)}") from None
         return from_sklearn(obj)
     if path.suffix != ".npz":
-        raise SdhwError(f"model file {str(path)!r} has an unknown type; valid: .npz, .onnx, .joblib, .pkl")
+        raise SdhwError(f"model file {str(path)!r} has an unknown type; valid: .npz, .onnx, .pt2/.pt/.pth "
+                        "(torch.export), .joblib, .pkl")
     return load_npz(path)
+
+
+# --------------------------------------------------------------------------------- the user's data
+def channels_first(path, model: Model) -> bool:
+    """Whether the model file lays an input image out ``(C, H, W)`` (ONNX, PyTorch), unlike the model."""
+    return Path(path).suffix in CHANNELS_FIRST_SUFFIXES and len(model.input_shape) == 3
+
+
+def file_input_shape(model: Model, channels_first: bool) -> tuple[int, ...]:
+    """The shape of one input in the model file's own layout."""
+    if channels_first:
+        h, w, c = model.input_shape
+        return (c, h, w)
+    return model.input_shape
+
+
+def load_npz_arrays(path, what: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Arrays ``keys`` of the ``.npz`` file ``path``; ``what`` names the file in the one-line errors."""
+    needs = " and ".join(repr(k) for k in keys)
+    try:
+        # numpy leaves the file open when the archive is corrupt: the file is opened and closed here
+        with open(path, "rb") as f:
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise SdhwError(f"{what} file {str(path)!r} is not a .npz archive (arrays {needs})")
+            with data:
+                for key in keys:
+                    if key not in data.files:
+                        raise SdhwError(f"{what} file {str(path)!r} has no array {key!r}; it needs {needs}")
+                return {key: data[key] for key in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise SdhwError(f"cannot read {what} file {str(path)!r}: {exc}") from None
+
+
+def load_eval_data(path, model: Model, channels_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled inputs from a ``.npz`` with arrays ``x`` and ``y``, as ``(x, y)`` ready for the model.
+
+    ``x`` is ``(N, *shape)`` of any real dtype, inputs in the model file's own layout: ``shape`` is
+    ``(C, H, W)`` with ``channels_first`` (an ONNX or PyTorch CNN, see :func:`channels_first`), else the
+    model's ``input_shape``; image batches are returned channel-last. ``y`` is ``(N,)`` integer labels,
+    each a valid output index of the model.
+    """
+    layout_shape = file_input_shape(model, channels_first)
+    arrays = load_npz_arrays(path, "evaluation", ("x", "y"))
+    x, y = arrays["x"], arrays["y"]
+    where = f"evaluation file {str(path)!r}"
+    expect = "(N, " + ", ".join(map(str, layout_shape)) + ")"
+    if not (np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)):
+        raise SdhwError(f"{where}: array 'x' must be numeric, not {x.dtype}")
+    if x.ndim != 1 + len(layout_shape) or tuple(x.shape[1:]) != layout_shape or len(x) == 0:
+        raise SdhwError(f"{where}: array 'x' has shape {x.shape}; expected {expect} with N >= 1, inputs in the "
+                        "model's own layout")
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise SdhwError(f"{where}: array 'x' contains NaN or Inf")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise SdhwError(f"{where}: array 'y' must hold integer labels, not {y.dtype}")
+    if y.shape != (len(x),):
+        raise SdhwError(f"{where}: array 'y' has shape {y.shape}; expected ({len(x)},), one label per input")
+    classes = math.prod(model.shapes()[-1])
+    bad = (y < 0) | (y >= classes)
+    if bad.any():
+        raise SdhwError(f"{where}: label {int(y[bad][0])} in array 'y' is out of range; valid: 0..{classes - 1} "
+                        f"(the model has {classes} outputs)")
+    if channels_first:
+        x = x.transpose(0, 2, 3, 1)
+    return x.reshape((-1, *model.input_shape)), y.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------- the float reference
