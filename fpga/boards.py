@@ -26,7 +26,7 @@ from sdhw import ecp5, ice40
 from sdhw.config import DEVICES, AcceleratorConfig, check_fits
 
 from .soc import SystemTop, uart_divisor
-from .synth import RTLIL_MEMORY_PRELUDE, YOSYS_VARIANTS, find_tool, is_placement_overflow, spram_flow
+from .synth import PNR_TARGETS, RTLIL_MEMORY_PRELUDE, YOSYS_VARIANTS, find_tool, is_placement_overflow, spram_flow
 
 BOARD_NAME = "sdhw_board"
 #: logic cells the board top (UART bridge, reset) adds beyond the serial harness the resource estimate is
@@ -253,7 +253,8 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
         if log:
             log(f"building {board_name} at {freq_hz / 1e6:.2f} MHz (yosys: {label}, nextpnr seed {seed}) ...")
         memory_prelude, memory_flag = spram_flow(board.device)
-        overrides = {"nextpnr_opts": f"--timing-allow-fail --report report.json --seed {seed}",
+        placer = " ".join(PNR_TARGETS[board.device].placer_args)
+        overrides = {"nextpnr_opts": f"--timing-allow-fail --report report.json --seed {seed} {placer}".rstrip(),
                      "synth_opts": " ".join(filter(None, [flags, memory_flag]))}
         overrides["script_after_read"] = "; ".join(filter(None, [RTLIL_MEMORY_PRELUDE, prelude, memory_prelude]))
         try:

@@ -37,10 +37,14 @@ class PnrTarget:
     #: a dedicated clock input of the package, for routers that route the global clock only from one (router2
     #: on ECP5): CABGA381 G2, where the ULX3S has its 25 MHz oscillator
     clock_pin: str | None = None
+    #: nextpnr placer settings for the device, board builds included: on the nearly full UP5K a heavier timing
+    #: weight keeps the control paths' cells together (docs/FPGA.md has the measurement)
+    placer_args: tuple[str, ...] = ()
 
 
 PNR_TARGETS = {
-    "up5k": PnrTarget("ice40", ("--up5k", "--package", "sg48"), 48.0),
+    "up5k": PnrTarget("ice40", ("--up5k", "--package", "sg48"), 48.0,
+                      placer_args=("--placer-heap-timingweight", "25")),
     "hx8k": PnrTarget("ice40", ("--hx8k", "--package", "ct256"), 48.0),
     "ecp5-25f": PnrTarget("ecp5", ("--25k", "--package", "CABGA381"), 125.0, "G2"),
     "ecp5-45f": PnrTarget("ecp5", ("--45k", "--package", "CABGA381"), 125.0, "G2"),
@@ -221,7 +225,9 @@ def flow_signature(device: str) -> str:
     versions and the report version. Two runs with the same signature, design, seeds and target agree."""
     versions = tool_versions(PNR_TARGETS[device].family)
     scripts = [_yosys_script(device, prelude, flags, "netlist.json") for _, prelude, flags in YOSYS_VARIANTS]
-    return "\n".join([*scripts, " ".join(PNR_TARGETS[device].nextpnr_args), *versions, f"report {REPORT_VERSION}"])
+    target = PNR_TARGETS[device]
+    return "\n".join([*scripts, " ".join((*target.nextpnr_args, *target.placer_args)), *versions,
+                      f"report {REPORT_VERSION}"])
 
 
 def run_yosys(verilog_text: str, device: str, build_dir: Path, log=None) -> dict:
@@ -359,8 +365,10 @@ def pnr_seed_key(device: str, netlist_bytes: bytes, freq_mhz: float, seed: int, 
         version = "absent"
     h = hashlib.sha256(netlist_bytes)
     limit = None if timeout is None else float(timeout)
-    h.update(repr((PNR_TARGETS[device].nextpnr_args, f"{freq_mhz:g}", seed, limit, package, version,
-                   REPORT_VERSION)).encode())
+    target = PNR_TARGETS[device]
+    h.update(repr((target.nextpnr_args, f"{freq_mhz:g}", seed, limit, package, version, REPORT_VERSION)).encode())
+    if target.placer_args:                          # keys of devices without placer settings stay as they were
+        h.update(repr(target.placer_args).encode())
     if router != "router1":
         h.update(repr((router, clock_constraints(device, router))).encode())
     return h.hexdigest()
@@ -401,8 +409,8 @@ def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_di
     cache_path.unlink(missing_ok=True)
     report_path.unlink(missing_ok=True)
     # YoWASP tools see the working directory only: run in the build directory with relative names
-    cmd = [tool, *target.nextpnr_args, "--json", netlist.name, "--freq", f"{freq_mhz:g}", "--seed", str(seed),
-           "--report", report_path.name, "--timing-allow-fail", "-l", log_path.name, "-q"]
+    cmd = [tool, *target.nextpnr_args, *target.placer_args, "--json", netlist.name, "--freq", f"{freq_mhz:g}",
+           "--seed", str(seed), "--report", report_path.name, "--timing-allow-fail", "-l", log_path.name, "-q"]
     if target.family == "ice40":
         cmd += ["--pcf-allow-unconstrained", "--asc", f"{run}.asc"]
     else:

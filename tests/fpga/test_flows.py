@@ -430,13 +430,15 @@ class _PlacementPlan:
     """A stand-in build plan: placement fails on the seeds in ``failing``, else a report and a bitstream."""
 
     def __init__(self, opts, failing, calls):
-        self.seed = int(opts["nextpnr_opts"].split("--seed ")[1])
+        self.seed = int(opts["nextpnr_opts"].split("--seed ")[1].split()[0])
+        self.placer = tuple(opts["nextpnr_opts"].split("--seed ")[1].split()[1:])
         self.failing, self.calls = failing, calls
 
     def execute_local(self, root, env):
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         self.calls.append(self.seed)
+        self.calls.placer = self.placer
         if self.seed in self.failing:
             (root / f"{boards.BOARD_NAME}.tim").write_text("ERROR: Unable to find legal placement for all cells\n")
             raise subprocess.CalledProcessError(1, "nextpnr-ice40")
@@ -444,8 +446,13 @@ class _PlacementPlan:
         (root / f"{boards.BOARD_NAME}.bin").write_bytes(b"\0" * 16)
 
 
+class _Calls(list):
+    """The seeds the stand-in plans ran, in order, and the placer arguments of the last one."""
+    placer: tuple = ()
+
+
 def _fake_platform(monkeypatch, failing):
-    calls = []
+    calls = _Calls()
 
     class Platform:
         default_clk_frequency = 12e6
@@ -463,6 +470,7 @@ def test_a_board_build_that_does_not_place_tries_the_next_seed(tmp_path, monkeyp
     calls = _fake_platform(monkeypatch, failing={1})
     result = boards.build_board("icebreaker", small("up5k", dense=True), out_dir=tmp_path / "o", freq_mhz=12)
     assert calls == [1, 2] and result["nextpnr_seed"] == 2
+    assert calls.placer == synth.PNR_TARGETS["up5k"].placer_args != ()      # the device's placer settings
     assert json.loads((tmp_path / "o" / "build.json").read_text())["nextpnr_seed"] == 2
 
 
