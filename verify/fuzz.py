@@ -259,8 +259,9 @@ def _struct_codes(fmt_text: str) -> list[str]:
     return codes
 
 
-def fix_sdp(data: bytes, fix_size: bool) -> bytes:
-    """Make the checksum (and with ``fix_size`` the size field) of a mutated program match its bytes."""
+def fix_header(data: bytes, fix_size: bool = True) -> bytes:
+    """Make the checksum (and with ``fix_size`` the size field) of a mutated program or program image match its
+    bytes: both keep the file size at byte 8 and the CRC-32 of everything after byte 16 at byte 12."""
     out = bytearray(data)
     if len(out) >= 16:
         if fix_size:
@@ -273,7 +274,7 @@ def fix_sdp(data: bytes, fix_size: bool) -> bytes:
 def sdp_mutated(draw) -> bytes:
     seed = draw(st.sampled_from(sdp_seeds()))
     data = draw(mutate_bytes(seed, sdp_fields(seed)))
-    return fix_sdp(data, draw(st.booleans())) if draw(st.integers(0, 3)) else data
+    return fix_header(data, draw(st.booleans())) if draw(st.integers(0, 3)) else data
 
 
 @st.composite
@@ -289,7 +290,7 @@ def sdp_structured(draw) -> bytes:
     if draw(st.booleans()):                       # and a cut or extension that the size field agrees with
         cut = draw(st.integers(16, len(data)))
         data = data[:cut] + bytes(draw(st.integers(0, 64)))
-    return fix_sdp(bytes(data), True)
+    return fix_header(bytes(data), True)
 
 
 def _load_sdp(path: Path):
@@ -330,20 +331,11 @@ def sdimg_fields(data: bytes) -> tuple[tuple[int, int], ...]:
     return tuple(fields)
 
 
-def fix_sdimg(data: bytes, fix_size: bool = True) -> bytes:
-    out = bytearray(data)
-    if len(out) >= 16:
-        if fix_size:
-            put_int(out, 8, len(out), 4)
-        put_int(out, 12, zlib.crc32(bytes(out[16:])), 4)
-    return bytes(out)
-
-
 @st.composite
 def sdimg_mutated(draw) -> bytes:
     seed = draw(st.sampled_from(sdimg_seeds()))
     data = draw(mutate_bytes(seed, sdimg_fields(seed)))
-    return fix_sdimg(data, draw(st.booleans())) if draw(st.integers(0, 3)) else data
+    return fix_header(data, draw(st.booleans())) if draw(st.integers(0, 3)) else data
 
 
 def json_values(max_leaves: int = 6) -> st.SearchStrategy:

@@ -131,7 +131,7 @@ def image_file(tmp_path: Path, meta=None, sections=None, raw_meta: bytes | None 
         body = struct.pack("<I", len(raw_meta)) + raw_meta
         data = IMAGE_MAGIC + struct.pack("<HH", IMAGE_VERSION, 0) + bytes(8) + body
     path = tmp_path / "p.sdimg"
-    path.write_bytes(fuzz.fix_sdimg(data))
+    path.write_bytes(fuzz.fix_header(data))
     return path
 
 
@@ -152,16 +152,16 @@ def test_image_regressions(tmp_path):
     # was ValueError (buffer is smaller than requested size): a section declaring more words than the file holds
     data = bytearray(pack_image(ProgramImage([(1, 0, [0, 0])], meta)))
     struct.pack_into("<I", data, len(data) - 8 - 4, 3)
-    (tmp_path / "q.sdimg").write_bytes(fuzz.fix_sdimg(bytes(data)))
+    (tmp_path / "q.sdimg").write_bytes(fuzz.fix_header(bytes(data)))
     refused(load_image, tmp_path / "q.sdimg", "declares 3 words")
     # was struct.error: a section header cut short
     data = pack_image(ProgramImage([(1, 0, [7])], meta))
-    (tmp_path / "r.sdimg").write_bytes(fuzz.fix_sdimg(data[:-10]))
+    (tmp_path / "r.sdimg").write_bytes(fuzz.fix_header(data[:-10]))
     refused(load_image, tmp_path / "r.sdimg", "truncated inside the header of section 0")
     # a metadata length past the end of the file
     data = bytearray(pack_image(ProgramImage([], meta)))
     struct.pack_into("<I", data, 16, 1 << 20)
-    (tmp_path / "s.sdimg").write_bytes(fuzz.fix_sdimg(bytes(data)))
+    (tmp_path / "s.sdimg").write_bytes(fuzz.fix_header(bytes(data)))
     refused(load_image, tmp_path / "s.sdimg", "metadata length")
     # writes outside the loadable regions, or past the memory the config describes
     refused(load_image, image_file(tmp_path, sections=[(0, 3, [1])]), "region 0", "valid: 1 (descriptors)")
@@ -329,7 +329,7 @@ def test_sdp_header_fields_are_checked(tmp_path):
             data = bytearray(seed)
             fuzz.put_int(data, offset, value, size)
             try:
-                fmt.unpack(fmt.pack(fmt.unpack(fuzz.fix_sdp(bytes(data), True))))
+                fmt.unpack(fmt.pack(fmt.unpack(fuzz.fix_header(bytes(data), True))))
                 outcomes["accepted"] += 1
             except SdhwError as exc:
                 assert "\n" not in str(exc)
@@ -344,10 +344,10 @@ def corrupt(tmp_path_factory):
     (d / "bad.npz").write_bytes(b"PK\x03\x04" + bytes(40))
     (d / "bad.onnx").write_bytes(b"\x08\x07\x12\xff\xff")
     (d / "bad.joblib").write_bytes(b"\x80\x04\x95")
-    (d / "bad.sdp").write_bytes(fuzz.fix_sdp(fuzz.sdp_seeds()[0][:200], True))
+    (d / "bad.sdp").write_bytes(fuzz.fix_header(fuzz.sdp_seeds()[0][:200], True))
     data = bytearray(fuzz.sdimg_seeds()[0])
     struct.pack_into("<I", data, 16, 1 << 20)
-    (d / "bad.sdimg").write_bytes(fuzz.fix_sdimg(bytes(data)))
+    (d / "bad.sdimg").write_bytes(fuzz.fix_header(bytes(data)))
     (d / "bad.toml").write_text("pes = " + "[" * 5000 + "]" * 5000)
     np.save(d / "x.npy", np.zeros(64, dtype=np.int8))
     return d
