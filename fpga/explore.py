@@ -341,14 +341,21 @@ def _opts_label(opts: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ report
+def _unfinished(key, results: dict, failures: dict) -> tuple[str, str] | None:
+    """``(status, reason)`` of a task that has no result: it failed, or the sweep was interrupted first."""
+    if key in failures:
+        return "failed", failures[key]
+    if key not in results:
+        return "not run", "interrupted"
+    return None
+
+
 def _hardware_result(point: dict, results: dict, failures: dict) -> dict:
     """The hardware figures of a point: the estimate, or synthesis plus its seeds (as ``fpga.synth``)."""
     if "estimate" in point:
         key = point["estimate"]
-        if key in failures:
-            return {"status": "failed", "reason": failures[key]}
-        if key not in results:
-            return {"status": "not run", "reason": "interrupted"}
+        if stop := _unfinished(key, results, failures):
+            return dict(zip(("status", "reason"), stop))
         est = results[key]
         if not est["fits"]:
             return {"status": "does not fit", "reason": est["reason"], "resources": est.get("resources")}
@@ -357,10 +364,8 @@ def _hardware_result(point: dict, results: dict, failures: dict) -> dict:
     from .synth import is_placement_overflow
 
     ykey = point["yosys"]
-    if ykey in failures:
-        return {"status": "failed", "reason": failures[ykey]}
-    if ykey not in results:
-        return {"status": "not run", "reason": "interrupted"}
+    if stop := _unfinished(ykey, results, failures):
+        return dict(zip(("status", "reason"), stop))
     syn = results[ykey]
     if not syn.get("ok"):
         return {"status": "failed", "reason": syn["error"]}
@@ -422,10 +427,8 @@ def _point(point: dict, results: dict, failures: dict, max_drop: float) -> dict:
 
     def finished(key):
         """The task's result, or the reason the row stops there: it failed, or the sweep was interrupted."""
-        if key in failures:
-            return None, ("failed", failures[key])
-        if key not in results:
-            return None, ("not run", "interrupted")
+        if stop := _unfinished(key, results, failures):
+            return None, stop
         if not results[key]["ok"]:
             return None, ("failed", results[key]["error"])
         return results[key], None
