@@ -26,9 +26,9 @@ from golden.model import (
     accuracy,
     channels_first,
     forward_float,
+    load_calibration_data,
     load_eval_data,
     load_model,
-    load_npz_arrays,
 )
 from golden.program import infer
 from golden.report import compile_report, format_table
@@ -64,15 +64,7 @@ def _calibration_inputs(model: Model, path: str | None, nchw: bool = False) -> n
             return _digits_for(model, "train")[0]
         except SdhwError as exc:
             raise SdhwError(f"{exc}; give calibration inputs with --calib FILE.npz (array 'x')") from None
-    x = load_npz_arrays(path, "calibration", ("x",))["x"]
-    if not np.issubdtype(x.dtype, np.number):
-        raise SdhwError(f"calibration file {path!r}: array 'x' must be numeric, not {x.dtype}")
-    x = x.astype(np.float64)
-    if nchw and x.ndim == 4 and x.shape[1:] == (model.input_shape[2], *model.input_shape[:2]):
-        x = x.transpose(0, 2, 3, 1)
-    if x.size % int(np.prod(model.input_shape)):
-        raise SdhwError(f"calibration array 'x' of shape {x.shape} does not hold inputs of shape {model.input_shape}")
-    return x.reshape((-1, *model.input_shape))
+    return load_calibration_data(path, model, nchw)
 
 
 def _evaluation_data(model: Model, path: str | None, nchw: bool) -> tuple[np.ndarray, np.ndarray, str]:
@@ -480,6 +472,32 @@ def cmd_explore(args) -> int:
     return 1 if report["counts"]["failed"] else 0
 
 
+def cmd_verify(args) -> int:
+    """Exit 0 when every check passes, 1 on a mismatch, 2 when the run cannot start (like an argument error):
+    a mismatch and a bad directory stay apart for scripts."""
+    from sim.runner import simulator
+    from verify.regression import DEFAULT_COUNT, format_result, verify_accelerator
+
+    try:
+        sim = args.sim or simulator()
+    except (SdhwError, ValueError) as exc:
+        print(f"sdhw: error: {exc}", file=sys.stderr)
+        return 2
+    progress = Progress(not (args.quiet or args.json))
+    try:
+        count = DEFAULT_COUNT if args.count is None else args.count
+        result = verify_accelerator(args.accelerator, count=count, seed=args.seed, sim=sim,
+                                    plant_mismatch=args.plant_mismatch, progress=progress)
+    except SdhwError as exc:
+        print(f"sdhw: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(format_result(result))
+    return 0 if result.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdhw", description="SmartDeal accelerator generator and tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -585,6 +603,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(default 2; a run is never started twice)")
     r.add_argument("--json", action="store_true", help="print the board, outputs and counters as JSON")
     r.set_defaults(func=cmd_run)
+    v = sub.add_parser("verify", help="run the random-program regression on a generated accelerator's Verilog "
+                                      "against golden")
+    v.add_argument("accelerator", help="directory written by sdhw generate -o DIR (manifest.json and Verilog)")
+    v.add_argument("--count", type=int, help="random layers to check (default 100; drawn as programs of 1-3 "
+                                              "layers), besides the edge, corrupt and reset cases")
+    v.add_argument("--seed", type=int, default=1, help="random program i is drawn from seed SEED + i (default 1); "
+                                                       "each mismatch is reported with its own seed")
+    v.add_argument("--sim", choices=("icarus", "verilator"), help="simulator (default: $SIM or icarus; verilator "
+                                                                  "takes 15-30 s to build, then runs ~10x faster)")
+    v.add_argument("--plant-mismatch", action="store_true",
+                   help="self-test of the checker: make one expected output of one random program wrong; the run "
+                        "must report it with its seed and exit 1")
+    v.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    v.set_defaults(func=cmd_verify)
     ex = sub.add_parser("explore", help="sweep devices, PE counts and compile settings for a model (on Dask) and "
                                         "recommend an accelerator")
     ex.add_argument("model", help="model file, as for sdhw compile")

@@ -117,9 +117,58 @@ def _inputs_writes(region: int, x: list[int]):
     return [((region << 16) | k, v & 0xFFFFFFFF) for k, v in enumerate(x)]
 
 
+async def _run_case(dut, tb: TB, case: dict, stats: dict) -> None:
+    """Load one case, run each of its inputs and check outputs, counters or the expected error code."""
+    seed = tb.seed
+    name = case["name"]
+    await tb.load([tuple(w) for w in case["writes"]])
+    if case.get("reset_mid_run"):
+        # start, pull reset somewhere inside the run, then the clean run below must be correct
+        await tb.load(_inputs_writes(case["input_region"], case["inputs"][0]))
+        await tb.start()
+        await ClockCycles(dut.clk, tb.rng.randint(5, max(6, case["reset_after"])))
+        await tb.reset(tb.rng.randint(1, 3))
+        status = await tb.csr(CSR_STATUS)
+        assert status & STATUS_BUSY == 0, f"{name} (seed {seed}): busy after reset"
+        stats["resets"] += 1
+    for k, x in enumerate(case["inputs"]):
+        await tb.load(_inputs_writes(case["input_region"], x))
+        await tb.start()
+        status = await tb.wait_idle(case.get("timeout", 200_000))
+        if "error" in case:
+            code = (status >> 8) & 0xFF
+            assert status & STATUS_ERROR and code == case["error"], \
+                f"{name} (seed {seed}): status {status:#x}, want error code {case['error']}"
+            stats["errors_checked"] += 1
+            continue
+        assert status & STATUS_DONE and not status & STATUS_ERROR, \
+            f"{name} (seed {seed}): status {status:#x} (error code {(status >> 8) & 0xFF})"
+        got = await tb.read_outputs(case["output_region"], len(case["expected"][k]))
+        scoreboard(f"{name} input {k}", seed, got, case["expected"][k])
+        stats["outputs_checked"] += len(got)
+        if case.get("keep_outputs"):
+            stats.setdefault("outputs", []).append(got)
+        stats["inferences"] += 1
+        cycles = await tb.counter(CSR_CYCLES)
+        macs = await tb.counter(CSR_MACS)
+        skipped = await tb.counter(CSR_SKIPPED)
+        if "macs" in case:
+            assert macs == case["macs"], f"{name} (seed {seed}): MACs counter {macs}, want {case['macs']}"
+            assert skipped == case["rows_skipped"], \
+                f"{name} (seed {seed}): skipped-rows counter {skipped}, want {case['rows_skipped']}"
+        if "cycles" in case:
+            assert cycles == case["cycles"], \
+                f"{name} (seed {seed}): cycles counter {cycles}, want {case['cycles']} (rtl_gen.cycles)"
+        stats["cycles"].append(cycles)
+        stats["macs"].append(macs)
+        stats["skipped"].append(skipped)
+    stats["cases"] += 1
+
+
 @cocotb.test()
 async def run_job(dut):
-    """Run every case of the job; record checked elements and cycles."""
+    """Run every case of the job; record checked elements and cycles. A job with ``keep_going`` records a failed
+    case (its name and message in ``failures``), resets the accelerator and goes on with the next case."""
     seed = int(cocotb.plusargs.get("seed", 1))
     idle = float(cocotb.plusargs.get("idle", 0.0))
     with open(os.environ["SDHW_JOB"]) as f:
@@ -127,51 +176,15 @@ async def run_job(dut):
     tb = TB(dut, seed, idle)
     await tb.reset()
     stats = {"cases": 0, "inferences": 0, "outputs_checked": 0, "cycles": [], "macs": [], "skipped": [],
-             "errors_checked": 0, "resets": 0}
+             "errors_checked": 0, "resets": 0, "failures": []}
     for case in job["cases"]:
-        name = case["name"]
-        await tb.load([tuple(w) for w in case["writes"]])
-        if case.get("reset_mid_run"):
-            # start, pull reset somewhere inside the run, then the clean run below must be correct
-            await tb.load(_inputs_writes(case["input_region"], case["inputs"][0]))
-            await tb.start()
-            await ClockCycles(dut.clk, tb.rng.randint(5, max(6, case["reset_after"])))
-            await tb.reset(tb.rng.randint(1, 3))
-            status = await tb.csr(CSR_STATUS)
-            assert status & STATUS_BUSY == 0, f"{name} (seed {seed}): busy after reset"
-            stats["resets"] += 1
-        for k, x in enumerate(case["inputs"]):
-            await tb.load(_inputs_writes(case["input_region"], x))
-            await tb.start()
-            status = await tb.wait_idle(case.get("timeout", 200_000))
-            if "error" in case:
-                code = (status >> 8) & 0xFF
-                assert status & STATUS_ERROR and code == case["error"], \
-                    f"{name} (seed {seed}): status {status:#x}, want error code {case['error']}"
-                stats["errors_checked"] += 1
-                continue
-            assert status & STATUS_DONE and not status & STATUS_ERROR, \
-                f"{name} (seed {seed}): status {status:#x} (error code {(status >> 8) & 0xFF})"
-            got = await tb.read_outputs(case["output_region"], len(case["expected"][k]))
-            scoreboard(f"{name} input {k}", seed, got, case["expected"][k])
-            stats["outputs_checked"] += len(got)
-            if case.get("keep_outputs"):
-                stats.setdefault("outputs", []).append(got)
-            stats["inferences"] += 1
-            cycles = await tb.counter(CSR_CYCLES)
-            macs = await tb.counter(CSR_MACS)
-            skipped = await tb.counter(CSR_SKIPPED)
-            if "macs" in case:
-                assert macs == case["macs"], f"{name} (seed {seed}): MACs counter {macs}, want {case['macs']}"
-                assert skipped == case["rows_skipped"], \
-                    f"{name} (seed {seed}): skipped-rows counter {skipped}, want {case['rows_skipped']}"
-            if "cycles" in case:
-                assert cycles == case["cycles"], \
-                    f"{name} (seed {seed}): cycles counter {cycles}, want {case['cycles']} (rtl_gen.cycles)"
-            stats["cycles"].append(cycles)
-            stats["macs"].append(macs)
-            stats["skipped"].append(skipped)
-        stats["cases"] += 1
+        try:
+            await _run_case(dut, tb, case, stats)
+        except AssertionError as exc:
+            if not job.get("keep_going"):
+                raise
+            stats["failures"].append({"case": case["name"], "message": str(exc)})
+            await tb.reset()
     if os.environ.get("SDHW_RESULT"):
         with open(os.environ["SDHW_RESULT"], "w") as f:
             json.dump(stats, f)

@@ -14,7 +14,9 @@ from golden.compiler import CompileOptions, compile_model
 from golden.model import Layer, Model
 from golden.program import Program, QLayer
 from rtl_gen.image import build_image
-from sdhw.config import AcceleratorConfig
+from sdhw import hostbus as hb
+from sdhw.config import DESC_WORDS, AcceleratorConfig
+from sdhw.descriptor import decode, encode
 
 PRUNES = (0.0, 0.0, 0.25, 0.5, 0.75, 0.9)
 
@@ -109,3 +111,25 @@ def edge_programs(rng, cfg: AcceleratorConfig) -> dict[str, Program]:
             hi = k - 1
     progs["largest-fit"] = _fc_program(rng, cfg, lo, q)
     return progs
+
+
+def corruptions(cfg: AcceleratorConfig) -> dict[str, tuple[dict, int]]:
+    """Changes to a layer descriptor that ``cfg``'s build must refuse, each with the error code it must raise:
+    an unknown kind, a bad stride, activations past a buffer, a tap address and a code address too wide for their
+    registers, a wrong checksum (the others get a recomputed one)."""
+    return {"kind": ({"kind": 3}, hb.ERR_KIND), "stride": ({"stride": 0}, hb.ERR_STRIDE),
+            "act-size": ({"out_size": cfg.act_depth + 1}, hb.ERR_ACT_SIZE),
+            "tap": ({"base0": -4 * cfg.act_depth - 1}, hb.ERR_ACT_ADDR),
+            "codes": ({"code_base": max(2, cfg.code_depth)}, hb.ERR_WEIGHT_ADDR),
+            "checksum": ({"checksum": 1}, hb.ERR_CHECKSUM)}
+
+
+def corrupt_first_descriptor(writes: list[list[int]], changes: dict) -> list[list[int]]:
+    """A program image's host writes with ``changes`` made to its first layer descriptor."""
+    by_addr = {a: w for a, w in writes}
+    fields = decode([by_addr[(hb.REGION_DESC << 16) | k] for k in range(DESC_WORDS)])
+    fields.pop("checksum")                          # recomputed, unless the change is the checksum itself
+    fields.update(changes)
+    for k, word in enumerate(encode(fields, DESC_WORDS)):
+        by_addr[(hb.REGION_DESC << 16) | k] = word
+    return [list(item) for item in by_addr.items()]

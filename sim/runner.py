@@ -39,9 +39,13 @@ def waves_enabled() -> bool:
 
 @dataclass
 class Job:
-    """Cases for one cocotb run: programs with inputs and golden's expected outputs and counters."""
+    """Cases for one cocotb run: programs with inputs and golden's expected outputs and counters.
+
+    ``keep_going``: a failed case is recorded in the statistics' ``failures`` (the accelerator is reset and the
+    run goes on) instead of ending the run with :class:`SimulationFailed`."""
 
     cases: list[dict] = field(default_factory=list)
+    keep_going: bool = False
 
     def add_program(self, name: str, program: Program, cfg: AcceleratorConfig, inputs: list[np.ndarray], *,
                     check_counters: bool = True, **extra) -> None:
@@ -70,9 +74,10 @@ class Build:
     """One configuration's Verilog, compiled for the chosen simulator in its own directory."""
 
     def __init__(self, cfg: AcceleratorConfig, build_dir, *, sim: str | None = None, waves: bool | None = None,
-                 generated: bool = False):
+                 generated: bool = False, quiet: bool = False):
         """``generated``: ``build_dir`` already holds ``cfg``'s Verilog from :func:`rtl_gen.generate.generate`
-        (the caller just wrote it); it is compiled as it is instead of being elaborated again."""
+        (the caller just wrote it); it is compiled as it is instead of being elaborated again. ``quiet`` sends
+        the simulator's build output to ``<build dir>/build.log`` instead of the console."""
         from cocotb_tools.runner import get_runner
 
         self.cfg = cfg
@@ -90,7 +95,8 @@ class Build:
             # `make` call takes it from MAKEFLAGS
             os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
         self.runner.build(sources=[self.dir / f"{TOP_NAME}.v"], hdl_toplevel=TOP_NAME, build_dir=self.dir / "sim",
-                          timescale=("1ns", "1ps"), waves=self.waves, build_args=build_args, always=True)
+                          timescale=("1ns", "1ps"), waves=self.waves, build_args=build_args, always=True,
+                          log_file=self.dir / "build.log" if quiet else None)
 
     def run(self, job: Job, *, seed: int = 1, idle: float = 0.0, name: str = "job", quiet: bool = False) -> dict:
         """Run ``job``; a failing check raises (with the seed); returns the testbench's statistics.
@@ -99,7 +105,7 @@ class Build:
         """
         job_path = self.dir / f"{name}.json"
         result_path = self.dir / f"{name}.result.json"
-        job_path.write_text(json.dumps({"cases": job.cases}))
+        job_path.write_text(json.dumps({"cases": job.cases, "keep_going": job.keep_going}))
         result_path.unlink(missing_ok=True)
         results_xml = self.dir / f"{name}.results.xml"
         try:

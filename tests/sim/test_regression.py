@@ -13,9 +13,14 @@ import pytest
 
 from rtl_gen.tools import verilator_bin_dir, which
 from sdhw import hostbus as hb
-from sdhw.config import DESC_WORDS, AcceleratorConfig
-from sdhw.descriptor import decode, encode
-from sim.random_programs import edge_programs, random_input, random_program
+from sdhw.config import AcceleratorConfig
+from sim.random_programs import (
+    corrupt_first_descriptor,
+    corruptions,
+    edge_programs,
+    random_input,
+    random_program,
+)
 from sim.runner import Build, Job, SimulationFailed, simulator
 
 pytestmark = pytest.mark.skipif(which("iverilog") is None and simulator() == "icarus",
@@ -113,11 +118,6 @@ def test_edge_cases(builds, record_counts, pes, dense):
     record_counts(layers=len(programs), programs=len(programs), outputs=stats["outputs_checked"])
 
 
-CORRUPT = {"kind": ({"kind": 3}, hb.ERR_KIND), "stride": ({"stride": 0}, hb.ERR_STRIDE),
-           "act-size": ({"out_size": 60_000}, hb.ERR_ACT_SIZE), "tap": ({"base0": -70_000}, hb.ERR_ACT_ADDR),
-           "codes": ({"code_base": 5000}, hb.ERR_WEIGHT_ADDR), "checksum": ({"checksum": 1}, hb.ERR_CHECKSUM)}
-
-
 def test_corrupt_programs_raise_the_error_flag(builds):
     """Corrupt descriptors stop the run with the error flag and the right code, within a timeout (no hang);
     a correct program right after runs bit-exactly."""
@@ -126,20 +126,13 @@ def test_corrupt_programs_raise_the_error_flag(builds):
     program = random_program(rng, build.cfg)
     x = random_input(rng, program)
     job = Job()
-    for name, (changes, code) in CORRUPT.items():
+    corrupt = corruptions(build.cfg)
+    for name, (changes, code) in corrupt.items():
         job.add_program(name, program, build.cfg, [x], check_counters=False, error=code, timeout=20_000)
-        case = job.cases[-1]
-        writes = dict((a, w) for a, w in case["writes"])
-        first = [writes[(hb.REGION_DESC << 16) | k] for k in range(DESC_WORDS)]
-        fields = decode(first)
-        fields.pop("checksum")                      # recomputed, unless the change is the checksum itself
-        fields.update(changes)
-        for k, word in enumerate(encode(fields, DESC_WORDS)):
-            writes[(hb.REGION_DESC << 16) | k] = word
-        case["writes"] = [list(item) for item in writes.items()]
+        job.cases[-1]["writes"] = corrupt_first_descriptor(job.cases[-1]["writes"], changes)
     job.add_program("clean run after the errors", program, build.cfg, [x])
     stats = build.run(job, seed=99, name="corrupt")
-    assert stats["errors_checked"] == len(CORRUPT) and stats["inferences"] == 1
+    assert stats["errors_checked"] == len(corrupt) and stats["inferences"] == 1
 
 
 def test_reset_in_the_middle_of_a_layer_then_clean_rerun(builds):

