@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from golden import SdhwError
+from golden.model import load_npy_array
 from sdhw import hostbus as hb
 
 from .bridge import (
@@ -307,12 +308,7 @@ def load_input(image, path) -> np.ndarray:
     scale and zero point (``golden.quant.QParams.quantize``, as ``golden.program.infer`` does). The array
     holds one input (``input_shape`` or flat) or a batch of them.
     """
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise SdhwError(f"cannot read input {str(path)!r}: {exc}") from None
-    if not isinstance(x, np.ndarray):
-        raise SdhwError(f"input {str(path)!r} must be a .npy array, not a .npz archive")
+    x = load_npy_array(path, "input")
     shape = tuple(image.meta["input_shape"])
     n_in = int(np.prod(shape))
     if x.size == 0 or x.size % n_in:
@@ -330,7 +326,8 @@ def load_input(image, path) -> np.ndarray:
         if not np.all(np.isfinite(x)):
             raise SdhwError(f"input {str(path)!r} holds NaN or infinite values")
         from golden.quant import QParams
-        x_q = QParams(float(image.meta["input_scale"]), int(image.meta["input_zero_point"])).quantize(x)
+        with np.errstate(over="ignore"):            # values past the int8 range saturate, as intended
+            x_q = QParams(float(image.meta["input_scale"]), int(image.meta["input_zero_point"])).quantize(x)
     else:
         raise SdhwError(f"input {str(path)!r} has dtype {x.dtype}; expected int8 values or floats")
     return x_q.reshape(-1, n_in)

@@ -25,6 +25,7 @@ in a ReLU. The compiler (and so the accelerator) takes only ``fc`` and ``conv`` 
 from __future__ import annotations
 
 import math
+import os
 import tokenize
 import zipfile
 import zlib
@@ -241,8 +242,8 @@ def _read_npy(f, name: str, stored: int, budget: int) -> np.ndarray:
         raise SdhwError(f"array {name!r} declares shape {shape} of {dtype} ({size} bytes) but stores "
                         f"{stored - f.tell()} bytes")
     if size > budget:
-        raise SdhwError(f"the model's arrays exceed {MAX_NPZ_BYTES} bytes ({name!r} alone is {size}); "
-                        "valid: smaller models")
+        raise SdhwError(f"the file's arrays exceed {MAX_NPZ_BYTES} bytes ({name!r} alone is {size}); "
+                        "valid: smaller files")
     data = f.read(size)
     if len(data) != size:
         raise SdhwError(f"array {name!r} is truncated: {len(data)} of {size} bytes")
@@ -428,22 +429,56 @@ def file_input_shape(model: Model, channels_first: bool) -> tuple[int, ...]:
     return model.input_shape
 
 
-def load_npz_arrays(path, what: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Arrays ``keys`` of the ``.npz`` file ``path``; ``what`` names the file in the one-line errors."""
-    needs = " and ".join(repr(k) for k in keys)
+def load_npy_array(path, what: str) -> np.ndarray:
+    """The array of the ``.npy`` file ``path``, its header checked against the bytes stored before anything is
+    read (no pickles: object arrays are refused); ``what`` names the file in the one-line errors."""
+    where = f"{what} {str(path)!r}"
     try:
-        # numpy leaves the file open when the archive is corrupt: the file is opened and closed here
         with open(path, "rb") as f:
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise SdhwError(f"{what} file {str(path)!r} is not a .npz archive (arrays {needs})")
-            with data:
-                for key in keys:
-                    if key not in data.files:
-                        raise SdhwError(f"{what} file {str(path)!r} has no array {key!r}; it needs {needs}")
-                return {key: data[key] for key in keys}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise SdhwError(f"cannot read {what} file {str(path)!r}: {exc}") from None
+            magic = f.read(6)
+            if magic.startswith(b"PK"):
+                raise SdhwError(f"{where} must be a .npy array, not a .npz archive")
+            if magic != b"\x93NUMPY":
+                raise SdhwError(f"cannot read {where}: not a .npy array (it does not start with \\x93NUMPY)")
+            f.seek(0)
+            return _read_npy(f, what, os.fstat(f.fileno()).st_size, MAX_NPZ_BYTES)
+    except SdhwError as exc:
+        if str(exc).startswith((where, f"cannot read {where}")):
+            raise
+        raise SdhwError(f"cannot read {where}: {exc}") from None
+    except (OSError, ValueError, TypeError, EOFError, MemoryError, RecursionError) as exc:
+        raise SdhwError(f"cannot read {where}: {_one_line(exc)}") from None
+
+
+def load_npz_arrays(path, what: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Arrays ``keys`` of the ``.npz`` file ``path``; ``what`` names the file in the one-line errors. Each
+    ``.npy`` header is checked against the bytes stored before anything is read (no pickles: object arrays
+    are refused)."""
+    needs = " and ".join(repr(k) for k in keys)
+    where = f"{what} file {str(path)!r}"
+    try:
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                raise SdhwError(f"{where} is not a .npz archive (arrays {needs})")
+        arrays = {}
+        budget = MAX_NPZ_BYTES
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            for key in keys:
+                info = members.get(f"{key}.npy")
+                if info is None:
+                    raise SdhwError(f"{where} has no array {key!r}; it needs {needs}")
+                with archive.open(info) as f:
+                    arrays[key] = _read_npy(f, key, info.file_size, budget)
+                budget -= arrays[key].nbytes
+        return arrays
+    except SdhwError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise SdhwError(f"cannot read {where}: {exc}") from None
+    except (OSError, ValueError, TypeError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
+            zlib.error, MemoryError, RecursionError) as exc:
+        raise SdhwError(f"cannot read {where}: {_one_line(exc)}") from None
 
 
 def load_eval_data(path, model: Model, channels_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -479,6 +514,26 @@ def load_eval_data(path, model: Model, channels_first: bool = False) -> tuple[np
     if channels_first:
         x = x.transpose(0, 2, 3, 1)
     return x.reshape((-1, *model.input_shape)), y.astype(np.int64)
+
+
+def load_calibration_data(path, model: Model, channels_first: bool = False) -> np.ndarray:
+    """Calibration inputs from array ``x`` of a ``.npz``, as ``(N, *model.input_shape)`` float64 with N >= 1.
+
+    ``x`` holds real numbers in the model's layout (any shape whose size is a whole number of inputs) or, with
+    ``channels_first`` (see :func:`channels_first`), an ``(N, C, H, W)`` batch.
+    """
+    x = load_npz_arrays(path, "calibration", ("x",))["x"]
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise SdhwError(f"calibration file {str(path)!r}: array 'x' must be real numbers, not {x.dtype}")
+    x = x.astype(np.float64)
+    if channels_first and x.ndim == 4 and x.shape[1:] == (model.input_shape[2], *model.input_shape[:2]):
+        x = x.transpose(0, 2, 3, 1)
+    if x.size == 0 or x.size % math.prod(model.input_shape):
+        raise SdhwError(f"calibration array 'x' of shape {x.shape} does not hold inputs of shape {model.input_shape}; "
+                        "valid: one or more inputs")
+    if not np.all(np.isfinite(x)):
+        raise SdhwError(f"calibration file {str(path)!r}: array 'x' contains NaN or Inf; valid: finite numbers")
+    return x.reshape((-1, *model.input_shape))
 
 
 # ----------------------------------------------------------------------------------- the float reference

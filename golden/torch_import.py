@@ -5,9 +5,12 @@ needs ``onnxscript``) at the example input's shape, in inference mode, and impor
 supported layers, the NCHW -> channel-last conversion and the errors are those of the ONNX import.
 
 Files (:func:`load_torch`, ``sdhw compile model.pt2``): a program saved by ``torch.export.save``, read
-with ``torch.export.load``. It holds the graph, the weights and the example input's shape, and reading it
-runs no code from the file. Pickled modules (``torch.save(module)``) are refused: unpickling them can
-run arbitrary code. TorchScript is deprecated by PyTorch in favour of ``torch.export``. Save a model with::
+with ``torch.export.load``. It holds the graph, the weights and the example input's shape. ``torch.export.load``
+itself unpickles some members and loads compiled AOTInductor libraries, so archives holding pickled Python
+constants or compiled code are refused and every ``torch.load`` it makes is kept to tensors
+(``TORCH_FORCE_WEIGHTS_ONLY_LOAD``): reading a file runs no code from it. Pickled modules
+(``torch.save(module)``) are refused: unpickling them can run arbitrary code. TorchScript is deprecated by
+PyTorch in favour of ``torch.export``. Save a model with::
 
     torch.export.save(torch.export.export(module.eval(), (example_input,)), "model.pt2")
 
@@ -17,9 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
+import os
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +64,46 @@ def _quiet_exporter():
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+#: members torch.export.load would run as code: compiled AOTInductor / ExecuTorch / MTIA models
+COMPILED_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia")
+
+
+def _refuse_code(archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuse archives with members that ``torch.export.load`` loads as code: compiled models, and constants
+    other than tensors (it unpickles those with ``pickle.loads``)."""
+    for info in archive.infolist():
+        name = info.filename.split("/", 1)[-1]            # below the archive's root folder
+        if name.startswith(COMPILED_DIRS):
+            raise SdhwError(f"{str(path)!r} holds compiled code ({info.filename}), which is not loaded; valid: a "
+                            f"program saved with torch.export.save only ({SAVE_HINT})")
+        if name.startswith("data/constants/") and name.endswith("_config.json"):
+            try:
+                entries = json.loads(archive.read(info))["config"].values()
+                objects = [e["path_name"] for e in entries if not str(e["path_name"]).startswith("tensor_")]
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError, zipfile.BadZipFile, OSError,
+                    EOFError, NotImplementedError, zlib.error) as exc:
+                raise SdhwError(f"cannot read {str(path)!r}: its constants table {info.filename} is not valid "
+                                f"({_first_line(exc)}); {SAVE_HINT}") from None
+            if objects:
+                raise SdhwError(f"{str(path)!r} holds pickled Python constants ({objects[0]}), which are not "
+                                "loaded since that can run code from the file; valid: tensor constants only")
+
+
+@contextlib.contextmanager
+def _tensors_only():
+    """Every ``torch.load`` inside unpickles tensors only, whatever ``weights_only`` its caller passes."""
+    names = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    saved = {name: os.environ.pop(name, None) for name in names}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
 
 
 def _to_onnx(torch, exportable, args: tuple | None):
@@ -114,6 +160,7 @@ def load_torch(path) -> Model:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = archive.namelist()
+            _refuse_code(archive, path)
     except zipfile.BadZipFile:
         raise SdhwError(f"cannot read {str(path)!r}: it is not a torch.export archive (a zip file); "
                         f"{SAVE_HINT}") from None
@@ -121,7 +168,7 @@ def load_torch(path) -> Model:
         raise SdhwError(f"{str(path)!r} is not a torch.export archive (a pickled module or state dict from "
                         f"torch.save, or TorchScript?); those are not read, since loading them can run code from "
                         f"the file: {SAVE_HINT}")
-    with _quiet_exporter():
+    with _quiet_exporter(), _tensors_only():
         try:
             program = torch.export.load(io.BytesIO(data))
         except Exception as exc:                        # noqa: BLE001 - zip, pickle and schema errors vary

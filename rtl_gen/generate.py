@@ -134,9 +134,11 @@ def load_manifest(path) -> tuple[dict, AcceleratorConfig]:
         raise SdhwError(f"manifest {str(path)!r} does not exist")
     try:
         manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+            raise TypeError("valid: a JSON object whose 'config' is an object of parameters")
         cfg = AcceleratorConfig.from_dict(manifest["config"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SdhwError(f"manifest {str(path)!r} is not valid: {exc}") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise SdhwError(f"manifest {str(path)!r} is not valid: {' '.join(str(exc).split())}") from None
     if manifest.get("manifest_version") != MANIFEST_VERSION:
         raise SdhwError(f"manifest {str(path)!r} has version {manifest.get('manifest_version')!r}; "
                         f"this tool reads version {MANIFEST_VERSION}")

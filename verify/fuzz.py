@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -113,6 +114,7 @@ def attempt(target: Target, data: bytes, workdir: Path, *, limit_s: float = TIME
     """Write ``data`` as ``target``'s file in the empty directory ``workdir``, load it, classify what happens."""
     path = workdir / f"input{target.suffix}"
     path.write_bytes(data)
+    pickles_before = PICKLES_RUN[0]
     start = time.perf_counter()
     try:
         with time_limit(limit_s), warnings.catch_warnings():
@@ -138,6 +140,8 @@ def attempt(target: Target, data: bytes, workdir: Path, *, limit_s: float = TIME
         (workdir / name).unlink()
     if left and outcome.kind != "crash":
         outcome = Outcome("crash", f"left file(s) {', '.join(left)} behind", outcome.seconds)
+    if target.forbids_pickle and PICKLES_RUN[0] != pickles_before:
+        outcome = Outcome("crash", f"a pickle in the input ran ({outcome.kind}: {outcome.detail})", outcome.seconds)
     return outcome
 
 
@@ -200,6 +204,12 @@ class Target:
     families: dict[str, Callable[[], st.SearchStrategy]] = field(default_factory=dict)
     prepare: Callable[[], object] = lambda: None     # builds the valid seed files (outside the timed run)
     chooses_suffix: bool = False                     # inputs are (suffix, bytes): the loader takes several types
+    forbids_pickle: bool = False                     # unpickling a planted PickleCanary is a finding
+    requires: tuple[str, ...] = ()                   # optional modules the target needs (skipped without them)
+
+    def available(self) -> bool:
+        import importlib.util
+        return all(importlib.util.find_spec(name) is not None for name in self.requires)
 
     def strategy(self) -> st.SearchStrategy[tuple[str, object]]:
         """``(family, input)`` from every family, equally likely."""
@@ -496,11 +506,11 @@ def npy_member(header: str, payload: bytes) -> bytes:
 
 
 @st.composite
-def npz_header_edits(draw) -> bytes:
-    """A valid model's .npz with one member's .npy header declaring another shape, dtype or order (giant
-    counts included); the zip itself is intact, so the header reaches the loader."""
+def npz_header_edits(draw, seeds: Callable[[], tuple[dict[str, np.ndarray], ...]] | None = None) -> bytes:
+    """A valid .npz (a model's, or one of ``seeds()``) with one member's .npy header declaring another shape, dtype
+    or order (giant counts included); the zip itself is intact, so the header reaches the loader."""
     import zipfile
-    arrays = draw(st.sampled_from(npz_arrays()))
+    arrays = draw(st.sampled_from((seeds or npz_arrays)()))
     edited = draw(st.sampled_from(sorted(arrays)))
     header = draw(st.sampled_from((
         "{'descr': '<f8', 'fortran_order': False, 'shape': (%d,), }",
@@ -812,6 +822,451 @@ def _config_families():
     }
 
 
+# ---- pickles that must never run
+PICKLES_RUN = [0]                       # how many PickleCanary objects have been unpickled in this process
+
+
+def pickle_ran() -> None:
+    PICKLES_RUN[0] += 1
+
+
+class PickleCanary:
+    """Planted in inputs of loaders that must never unpickle: unpickling it calls :func:`pickle_ran`, which
+    :func:`attempt` notices (a harmless stand-in for a payload that runs code)."""
+
+    def __reduce__(self):
+        return (pickle_ran, ())
+
+
+def canary_pickle() -> bytes:
+    import pickle
+    return pickle.dumps(PickleCanary())
+
+
+def object_npy(shape: tuple[int, ...] = (1,)) -> bytes:
+    """A ``.npy`` of dtype object whose payload is the canary pickle."""
+    return npy_member(f"{{'descr': '|O', 'fortran_order': False, 'shape': {shape!r}, }}", canary_pickle())
+
+
+# ---- arrays of the command line: --calib / --eval-data (.npz), sdhw run --input (.npy)
+@cache
+def digits_models():
+    """The bundled digits MLP (64 inputs) and CNN (8 x 8 x 1 image), which the array loaders check shapes against."""
+    from golden.datasets import DIGITS_CNN, DIGITS_MLP
+    from golden.model import load_model
+    return load_model(DIGITS_MLP), load_model(DIGITS_CNN)
+
+
+@cache
+def calib_arrays() -> tuple[dict[str, np.ndarray], ...]:
+    """Valid ``--calib`` files for the CNN: flat, channel-last and channel-first (NCHW) batches, float and uint8."""
+    from golden.datasets import load_digits_split
+    x = load_digits_split()[0][:12]
+    return ({"x": x}, {"x": x.reshape(-1, 8, 8, 1).astype(np.float32)},
+            {"x": (x.reshape(-1, 1, 8, 8) * 255).astype(np.uint8)})
+
+
+@cache
+def eval_arrays() -> tuple[dict[str, np.ndarray], ...]:
+    """Valid ``--eval-data`` files for the MLP: float64 / uint8 inputs, int64 / uint8 labels."""
+    from golden.datasets import load_digits_split
+    _, _, x, y = load_digits_split()
+    x, y = x[:12], y[:12]
+    return ({"x": x, "y": y.astype(np.int64)}, {"x": (x * 255).astype(np.uint8), "y": y.astype(np.uint8)})
+
+
+@cache
+def input_arrays() -> tuple[np.ndarray, ...]:
+    """Valid ``sdhw run --input`` arrays for a 64-input image: int8 values, one or a batch; floats to quantise."""
+    rng = np.random.default_rng(4)
+    return (rng.integers(-128, 128, 64).astype(np.int8), rng.integers(-128, 128, (3, 64)).astype(np.int16),
+            rng.random((2, 8, 8)).astype(np.float32), rng.random(64))
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def zip_members(members: dict[str, bytes], compressed: bool = False) -> bytes:
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            if name.split("\0")[0]:                       # zipfile cuts names at NUL and fails on empty ones
+                zf.writestr(name, data)
+    return buf.getvalue()
+
+
+@st.composite
+def odd_values_of(draw, array: np.ndarray) -> np.ndarray:
+    """``array`` with NaN, inf or extreme values written in, cast to another dtype, emptied or reshaped."""
+    out = np.array(array)
+    what = draw(st.sampled_from(("values", "dtype", "empty", "reshape", "scalar", "huge")))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        if what == "values" and out.size and out.dtype.kind in "biufc":
+            out = out.astype(draw(st.sampled_from((out.dtype, np.float64, np.float16, np.int64, np.uint64))))
+            value = draw(st.sampled_from((math.nan, math.inf, -math.inf, 1e308, -1e308, 2**63 - 1, -2**63, 2**64 - 1,
+                                          255, 256, -129, 128, -1, 10, 9)))
+            flat = out.reshape(-1)
+            for k in draw(st.lists(st.integers(0, out.size - 1), min_size=1, max_size=4)):
+                try:
+                    flat[k] = value
+                except (OverflowError, ValueError):
+                    pass
+        elif what == "dtype":
+            dtype = draw(st.sampled_from(("i1", "u1", ">i4", "u8", "f2", ">f8", "c8", "c16", "?", "U3", "S2", "V4",
+                                          "M8[D]", "m8[s]")))
+            try:                                  # numpy itself can crash casting odd dtypes: numbers only
+                out = out.astype(dtype) if out.dtype.kind in "biuf" and dtype != "V4" else np.zeros(out.shape, dtype)
+            except (TypeError, ValueError):
+                out = np.zeros(out.shape, dtype=dtype)
+        elif what == "empty":
+            out = out.reshape(-1)[:0].reshape((0, *out.shape[1:])) if out.ndim else out.reshape(-1)[:0]
+        elif what == "reshape" and out.size:
+            shapes = [(out.size,), (1, out.size), (out.size, 1), out.shape[::-1], (*out.shape, 1), (1, *out.shape)]
+            out = out.reshape(draw(st.sampled_from(shapes)))
+            if draw(st.booleans()):
+                out = out.reshape(-1)[:max(out.size - draw(st.integers(1, 9)), 0)]
+        elif what == "scalar":
+            out = np.array(draw(st.sampled_from((0, 1.5, math.nan, "x", b"x", True))))
+        elif what == "huge" and out.ndim:          # 65536 real rows (32 MB of float64); compressed, 30 kB
+            out = np.zeros((1 << 16, *out.shape[1:]), dtype=out.dtype)
+    return out
+
+
+@st.composite
+def npz_arrays_structured(draw, seeds: Callable[[], tuple[dict[str, np.ndarray], ...]]) -> bytes:
+    """A valid array file's keys given odd values, dropped, added or renamed; an object array holding a pickle; a
+    bare ``.npy`` or a member that is not an array. Saved as a plain or a compressed ``.npz``."""
+    arrays = dict(draw(st.sampled_from(seeds())))
+    raw: dict[str, bytes] = {}
+    for _ in range(draw(st.integers(1, 3))):
+        keys = sorted(arrays)
+        what = draw(st.sampled_from(("values", "values", "replace", "drop", "add", "rename", "object", "foreign")))
+        if what == "values" and keys:
+            key = draw(st.sampled_from(keys))
+            arrays[key] = draw(odd_values_of(arrays[key]))
+        elif what == "replace" and keys:
+            arrays[draw(st.sampled_from(keys))] = draw(odd_arrays())
+        elif what == "drop" and keys:
+            arrays.pop(draw(st.sampled_from(keys)))
+        elif what == "add":
+            arrays[draw(st.one_of(st.sampled_from(("x", "y", "X", "x.npy", "labels")), st.text(min_size=1, max_size=8)))
+                   ] = draw(odd_arrays())
+        elif what == "rename" and keys:
+            arrays[draw(st.sampled_from(("X", "inputs", "y", "x", "x ")))] = arrays.pop(draw(st.sampled_from(keys)))
+        elif what == "object":
+            key = draw(st.sampled_from(keys or ["x"]))
+            arrays.pop(key, None)
+            raw[f"{key}.npy"] = object_npy(draw(st.sampled_from(((1,), (12,), (12, 64)))))
+        elif what == "foreign":
+            raw[draw(st.sampled_from(("x", "notes.txt", "y.pkl", "x.npy/", "../x.npy")))] = draw(
+                st.one_of(st.binary(max_size=32), st.just(canary_pickle())))
+    if draw(st.integers(0, 9)) == 0 and len(arrays) == 1 and not raw:
+        return npy_bytes(next(iter(arrays.values())))                      # a bare .npy where a .npz belongs
+    members = {}
+    for key, value in arrays.items():
+        try:
+            members[f"{key}.npy"] = npy_bytes(value)
+        except ValueError:
+            continue
+    members.update(raw)
+    return zip_members(members, draw(st.booleans()))
+
+
+def _npz_array_families(seeds: Callable[[], tuple[dict[str, np.ndarray], ...]]) -> dict[str, Callable]:
+    return {
+        "random": lambda: st.one_of(random_bytes(b"PK\x03\x04"), random_bytes(b"\x93NUMPY\x01\x00")),
+        "mutated": lambda: st.sampled_from(seeds()).flatmap(
+            lambda a: st.booleans().map(lambda c: _npz_bytes(a, c))).flatmap(mutate_bytes),
+        "structured": lambda: st.one_of(npz_arrays_structured(seeds), npz_arrays_structured(seeds),
+                                        npz_header_edits(seeds)),
+    }
+
+
+def load_calibration(path: Path) -> np.ndarray:
+    """What ``sdhw compile CNN --calib X.npz`` reads (an ONNX / PyTorch CNN: NCHW batches accepted)."""
+    from golden.model import load_calibration_data
+    return load_calibration_data(path, digits_models()[1], channels_first=True)
+
+
+def _check_calibration(x) -> None:
+    shape = digits_models()[1].input_shape
+    if not (isinstance(x, np.ndarray) and x.dtype == np.float64 and x.ndim == 4 and x.shape[1:] == shape
+            and len(x) >= 1 and np.all(np.isfinite(x))):
+        raise AssertionError(f"calibration inputs of {type(x).__name__} {getattr(x, 'dtype', '')} "
+                             f"{getattr(x, 'shape', '')}, not (N >= 1, *{shape}) finite float64")
+
+
+def load_evaluation(path: Path):
+    """What ``sdhw compile MLP --eval-data X.npz`` reads."""
+    from golden.model import load_eval_data
+    return load_eval_data(path, digits_models()[0])
+
+
+def _check_evaluation(result) -> None:
+    x, y = result
+    classes = math.prod(digits_models()[0].shapes()[-1])
+    if not (x.dtype == np.float64 and x.shape[1:] == (64,) and len(x) >= 1 and np.all(np.isfinite(x))
+            and y.dtype == np.int64 and y.shape == (len(x),) and y.min() >= 0 and y.max() < classes):
+        raise AssertionError(f"evaluation data x {x.dtype} {x.shape}, y {y.dtype} {y.shape} is not ready for the model")
+
+
+@cache
+def input_image():
+    """The program image ``sdhw run`` reads inputs for: the SD digits MLP (64 inputs, with its input scale)."""
+    from rtl_gen.image import unpack_image
+    return unpack_image(sdimg_seeds()[0])
+
+
+def load_board_input(path: Path) -> np.ndarray:
+    """What ``sdhw run --program P.sdimg --input X.npy`` reads before opening the port."""
+    from fpga.host import load_input
+    return load_input(input_image(), path)
+
+
+def _check_board_input(x) -> None:
+    n_in = math.prod(input_image().meta["input_shape"])
+    if not (x.ndim == 2 and x.shape[1] == n_in and len(x) >= 1 and x.min() >= -128 and x.max() <= 127):
+        raise AssertionError(f"inputs of shape {x.shape}, {x.min()}..{x.max()}: not (batch, {n_in}) int8 values")
+
+
+@st.composite
+def npy_structured(draw) -> bytes:
+    """A valid input with odd values, dtypes or shapes; other arrays; a ``.npz`` or an object array instead."""
+    seed = draw(st.sampled_from(input_arrays()))
+    what = draw(st.sampled_from(("values", "values", "other", "npz", "object", "header")))
+    if what == "values":
+        return npy_bytes(draw(odd_values_of(seed)))
+    if what == "other":
+        return npy_bytes(draw(odd_arrays()))
+    if what == "npz":
+        return _npz_bytes({"x": seed}, draw(st.booleans()))
+    if what == "object":
+        return object_npy(draw(st.sampled_from(((1,), (64,)))))
+    header = draw(st.sampled_from((
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (%d,), }",
+        "{'descr': '<i1', 'fortran_order': True, 'shape': (%d, 64), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, -1), }",
+        "{'descr': 'bogus', 'fortran_order': False, 'shape': (%d,), }",
+        "{'descr': '<i8', 'shape': (%d,), }",
+        "{'descr': (",
+        "[%d]",
+    )))
+    count = header.count("%d")
+    values = draw(st.lists(st.sampled_from((0, 1, 64, 2**31, 2**40, 2**62)), min_size=count, max_size=count))
+    return npy_member(header % tuple(values), np.ascontiguousarray(seed).tobytes())
+
+
+def _npy_families() -> dict[str, Callable]:
+    seeds = st.sampled_from(input_arrays()).map(npy_bytes)
+    return {
+        "random": lambda: random_bytes(b"\x93NUMPY\x01\x00"),
+        "mutated": lambda: seeds.flatmap(lambda s: mutate_bytes(s, ((8, 2),))),
+        "structured": npy_structured,
+    }
+
+
+# ---- manifest.json of an accelerator directory
+@cache
+def manifest_seeds() -> tuple[bytes, ...]:
+    """Manifests as ``sdhw generate`` writes them (without the Verilog), for three configurations."""
+    from rtl_gen.generate import build_manifest
+    from sdhw.accelerator import Accelerator
+    from sdhw.config import AcceleratorConfig, check_fits
+    out = []
+    for cfg in (AcceleratorConfig(pes=16), AcceleratorConfig(pes=4, device="up5k", exp_bits=3),
+                AcceleratorConfig(pes=8, dense=True, device="generic")):
+        manifest = build_manifest(cfg, Accelerator(cfg, vendor_primitives=True), check_fits(cfg))
+        out.append((json.dumps(manifest, indent=2) + "\n").encode())
+    return tuple(out)
+
+
+def config_values() -> st.SearchStrategy:
+    return st.one_of(json_values(4), st.sampled_from(("up5k", "ecp5-25f", "generic", "table", "serial", "")),
+                     st.sampled_from((1, 2, 3, 4, 5, 8, 16, 64, 1024, 2048, 65536, 65537, True, False, 0, -1, -16,
+                                      2.0, 16.5, 1e300, 2**63, 2**64, -2**63)))
+
+
+@st.composite
+def manifest_structured(draw) -> bytes:
+    """A valid manifest with config values out of range or of another type, keys dropped or added, the version
+    changed, or the whole document (or its config) replaced by JSON of another shape."""
+    from sdhw.config import PARAMETERS
+    manifest = json.loads(draw(st.sampled_from(manifest_seeds())))
+    for _ in range(draw(st.integers(1, 3))):
+        what = draw(st.sampled_from(("config value", "config value", "config value", "config drop", "config extra",
+                                     "config whole", "version", "drop", "whole")))
+        cfg = manifest.get("config") if isinstance(manifest, dict) else None
+        if what == "config value" and isinstance(cfg, dict):
+            cfg[draw(st.sampled_from(PARAMETERS))] = draw(config_values())
+        elif what == "config drop" and isinstance(cfg, dict) and cfg:
+            cfg.pop(draw(st.sampled_from(sorted(cfg))))
+        elif what == "config extra" and isinstance(cfg, dict):
+            cfg[draw(st.sampled_from(("extra", "PES", "pes ", "")))] = draw(config_values())
+        elif what == "config whole" and isinstance(manifest, dict):
+            manifest["config"] = draw(json_values())
+        elif what == "version" and isinstance(manifest, dict):
+            manifest["manifest_version"] = draw(st.one_of(st.sampled_from((0, 2, "1", 1.0, True, None)),
+                                                          json_values(2)))
+        elif what == "drop" and isinstance(manifest, dict) and manifest:
+            manifest.pop(draw(st.sampled_from(sorted(manifest))))
+        elif what == "whole":
+            manifest = draw(json_values())
+    text = json.dumps(manifest, indent=draw(st.sampled_from((None, 2))))
+    return text.encode(draw(st.sampled_from(("utf-8", "utf-8", "utf-16", "latin-1"))), "replace")
+
+
+def _manifest_families() -> dict[str, Callable]:
+    depth = st.sampled_from((100, 1000, 100_000))
+    return {
+        "random": lambda: random_bytes(b'{"manifest_version": 1, "config": ', 1024),
+        "mutated": lambda: st.sampled_from(manifest_seeds()).flatmap(mutate_bytes),
+        "structured": lambda: st.one_of(manifest_structured(), manifest_structured(),
+                                        depth.map(lambda d: b'{"manifest_version": 1, "config": ' + b"[" * d
+                                                  + b"]" * d + b"}")),
+    }
+
+
+def load_manifest_file(path: Path):
+    from rtl_gen.generate import load_manifest
+    return load_manifest(path)
+
+
+def _check_manifest(result) -> None:
+    manifest, cfg = result
+    if not isinstance(manifest, dict):
+        raise AssertionError(f"the manifest is a {type(manifest).__name__}, not a dict")
+    _check_config(cfg)
+
+
+# ---- torch.export archives (.pt2); torch is optional and imported only when this target runs
+TORCH_MODULES = ("torch", "onnxscript", "onnx")
+
+
+@cache
+def torch_seeds() -> tuple[bytes, ...]:
+    """``torch.export.save`` archives of a small MLP and a small CNN (Conv, ReLU, MaxPool, Flatten, Linear)."""
+    import torch
+    torch.manual_seed(5)
+    nn = torch.nn
+    mlp = nn.Sequential(nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    cnn = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(36, 5)).eval()
+    out = []
+    for module, example in ((mlp, torch.zeros(1, 12)), (cnn, torch.zeros(1, 2, 6, 6))):
+        buf = io.BytesIO()
+        torch.export.save(torch.export.export(module, (example,)), buf)
+        out.append(buf.getvalue())
+    return tuple(out)
+
+
+def _json_paths(value, prefix=()) -> list[tuple]:
+    """Paths (tuples of keys / indices) to every value nested in a JSON document."""
+    paths = [prefix]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        paths += _json_paths(child, (*prefix, key))
+    return paths
+
+
+def _json_set(document, path: tuple, new):
+    if not path:
+        return new
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = new
+    return document
+
+
+@st.composite
+def torch_structured(draw) -> bytes:
+    """A valid archive rebuilt (so the zip and its CRCs are sound) with members dropped, renamed, duplicated,
+    cut, mutated or replaced; JSON members with one nested value replaced; or pickles planted where torch reads
+    them (sample inputs, a weight marked ``use_pickle``, an opaque constant, a legacy weights file)."""
+    import zipfile
+    seed = draw(st.sampled_from(torch_seeds()))
+    with zipfile.ZipFile(io.BytesIO(seed)) as zf:
+        members = [(info.filename, zf.read(info)) for info in zf.infolist()]
+    root = members[0][0].split("/")[0]
+    for _ in range(draw(st.integers(1, 2))):
+        k = draw(st.integers(0, len(members) - 1))
+        name, data = members[k]
+        what = draw(st.sampled_from(("json", "json", "json", "drop", "rename", "duplicate", "cut", "mutate",
+                                     "replace", "pickle")))
+        if what == "json":
+            jsons = [i for i, (n, _) in enumerate(members) if n.endswith(".json")]
+            k = draw(st.sampled_from(jsons))
+            name, data = members[k]
+            try:
+                document = json.loads(data)
+            except ValueError:                                 # already replaced by an earlier edit
+                continue
+            path = draw(st.sampled_from(_json_paths(document)))
+            members[k] = (name, json.dumps(_json_set(document, path, draw(json_values(3)))).encode())
+        elif what == "drop":
+            del members[k]
+        elif what == "rename":
+            members[k] = (draw(st.sampled_from((name + "x", name.upper(), name.split("/", 1)[-1], "../" + name))), data)
+        elif what == "duplicate":
+            members.insert(draw(st.integers(0, len(members))), (name, draw(mutate_bytes(data))))
+        elif what == "cut":
+            members[k] = (name, data[:draw(st.integers(0, max(len(data) - 1, 0)))])
+        elif what == "mutate":
+            members[k] = (name, draw(mutate_bytes(data)))
+        elif what == "replace":
+            members[k] = (name, draw(st.one_of(st.binary(max_size=64), st.just(canary_pickle()))))
+        else:
+            place = draw(st.sampled_from(("sample inputs", "weight", "constant", "legacy weights", "legacy constants")))
+            members = plant_pickle(members, root, place)
+    if not members:
+        return b""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                       # zipfile warns about duplicate names
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED if draw(st.booleans()) else zipfile.ZIP_STORED) as zf:
+            for name, data in members:
+                zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def plant_pickle(members: list[tuple[str, bytes]], root: str, place: str) -> list[tuple[str, bytes]]:
+    """``members`` with the canary pickle where ``torch.export.load`` would unpickle it."""
+    files = dict(members)
+    canary = canary_pickle()
+    for name, data in members:
+        try:
+            config = json.loads(data) if name.endswith("_config.json") else None
+        except ValueError:                                     # already replaced by an earlier edit
+            continue
+        if config is not None and not (isinstance(config, dict) and isinstance(config.get("config"), dict)):
+            continue
+        if place == "sample inputs" and "/sample_inputs/" in name:
+            files[name] = canary
+        elif place == "weight" and name.endswith("weights_config.json"):
+            fqn = next(iter(config["config"]), None)
+            if isinstance(config["config"].get(fqn), dict) and isinstance(config["config"][fqn].get("path_name"), str):
+                config["config"][fqn]["use_pickle"] = True
+                files[f"{root}/data/weights/{config['config'][fqn]['path_name']}"] = canary
+                files[name] = json.dumps(config).encode()
+        elif place == "constant" and name.endswith("constants_config.json"):
+            config["config"]["planted"] = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True,
+                                           "tensor_meta": None}
+            files[f"{root}/data/constants/opaque_obj_0"] = canary
+            files[name] = json.dumps(config).encode()
+    if place in ("legacy weights", "legacy constants"):
+        files[f"{root}/data/{place.split()[1]}/model.pt"] = canary
+    return list(files.items())
+
+
+def load_torch_file(path: Path):
+    from golden.model import load_model
+    return load_model(path)
+
 def targets() -> dict[str, Target]:
     """Every fuzzed loader by name."""
     from golden.format import MAGIC
@@ -834,7 +1289,7 @@ def targets() -> dict[str, Target]:
                                          st.sampled_from(npz_arrays()).map(lambda a: _npz_bytes(a, False))
                                          ).flatmap(mutate_bytes),
             "structured": lambda: st.one_of(npz_structured(), npz_header_edits()),
-        }, prepare=npz_seeds),
+        }, prepare=npz_seeds, forbids_pickle=True),
         "joblib": Target("joblib", ".joblib", "scikit-learn model (.joblib): golden.model.load_model", _load_joblib,
                          _check_model, {
                              "random": lambda: random_bytes(b"\x80\x04"),
@@ -848,6 +1303,23 @@ def targets() -> dict[str, Target]:
         }, prepare=onnx_seeds),
         "config": Target("config", ".toml", "accelerator config (TOML / JSON): rtl_gen.generate.load_config_file "
                          "+ sdhw.config", load_config, _check_config, _config_families(), chooses_suffix=True),
+        "calib": Target("calib", ".npz", "calibration inputs (--calib .npz): golden.model.load_calibration_data",
+                        load_calibration, _check_calibration, _npz_array_families(calib_arrays),
+                        prepare=calib_arrays, forbids_pickle=True),
+        "eval": Target("eval", ".npz", "evaluation data (--eval-data .npz): golden.model.load_eval_data",
+                       load_evaluation, _check_evaluation, _npz_array_families(eval_arrays), prepare=eval_arrays,
+                       forbids_pickle=True),
+        "input": Target("input", ".npy", "board inputs (sdhw run --input .npy): fpga.host.load_input",
+                        load_board_input, _check_board_input, _npy_families(), prepare=input_image,
+                        forbids_pickle=True),
+        "manifest": Target("manifest", ".json", "accelerator manifest (manifest.json): rtl_gen.generate.load_manifest",
+                           load_manifest_file, _check_manifest, _manifest_families(), prepare=manifest_seeds),
+        "torch": Target("torch", ".pt2", "PyTorch program (.pt2): golden.torch_import.load_torch", load_torch_file,
+                        _check_model, {
+                            "random": lambda: random_bytes(b"PK\x03\x04"),
+                            "mutated": lambda: st.sampled_from(torch_seeds()).flatmap(mutate_bytes),
+                            "structured": torch_structured,
+                        }, prepare=torch_seeds, forbids_pickle=True, requires=TORCH_MODULES),
     }
 
 
@@ -855,7 +1327,7 @@ def input_of(target: Target, item) -> tuple[Target, bytes]:
     """The target (with the suffix the input asks for) and the bytes of one drawn input."""
     if target.chooses_suffix:
         suffix, data = item
-        return Target(target.name, suffix, target.description, target.load, target.check), data
+        return dataclasses.replace(target, suffix=suffix, chooses_suffix=False), data
     return target, item
 
 
@@ -935,6 +1407,8 @@ def format_markdown(report: dict) -> str:
             cells.append(" / ".join(str(f[k]) for k in OUTCOMES) if f else "-")
         lines.append(f"| {name} | {' | '.join(cells)} |")
     findings = [(name, f) for name, r in report["loaders"].items() for f in r["findings"]]
+    if report.get("skipped"):
+        lines += ["", "Not run here: " + "; ".join(f"{n} ({why})" for n, why in report["skipped"].items()) + "."]
     lines += ["", "Findings (crashes and timeouts): " + ("none." if not findings else "")]
     for name, f in findings:
         lines.append(f"- {name} ({f['family']}): {f['outcome']}: {f['detail']}")
@@ -957,10 +1431,14 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": "python -m verify.fuzz " + " ".join(argv if argv is not None else sys.argv[1:]),
               "examples": args.examples, "seed": args.seed, "time_limit_s": TIME_LIMIT_S,
               "memory_limit_gib": MEMORY_LIMIT_BYTES / (1 << 30), "python": platform.python_version(),
-              "hypothesis": __import__("hypothesis").__version__, "loaders": {}}
+              "hypothesis": __import__("hypothesis").__version__, "loaders": {}, "skipped": {}}
     with tempfile.TemporaryDirectory(prefix="sdhw-fuzz-") as tmp, memory_limit():
         for name in names:
             target = all_targets[name]
+            if not target.available():
+                report["skipped"][name] = f"needs {', '.join(target.requires)}"
+                print(f"{name}: skipped, needs {', '.join(target.requires)}", flush=True)
+                continue
             target.prepare()
             tally = fuzz_target(target, args.examples, args.seed, Path(tmp))
             report["loaders"][name] = {"description": target.description, "inputs": tally.inputs,

@@ -6,6 +6,8 @@ import io
 import json
 import pickle
 import struct
+import subprocess
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -17,16 +19,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from golden import SdhwError
-from golden.model import load_model, load_npz
+from golden.datasets import DIGITS_MLP
+from golden.model import load_calibration_data, load_eval_data, load_model, load_npy_array, load_npz
 from rtl_gen.image import IMAGE_MAGIC, IMAGE_VERSION, ProgramImage, pack_image, unpack_image
 from verify import fuzz
 
 TARGETS = fuzz.targets()
 QUICK_EXAMPLES = 30                 # per loader in the default run (a few seconds each)
 SLOW_EXAMPLES = 1500
+NAMES = sorted(TARGETS)
+
+
+def needs(target: fuzz.Target) -> None:
+    for module in target.requires:
+        pytest.importorskip(module, reason=f"the {target.name} loader needs {', '.join(target.requires)}")
 
 
 def check_inputs(name: str, data) -> None:
+    needs(TARGETS[name])
     family, item = data.draw(TARGETS[name].strategy(), label="input")
     target, payload = fuzz.input_of(TARGETS[name], item)
     with tempfile.TemporaryDirectory() as tmp, fuzz.memory_limit():
@@ -36,7 +46,7 @@ def check_inputs(name: str, data) -> None:
         f"{outcome.detail}"
 
 
-@pytest.mark.parametrize("name", sorted(TARGETS))
+@pytest.mark.parametrize("name", NAMES)
 @settings(max_examples=QUICK_EXAMPLES, derandomize=True, database=None, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
@@ -45,7 +55,7 @@ def test_loader_gives_result_or_clean_error(name, data):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(TARGETS))
+@pytest.mark.parametrize("name", NAMES)
 @settings(max_examples=SLOW_EXAMPLES, derandomize=True, database=None, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
@@ -350,6 +360,9 @@ def corrupt(tmp_path_factory):
     (d / "bad.sdimg").write_bytes(fuzz.fix_header(bytes(data)))
     (d / "bad.toml").write_text("pes = " + "[" * 5000 + "]" * 5000)
     np.save(d / "x.npy", np.zeros(64, dtype=np.int8))
+    (d / "acc").mkdir()
+    (d / "acc" / "manifest.json").write_text('{"manifest_version": 1, "config": [16]}')
+    (d / "cal.npz").write_bytes(zip_bytes({"x": b"not an array"}))
     return d
 
 
@@ -362,7 +375,10 @@ def corrupt(tmp_path_factory):
       "{out}/y.npy"], "metadata length"),
     (["sim", "--model", "{d}/bad.npz", "--build-dir", "{out}/sim"], "cannot read"),
     (["generate", "--config", "{d}/bad.toml", "-o", "{out}/acc"], "cannot parse config file"),
-], ids=["compile-npz", "compile-onnx", "compile-joblib", "inspect-sdp", "run-sdimg", "sim-npz", "generate-toml"])
+    (["compile", str(DIGITS_MLP), "-o", "{out}/p.sdp", "--calib", "{d}/cal.npz"], "has no array 'x'"),
+    (["compile", str(DIGITS_MLP), "-o", "{out}/p.sdp", "--for", "{d}/acc"], "'config' is an object"),
+], ids=["compile-npz", "compile-onnx", "compile-joblib", "inspect-sdp", "run-sdimg", "sim-npz", "generate-toml",
+        "compile-calib", "compile-manifest"])
 def test_cli_on_corrupt_file(corrupt, tmp_path, argv, words):
     out = tmp_path / "out"
     out.mkdir()
@@ -385,3 +401,145 @@ def test_checksummed_formats_refuse_a_wrong_checksum(tmp_path):
         data[-1] ^= 1
         (tmp_path / f"c{suffix}").write_bytes(bytes(data))
         refused(load, tmp_path / f"c{suffix}", "checksum")
+
+
+# ------------------------------------------------------------------ the command line's arrays, manifests, PyTorch
+def zip_bytes(members: dict[str, bytes], compressed: bool = False) -> bytes:
+    return fuzz.zip_members(members, compressed)
+
+
+def test_fuzz_module_does_not_import_torch():
+    """torch is optional (not installed in CI): importing the fuzzers and building their targets leaves it alone."""
+    code = "import sys; from verify import fuzz; fuzz.targets(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
+def test_calibration_and_eval_regressions(tmp_path):
+    mlp, cnn = fuzz.digits_models()
+    x, y = fuzz.eval_arrays()[0]["x"], fuzz.eval_arrays()[0]["y"]
+    path = tmp_path / "d.npz"
+
+    def write(members: dict[str, bytes], compressed: bool = False) -> Path:
+        path.write_bytes(zip_bytes(members, compressed))
+        return path
+
+    def calib(p):
+        return load_calibration_data(p, cnn, channels_first=True)
+
+    def evaluate(p):
+        return load_eval_data(p, mlp)
+
+    assert calib(write({"x.npy": npy(x.reshape(-1, 1, 8, 8))})).shape == (12, 8, 8, 1)
+    assert evaluate(write({"x.npy": npy(x), "y.npy": npy(y)}))[1].tolist() == y.tolist()
+    # was AttributeError ('bytes' object has no attribute 'dtype'): numpy hands a member named "x" over as bytes
+    refused(calib, write({"x": npy(x)}), "has no array 'x'")
+    # was MemoryError: a header declaring 2**40 elements over a few stored bytes
+    giant = fuzz.npy_member("{'descr': '<f8', 'fortran_order': False, 'shape': (1099511627776,), }", bytes(8))
+    refused(evaluate, write({"x.npy": giant, "y.npy": npy(y)}), "cannot read evaluation file",
+            "declares shape (1099511627776,)")
+    # was zlib.error: a damaged deflate stream
+    data = bytearray(write({"x.npy": npy(x)}, compressed=True).read_bytes())
+    data[120] ^= 0xFF
+    path.write_bytes(bytes(data))
+    refused(calib, path, "cannot read calibration file")
+    # was a ComplexWarning in sdhw compile (the imaginary part dropped); NaN, inf and empty reached the compiler
+    refused(calib, write({"x.npy": npy(x + 1j)}), "'x' must be real numbers", "complex128")
+    refused(calib, write({"x.npy": npy(np.full((2, 64), np.inf))}), "NaN or Inf", "finite")
+    refused(calib, write({"x.npy": npy(np.zeros((0, 64)))}), "shape (0, 64)", "one or more inputs")
+    # an object array is refused before anything is unpickled
+    runs = fuzz.PICKLES_RUN[0]
+    refused(calib, write({"x.npy": fuzz.object_npy((12, 64))}), "Python objects")
+    refused(evaluate, write({"x.npy": npy(x), "y.npy": fuzz.object_npy((12,))}), "Python objects")
+    assert fuzz.PICKLES_RUN[0] == runs
+    refused(calib, tmp_path / "absent.npz", "cannot read calibration file")
+    np.save(tmp_path / "x.npy", x)
+    refused(calib, tmp_path / "x.npy", "not a .npz archive", "'x'")
+
+
+def test_npy_reader_regressions(tmp_path):
+    """golden.model.load_npy_array, which the patch for fpga.host.load_input reads ``sdhw run --input`` through."""
+    path = tmp_path / "x.npy"
+    path.write_bytes(npy(np.arange(-6, 6, dtype=np.int8)))
+    assert load_npy_array(path, "input").tolist() == list(range(-6, 6))
+    for header, words in (("{'descr': (", "unreadable .npy header"),                 # TokenError in np.load
+                          ("{'descr': '<f8', 'fortran_order': False, 'shape': (1099511627776,), }",
+                           "declares shape (1099511627776,)")):                      # MemoryError in np.load
+        path.write_bytes(fuzz.npy_member(header, bytes(8)))
+        refused(lambda p: load_npy_array(p, "input"), path, "cannot read input", words)
+    path.write_bytes(fuzz.object_npy())
+    refused(lambda p: load_npy_array(p, "input"), path, "Python objects")
+    path.write_bytes(zip_bytes({"x.npy": npy(np.zeros(3))}))
+    refused(lambda p: load_npy_array(p, "input"), path, "not a .npz archive")
+
+
+def test_board_input_regressions(tmp_path):
+    from fpga.host import load_input
+    path = tmp_path / "x.npy"
+    for header in ("{'descr': (", "{'descr': '<f8', 'fortran_order': False, 'shape': (1099511627776,), }"):
+        path.write_bytes(fuzz.npy_member(header, bytes(8)))
+        refused(lambda p: load_input(fuzz.input_image(), p), path, "cannot read input")
+
+
+def test_manifest_regressions(tmp_path):
+    from rtl_gen.generate import load_manifest
+    path = tmp_path / "manifest.json"
+    manifest = json.loads(fuzz.manifest_seeds()[1])
+    path.write_text(json.dumps(manifest))
+    assert load_manifest(tmp_path)[1].pes == 4
+    # was AttributeError ('list' object has no attribute 'items')
+    path.write_text(json.dumps({**manifest, "config": [16]}))
+    refused(load_manifest, path, "not valid", "'config' is an object")
+    # was RecursionError in the JSON parser
+    path.write_text('{"config": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    refused(load_manifest, path, "not valid")
+    for key, value, words in (("pes", 3, "pes"), ("exp_bits", 9, "exp_bits"),
+                              ("device", ["up5k"], "device must be one of")):
+        path.write_text(json.dumps({**manifest, "config": {**manifest["config"], key: value}}))
+        refused(load_manifest, path, words)
+    path.write_text(json.dumps({**manifest, "manifest_version": 2}))
+    refused(load_manifest, path, "version 2", "reads version 1")
+
+
+@pytest.fixture(scope="module")
+def torch_seed():
+    for module in fuzz.TORCH_MODULES:
+        pytest.importorskip(module, reason="PyTorch archives need torch, onnxscript and onnx (sdhw[torch])")
+    return fuzz.torch_seeds()[0]
+
+
+def rebuilt(seed: bytes, place: str | None = None, extra: dict[str, bytes] | None = None) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(seed)) as zf:
+        members = [(info.filename, zf.read(info)) for info in zf.infolist()]
+    if place:
+        members = fuzz.plant_pickle(members, members[0][0].split("/")[0], place)
+    return zip_bytes({**dict(members), **(extra or {})})
+
+
+@pytest.mark.parametrize("place, words", [
+    ("sample inputs", "weights only load failed"),
+    ("weight", "weights only load failed"),
+    ("legacy weights", "torch.export program"),
+    ("constant", "pickled python constants"),
+])
+def test_torch_archive_pickles_never_run(torch_seed, tmp_path, place, words):
+    """Were run by torch.export.load (torch.load(weights_only=False) and pickle.loads on members of the file):
+    a planted pickle is refused, and never unpickled."""
+    path = tmp_path / "m.pt2"
+    path.write_bytes(rebuilt(torch_seed, place))
+    runs = fuzz.PICKLES_RUN[0]
+    refused(load_model, path, words)
+    assert fuzz.PICKLES_RUN[0] == runs, f"the pickle planted in the {place} ran"
+
+
+def test_torch_archive_regressions(torch_seed, tmp_path):
+    path = tmp_path / "m.pt2"
+    path.write_bytes(torch_seed)
+    assert load_model(path).input_shape == (12,)
+    # compiled AOTInductor code would be loaded (dlopen) by torch.export.load: refused before
+    path.write_bytes(rebuilt(torch_seed, extra={"archive/data/aotinductor/model/model.so": b"\x7fELF"}))
+    refused(load_model, path, "compiled code", "torch.export.save")
+    for data, words in ((torch_seed[:len(torch_seed) // 2], "not a torch.export archive"), (b"", "not a torch"),
+                        (zip_bytes({"archive/data.pkl": pickle.dumps(1)}), "pickled module")):
+        path.write_bytes(data)
+        refused(load_model, path, words)
