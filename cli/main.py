@@ -293,17 +293,20 @@ def cmd_generate(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    from sim.digits import run_digits
+    from sim.digits import run_model
 
     progress = Progress(not (args.quiet or args.json))
     model = load_model(args.model)
-    result = run_digits(model, pes=args.pes, dense=args.dense, limit=args.limit, device=args.device, sim=args.sim,
-                        build_dir=args.build_dir, progress=progress)
+    nchw = channels_first(args.model, model)
+    x_cal = _calibration_inputs(model, args.calib, nchw)
+    x, y, data = _evaluation_data(model, args.data, nchw)
+    result = run_model(model, x_cal, x, y, pes=args.pes, dense=args.dense, limit=args.limit, device=args.device,
+                       sim=args.sim, build_dir=args.build_dir, progress=progress, data=data)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"RTL ({result['simulator']}, {result['device']}, {result['pes']} PEs = {result['channel_lanes']} x "
-          f"{result['pixel_lanes']}, {result['build']}) on {result['images']} digits test images: "
+          f"{result['pixel_lanes']}, {result['build']}) on {result['images']} {data}: "
           f"outputs equal golden ({result['outputs_checked']} values checked)")
     print(f"accuracy {result['accuracy'] * 100:.2f}%, {result['cycles_per_inference']:.0f} cycles/inference, "
           f"utilisation {result['utilisation'] * 100:.1f}% (MACs issued / (cycles x N)), "
@@ -539,11 +542,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", help="TOML or JSON file setting any generator parameter; flags override it")
     g.add_argument("-o", "--output", required=True, help="output directory")
     g.set_defaults(func=cmd_generate)
-    sm = sub.add_parser("sim", help="run the digits test split on the generated RTL and compare with golden")
-    sm.add_argument("--model", required=True, help="model file (.npz or scikit-learn MLP) with 64 inputs")
+    sm = sub.add_parser("sim", help="run a model's evaluation inputs (default: the digits test split) on the "
+                                    "generated RTL and compare every output with golden")
+    sm.add_argument("--model", required=True, help="model file, as for sdhw compile")
+    sm.add_argument("--calib", help="calibration inputs: .npz with array 'x' in the model's layout, NCHW accepted "
+                                    "for ONNX/PyTorch CNNs (default: the digits train split)")
+    sm.add_argument("--data", help="labelled inputs to run: .npz with arrays 'x' (the model's layout) and 'y' "
+                                   "(integer labels) (default: the digits test split)")
     sm.add_argument("--pes", type=int, default=16, help="PE count (default 16)")
     sm.add_argument("--dense", action="store_true", help="the dense int8 baseline")
-    sm.add_argument("--limit", type=int, help="only the first K test images")
+    sm.add_argument("--limit", type=int, help="only the first K inputs")
     sm.add_argument("--device", choices=sorted(DEVICES), help="device (default: the smallest that holds the program)")
     sm.add_argument("--sim", choices=("icarus", "verilator"), help="simulator (default: $SIM or icarus)")
     sm.add_argument("--build-dir", help="where to generate and build (default build/sim-DEVICE-N)")

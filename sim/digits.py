@@ -1,5 +1,5 @@
-"""The digits models end to end on the RTL: compile, generate, simulate the test split, compare with golden
-(``sdhw sim``; ``make demo``; the digits benchmark)."""
+"""A model end to end on the RTL: compile, generate, simulate its evaluation inputs, compare with golden
+(``sdhw sim``; ``make demo`` and the digits benchmark on the bundled digits data)."""
 from __future__ import annotations
 
 import time
@@ -37,29 +37,43 @@ def pick_device(program, pes: int, dense: bool, device: str | None) -> Accelerat
 
 def run_digits(model: Model, *, pes: int, dense: bool = False, limit: int | None = None,
                device: str | None = None, sim: str | None = None, build_dir=None, progress=print) -> dict:
+    """:func:`run_model` on the bundled digits data: calibrated on its train split, run on its test split."""
     if int(np.prod(model.input_shape)) != 64:
         raise SdhwError(f"the bundled digits data has 64 inputs (8x8x1); this model takes {model.input_shape}")
     x_train, _, x_test, y_test = load_digits_split()
+    shape = (-1, *model.input_shape)
+    return run_model(model, x_train.reshape(shape), x_test.reshape(shape), y_test, pes=pes, dense=dense,
+                     limit=limit, device=device, sim=sim, build_dir=build_dir, progress=progress,
+                     data="digits test images")
+
+
+def run_model(model: Model, x_calib: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, *, pes: int,
+              dense: bool = False, limit: int | None = None, device: str | None = None, sim: str | None = None,
+              build_dir=None, progress=print, data: str = "inputs") -> dict:
+    """Compile ``model`` (calibrated on ``x_calib``), generate the accelerator (``device`` or the smallest that
+    holds the program), run ``x_eval`` (the first ``limit``) on its RTL and check every output against golden;
+    accuracy against the labels ``y_eval``, cycles and utilisation from the accelerator's counters. Inputs in
+    the model's layout (``model.input_shape``)."""
     if limit is not None:
         if limit < 1:
             raise SdhwError(f"--limit must be >= 1, not {limit}")
-        x_test, y_test = x_test[:limit], y_test[:limit]
+        x_eval, y_eval = x_eval[:limit], y_eval[:limit]
     progress(f"compiling ({'dense int8' if dense else 'SD'})")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = compile_model(model, x_train.reshape((-1, *model.input_shape)), CompileOptions(dense=dense)).program
+        program = compile_model(model, x_calib, CompileOptions(dense=dense)).program
     cfg = pick_device(program, pes, dense, device)
     build_dir = Path(build_dir or f"build/sim-{cfg.device}-{pes}{'-dense' if dense else ''}")
     progress(f"generating and building {cfg.device}, {pes} PEs = {cfg.channel_lanes} x {cfg.pixel_lanes} "
              f"in {build_dir}")
     build = Build(cfg, build_dir, sim=sim)
-    x_q = program.input_q.quantize(x_test.reshape((-1, *model.input_shape)))
+    x_q = program.input_q.quantize(x_eval)
     job = Job()
-    job.add_program("digits", program, cfg, list(x_q), keep_outputs=True)
-    progress(f"simulating {len(x_q)} test images on the RTL ({build.sim})")
+    job.add_program("model", program, cfg, list(x_q), keep_outputs=True)
+    progress(f"simulating {len(x_q)} {data} on the RTL ({build.sim})")
     start = time.monotonic()
     try:
-        stats = build.run(job, seed=1, name="digits", quiet=True)
+        stats = build.run(job, seed=1, name="model", quiet=True)
     except SimulationFailed as exc:
         raise SdhwError(f"RTL simulation failed: {exc}") from None
     seconds = time.monotonic() - start
@@ -68,8 +82,8 @@ def run_digits(model: Model, *, pes: int, dense: bool = False, limit: int | None
     return {
         "model_layers": len(program.layers), "build": "dense" if dense else "sd", "device": cfg.device, "pes": pes,
         "channel_lanes": cfg.channel_lanes, "pixel_lanes": cfg.pixel_lanes, "simulator": build.sim,
-        "images": len(x_q), "rtl_equals_golden": True, "outputs_checked": stats["outputs_checked"],
-        "accuracy": float(np.mean(np.argmax(outputs, axis=1) == y_test)),
+        "data": data, "images": len(x_q), "rtl_equals_golden": True, "outputs_checked": stats["outputs_checked"],
+        "accuracy": float(np.mean(np.argmax(outputs.reshape(len(x_q), -1), axis=1) == y_eval)),
         "cycles_per_inference": float(cycles.mean()), "macs_per_inference": float(macs.mean()),
         "utilisation": float((macs / (cycles * pes)).mean()),
         "rows_skipped_per_inference": float(np.mean(stats["skipped"])), "sim_seconds": round(seconds, 1),

@@ -223,6 +223,34 @@ def test_sdhw_sim_rejects_a_model_without_64_inputs(tmp_path, capsys):
     assert rc == 1 and "64 inputs" in err and err.strip().count("\n") == 0
 
 
+def test_sdhw_sim_runs_any_model_on_its_own_data(tmp_path, capsys):
+    """--calib and --data: a 10-input model (not the digits) on the RTL, every output checked, accuracy against
+    the file's labels; a data file of the wrong shape is one line and exit 1."""
+    import json
+
+    from cli.main import main
+    from golden.model import Layer, Model, save_npz
+
+    rng = np.random.default_rng(23)
+    path = tmp_path / "m.npz"
+    save_npz(Model((10,), [Layer("fc", rng.normal(0, 0.5, (8, 10)), rng.normal(0, 0.1, 8), relu=True),
+                           Layer("fc", rng.normal(0, 0.5, (3, 8)), np.zeros(3))]), path)
+    np.savez(tmp_path / "cal.npz", x=rng.uniform(-1, 1, (32, 10)))
+    x, y = rng.uniform(-1, 1, (5, 10)), rng.integers(0, 3, 5)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    common = ["--model", str(path), "--calib", str(tmp_path / "cal.npz"), "--pes", "4", "--device", "ecp5-25f",
+              "--build-dir", str(tmp_path / "b")]
+    rc = main(["sim", *common, "--data", str(tmp_path / "data.npz"), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0 and result["rtl_equals_golden"] and result["data"] == f"inputs of {tmp_path / 'data.npz'}"
+    assert result["images"] == 5 and result["outputs_checked"] == 15 and 0 <= result["accuracy"] <= 1
+
+    np.savez(tmp_path / "bad.npz", x=x[:, :9], y=y)
+    rc = main(["sim", *common, "--data", str(tmp_path / "bad.npz")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "array 'x' has shape (5, 9)" in err and err.strip().count("\n") == 0
+
+
 def test_image_file_from_the_command_line_runs_on_the_rtl(tmp_path):
     """generate -> compile --for -> .sdimg file -> the TB's program loader -> outputs equal golden's."""
     from cli.main import main
