@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Fuzzed loaders: any byte string given to a loader ends in a valid result or one clean :class:`SdhwError` line.
 
 Every loader a user feeds a file to has a :class:`Target` here: the program (``.sdp``), the program image
