@@ -54,10 +54,15 @@ class Scoreboard:
     ``accepted``/``emitted``: the input and output handshakes; ``expected``: the reference's output for the
     element being accepted (an Amaranth expression of the block's input); ``got``: the block's output.
     ``taken`` is high in the cycle the followed element comes out, ``expected_q`` its expected value.
+
+    A block that may reorder its elements (each carries a tag) is followed by tag instead: ``out_tag`` is the
+    output's tag, the harness gives every element its sequence number (:attr:`count_in`) as its tag, and the
+    followed element must come out exactly once, in any order (``count_bits`` no wider than the tag, so the
+    tags of a run are distinct).
     """
 
     def __init__(self, m: Module, *, accepted, emitted, expected, got, ready, max_ready_cycles: int,
-                 index_bits: int = 2, count_bits: int = 6, name: str = "board"):
+                 index_bits: int = 2, count_bits: int = 6, out_tag=None, name: str = "board"):
         self.index = AnyConst(index_bits)
         count_in = Signal(count_bits, name=f"{name}_count_in")
         count_out = Signal(count_bits, name=f"{name}_count_out")
@@ -75,7 +80,12 @@ class Scoreboard:
         with m.If(emitted):
             m.d.sync += count_out.eq(count_out + 1)
             m.d.comb += Assert(count_out < count_in, f"{name}: an element came out that never went in")
-        m.d.comb += taken.eq(emitted & captured & ~done & (count_out == self.index))
+        if out_tag is None:
+            m.d.comb += taken.eq(emitted & captured & ~done & (count_out == self.index))
+        else:
+            mine = emitted & (out_tag == self.index)
+            m.d.comb += taken.eq(mine & captured & ~done)
+            m.d.comb += Assert(~(mine & ~taken), f"{name}: an element came out twice, or before it went in")
         with m.If(taken):
             m.d.sync += done.eq(1)
             m.d.comb += Assert(got == expected_q, f"{name}: output differs from the reference")

@@ -1,5 +1,6 @@
 """Deliberately broken variants of the blocks: each wraps the real Component and changes one output in one
-rare case, so a proof that passes on the block must fail on its variant (the proofs can fail)."""
+rare case (or what the block sees on one input), so a proof that passes on the block must fail on its variant
+(the proofs can fail)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,13 +8,16 @@ from collections.abc import Callable
 from amaranth import Module, Signal
 from amaranth.lib import wiring
 
+from sdhw import hostbus as hb
 from sdhw.rebuild import RebuildUnit
-from sdhw.requant import Requantiser
+from sdhw.requant import Requantiser, ThresholdRequantiser
+from sdhw.sequencer import Sequencer
 
 
 class Mutant(wiring.Component):
-    """``inner`` behind the same ports, with the outputs named in ``changes`` replaced: ``changes[path](m, inner)``
-    gives the new value of output ``path`` (a tuple such as ``("o", "valid")``)."""
+    """``inner`` behind the same ports, with the ports named in ``changes`` replaced: ``changes[path](m, inner)``
+    gives the new value of output ``path`` (a tuple such as ``("o", "valid")``), ``changes[path](m, outer)``
+    what the inner block sees on input ``path`` (``outer``: this wrapper, whose ports the harness drives)."""
 
     def __init__(self, inner: wiring.Component, changes: dict[tuple[str, ...], Callable]):
         self.inner, self.changes = inner, changes
@@ -25,7 +29,7 @@ class Mutant(wiring.Component):
         for (path, member, outer), (_, _, inner) in zip(self.signature.flatten(self),
                                                         self.inner.signature.flatten(self.inner)):
             if member.flow == wiring.In:
-                m.d.comb += inner.eq(outer)
+                m.d.comb += inner.eq(self.changes[path](m, self) if path in self.changes else outer)
             elif path in self.changes:
                 m.d.comb += outer.eq(self.changes[path](m, self.inner))
             else:
@@ -68,9 +72,44 @@ def requant_duplicate(**kwargs) -> Mutant:
     return Mutant(Requantiser(**kwargs), {("o", "valid"): valid})
 
 
+def threshold_flip_bit(**kwargs) -> Mutant:
+    """A table requantiser whose output 123 comes out as 122."""
+    def payload(m, inner):
+        return inner.o.payload.as_value() ^ (inner.o.payload.value == 123)
+    return Mutant(ThresholdRequantiser(**kwargs), {("o", "payload"): payload})
+
+
+def threshold_ignore_count(**kwargs) -> Mutant:
+    """A table requantiser that searches the whole table, not only the layer's ``n_thresh`` entries (whatever an
+    earlier layer left past them counts)."""
+    def n_thresh(m, outer):
+        return 256
+    return Mutant(ThresholdRequantiser(**kwargs), {("n_thresh",): n_thresh})
+
+
+def sequencer_miss_done(**kwargs) -> Mutant:
+    """A sequencer that never sees the data path's done for a layer in its second slot (the program hangs)."""
+    def layer_done(m, outer):
+        return outer.layer_done & (outer.layer_index != 1)
+    return Mutant(Sequencer(**kwargs), {("layer_done",): layer_done})
+
+
+def sequencer_start_bad_checksum(**kwargs) -> Mutant:
+    """A sequencer that, when it stops a run on a slot's bad checksum, starts that slot's layer all the same."""
+    def layer_start(m, inner):
+        was_error = Signal()
+        m.d.sync += was_error.eq(inner.error)
+        return inner.layer_start | (inner.error & ~was_error & (inner.err_code == hb.ERR_CHECKSUM))
+    return Mutant(Sequencer(**kwargs), {("layer_start",): layer_start})
+
+
 MUTANTS: dict[str, Callable[..., Mutant]] = {
     "rebuild_flip_bit": rebuild_flip_bit,
     "rebuild_drop_valid": rebuild_drop_valid,
     "requant_flip_bit": requant_flip_bit,
     "requant_duplicate": requant_duplicate,
+    "threshold_flip_bit": threshold_flip_bit,
+    "threshold_ignore_count": threshold_ignore_count,
+    "sequencer_miss_done": sequencer_miss_done,
+    "sequencer_start_bad_checksum": sequencer_start_bad_checksum,
 }

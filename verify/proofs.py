@@ -6,23 +6,30 @@ statements showing that the interesting case is reachable, so a pass is not vacu
 them with the check each needs (:func:`verify.formal.check`); ``make formal`` runs them all
 (``python -m verify.run_formal``).
 
-The references are the golden model's rules (``golden.sd``, ``golden.quant``) rewritten as Amaranth
-expressions of the block's inputs, independent of the block's own arithmetic.
+The references are the golden model's rules (``golden.sd``, ``golden.quant``, the descriptor checksum of
+``sdhw.descriptor``) rewritten as Amaranth expressions of the block's inputs, independent of the block's own
+arithmetic; the table requantiser's table is the compiler's (``rtl_gen.image.thresholds``).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
-from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
-from amaranth.asserts import AnyConst, Initial
-from amaranth.hdl import Assume, Cover
+from amaranth import Array, Cat, Const, Elaboratable, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.asserts import AnyConst, AnySeq, Initial
+from amaranth.hdl import Assert, Assume, Cover
 
-from golden.quant import INT32_MAX, INT32_MIN, quantize_multiplier
+from golden.quant import ACT_MAX, ACT_MIN, INT32_MAX, INT32_MIN, QParams, quantize_multiplier
+from rtl_gen.image import thresholds
+from sdhw import hostbus as hb
+from sdhw.config import DESC_WORDS, AcceleratorConfig
+from sdhw.descriptor import CHECKSUM_SEED, CHECKSUM_WORD
 from sdhw.rebuild import RebuildUnit
-from sdhw.requant import Requantiser
+from sdhw.requant import Requantiser, ThresholdRequantiser, ThresholdSearch
+from sdhw.sequencer import Sequencer
 
-from .harness import Scoreboard, checked_sink, free_source, no_reset
+from .harness import Scoreboard, checked_sink, free_source, last_cycle, no_reset
 
 
 # ----------------------------------------------------------------------------------------------- rebuild unit
@@ -177,6 +184,251 @@ class RequantProof(Elaboratable):
         return m
 
 
+# ---------------------------------------------------------------------------------------- table requantiser
+#: the table requantiser proof's layer: the requantiser proof's real multiplier with a fused ReLU at zero point
+#: 120, so its outputs are 120..127 and the compiler's table is short (7 thresholds, written in 7 cycles)
+TABLE_ZERO_POINT = 120
+
+
+def requant_layer(m0: int, shift: int, zero_point: int, relu: bool) -> SimpleNamespace:
+    """A layer's requantisation parameters as ``rtl_gen.image.thresholds`` reads them (``golden.program.QLayer``'s
+    ``m0``, ``shift``, ``out_q``, ``act_min``, ``act_max``)."""
+    return SimpleNamespace(m0=m0, shift=shift, out_q=QParams(1.0, zero_point),
+                           act_min=zero_point if relu else ACT_MIN, act_max=ACT_MAX)
+
+
+class ThresholdProof(Elaboratable):
+    """:class:`~sdhw.requant.ThresholdRequantiser` (the iCE40 builds' ``requant = "table"``): with the table the
+    compiler (``rtl_gen.image.thresholds``) makes for a layer written through ``w_*`` and ``base``/``n_thresh``
+    set as ``sdhw.writeback`` sets them, every output equals ``golden.quant.requantize`` of the sum saturated to
+    int32 (the block's definition: a sum past int32 counts every threshold or none), for every accumulator and
+    bias; each element comes out exactly once (any order: the block's outputs may overtake each other, so
+    elements are followed by their tag), within ``LATENCY + 3`` ready cycles; the output stream keeps the
+    handshake rules.
+
+    Contract: the table written before the first element (cycles ``0 .. n_thresh - 1``); entries past
+    ``n_thresh`` keep whatever the memory held (free values: a formal memory without initial contents)."""
+
+    def __init__(self, dut: ThresholdRequantiser | None = None, *, m0: int = DEFAULT_M0, shift: int = DEFAULT_SHIFT,
+                 zero_point: int = TABLE_ZERO_POINT, relu: bool = True, acc_bits: int = 28, tag_bits: int = 3,
+                 units: int = 1):
+        self.layer = requant_layer(m0, shift, zero_point, relu)
+        self.base, self.table = thresholds(self.layer)
+        self.acc_bits, self.tag_bits = acc_bits, tag_bits
+        self.dut = dut if dut is not None else ThresholdRequantiser(acc_bits=acc_bits, tag_bits=tag_bits, units=units)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self.dut
+        no_reset(m)
+        layer, count = self.layer, len(self.table)
+        written = Signal(range(count + 1), name="table_written")
+        writing = written < count
+        with m.If(writing):
+            m.d.sync += written.eq(written + 1)
+        entries = Array(Const(t, signed(32)) for t in self.table)
+        m.d.comb += [dut.w_en.eq(writing), dut.w_addr.eq(written), dut.w_data.eq(entries[written]),
+                     dut.base.eq(self.base), dut.n_thresh.eq(count)]
+        free_source(m, dut.i, "i")
+        m.d.comb += Assume(~(writing & dut.i.valid))
+        checked_sink(m, dut.o, "o")
+        # the followed element's accumulator and bias are free constants, so the reference (a 64-bit product)
+        # is worked out once, tied to a free value in the first cycle, not unrolled into every cycle
+        acc, bias = AnyConst(signed(self.acc_bits)), AnyConst(signed(32))
+        expected = AnyConst(signed(8))
+        value = requant_reference(m, _saturated_sum(m, acc, bias), Const(layer.m0, unsigned(31)),
+                                  Const(layer.shift, signed(6)), layer.out_q.zero_point, layer.act_min, layer.act_max)
+        m.d.comb += Assume(~Initial() | (expected == value[:8]))
+        board = Scoreboard(m, accepted=dut.i.valid & dut.i.ready, emitted=dut.o.valid & dut.o.ready,
+                           expected=expected, got=dut.o.payload.value, ready=dut.o.ready,
+                           max_ready_cycles=ThresholdSearch.LATENCY + 3, index_bits=1, count_bits=self.tag_bits,
+                           out_tag=dut.o.payload.tag)
+        m.d.comb += Assume(dut.i.payload.tag == board.count_in)
+        with m.If(dut.i.valid & (board.count_in == board.index)):
+            m.d.comb += Assume((dut.i.payload.acc == acc) & (dut.i.payload.bias == bias))
+        # the second element out, after a stall, between two thresholds (neither the ReLU nor 127)
+        stalled = Signal()
+        with m.If(dut.o.valid & ~dut.o.ready):
+            m.d.sync += stalled.eq(1)
+        out = board.expected_q.as_signed()
+        m.d.comb += Cover(board.taken & stalled & (board.index == 1) & (out > layer.act_min) & (out < ACT_MAX))
+        return m
+
+
+# ---------------------------------------------------------------------------------------------- sequencer
+#: the sequencer proof's build: the UP5K's (read latency 1, table requantiser) with two descriptor slots, so that a
+#: program of every kind fits the check's depth: an end marker, a layer then an end marker, two layers and no end
+SEQUENCER_CONFIG = AcceleratorConfig(device="up5k", desc_layers=2)
+#: the data path's bound in the sequencer proof: a started layer reports done at most this many cycles after its
+#: ``layer_start`` (the sequencer's bound holds for any such layer time; one value per proof keeps it short)
+DEFAULT_LAYER_CYCLES = 2
+
+
+def sequencer_bound(desc_layers: int, desc_latency: int, layer_cycles: int) -> int:
+    """The most cycles ``busy`` stays up after ``start``: every slot a layer (no end marker, ``ERR_NO_END``
+    after the last), each fetched and checked in ``DESC_WORDS + desc_latency + 4`` cycles and running until its
+    done (at most ``layer_cycles`` after ``layer_start``) has gone through the sequencer's register and waited
+    out the two cycles the sequencer ignores a stale done for: ``layer_cycles + 2``."""
+    return desc_layers * (DESC_WORDS + desc_latency + 6 + layer_cycles)
+
+
+def checksum_by_halves(words) -> Value:
+    """``golden``'s descriptor checksum, ``CHECKSUM_SEED + sum(words)`` modulo 2**32, summed in 16-bit halves:
+    each word's low half into a 17-bit sum, its high half and the low sum's carry of the word before into the
+    high sum, the last carry folded in at the end.
+
+    A SAT solver cannot prove this equal to a 32-bit running sum over 15 free words in reasonable time (adder
+    chains in a different order: 45 s for 8 words, and growing fast), so the sequencer proof states the
+    checksum this way and :func:`split_sum_step_lemma` proves the two equal by induction over the words."""
+    low, high = Const(CHECKSUM_SEED & 0xFFFF, 17), Const(CHECKSUM_SEED >> 16, 16)
+    for word in words:
+        low, high = (low[:16] + word[:16])[:17], (high + word[16:] + low[16])[:16]
+    return Cat(low[:16], (high + low[16])[:16])
+
+
+def split_sum_step_lemma(m: Module) -> None:
+    """The induction step behind :func:`checksum_by_halves`: if a 32-bit sum ``total`` equals the halves
+    ``(low, high)`` (``low[:16]`` its low half, ``high + low[16]`` its high half), adding a word to both keeps
+    them equal; the base case is the seed in both (``low[16] = 0``). Asserted for free values."""
+    total, low, high, word = AnyConst(32), AnyConst(17), AnyConst(16), AnyConst(32)
+    next_low, next_high = (low[:16] + word[:16])[:17], (high + word[16:] + low[16])[:16]
+    before = total == Cat(low[:16], (high + low[16])[:16])
+    after = (total + word)[:32] == Cat(next_low[:16], (next_high + next_low[16])[:16])
+    m.d.comb += Assert(~before | after, "checksum: the sum by halves differs from the 32-bit sum")
+
+
+class SequencerProof(Elaboratable):
+    """:class:`~sdhw.sequencer.Sequencer`: no program hangs the accelerator.
+
+    Free inputs: the descriptor memory's contents (every word of every slot any 32-bit value, constant as the
+    host cannot write while ``busy``; read like ``sdhw.memories.HostMemory``, latency ``desc_latency``), the
+    host's ``start`` and ``clear`` in every cycle, and the data path's ``layer_done``, ``fail`` and ``fail_code``
+    in every cycle. Assumed (the data path's contract): a started layer reports ``layer_done`` within
+    ``layer_cycles`` cycles of its ``layer_start`` (``fail`` may end it at any time, ``layer_done`` may be high at
+    any other time).
+
+    Asserted in every cycle of a bounded model check from reset, so for every run that starts early enough to
+    end within the check's depth (the sequencer's ``IDLE`` clears every register a run's timing depends on, so
+    a later run behaves the same; the check does not prove that part):
+
+    * ``busy`` never stays up for more than :func:`sequencer_bound` cycles, and when it falls, ``done`` or
+      ``error`` rises with it (never both);
+    * ``layer_start`` pulses only for a slot inside the descriptor memory.
+
+    Covers: a run that ends with ``done`` after a layer, one that ends with ``error``, and one that lasts exactly
+    the bound (so the bound is tight).
+    """
+
+    def __init__(self, dut: Sequencer | None = None, *, cfg: AcceleratorConfig = SEQUENCER_CONFIG,
+                 desc_latency: int = 1, layer_cycles: int = DEFAULT_LAYER_CYCLES):
+        self.cfg, self.desc_latency, self.layer_cycles = cfg, desc_latency, layer_cycles
+        self.dut = dut if dut is not None else Sequencer(cfg, desc_latency=desc_latency)
+        self.bound = sequencer_bound(cfg.desc_layers, desc_latency, layer_cycles)
+
+    def descriptor_memory(self, m: Module) -> list:
+        """Drive ``desc_data`` from a memory of free constant words; returns the words."""
+        dut = self.dut
+        words = [AnyConst(32) for _ in range(self.cfg.desc_layers * DESC_WORDS)]
+        read = Signal(32, name="desc_read")                 # the memory's registered read ...
+        with m.If(dut.desc_en):
+            m.d.sync += read.eq(Array(words)[dut.desc_addr])
+        for _ in range(self.desc_latency - 1):              # ... then a latency-2 build's output register
+            read = last_cycle(m, read, "desc_read_reg")
+        m.d.comb += dut.desc_data.eq(read)
+        return words
+
+    def data_path(self, m: Module, *, exact: bool) -> None:
+        """The data path's answers: ``layer_done`` within ``layer_cycles`` of ``layer_start`` (cycle 0), free
+        at other times, and ``fail`` free; ``exact``: ``layer_done`` exactly ``layer_cycles`` after it, no
+        ``fail``."""
+        dut = self.dut
+        pending = Signal()                     # a started layer has not reported done yet
+        age = Signal(range(self.layer_cycles + 1))
+        with m.If(dut.layer_start):
+            m.d.sync += [pending.eq(1), age.eq(1)]
+        with m.Else():
+            with m.If(age < self.layer_cycles):
+                m.d.sync += age.eq(age + 1)
+            with m.If(dut.layer_done):
+                m.d.sync += pending.eq(0)
+        due = pending & ~dut.layer_start & (age == self.layer_cycles)
+        if exact:
+            m.d.comb += [dut.layer_done.eq(due), dut.fail.eq(0), dut.fail_code.eq(0)]
+        else:
+            m.d.comb += [dut.layer_done.eq(AnySeq(1)), dut.fail.eq(AnySeq(1)), dut.fail_code.eq(AnySeq(8))]
+            m.d.comb += Assume(~due | dut.layer_done)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self.dut
+        no_reset(m)
+        slots = self.cfg.desc_layers
+        self.descriptor_memory(m)
+        m.d.comb += [dut.start.eq(AnySeq(1)), dut.clear.eq(AnySeq(1))]
+        self.data_path(m, exact=False)
+        busy_for = Signal(range(self.bound + 2), name="busy_for")
+        m.d.sync += busy_for.eq(Mux(dut.busy, Mux(busy_for > self.bound, busy_for, busy_for + 1), 0))
+        m.d.comb += Assert(busy_for <= self.bound, f"sequencer: busy for more than {self.bound} cycles")
+        was_busy = last_cycle(m, dut.busy, "was_busy")
+        fell = was_busy & ~dut.busy
+        m.d.comb += [Assert(~fell | dut.done | dut.error, "sequencer: busy fell without done or error"),
+                     Assert(~(dut.done & dut.error), "sequencer: done and error together"),
+                     Assert(~dut.layer_start | (dut.layer_index < slots), "sequencer: a slot past the memory")]
+        layers = Signal(range(slots + 1), name="layers_started")
+        with m.If(dut.start & ~dut.busy):
+            m.d.sync += layers.eq(0)
+        with m.Elif(dut.layer_start):
+            m.d.sync += layers.eq(layers + 1)
+        m.d.comb += [Cover(fell & dut.done & (layers > 0)),
+                     Cover(fell & dut.error),
+                     Cover(fell & (busy_for == self.bound))]
+        return m
+
+
+class SequencerChecksumProof(SequencerProof):
+    """:class:`~sdhw.sequencer.Sequencer`: a descriptor slot whose checksum word is not ``CHECKSUM_SEED`` plus
+    the sum of its other words (modulo 2**32) never pulses ``layer_start``.
+
+    For any descriptor-memory contents (free constant words, as in :class:`SequencerProof`), in a run started in
+    the first cycle after reset, checked to the depth of the first slot's decision (:data:`CHECKSUM_DEPTH`):
+    the first slot's verdict. The sums restart at every slot's fetch, so later slots go through the same logic,
+    but the check does not reach them: with the second slot's decision in reach (a layer answering exactly
+    ``layer_cycles`` after its start, so that the words arrive in known cycles) the solver takes over seven
+    minutes. The slot's verdict is :func:`checksum_by_halves` (equal to the 32-bit sum by
+    :func:`split_sum_step_lemma`, also asserted here).
+
+    Covers: a layer started (the solver found words with a matching checksum) and a run stopped by
+    ``ERR_CHECKSUM``."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self.dut
+        no_reset(m)
+        words = self.descriptor_memory(m)
+        m.d.comb += [dut.start.eq(Initial()), dut.clear.eq(0)]
+        self.data_path(m, exact=True)
+        # each slot's verdict worked out once (the words are constants): a free bit tied to it in the first cycle,
+        # so the sums are not unrolled into every cycle of the check
+        good = []
+        for slot in range(self.cfg.desc_layers):
+            first = slot * DESC_WORDS
+            ok = AnyConst(1)
+            verdict = checksum_by_halves(words[first:first + CHECKSUM_WORD]) == words[first + CHECKSUM_WORD]
+            m.d.comb += Assume(~Initial() | (ok == verdict))
+            good.append(ok)
+        split_sum_step_lemma(m)
+        m.d.comb += Assert(~dut.layer_start | Array(good)[dut.layer_index],
+                           "sequencer: a layer started from a slot whose checksum is wrong")
+        m.d.comb += [Cover(dut.layer_start),
+                     Cover(dut.error & (dut.err_code == hb.ERR_CHECKSUM))]
+        return m
+
+
+#: the checksum proof's depth: the first slot's layer_start (or error), ``DESC_WORDS + latency + 5`` cycles after
+#: ``start`` in the first cycle
+CHECKSUM_DEPTH = DESC_WORDS + 1 + 5 + 1
+
+
 # ---------------------------------------------------------------------------------------------- the list
 @dataclass(frozen=True)
 class ProofSpec:
@@ -212,5 +464,23 @@ PROOFS: list[ProofSpec] = [
               claim=f"output = golden requantize for every int32 sum, zero point and clamp at m0={DEFAULT_M0}, "
                     f"shift={DEFAULT_SHIFT}; order, no loss; handshake rules",
               mutants=("requant_flip_bit", "requant_duplicate")),
+    ProofSpec("threshold", "sdhw.requant.ThresholdRequantiser", ThresholdProof, depth=32, cover_depth=36,
+              dut_kwargs={"acc_bits": 28, "tag_bits": 3, "units": 1},
+              claim=f"with the compiler's table for m0={DEFAULT_M0}, shift={DEFAULT_SHIFT}, ReLU at zero point "
+                    f"{TABLE_ZERO_POINT}: output = golden requantize for every accumulator and bias; each element "
+                    "out once (by tag); handshake rules",
+              mutants=("threshold_flip_bit", "threshold_ignore_count")),
+    ProofSpec("sequencer", "sdhw.sequencer.Sequencer", SequencerProof,
+              depth=sequencer_bound(SEQUENCER_CONFIG.desc_layers, 1, DEFAULT_LAYER_CYCLES) + 3,
+              dut_kwargs={"cfg": SEQUENCER_CONFIG, "desc_latency": 1},
+              claim=f"for any descriptor contents ({SEQUENCER_CONFIG.desc_layers} slots), host and data path whose "
+                    f"done comes within {DEFAULT_LAYER_CYCLES} cycles of layer_start, busy falls with done or error "
+                    f"within {sequencer_bound(SEQUENCER_CONFIG.desc_layers, 1, DEFAULT_LAYER_CYCLES)} cycles (tight)",
+              mutants=("sequencer_miss_done",)),
+    ProofSpec("sequencer_checksum", "sdhw.sequencer.Sequencer", SequencerChecksumProof, depth=CHECKSUM_DEPTH,
+              dut_kwargs={"cfg": SEQUENCER_CONFIG, "desc_latency": 1},
+              claim="for any descriptor contents, a first slot with a bad checksum never pulses layer_start (a run "
+                    "from reset)",
+              mutants=("sequencer_start_bad_checksum",)),
 ]
 

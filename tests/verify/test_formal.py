@@ -3,14 +3,20 @@
 trace, every cover is reached. The full proofs take minutes each: they are ``slow`` (``make formal`` runs them)."""
 from __future__ import annotations
 
+import random
+
 import pytest
-from amaranth import Elaboratable, Module, Signal
+from amaranth import Const, Elaboratable, Fragment, Module, Signal
 from amaranth.asserts import AnySeq
 from amaranth.hdl import Assert, Cover
+from amaranth.sim import Simulator
 
+from rtl_gen.image import thresholds
+from sdhw.descriptor import CHECKSUM_WORD
+from sdhw.descriptor import checksum as descriptor_checksum
 from verify import formal
 from verify.harness import no_reset
-from verify.proofs import PROOFS
+from verify.proofs import PROOFS, TABLE_ZERO_POINT, ThresholdProof, checksum_by_halves, sequencer_bound
 
 try:
     formal.find_tools()
@@ -75,6 +81,59 @@ def test_rebuild_broken_variant_fails(tmp_path):
                           timeout=300)
     assert result.proof.status == "FAIL", result
     assert result.proof.trace is not None
+
+
+@needs_tools
+def test_sequencer_bound_is_proved_tight_and_a_hang_is_found(tmp_path):
+    """The sequencer's no-hang proof passes, its covers (a run ending in done, one in error, one lasting exactly
+    the bound) are reached, and a sequencer that misses a layer's done fails it."""
+    spec = SPECS["sequencer"]
+    result = formal.check(spec.harness(), tmp_path / "good", depth=spec.depth, mode=spec.mode, timeout=300)
+    assert result.proof.status == "PASS" and result.cover.status == "PASS", result
+    hang = formal.check(spec.harness("sequencer_miss_done"), tmp_path / "hang", depth=spec.depth, mode=spec.mode,
+                        cover=False, timeout=300)
+    assert hang.proof.status == "FAIL" and hang.proof.trace is not None, hang
+
+
+def test_sequencer_bound_formula():
+    """Two slots of layers, each fetched and checked in DESC_WORDS + latency + 4 cycles and run for its done
+    (layer_cycles) plus the sequencer's two cycles: the bound the proof shows tight."""
+    assert sequencer_bound(2, 1, 2) == 2 * ((16 + 1 + 4) + (2 + 2))
+    assert sequencer_bound(3, 2, 5) == 3 * (16 + 2 + 6 + 5)
+
+
+@pytest.mark.parametrize("seed", [5])
+def test_checksum_by_halves_is_the_descriptor_checksum(seed):
+    """The sequencer proof's checksum (by 16-bit halves) equals golden's on random and extreme words."""
+    rng = random.Random(seed)
+    cases = [[0xFFFFFFFF] * CHECKSUM_WORD, [0] * CHECKSUM_WORD]
+    cases += [[rng.getrandbits(32) for _ in range(CHECKSUM_WORD)] for _ in range(20)]
+    for words in cases:
+        got = checksum_by_halves([Const(w, 32) for w in words])
+        assert _evaluate(got) == descriptor_checksum(words), f"seed {seed}: words {words}"
+
+
+def _evaluate(value) -> int:
+    """The value of a constant Amaranth expression, by simulation."""
+    out = Signal(len(value))
+    m = Module()
+    m.d.comb += out.eq(value)
+    result = []
+
+    async def bench(ctx):
+        result.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    return result[0]
+
+
+def test_threshold_proof_uses_the_compilers_short_table():
+    harness = ThresholdProof()
+    Fragment.get(harness, None)
+    assert (harness.base, harness.table) == thresholds(harness.layer)
+    assert harness.base == TABLE_ZERO_POINT and 0 < len(harness.table) <= 8, harness.table
 
 
 @needs_tools
