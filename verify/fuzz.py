@@ -282,10 +282,16 @@ def fix_header(data: bytes, fix_size: bool = True) -> bytes:
 
 
 @st.composite
-def sdp_mutated(draw) -> bytes:
-    seed = draw(st.sampled_from(sdp_seeds()))
-    data = draw(mutate_bytes(seed, sdp_fields(seed)))
+def mutated_with_header(draw, seeds, fields) -> bytes:
+    """A mutation of one of ``seeds()`` (integer fields from ``fields(seed)``), its size and CRC fixed up in
+    three of four inputs so the mutation reaches the parser behind them (:func:`fix_header`)."""
+    seed = draw(st.sampled_from(seeds()))
+    data = draw(mutate_bytes(seed, fields(seed)))
     return fix_header(data, draw(st.booleans())) if draw(st.integers(0, 3)) else data
+
+
+def sdp_mutated() -> st.SearchStrategy:
+    return mutated_with_header(sdp_seeds, sdp_fields)
 
 
 @st.composite
@@ -342,11 +348,8 @@ def sdimg_fields(data: bytes) -> tuple[tuple[int, int], ...]:
     return tuple(fields)
 
 
-@st.composite
-def sdimg_mutated(draw) -> bytes:
-    seed = draw(st.sampled_from(sdimg_seeds()))
-    data = draw(mutate_bytes(seed, sdimg_fields(seed)))
-    return fix_header(data, draw(st.booleans())) if draw(st.integers(0, 3)) else data
+def sdimg_mutated() -> st.SearchStrategy:
+    return mutated_with_header(sdimg_seeds, sdimg_fields)
 
 
 def json_values(max_leaves: int = 6) -> st.SearchStrategy:

@@ -55,11 +55,16 @@ def rebuild_drop_valid(**kwargs) -> Mutant:
     return Mutant(RebuildUnit(**kwargs), {("o", "valid"): valid})
 
 
+def _flip_low_bit(block, value: int) -> Mutant:
+    """``block`` with its output ``value`` coming out with the lowest bit flipped."""
+    def payload(m, inner):
+        return inner.o.payload.as_value() ^ (inner.o.payload.value == value)
+    return Mutant(block, {("o", "payload"): payload})
+
+
 def requant_flip_bit(**kwargs) -> Mutant:
     """A requantiser whose output 7 comes out as 6."""
-    def payload(m, inner):
-        return inner.o.payload.as_value() ^ (inner.o.payload.value == 7)
-    return Mutant(Requantiser(**kwargs), {("o", "payload"): payload})
+    return _flip_low_bit(Requantiser(**kwargs), 7)
 
 
 def requant_duplicate(**kwargs) -> Mutant:
@@ -74,9 +79,7 @@ def requant_duplicate(**kwargs) -> Mutant:
 
 def threshold_flip_bit(**kwargs) -> Mutant:
     """A table requantiser whose output 123 comes out as 122."""
-    def payload(m, inner):
-        return inner.o.payload.as_value() ^ (inner.o.payload.value == 123)
-    return Mutant(ThresholdRequantiser(**kwargs), {("o", "payload"): payload})
+    return _flip_low_bit(ThresholdRequantiser(**kwargs), 123)
 
 
 def threshold_ignore_count(**kwargs) -> Mutant:

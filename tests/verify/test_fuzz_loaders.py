@@ -46,19 +46,22 @@ def check_inputs(name: str, data) -> None:
         f"{outcome.detail}"
 
 
-@pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=QUICK_EXAMPLES, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=st.data())
+def every_loader(examples: int):
+    """A test run for each loader on ``examples`` inputs drawn with hypothesis' fixed seed."""
+    def wrap(test):
+        settled = settings(max_examples=examples, derandomize=True, database=None, deadline=None,
+                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        return pytest.mark.parametrize("name", NAMES)(settled(given(data=st.data())(test)))
+    return wrap
+
+
+@every_loader(QUICK_EXAMPLES)
 def test_loader_gives_result_or_clean_error(name, data):
     check_inputs(name, data)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=SLOW_EXAMPLES, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=st.data())
+@every_loader(SLOW_EXAMPLES)
 def test_loader_gives_result_or_clean_error_long(name, data):
     check_inputs(name, data)
 
