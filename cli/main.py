@@ -354,6 +354,11 @@ def cmd_build(args) -> int:
     print(f"{out}/{result['bitstream']}: {args.board}, {cfg.pes} PEs {'dense' if cfg.dense else 'SD'}, clock "
           f"{result['clock_mhz']:.2f} MHz (Fmax {result['fmax_mhz']:.2f} MHz), UART {result['baud']} baud on "
           f"{result['uart']}")
+    builds = "; ".join(f"{a['clock_mhz']:.2f} MHz seed {a['seed']}: Fmax {a['fmax_mhz']:.2f} "
+                       f"{'met' if a['met'] else 'missed'}" for a in result["attempts"])
+    how = ("fixed by --freq" if result["clock_search"] == "fixed" else "the highest that met timing"
+           if result["timing_met"] else "none met timing: the build with the highest Fmax")
+    print(f"clock: {how}, of {len(result['attempts'])} build(s): {builds}")
     print(f"resources: {util}")
     print(f"{out}/manifest.json: compile programs for it with: sdhw compile MODEL -o P.sdp --for {out}")
     return 0
@@ -585,7 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--pes", type=int, help="PE count (default: the board device's default)")
     b.add_argument("--dense", action="store_true", help="the dense int8 baseline")
     b.add_argument("--config", help="TOML or JSON file setting any generator parameter; flags override it")
-    b.add_argument("--freq", type=float, help="accelerator clock in MHz (default: the board's default)")
+    b.add_argument("--freq", default="max", help="accelerator clock: a number of MHz, or max (default): the "
+                                                  "highest PLL clock that meets timing, found over a few builds")
     b.add_argument("--baud", type=int, default=115200, help="UART rate (default 115200)")
     b.add_argument("--allow-timing-fail", action="store_true", help="write the bitstream even if the clock "
                                                                     "misses timing")

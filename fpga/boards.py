@@ -2,12 +2,15 @@
 
 Boards come from amaranth-boards and are built with the YoWASP tools from PyPI. A build writes the
 bitstream, ``manifest.json`` (so ``sdhw compile --for DIR`` lays programs out for it) and ``build.json``
-(clock, baud rate, Fmax, resources). A build whose clock misses timing is refused: nothing is written.
+(clock, baud rate, Fmax, resources). The clock is fixed (``--freq MHZ``) or the highest PLL output that
+meets timing (``--freq max``, :func:`build_board`). A build whose clock misses timing is refused: nothing is
+written.
 """
 from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import subprocess
 import time
@@ -39,7 +42,7 @@ class Board:
     name: str
     platform: str              # "module:Class" in amaranth_boards
     device: str                # sdhw device name
-    default_mhz: float         # accelerator clock when --freq is not given
+    default_mhz: float         # a modest clock: where --freq max starts on a device without a synth target
     uart: str                  # how the host talks to it
     leds: tuple                # (resource name, index, status bit) ...
     extension: str             # bitstream file extension
@@ -61,48 +64,81 @@ DEFAULT_BAUD = 115200
 
 
 # ------------------------------------------------------------------------------------------------ PLLs
-def ice40_pll(fin_hz: float, fout_hz: float) -> dict:
-    """SB_PLL40 dividers (SIMPLE feedback) giving the frequency closest to ``fout_hz``.
+#: sysCLOCK PLL filter ranges of the iCE40 by PFD frequency: FILTER_RANGE k while the PFD is below the k-th bound
+ICE40_FILTER_BOUNDS = (17e6, 26e6, 44e6, 66e6, 101e6, 1e12)
 
-    fout = fin * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ), with the PFD in 10..133 MHz and the VCO in
-    533..1066 MHz (iCE40 sysCLOCK PLL limits).
+
+def _ice40_settings(fin_hz: float):
+    """Every SB_PLL40 setting (SIMPLE feedback) within the PFD (10..133 MHz) and VCO (533..1066 MHz) limits.
+
+    fout = fin * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ).
     """
-    best = None
     for divr in range(16):
         fpfd = fin_hz / (divr + 1)
         if not 10e6 <= fpfd <= 133e6:
             continue
+        filt = next(k for k, top in enumerate(ICE40_FILTER_BOUNDS, 1) if fpfd < top)
         for divf in range(128):
             fvco = fpfd * (divf + 1)
             if not 533e6 <= fvco <= 1066e6:
                 continue
             for divq in range(1, 7):
-                fout = fvco / (1 << divq)
-                if best is None or abs(fout - fout_hz) < abs(best["fout_hz"] - fout_hz):
-                    filt = next(k for k, top in enumerate((17e6, 26e6, 44e6, 66e6, 101e6, 1e12), 1) if fpfd < top)
-                    best = {"DIVR": divr, "DIVF": divf, "DIVQ": divq, "FILTER_RANGE": filt, "fout_hz": fout}
-    _check_pll("iCE40", fin_hz, fout_hz, best, "16..275")
-    return best
+                yield {"DIVR": divr, "DIVF": divf, "DIVQ": divq, "FILTER_RANGE": filt, "fout_hz": fvco / (1 << divq)}
 
 
-def ecp5_pll(fin_hz: float, fout_hz: float) -> dict:
-    """EHXPLLL dividers (feedback from CLKOP): fout = fin / CLKI_DIV * CLKFB_DIV, VCO = fout * CLKOP_DIV
-    in 400..800 MHz, PFD at least 3.125 MHz."""
-    best = None
+def _ecp5_settings(fin_hz: float):
+    """Every EHXPLLL setting (feedback from CLKOP) with the PFD at least 3.125 MHz and the VCO in 400..800 MHz.
+
+    fout = fin / CLKI_DIV * CLKFB_DIV, VCO = fout * CLKOP_DIV; each output comes with its smallest CLKOP_DIV.
+    """
     for clki in range(1, 129):
         fpfd = fin_hz / clki
         if fpfd < 3.125e6:
             break
         for clkfb in range(1, 81):
             fout = fpfd * clkfb
-            if best is not None and abs(fout - fout_hz) >= abs(best["fout_hz"] - fout_hz):
-                continue
-            for clkop in range(1, 129):
-                if 400e6 <= fout * clkop <= 800e6:
-                    best = {"CLKI_DIV": clki, "CLKFB_DIV": clkfb, "CLKOP_DIV": clkop, "fout_hz": fout}
-                    break
+            clkop = max(1, math.ceil(400e6 / fout))
+            while clkop > 1 and fout * (clkop - 1) >= 400e6:     # ceil of a rounded quotient: settle both ways
+                clkop -= 1
+            while fout * clkop < 400e6:
+                clkop += 1
+            if clkop <= 128 and fout * clkop <= 800e6:
+                yield {"CLKI_DIV": clki, "CLKFB_DIV": clkfb, "CLKOP_DIV": clkop, "fout_hz": fout}
+
+
+PLL_SETTINGS = {"ice40": _ice40_settings, "ecp5": _ecp5_settings}
+
+
+def _settings(family: str, fin_hz: float):
+    if family not in PLL_SETTINGS:
+        raise SdhwError(f"no PLL model for family {family!r}; valid: {', '.join(PLL_SETTINGS)}")
+    return PLL_SETTINGS[family](fin_hz)
+
+
+def ice40_pll(fin_hz: float, fout_hz: float) -> dict:
+    """SB_PLL40 dividers (SIMPLE feedback) giving the frequency closest to ``fout_hz``."""
+    best = min(_ice40_settings(fin_hz), key=lambda s: abs(s["fout_hz"] - fout_hz), default=None)
+    _check_pll("iCE40", fin_hz, fout_hz, best, "16..275")
+    return best
+
+
+def ecp5_pll(fin_hz: float, fout_hz: float) -> dict:
+    """EHXPLLL dividers (feedback from CLKOP) giving the frequency closest to ``fout_hz``."""
+    best = min(_ecp5_settings(fin_hz), key=lambda s: abs(s["fout_hz"] - fout_hz), default=None)
     _check_pll("ECP5", fin_hz, fout_hz, best, "4..400")
     return best
+
+
+def pll_closest(family: str, fin_hz: float, fout_hz: float) -> dict:
+    """The ``family``'s ("ice40" or "ecp5") PLL setting closest to ``fout_hz`` (within 2 %, else an error)."""
+    return {"ice40": ice40_pll, "ecp5": ecp5_pll}[family](fin_hz, fout_hz)
+
+
+def pll_at_most(family: str, fin_hz: float, limit_hz: float) -> dict | None:
+    """The ``family``'s PLL setting with the highest output at or below ``limit_hz``; None if every output is
+    above it."""
+    return max((s for s in _settings(family, fin_hz) if s["fout_hz"] <= limit_hz), key=lambda s: s["fout_hz"],
+               default=None)
 
 
 def _check_pll(family: str, fin_hz: float, fout_hz: float, best: dict | None, valid: str) -> None:
@@ -220,13 +256,38 @@ def _tool_env() -> dict:
 
 # ------------------------------------------------------------------------------------------------ build
 #: nextpnr seeds a board build tries in turn while placement fails: a design within a few per cent of the device
-#: places on some seeds and not on others (the iCEBreaker SD N = 16 system at 98 % of the UP5K's logic cells)
+#: places on some seeds and not on others (the iCEBreaker SD N = 16 system at 98 % of the UP5K's logic cells).
+#: Build k of a clock search starts at the k-th next seed, so each build of the search places afresh.
 PLACEMENT_SEEDS = (1, 2, 3)
+#: builds a clock search (``--freq max``) runs at most: each is a whole yosys and nextpnr run
+MAX_CLOCK_BUILDS = 4
+#: a higher clock is worth another build only this much above the best clock that met timing: closer than
+#: that, nextpnr's seed-to-seed spread decides more than the clock does
+MIN_CLOCK_GAIN = 0.02
+#: after a build at a clock taken from a measured Fmax misses, the next aims this far below its own Fmax
+RETRY_MARGIN = 0.03
+#: the logs of Amaranth's Lattice build scripts: yosys (``-l``), then nextpnr (``--log``)
+TOOL_LOGS = ("{name}.rpt", "{name}.tim")
+#: what each build of a search reports (``attempts`` of the build report)
+ATTEMPT_KEYS = ("clock_mhz", "seed", "fmax_mhz", "met", "yosys", "seconds", "build_dir")
 
 
-def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz: float | None = None,
-                baud: int = DEFAULT_BAUD, build_dir=None, allow_timing_fail: bool = False, log=None) -> dict:
-    """Build the bitstream for ``board_name``; returns the build report (also ``out_dir/build.json``)."""
+def parse_clock(freq) -> float | None:
+    """The ``--freq`` choice: None for ``"max"`` or None (search for the highest clock that meets timing), else
+    the fixed clock in MHz."""
+    if freq is None or (isinstance(freq, str) and freq.strip().lower() == "max"):
+        return None
+    try:
+        mhz = float(freq) if not isinstance(freq, bool) else math.nan
+    except (TypeError, ValueError):
+        mhz = math.nan
+    if not (math.isfinite(mhz) and mhz > 0):
+        raise SdhwError(f"bad --freq {freq!r}; valid: a number of MHz (above 0) or max")
+    return mhz
+
+
+def _check_board(board_name: str, config: AcceleratorConfig) -> Board:
+    """The board, once it is known that ``config`` is for its device and fits it with the board top."""
     if board_name not in BOARDS:
         raise SdhwError(f"unknown board {board_name!r}; valid: {', '.join(BOARDS)}")
     board = BOARDS[board_name]
@@ -238,58 +299,171 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
         raise SdhwError(f"configuration does not fit {board_name}: the accelerator and the board top (UART bridge, "
                         f"PLL) need ~{need} of {have} logic cells for pes={config.pes}"
                         f"{'' if config.dense else ' (SD)'}; choose --dense, fewer pes or a larger board")
-    freq_hz = (freq_mhz or board.default_mhz) * 1e6
-    platform = _platform(board, config)
-    pll = (ice40_pll if board.device in ("up5k", "hx8k") else ecp5_pll)(platform.default_clk_frequency, freq_hz)
+    return board
+
+
+def _attempt(board: Board, config: AcceleratorConfig, freq_hz: float, *, baud: int, seeds: tuple,
+             first_variant: int, build_dir: Path, env: dict, log=None) -> dict:
+    """One build at the PLL output closest to ``freq_hz``, in ``build_dir``, trying the yosys script variants
+    (from ``first_variant`` on) and nextpnr ``seeds`` in turn while yosys asserts or placement fails."""
+    pll = pll_closest(DEVICES[board.device].family, _platform(board, config).default_clk_frequency, freq_hz)
     freq_hz = pll["fout_hz"]
     uart_divisor(round(freq_hz), baud)                  # a clear error before any elaboratable exists
-    top = BoardTop(board, config, freq_hz=freq_hz, baud=baud)
+    t0 = time.monotonic()
+    failures = []
+    for variant in range(first_variant, len(YOSYS_VARIANTS)):
+        label, prelude, flags = YOSYS_VARIANTS[variant]
+        for seed in seeds:
+            if log:
+                log(f"building {board.name} at {freq_hz / 1e6:.2f} MHz (yosys: {label}, nextpnr seed {seed}) ...")
+            # a platform prepares one plan, and a plan elaborates its top once: both afresh for each run
+            top = BoardTop(board, config, freq_hz=freq_hz, baud=baud)
+            plan = _platform(board, config).prepare(top, name=BOARD_NAME,
+                                                    **_overrides(board.device, prelude, flags, seed))
+            error = _run_plan(plan, build_dir, env)
+            if error is None:
+                report = json.loads((build_dir / "report.json").read_text())
+                fmax = min(c["achieved"] for c in report["fmax"].values())
+                return {"freq_hz": freq_hz, "pll": pll, "seed": seed, "fmax": fmax, "met": fmax >= freq_hz / 1e6,
+                        "yosys": label, "variant": variant, "seconds": round(time.monotonic() - t0, 1),
+                        "build_dir": str(build_dir),
+                        "utilization": {k: v for k, v in report["utilization"].items() if v.get("used")}}
+            failures.append(f"{label}, seed {seed}: {error}")
+            if not _placement_retry(failures[-1], seed, seeds, board.device, build_dir):
+                break                                   # yosys asserted: the next script variant
+    raise SdhwError(f"board build failed ({build_dir}): " + "; ".join(failures))
+
+
+def _overrides(device: str, prelude: str, flags: str, seed: int) -> dict:
+    """Amaranth build-plan overrides for one yosys script variant and nextpnr seed."""
+    memory_prelude, memory_flag = spram_flow(device)
+    placer = " ".join(PNR_TARGETS[device].placer_args)
+    return {"nextpnr_opts": f"--timing-allow-fail --report report.json --seed {seed} {placer}".rstrip(),
+            "synth_opts": " ".join(filter(None, [flags, memory_flag])),
+            "script_after_read": "; ".join(filter(None, [RTLIL_MEMORY_PRELUDE, prelude, memory_prelude]))}
+
+
+def _run_plan(plan, build_dir: Path, env: dict) -> str | None:
+    """Run the build plan in ``build_dir``: None, or the failed tool's last error line."""
+    for stale in TOOL_LOGS + ("report.json",):          # a failed run's errors must not outlive it
+        (build_dir / stale.format(name=BOARD_NAME)).unlink(missing_ok=True)
+    try:
+        plan.execute_local(str(build_dir), env=env)
+    except subprocess.CalledProcessError as exc:         # a tool of the build script failed
+        return _last_error(build_dir) or str(exc)
+    return None
+
+
+def _placement_retry(failure: str, seed: int, seeds: tuple, device: str, build_dir: Path) -> bool:
+    """True: placement failed, try the next seed; False: yosys asserted, try the next script variant; any
+    other failure, or placement on the last seed, is an error."""
+    placement = is_placement_overflow(failure)
+    if "Assert" not in failure and not placement:
+        raise SdhwError(f"board build failed ({build_dir}): {failure}")
+    if placement and seed == seeds[-1]:
+        raise SdhwError(f"board build failed ({build_dir}): the design does not place on {device} with nextpnr "
+                        f"seeds {', '.join(map(str, seeds))} ({failure}); choose fewer pes or --dense")
+    return placement
+
+
+def _last_error(build_dir: Path) -> str | None:
+    """The last ``ERROR`` line of the build's tool logs (yosys, then nextpnr)."""
+    errors = []
+    for log_name in TOOL_LOGS:
+        path = build_dir / log_name.format(name=BOARD_NAME)
+        if path.exists():
+            errors += [ln for ln in path.read_text(errors="replace").splitlines() if ln.startswith("ERROR")]
+    return errors[-1] if errors else None
+
+
+def _next_clock(family: str, fin_hz: float, attempts: list[dict]) -> float | None:
+    """The clock (Hz) of the search's next build after ``attempts``, or None when none is worth building.
+
+    The next clock is the PLL's highest output at or below the last build's Fmax (below it by
+    :data:`RETRY_MARGIN` when a build at a measured clock missed), below every clock that missed, and
+    :data:`MIN_CLOCK_GAIN` above the best clock that met.
+    """
+    if len(attempts) >= MAX_CLOCK_BUILDS:
+        return None
+    last = attempts[-1]
+    limit = last["fmax"] if last["met"] or len(attempts) == 1 else last["fmax"] * (1 - RETRY_MARGIN)
+    limit_hz = min([limit * 1e6] + [a["freq_hz"] * (1 - 1e-9) for a in attempts if not a["met"]])
+    pll = pll_at_most(family, fin_hz, limit_hz)
+    best_met = max((a["freq_hz"] for a in attempts if a["met"]), default=0.0)
+    if pll is None or pll["fout_hz"] <= best_met * (1 + MIN_CLOCK_GAIN):
+        return None
+    return pll["fout_hz"]
+
+
+def _search_clock(board: Board, config: AcceleratorConfig, *, baud: int, build_dir: Path, env: dict,
+                  log=None) -> list[dict]:
+    """The builds of ``--freq max``: the first at the device's target clock (:data:`fpga.synth.PNR_TARGETS`),
+    each next one at :func:`_next_clock` with the next nextpnr seed, each in ``build_dir/attempt-N``."""
+    target = PNR_TARGETS[board.device].target_mhz if board.device in PNR_TARGETS else board.default_mhz
+    family, fin_hz = DEVICES[board.device].family, _platform(board, config).default_clk_frequency
+    attempts, freq_hz = [], target * 1e6
+    while freq_hz is not None:
+        n = len(attempts) + 1
+        attempt = _attempt(board, config, freq_hz, baud=baud,
+                           seeds=tuple(seed + n - 1 for seed in PLACEMENT_SEEDS),
+                           first_variant=attempts[-1]["variant"] if attempts else 0,
+                           build_dir=build_dir / f"attempt-{n}", env=env, log=log)
+        attempts.append(attempt)
+        if log:
+            log(f"build {n}: {attempt['freq_hz'] / 1e6:.2f} MHz, seed {attempt['seed']}: Fmax "
+                f"{attempt['fmax']:.2f} MHz, {'met' if attempt['met'] else 'missed'}")
+        freq_hz = _next_clock(family, fin_hz, attempts)
+    return attempts
+
+
+def _attempt_summary(attempt: dict) -> dict:
+    rounded = {"clock_mhz": round(attempt["freq_hz"] / 1e6, 4), "fmax_mhz": round(attempt["fmax"], 2)}
+    return {k: rounded.get(k, attempt.get(k)) for k in ATTEMPT_KEYS}
+
+
+def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz: float | str = "max",
+                baud: int = DEFAULT_BAUD, build_dir=None, allow_timing_fail: bool = False, log=None) -> dict:
+    """Build the bitstream for ``board_name``; returns the build report (also ``out_dir/build.json``).
+
+    ``freq_mhz`` is the accelerator clock in MHz, or ``"max"``: the highest PLL clock that meets timing, over
+    up to :data:`MAX_CLOCK_BUILDS` builds. Only a build that met its clock is published (unless
+    ``allow_timing_fail``: then, if none did, the one with the highest Fmax).
+    """
+    fixed_mhz = parse_clock(freq_mhz)
+    board = _check_board(board_name, config)
     build_dir = Path(build_dir or Path(out_dir) / "build")
     env = {**_tool_env(), **os.environ}                 # the user's own tool variables win
     t0 = time.monotonic()
-    failures = []
-    attempts = [(variant, seed) for variant in YOSYS_VARIANTS for seed in PLACEMENT_SEEDS]
-    for (label, prelude, flags), seed in attempts:
-        if log:
-            log(f"building {board_name} at {freq_hz / 1e6:.2f} MHz (yosys: {label}, nextpnr seed {seed}) ...")
-        memory_prelude, memory_flag = spram_flow(board.device)
-        placer = " ".join(PNR_TARGETS[board.device].placer_args)
-        overrides = {"nextpnr_opts": f"--timing-allow-fail --report report.json --seed {seed} {placer}".rstrip(),
-                     "synth_opts": " ".join(filter(None, [flags, memory_flag]))}
-        overrides["script_after_read"] = "; ".join(filter(None, [RTLIL_MEMORY_PRELUDE, prelude, memory_prelude]))
-        try:
-            platform.prepare(top, name=BOARD_NAME, **overrides).execute_local(str(build_dir), env=env)
-            break
-        except subprocess.CalledProcessError as exc:     # a tool of the build script failed
-            log_text = ""
-            for candidate in sorted(build_dir.glob("*.log")) + sorted(build_dir.glob("*.tim")):
-                log_text += candidate.read_text(errors="replace")
-            errors = [ln for ln in log_text.splitlines() if ln.startswith("ERROR")]
-            failures.append(f"{label}, seed {seed}: {errors[-1] if errors else exc}")
-            placement = is_placement_overflow(failures[-1])
-            if "Assert" not in failures[-1] and not placement:
-                raise SdhwError(f"board build failed ({build_dir}): {failures[-1]}") from None
-            if placement and seed == PLACEMENT_SEEDS[-1]:
-                raise SdhwError(f"board build failed ({build_dir}): the design does not place on {board.device} "
-                                f"with nextpnr seeds {', '.join(map(str, PLACEMENT_SEEDS))} ({failures[-1]}); "
-                                "choose fewer pes or --dense") from None
-            top = BoardTop(board, config, freq_hz=freq_hz, baud=baud)
+    if fixed_mhz is None:
+        attempts = _search_clock(board, config, baud=baud, build_dir=build_dir, env=env, log=log)
     else:
-        raise SdhwError(f"board build failed ({build_dir}): " + "; ".join(failures))
-    report = json.loads((build_dir / "report.json").read_text())
-    fmax = min(c["achieved"] for c in report["fmax"].values())
+        attempts = [_attempt(board, config, fixed_mhz * 1e6, baud=baud, seeds=PLACEMENT_SEEDS,
+                             first_variant=0, build_dir=build_dir / "attempt-1", env=env, log=log)]
+    met = [a for a in attempts if a["met"]]
+    chosen = max(met, key=lambda a: a["freq_hz"]) if met else max(attempts, key=lambda a: a["fmax"])
+    if not met and not allow_timing_fail:
+        raise SdhwError(_timing_error(board_name, attempts, fixed=fixed_mhz is not None))
     result = {
-        "board": board_name, "device": board.device, "clock_mhz": round(freq_hz / 1e6, 4), "pll": pll,
-        "baud": baud, "uart": board.uart, "fmax_mhz": round(fmax, 2), "timing_met": fmax >= freq_hz / 1e6,
-        "utilization": {k: v for k, v in report["utilization"].items() if v.get("used")},
-        "config": config.as_dict(), "nextpnr_seed": seed, "seconds": round(time.monotonic() - t0, 1),
+        "board": board_name, "device": board.device, "clock_mhz": round(chosen["freq_hz"] / 1e6, 4),
+        "pll": chosen["pll"], "baud": baud, "uart": board.uart, "fmax_mhz": round(chosen["fmax"], 2),
+        "timing_met": chosen["met"], "utilization": chosen["utilization"], "config": config.as_dict(),
+        "nextpnr_seed": chosen["seed"], "yosys_variant": chosen["yosys"],
+        "clock_search": "fixed" if fixed_mhz is not None else "max",
+        "attempts": [_attempt_summary(a) for a in attempts], "seconds": round(time.monotonic() - t0, 1),
         "bitstream": f"sdhw_{board_name}.{board.extension}",
     }
-    if not result["timing_met"] and not allow_timing_fail:
-        raise SdhwError(f"{board_name} at {freq_hz / 1e6:.2f} MHz misses timing (Fmax {fmax:.2f} MHz); "
-                        f"rebuild with --freq {int(fmax)} or lower")
-    _publish(board, config, build_dir, Path(out_dir), result)
+    _publish(board, config, Path(chosen["build_dir"]), Path(out_dir), result)
     return result
+
+
+def _timing_error(board_name: str, attempts: list[dict], *, fixed: bool) -> str:
+    best = max(a["fmax"] for a in attempts)
+    if fixed:
+        return (f"{board_name} at {attempts[0]['freq_hz'] / 1e6:.2f} MHz misses timing (Fmax {best:.2f} MHz); "
+                f"rebuild with --freq {int(best)} or lower, or --freq max")
+    tried = ", ".join(f"{a['freq_hz'] / 1e6:.2f} MHz (Fmax {a['fmax']:.2f})" for a in attempts)
+    return (f"{board_name} met timing in none of {len(attempts)} builds ({tried}); the best Fmax is {best:.2f} MHz: "
+            f"try --freq {int(best * (1 - RETRY_MARGIN))} or lower, fewer pes, or --allow-timing-fail")
 
 
 def _publish(board: Board, config: AcceleratorConfig, build_dir: Path, out_dir: Path, result: dict) -> None:

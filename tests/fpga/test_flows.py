@@ -427,43 +427,71 @@ def test_yosys_result_of_a_fallback_variant_is_reused(tmp_path, monkeypatch):
 
 
 class _PlacementPlan:
-    """A stand-in build plan: placement fails on the seeds in ``failing``, else a report and a bitstream."""
+    """A stand-in build plan: yosys asserts on the script variants in ``asserting``, placement fails on the seeds
+    in ``failing``, else a report with Fmax ``fmax(clock MHz, seed)`` and a bitstream naming its clock and seed."""
 
-    def __init__(self, opts, failing, calls):
+    def __init__(self, top, opts, calls, *, failing, asserting, fmax):
+        self.clock_mhz = top.freq_hz / 1e6
         self.seed = int(opts["nextpnr_opts"].split("--seed ")[1].split()[0])
         self.placer = tuple(opts["nextpnr_opts"].split("--seed ")[1].split()[1:])
-        self.failing, self.calls = failing, calls
+        self.variant = next(label for label, prelude, flags in reversed(synth.YOSYS_VARIANTS)
+                            if prelude in opts["script_after_read"] and flags in opts["synth_opts"])
+        self.calls, self.failing, self.asserting, self.fmax = calls, failing, asserting, fmax
 
     def execute_local(self, root, env):
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         self.calls.append(self.seed)
+        self.calls.runs.append((round(self.clock_mhz, 4), self.seed, self.variant, root))
         self.calls.placer = self.placer
+        if self.variant in self.asserting:
+            (root / f"{boards.BOARD_NAME}.rpt").write_text("ERROR: Assert `GetSize(a) == GetSize(b)' failed\n")
+            raise subprocess.CalledProcessError(1, "yosys")
         if self.seed in self.failing:
             (root / f"{boards.BOARD_NAME}.tim").write_text("ERROR: Unable to find legal placement for all cells\n")
             raise subprocess.CalledProcessError(1, "nextpnr-ice40")
-        (root / "report.json").write_text(json.dumps({"fmax": {"clk": {"achieved": 30.0}}, "utilization": {}}))
-        (root / f"{boards.BOARD_NAME}.bin").write_bytes(b"\0" * 16)
+        fmax = self.fmax(self.clock_mhz, self.seed)
+        (root / "report.json").write_text(json.dumps({"fmax": {"clk": {"achieved": fmax}}, "utilization": {}}))
+        for ext in ("bin", "bit"):
+            (root / f"{boards.BOARD_NAME}.{ext}").write_bytes(f"{self.clock_mhz:.4f} MHz seed {self.seed}".encode())
 
 
 class _Calls(list):
-    """The seeds the stand-in plans ran, in order, and the placer arguments of the last one."""
+    """The seeds the stand-in plans ran, in order; each run's (clock MHz, seed, yosys variant, build directory);
+    the placer arguments of the last one."""
     placer: tuple = ()
 
+    def __init__(self):
+        super().__init__()
+        self.runs = []
 
-def _fake_platform(monkeypatch, failing):
+
+def _fake_platform(monkeypatch, failing=(), *, asserting=(), fmax=lambda clock_mhz, seed: 30.0, fin_hz=12e6):
     calls = _Calls()
 
     class Platform:
-        default_clk_frequency = 12e6
+        default_clk_frequency = fin_hz
 
         def prepare(self, top, name, **opts):
+            assert not hasattr(self, "prepared"), "an Amaranth platform prepares one plan"
+            self.prepared = True
             # a real plan elaborates the top; this one never does, so Amaranth must not warn about it
             top._MustUse__silence = top.system._MustUse__silence = True
-            return _PlacementPlan(opts, failing, calls)
+            return _PlacementPlan(top, opts, calls, failing=failing, asserting=asserting, fmax=fmax)
 
     monkeypatch.setattr(boards, "_platform", lambda board, config: Platform())
     return calls
+
+
+def _published(out: Path) -> tuple[dict, str]:
+    """build.json and the bitstream's text of a build published into ``out`` by the stand-in plans."""
+    report = json.loads((out / "build.json").read_text())
+    return report, (out / report["bitstream"]).read_bytes().decode()
+
+
+def _nothing_published(out: Path) -> bool:
+    """No bitstream, manifest or build report in ``out`` (the tools' build directory may be there)."""
+    return not any((out / name).exists() for name in ("build.json", "manifest.json", "sdhw_icebreaker.bin"))
 
 
 def test_a_board_build_that_does_not_place_tries_the_next_seed(tmp_path, monkeypatch):
@@ -480,3 +508,183 @@ def test_a_board_build_that_places_on_no_seed_says_so(tmp_path, monkeypatch):
         boards.build_board("icebreaker", small("up5k", dense=True), out_dir=tmp_path / "o", freq_mhz=12)
     assert calls == list(boards.PLACEMENT_SEEDS)
     assert not any((tmp_path / "o" / name).exists() for name in ("build.json", "manifest.json", "sdhw_icebreaker.bin"))
+
+
+# ------------------------------------------------------------------------------------------------ clock search
+def _reachable_mhz(family: str, fin_hz: float) -> list[float]:
+    """Every PLL output, by brute force over the data-sheet divider ranges and limits (apart from boards.py)."""
+    outputs = set()
+    if family == "ice40":
+        for divr in range(16):
+            for divf in range(128):
+                for divq in range(1, 7):
+                    fpfd, fvco = fin_hz / (divr + 1), fin_hz / (divr + 1) * (divf + 1)
+                    if 10e6 <= fpfd <= 133e6 and 533e6 <= fvco <= 1066e6:
+                        outputs.add(fvco / 2 ** divq / 1e6)
+    else:
+        for clki in range(1, 129):
+            for clkfb in range(1, 81):
+                fout = fin_hz / clki * clkfb
+                if fin_hz / clki >= 3.125e6 and any(400e6 <= fout * op <= 800e6 for op in range(1, 129)):
+                    outputs.add(fout / 1e6)
+    return sorted(outputs)
+
+
+@pytest.mark.parametrize("family, fin_mhz", [("ice40", 12), ("ecp5", 25), ("ecp5", 48)])
+def test_pll_at_most_is_the_highest_reachable_clock_within_the_limit(family, fin_mhz):
+    reachable = _reachable_mhz(family, fin_mhz * 1e6)
+    for limit in [x / 4 for x in range(4 * 5, 4 * 300, 3)]:               # 5..300 MHz on a 0.75 MHz grid
+        pll = boards.pll_at_most(family, fin_mhz * 1e6, limit * 1e6)
+        below = [f for f in reachable if f <= limit * (1 + 1e-12)]
+        if not below:
+            assert pll is None, (limit, pll)
+            continue
+        got = pll["fout_hz"] / 1e6
+        assert got <= limit and got == pytest.approx(below[-1], rel=1e-9), (limit, got, below[-3:])
+        # the dividers make that clock and obey the limits
+        closest = boards.pll_closest(family, fin_mhz * 1e6, pll["fout_hz"])
+        assert closest["fout_hz"] == pytest.approx(pll["fout_hz"], rel=1e-9)
+        if family == "ice40":
+            fvco = fin_mhz * 1e6 / (pll["DIVR"] + 1) * (pll["DIVF"] + 1)
+            assert 533e6 <= fvco <= 1066e6 and fvco / 2 ** pll["DIVQ"] == pytest.approx(pll["fout_hz"])
+        else:
+            assert pll["fout_hz"] == pytest.approx(fin_mhz * 1e6 / pll["CLKI_DIV"] * pll["CLKFB_DIV"])
+            assert 400e6 <= pll["fout_hz"] * pll["CLKOP_DIV"] <= 800e6
+    with pytest.raises(SdhwError, match="no PLL model for family 'gowin'; valid: ice40, ecp5"):
+        boards.pll_at_most("gowin", 27e6, 50e6)
+
+
+def test_clock_search_builds_at_the_highest_pll_clock_within_fmax(tmp_path, monkeypatch):
+    """The first build at the device's target (48 MHz on the UP5K) misses with Fmax 40.2 MHz; the second, at the
+    PLL's highest output <= 40.2 MHz with the next seed, meets; the next output up is within MIN_CLOCK_GAIN."""
+    calls = _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: 40.2 if seed == 1 else 41.0)
+    result = boards.build_board("icebreaker", small("up5k", dense=True), out_dir=tmp_path / "o",
+                                build_dir=tmp_path / "b")
+    second = boards.pll_at_most("ice40", 12e6, 40.2e6)["fout_hz"] / 1e6
+    assert second == 39.75                                           # 12 MHz x 53 / 16
+    assert [run[:2] for run in calls.runs] == [(48.0, 1), (second, 2)]
+    assert [run[3] for run in calls.runs] == [tmp_path / "b" / "attempt-1", tmp_path / "b" / "attempt-2"]
+    assert result["clock_search"] == "max" and result["clock_mhz"] == second and result["timing_met"]
+    assert result["fmax_mhz"] == 41.0 and result["nextpnr_seed"] == 2
+    assert [(a["clock_mhz"], a["seed"], a["fmax_mhz"], a["met"]) for a in result["attempts"]] == \
+        [(48.0, 1, 40.2, False), (second, 2, 41.0, True)]
+    report, bitstream = _published(tmp_path / "o")
+    assert report == result and bitstream == f"{second:.4f} MHz seed 2"
+
+
+def test_clock_search_on_ecp5_rises_to_the_fmax_of_the_first_build(tmp_path, monkeypatch):
+    """The ULX3S 25F (25 MHz in): the first build at 125 MHz misses at Fmax 84.3; 83.33 MHz (25 x 10 / 3) is the
+    PLL's highest output below it and meets; nothing reachable lies within MIN_CLOCK_GAIN above."""
+    calls = _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: 84.3, fin_hz=25e6)
+    result = boards.build_board("ulx3s-25f", small("ecp5-25f", dense=True), out_dir=tmp_path / "o",
+                                build_dir=tmp_path / "b")
+    assert [run[:2] for run in calls.runs] == [(125.0, 1), (83.3333, 2)]
+    assert result["clock_mhz"] == 83.3333 and result["pll"]["CLKFB_DIV"] * 3 == result["pll"]["CLKI_DIV"] * 10
+    assert _published(tmp_path / "o")[1] == "83.3333 MHz seed 2"
+
+
+def test_clock_search_retries_lower_when_a_rebuild_misses(tmp_path, monkeypatch):
+    """48 MHz misses (Fmax 40.2); 39.75 MHz misses on seed 2 (Fmax 39.0), so the next aims RETRY_MARGIN below
+    that: 37.5 MHz meets (Fmax 39.3), and 39.0 MHz, below the clock that missed and worth the gain, meets too.
+    The search stops at MAX_CLOCK_BUILDS and publishes the highest clock that met."""
+    fmax = {1: 40.2, 2: 39.0, 3: 39.3, 4: 39.6}
+    calls = _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: fmax[seed])
+    result = boards.build_board("icebreaker", small("up5k", dense=True), out_dir=tmp_path / "o")
+    assert boards.MAX_CLOCK_BUILDS == 4
+    assert [run[:2] for run in calls.runs] == [(48.0, 1), (39.75, 2), (37.5, 3), (39.0, 4)]
+    assert [a["met"] for a in result["attempts"]] == [False, False, True, True]
+    assert result["clock_mhz"] == 39.0 and result["nextpnr_seed"] == 4
+    assert _published(tmp_path / "o")[1] == "39.0000 MHz seed 4"
+
+
+def test_clock_search_publishes_only_a_build_that_met(tmp_path, monkeypatch):
+    """Higher clocks tried after one that met, and missed, leave the published files to the build that met."""
+    fmax = {1: 56.0, 2: 54.0, 3: 51.0}     # 48 MHz meets with room; 55.5 and then 51.75 MHz miss
+    calls = _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: fmax[seed])
+    result = boards.build_board("icebreaker", small("up5k", dense=True), out_dir=tmp_path / "o")
+    # 12 MHz x 74 / 16 <= 56; 12 MHz x 69 / 16 <= 54 x 0.97; then 48.75 <= 51 x 0.97 is within 2 % of 48
+    assert [run[:2] for run in calls.runs] == [(48.0, 1), (55.5, 2), (51.75, 3)]
+    assert result["clock_mhz"] == 48.0 and result["nextpnr_seed"] == 1 and result["timing_met"]
+    assert _published(tmp_path / "o")[1] == "48.0000 MHz seed 1"
+
+
+def test_clock_search_that_meets_no_clock_is_a_clear_error(tmp_path, monkeypatch):
+    calls = _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: 0.9 * clock_mhz)
+    with pytest.raises(SdhwError) as err:
+        boards.build_board("icebreaker", small("up5k", dense=True), out_dir=tmp_path / "o")
+    assert len(calls.runs) == boards.MAX_CLOCK_BUILDS and "\n" not in str(err.value)
+    assert "icebreaker met timing in none of 4 builds (48.00 MHz (Fmax 43.20), 42.75 MHz" in str(err.value)
+    assert "the best Fmax is 43.20 MHz: try --freq 41 or lower" in str(err.value)
+    assert _nothing_published(tmp_path / "o")
+    # an Fmax below the PLL's lowest output (8.44 MHz from 12 MHz) leaves nothing to try after the first build
+    calls = _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: 5.0)
+    with pytest.raises(SdhwError, match=r"none of 1 builds \(48.00 MHz \(Fmax 5.00\)\); the best Fmax is 5.00 MHz"):
+        boards.build_board("icebreaker", small("up5k", dense=True), out_dir=tmp_path / "o")
+    assert len(calls.runs) == 1 and _nothing_published(tmp_path / "o")
+    # --allow-timing-fail publishes the build with the highest Fmax
+    _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: 0.9 * clock_mhz)
+    result = boards.build_board("icebreaker", small("up5k", dense=True), out_dir=tmp_path / "o",
+                                allow_timing_fail=True)
+    assert not result["timing_met"] and result["clock_mhz"] == 48.0 and result["fmax_mhz"] == 43.2
+    assert _published(tmp_path / "o")[1] == "48.0000 MHz seed 1"
+    _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: 0.9 * clock_mhz)
+    rc, out, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--allow-timing-fail", "-q",
+                        "-o", tmp_path / "p"])
+    assert rc == 0 and "clock: none met timing: the build with the highest Fmax, of 4 build(s)" in out, err
+
+
+def test_a_fixed_clock_is_one_build(tmp_path, monkeypatch):
+    calls = _fake_platform(monkeypatch)                                    # Fmax 30.0
+    rc, out, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--freq", "30", "-q",
+                        "-o", tmp_path / "o"])
+    assert rc == 0, err
+    assert [run[:2] for run in calls.runs] == [(30.0, 1)]
+    report, bitstream = _published(tmp_path / "o")
+    assert report["clock_search"] == "fixed" and report["clock_mhz"] == 30.0 and bitstream == "30.0000 MHz seed 1"
+    assert len(report["attempts"]) == 1 and report["attempts"][0]["build_dir"].endswith("attempt-1")
+    assert boards.parse_clock(None) is None and boards.parse_clock(" Max ") is None and boards.parse_clock(30) == 30
+    assert "clock 30.00 MHz (Fmax 30.00 MHz)" in out and "clock: fixed by --freq, of 1 build(s)" in out
+    # a fixed clock that misses is refused, with no second build
+    calls = _fake_platform(monkeypatch)
+    rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--freq", "33", "-o", tmp_path / "p"])
+    assert rc == 1 and len(calls.runs) == 1 and _nothing_published(tmp_path / "p")
+    assert "icebreaker at 33.00 MHz misses timing (Fmax 30.00 MHz); rebuild with --freq 30 or lower, or --freq max" \
+        in err
+
+
+def test_build_searches_the_clock_by_default_and_reports_every_build(tmp_path, monkeypatch):
+    _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: 40.2 if seed == 1 else 41.0)
+    rc, out, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--json", "-o", tmp_path / "o"])
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["clock_search"] == "max" and result["clock_mhz"] == 39.75
+    assert [a["clock_mhz"] for a in result["attempts"]] == [48.0, 39.75]
+    assert set(result["attempts"][0]) == set(boards.ATTEMPT_KEYS)
+    _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: 40.2 if seed == 1 else 41.0)
+    rc, out, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--freq", "MAX", "-o",
+                        tmp_path / "p"])
+    assert rc == 0, err
+    assert ("clock: the highest that met timing, of 2 build(s): 48.00 MHz seed 1: Fmax 40.20 missed; "
+            "39.75 MHz seed 2: Fmax 41.00 met") in out
+    assert "building icebreaker at 39.75 MHz" in err and "build 1: 48.00 MHz, seed 1: Fmax 40.20 MHz, missed" in err
+
+
+@pytest.mark.parametrize("freq", ["fast", "-3", "0", "nan", "inf", ""])
+def test_build_rejects_a_bad_clock(tmp_path, freq):
+    rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--freq", freq, "-o", tmp_path / "o"])
+    assert rc == 1 and err.count("\n") == 1, err
+    assert f"bad --freq {freq!r}; valid: a number of MHz (above 0) or max" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_each_build_of_the_search_keeps_the_yosys_and_seed_fallback(tmp_path, monkeypatch):
+    """The default yosys script asserts (its log is the build's .rpt): the first build falls back to the hidden
+    wire names and the second starts there; the second's first seed (2) does not place, so it tries seed 3."""
+    calls = _fake_platform(monkeypatch, failing={2}, asserting={"default"},
+                           fmax=lambda clock_mhz, seed: 40.2 if seed == 1 else 41.0)
+    result = boards.build_board("icebreaker", small("up5k", dense=True), out_dir=tmp_path / "o")
+    assert [run[:3] for run in calls.runs] == [(48.0, 1, "default"), (48.0, 1, "hidden wire names"),
+                                               (39.75, 2, "hidden wire names"), (39.75, 3, "hidden wire names")]
+    assert [(a["seed"], a["yosys"]) for a in result["attempts"]] == [(1, "hidden wire names"),
+                                                                    (3, "hidden wire names")]
+    assert result["yosys_variant"] == "hidden wire names" and result["nextpnr_seed"] == 3
