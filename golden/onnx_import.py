@@ -99,6 +99,11 @@ def from_onnx(model) -> Model:
     return _Importer(model.graph, onnx).run()
 
 
+def _printable(text: str) -> str:
+    """``text`` as it is, or quoted with its control characters escaped (a message stays on one line)."""
+    return text if text.isprintable() else repr(text)
+
+
 def _one_line(exc: Exception) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
@@ -181,7 +186,8 @@ class _Importer:
     # --------------------------------------------------------------------------------------- helpers
     @staticmethod
     def _where(node, index: int) -> str:
-        return f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node #{index}"
+        op = _printable(node.op_type)
+        return f"{op} node {node.name!r}" if node.name else f"{op} node #{index}"
 
     def _attrs(self, node, where: str) -> dict:
         out = {}
@@ -317,7 +323,7 @@ class _Importer:
     def _node(self, node, index: int) -> None:
         where = self._where(node, index)
         if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED_OPS:
-            op = f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+            op = _printable(f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type)
             name = repr(node.name) if node.name else f"#{index}"
             raise SdhwError(f"ONNX op {op} (node {name}) is not supported; supported: {', '.join(SUPPORTED_OPS)}")
         if not node.output or not node.output[0]:
