@@ -146,6 +146,11 @@ def _options(args) -> CompileOptions:
 def cmd_compile(args) -> int:
     out = Path(args.output)
     progress = Progress(not (args.quiet or args.json))
+    if args.batch != 1 and not args.manifest:
+        raise SdhwError(f"--batch {args.batch} lays out a program image: give --for with the accelerator's "
+                        "manifest.json (or its directory)")
+    if args.batch < 1:
+        raise SdhwError(f"--batch must be a positive integer, not {args.batch}")
     target = None
     if args.manifest:
         from rtl_gen.generate import load_manifest
@@ -184,10 +189,11 @@ def cmd_compile(args) -> int:
     outputs = {out: packed}
     if target is not None:
         from rtl_gen.image import build_image, pack_image
-        image = build_image(result.program, target)
+        image = build_image(result.program, target, args.batch)
         image_data = pack_image(image)
         outputs[out.with_suffix(".sdimg")] = image_data
-        report["image"] = {"path": str(out.with_suffix(".sdimg")), "bytes": len(image_data), **image.meta["usage"]}
+        report["image"] = {"path": str(out.with_suffix(".sdimg")), "bytes": len(image_data), "batch": image.batch,
+                           **image.meta["usage"]}
     for path, data in outputs.items():
         try:
             fmt.write_atomic(path, data)
@@ -300,14 +306,19 @@ def cmd_sim(args) -> int:
     nchw = channels_first(args.model, model)
     x_cal = _calibration_inputs(model, args.calib, nchw)
     x, y, data = _evaluation_data(model, args.data, nchw)
+    if args.batch < 1:
+        raise SdhwError(f"--batch must be a positive integer, not {args.batch}")
     result = run_model(model, x_cal, x, y, pes=args.pes, dense=args.dense, limit=args.limit, device=args.device,
-                       sim=args.sim, build_dir=args.build_dir, progress=progress, data=data)
+                       sim=args.sim, build_dir=args.build_dir, progress=progress, data=data, batch=args.batch)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"RTL ({result['simulator']}, {result['device']}, {result['pes']} PEs = {result['channel_lanes']} x "
           f"{result['pixel_lanes']}, {result['build']}) on {result['images']} {data}: "
           f"outputs equal golden ({result['outputs_checked']} values checked)")
+    if result["batch"] > 1:
+        print(f"batch {result['batch']}: {result['latency_cycles']:.0f} cycles per run of {result['batch']} inputs "
+              "(latency)")
     print(f"accuracy {result['accuracy'] * 100:.2f}%, {result['cycles_per_inference']:.0f} cycles/inference, "
           f"utilisation {result['utilisation'] * 100:.1f}% (MACs issued / (cycles x N)), "
           f"{result['rows_skipped_per_inference']:.0f} zero rows skipped/inference, "
@@ -394,17 +405,22 @@ def cmd_run(args) -> int:
         print(json.dumps({"port": args.port, "program": str(args.program), "board": report["board"],
                           "words_loaded": report["words_loaded"], "retried": report["retried"],
                           "output_file": args.output,
-                          "results": [{"output": r["output"].tolist(), "status": r["status"],
-                                       **{k: r[k] for k in counters}} for r in report["results"]]}, indent=2))
+                          "batch": image.batch,
+                          "results": [{"output": r["output"].tolist(), "run": r["run"]} for r in report["results"]],
+                          "runs": [{"status": r["status"], **{k: r[k] for k in counters}} for r in report["runs"]]},
+                         indent=2))
         return 0
     b = report["board"]
     print(f"{args.port}: sdhw accelerator v{b['version']}, {b['pes']} PEs = {b['channel_lanes']} x "
           f"{b['pixel_lanes']}, {'dense int8' if b['dense'] else 'SD'}; loaded {report['words_loaded']} words "
-          f"of {args.program}")
+          f"of {args.program}" + (f" (batch {image.batch})" if image.batch > 1 else ""))
     for k, r in enumerate(report["results"]):
         print(f"input {k}: output {r['output'].tolist()}")
-        print(f"  status {r['status']:#x} (done), {r['cycles']} cycles, {r['macs']} MACs, {r['skipped']} zero "
-              f"rows skipped, {r['stalls']} stall cycles")
+        if k + 1 == len(report["results"]) or report["results"][k + 1]["run"] != r["run"]:
+            run = report["runs"][r["run"]]
+            what = "" if image.batch == 1 else f"run {r['run']} (batch {image.batch}): "
+            print(f"  {what}status {run['status']:#x} (done), {run['cycles']} cycles, {run['macs']} MACs, "
+                  f"{run['skipped']} zero rows skipped, {run['stalls']} stall cycles")
     if report["retried"]:
         print(f"{report['retried']} requests re-sent after line errors")
     if args.output:
@@ -535,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "in the model's own layout, e.g. NCHW for ONNX/PyTorch) and 'y' (integer labels)")
     c.add_argument("--for", dest="manifest", help="also write the program image (.sdimg next to -o) laid out "
                                                    "for the accelerator of this manifest.json (or its directory)")
+    c.add_argument("--batch", type=int, default=1, help="with --for: inputs per run of the image (default 1), one "
+                                                        "after the other in the activation buffers")
     c.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     c.set_defaults(func=cmd_compile)
@@ -557,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--pes", type=int, default=16, help="PE count (default 16)")
     sm.add_argument("--dense", action="store_true", help="the dense int8 baseline")
     sm.add_argument("--limit", type=int, help="only the first K inputs")
+    sm.add_argument("--batch", type=int, default=1, help="inputs per run (default 1): each channel group's weights "
+                                                         "are rebuilt once for the whole batch")
     sm.add_argument("--device", choices=sorted(DEVICES), help="device (default: the smallest that holds the program)")
     sm.add_argument("--sim", choices=("icarus", "verilator"), help="simulator (default: $SIM or icarus)")
     sm.add_argument("--build-dir", help="where to generate and build (default build/sim-DEVICE-N)")

@@ -721,7 +721,7 @@ def digits_rtl_rows(path: Path, images: int) -> dict:
     rows = {}
     for r in data.get("rows", []):
         try:
-            if (r["images"] >= images and r["rtl_equals_golden"]
+            if (r["images"] >= images and r["rtl_equals_golden"] and r.get("batch", 1) == 1
                     and (r["channel_lanes"], r["pixel_lanes"]) == default_lanes(r["pes"])):
                 rows[r["model"], r["build"], r["pes"]] = {
                     "cycles_per_inference": r["cycles_per_inference"], "images": r["images"],

@@ -270,16 +270,19 @@ class Host:
         return {name: c[2 * k] | c[2 * k + 1] << 32 for k, name in enumerate(("cycles", "macs", "skipped", "stalls"))}
 
     def run(self, image, x_q) -> dict:
-        """Write one int8 input, start, wait (``poll_timeout``), return outputs, status and counters.
+        """Write one run's int8 inputs (the image's batch of them, one after the other), start, wait
+        (``poll_timeout``), return outputs, status and counters.
 
         Returns ``{"output", "status", "error_code", "error", "layer", "cycles", "macs", "skipped",
-        "stalls"}``; ``output`` holds the int8 outputs (empty when the accelerator raised its error flag).
+        "stalls"}``; ``output`` holds the int8 outputs of the run (the batch's one after the other; empty when
+        the accelerator raised its error flag).
         """
         x = np.asarray(x_q).reshape(-1)
-        n_in = int(np.prod(image.meta["input_shape"]))
+        n_in = image.batch * int(np.prod(image.meta["input_shape"]))
         if x.size != n_in:
+            of = f"{image.batch} inputs of shape" if image.batch > 1 else "shape"
             raise SdhwError(f"input has {x.size} values; the program takes {n_in} "
-                            f"(shape {tuple(image.meta['input_shape'])})")
+                            f"({of} {tuple(image.meta['input_shape'])})")
         if x.size and (not np.issubdtype(x.dtype, np.integer) or x.min() < -128 or x.max() > 127):
             raise SdhwError("accelerator inputs must be int8 values (-128..127)")
         self.write_words(image.input_region << 16, [int(v) & 0xFFFFFFFF for v in x])
@@ -294,7 +297,7 @@ class Host:
         code = (status >> 8) & 0xFF
         out = []
         if status & hb.STATUS_DONE and not status & hb.STATUS_ERROR:
-            n_out = int(np.prod(image.meta["output_shape"]))
+            n_out = image.batch * int(np.prod(image.meta["output_shape"]))
             out = [v - (1 << 32) if v >= 1 << 31 else v for v in self.read_words(image.output_region << 16, n_out)]
         return {"output": np.asarray(out, dtype=np.int64), "status": status, "error_code": code,
                 "error": hb.ERROR_NAMES.get(code, f"error code {code}") if status & hb.STATUS_ERROR else None,
@@ -335,26 +338,35 @@ def load_input(image, path) -> np.ndarray:
 
 def run_on_board(transport: Transport, image, inputs, *, poll_timeout: float = 10.0,
                  retries: int = DEFAULT_RETRIES) -> dict:
-    """Identify the board, check the image fits it, load it, run every input.
+    """Identify the board, check the image fits it, load it, run every input: in runs of the image's batch
+    (a last run short of inputs is filled with zeros, whose outputs are dropped).
 
-    Returns ``{"board": identify(), "words_loaded": n, "results": [Host.run() per input], "retried": n}``
-    (``retried``: requests re-sent after line errors); an accelerator error (its error flag) raises
-    :class:`golden.SdhwError` naming the error code and the layer.
+    Returns ``{"board": identify(), "words_loaded": n, "results": [...], "runs": [...], "retried": n}``:
+    ``results`` one per input (its ``output`` and ``run``, the index of its run), ``runs`` one
+    :meth:`Host.run` result per run (outputs, status, counters); ``retried``: requests re-sent after line
+    errors. An accelerator error (its error flag) raises :class:`golden.SdhwError` naming the error code and
+    the layer.
     """
     host = Host(transport, poll_timeout=poll_timeout, retries=retries)
     info = host.identify()
     host.check_image(image, info)
     loaded = host.load(image)
-    results = []
-    for k, x in enumerate(inputs):
-        result = host.run(image, x)
-        if result["error"] is not None:
-            raise SdhwError(f"the accelerator stopped with error {result['error_code']} ({result['error']}) at "
-                            f"layer {result['layer']} of input {k}")
-        if not result["status"] & hb.STATUS_DONE:
-            raise SdhwError(f"the accelerator did not finish input {k} (status {result['status']:#x})")
-        results.append(result)
-    return {"board": info, "words_loaded": loaded, "results": results, "retried": host.retried}
+    n_in = int(np.prod(image.meta["input_shape"]))
+    xs = [np.asarray(x).reshape(-1) for x in inputs]
+    batch, results, runs = image.batch, [], []
+    for first in range(0, len(xs), batch):
+        chunk = xs[first:first + batch]
+        run = host.run(image, np.concatenate(chunk + [np.zeros(n_in, dtype=np.int64)] * (batch - len(chunk))))
+        which = f"input {first}" if batch == 1 else f"inputs {first}..{first + len(chunk) - 1}"
+        if run["error"] is not None:
+            raise SdhwError(f"the accelerator stopped with error {run['error_code']} ({run['error']}) at "
+                            f"layer {run['layer']} of {which}")
+        if not run["status"] & hb.STATUS_DONE:
+            raise SdhwError(f"the accelerator did not finish {which} (status {run['status']:#x})")
+        runs.append(run)
+        for output in np.split(run["output"], batch)[:len(chunk)]:
+            results.append({"output": output, "run": len(runs) - 1})
+    return {"board": info, "words_loaded": loaded, "results": results, "runs": runs, "retried": host.retried}
 
 
 def open_serial(port: str, baud: int = 115200, *, timeout: float = 1.0):

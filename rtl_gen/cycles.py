@@ -359,8 +359,8 @@ def _layer(plan: LayerPlan, layer, cfg: AcceleratorConfig, start: int, first_ent
     return LayerTiming(start, end, fill_end, issue_end), head
 
 
-def program_timing(program: Program, cfg: AcceleratorConfig) -> list[LayerTiming]:
-    """Every layer's timing for one inference (cycles from the run's flush)."""
+def program_timing(program: Program, cfg: AcceleratorConfig, batch: int = 1) -> list[LayerTiming]:
+    """Every layer's timing for one run of ``batch`` inputs (cycles from the run's flush)."""
     latency = 2 if cfg.register_ram_outputs else 1
     backend = _BackEnd(cfg)
     last_use: dict[int, int] = {}
@@ -368,23 +368,24 @@ def program_timing(program: Program, cfg: AcceleratorConfig) -> list[LayerTiming
     t = SEQ_FIRST_START + latency
     out = []
     for index, layer in enumerate(program.layers):
-        plan = plan_layer(layer, cfg, index)
+        plan = plan_layer(layer, cfg, index, batch)
         timing, entry = _layer(plan, layer, cfg, t, entry, last_use, backend)
         out.append(timing)
         t = timing.end + SEQ_NEXT_START + latency
     return out
 
 
-def expected_cycles(program: Program, cfg: AcceleratorConfig) -> dict:
-    """The CYCLES counter of one inference of ``program`` on ``cfg`` and what else the counters show.
+def expected_cycles(program: Program, cfg: AcceleratorConfig, batch: int = 1) -> dict:
+    """The CYCLES counter of one run of ``program`` on ``cfg`` (``batch`` inputs) and what else the counters
+    show.
 
     Returns ``cycles`` (total), ``macs`` and ``rows_skipped`` (:func:`rtl_gen.image.expected_counts`),
     ``layer_cycles`` (per layer, from its start to its end; the rest is the sequencer's descriptor fetch,
     ``SEQ_*`` cycles per slot) and ``utilisation`` (MACs / (cycles x N)).
     """
     latency = 2 if cfg.register_ram_outputs else 1
-    timings = program_timing(program, cfg)
+    timings = program_timing(program, cfg, batch)
     total = timings[-1].end + SEQ_END + latency if timings else SEQ_END + latency
-    counts = expected_counts(program, cfg)
+    counts = expected_counts(program, cfg, batch)
     return {"cycles": total, **counts, "layer_cycles": [t.cycles for t in timings],
             "utilisation": counts["macs"] / (total * cfg.pes) if total else 0.0}

@@ -52,6 +52,11 @@ class ProgramImage:
     def output_region(self) -> int:
         return self.meta["output_region"]
 
+    @property
+    def batch(self) -> int:
+        """Inputs a run takes (and outputs it gives), one after the other in the activation buffers."""
+        return self.meta.get("batch", OPTIONAL_META["batch"])
+
     def writes(self):
         """Every ``(bus address, word)`` the host writes to load the program."""
         for region, offset, words in self.sections:
@@ -99,10 +104,12 @@ class LayerPlan:
     groups: tuple[tuple[int, ...], ...]          # live rows of each channel group, in order
     kills: tuple[int, ...]                       # per row: taps past the input (K1), bit j
     stream: bool
+    batch: int = 1                               # images run one after the other in the layer's pixel loop
 
     @property
     def n_pix(self) -> int:
-        return self.ho * self.wo
+        """Output pixels of the layer's pixel loop: every image's of the batch."""
+        return self.batch * self.ho * self.wo
 
     def taps(self, row: int) -> int:
         return 3 - bin(self.kills[row]).count("1")
@@ -112,7 +119,16 @@ class LayerPlan:
         return sum(self.taps(i) for i in self.groups[g]) if self.groups[g] else 1
 
 
-def plan_layer(layer: QLayer, cfg: AcceleratorConfig, index: int = 0) -> LayerPlan:
+def check_batch(batch) -> int:
+    """``batch`` as an int, or a clear error."""
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise SdhwError(f"batch must be a positive integer, not {batch!r}")
+    return int(batch)
+
+
+def plan_layer(layer: QLayer, cfg: AcceleratorConfig, index: int = 0, batch: int = 1) -> LayerPlan:
+    """``layer`` on ``cfg``; with ``batch`` > 1 the layer runs ``batch`` images, laid out one after the other in
+    the activation buffers, in one pixel loop (each channel group's weights are rebuilt once for all of them)."""
     kind = layer_kind(layer, index)
     if layer.kind == "fc":
         h, w, c = 1, 1, int(np.prod(layer.in_shape))
@@ -128,7 +144,13 @@ def plan_layer(layer: QLayer, cfg: AcceleratorConfig, index: int = 0) -> LayerPl
     q = cfg.pes
     groups = tuple(tuple(int(i) for i in np.flatnonzero(nonzero[g:g + q].any(axis=0))) for g in range(0, m, q))
     kills = tuple(sum(1 << j for j in range(3) if 3 * i + j >= c) if kind == KIND_K1 else 0 for i in range(n_rows))
-    plan = LayerPlan(kind, h, w, c, ho, wo, m, layer.stride, n_rows, groups, kills, False)
+    plan = LayerPlan(kind, h, w, c, ho, wo, m, layer.stride, n_rows, groups, kills, False, check_batch(batch))
+    if plan.batch > 1 and h != ho * layer.stride:
+        # the pixel loop steps from an image's last pixel to the next image's first by the row step (row_wrap):
+        # the next image starts H rows on, where the next output row would read from ho * stride rows on
+        raise SdhwError(f"layer {index} ({layer.describe()}) cannot run a batch: its input height {h} is not "
+                        f"{ho} output rows x stride {layer.stride}; valid: batch 1, or a model whose stride-2 "
+                        "layers take even input heights")
     big = max(plan.entries(g) for g in range(len(groups)))
     # a replayed group stays in the buffer while its passes run; the fill takes a row only with room for two
     return replace(plan, stream=plan.n_pix > 1 and big > cfg.weight_depth - REPLAY_MARGIN)
@@ -161,8 +183,19 @@ def thresholds(layer: QLayer) -> tuple[int, list[int]]:
     return base, [int(t) - 1 for t in hi]
 
 
-def build_image(program: Program, cfg: AcceleratorConfig) -> ProgramImage:
-    """Lay ``program`` out for ``cfg``; raise :class:`SdhwError` naming what does not fit."""
+def largest_batch(program: Program, cfg: AcceleratorConfig) -> int:
+    """The most inputs whose activations (every layer's input and output) fit ``cfg``'s buffers at once."""
+    largest = 1
+    for index, layer in enumerate(program.layers):
+        plan = plan_layer(layer, cfg, index)
+        largest = max(largest, plan.h * plan.w * plan.c, plan.n_pix * plan.m)
+    return cfg.act_depth // largest
+
+
+def build_image(program: Program, cfg: AcceleratorConfig, batch: int = 1) -> ProgramImage:
+    """Lay ``program`` out for ``cfg``, running ``batch`` inputs at a time (inputs and outputs one after the
+    other in the activation buffers); raise :class:`SdhwError` naming what does not fit."""
+    batch = check_batch(batch)
     q_n, r_n = cfg.pes, cfg.rebuild_lanes
     e_hw = cfg.exp_bits
     cw = cfg.code_word_bits
@@ -177,7 +210,7 @@ def build_image(program: Program, cfg: AcceleratorConfig) -> ProgramImage:
     prev_range = (ACT_MIN, ACT_MAX)
     for index, layer in enumerate(program.layers):
         where = f"layer {index} ({layer.describe()})"
-        plan = plan_layer(layer, cfg, index)
+        plan = plan_layer(layer, cfg, index, batch)
         if layer.is_sd and cfg.dense:
             raise SdhwError(f"{where} is SD but the accelerator is the dense baseline; compile with --dense or "
                             "generate without --dense")
@@ -186,11 +219,13 @@ def build_image(program: Program, cfg: AcceleratorConfig) -> ProgramImage:
         if layer.is_sd and layer.weights.exp_bits > e_hw:
             raise SdhwError(f"{where} uses {layer.weights.exp_bits} exponent bits; the accelerator decodes at "
                             f"most {e_hw} (generate with --config exp_bits = {layer.weights.exp_bits})")
-        in_size, out_size = plan.h * plan.w * plan.c, plan.n_pix * plan.m
+        in_size, out_size = batch * plan.h * plan.w * plan.c, plan.n_pix * plan.m
         for what, size in (("input", in_size), ("output", out_size)):
             if size > cfg.act_depth:
-                raise SdhwError(f"{where} {what} needs {size} bytes of activations; the accelerator's buffers "
-                                f"hold {cfg.act_depth} (act_depth)")
+                of_batch = f" for a batch of {batch}" if batch > 1 else ""
+                raise SdhwError(f"{where} {what} needs {size} bytes of activations{of_batch}; the accelerator's "
+                                f"buffers hold {cfg.act_depth} (act_depth)"
+                                + (f"; valid: batch <= {largest_batch(program, cfg)}" if batch > 1 else ""))
         _check_accumulator(layer, where, cfg, prev_range)
         prev_range = (layer.act_min, layer.act_max)
         pad = 1 if plan.kind == KIND_K3 else 0
@@ -275,7 +310,7 @@ def build_image(program: Program, cfg: AcceleratorConfig) -> ProgramImage:
         "layers": n_layers, "input_shape": list(program.input_shape), "output_shape": list(program.output_shape),
         "input_zero_point": program.input_q.zero_point, "input_scale": program.input_q.scale,
         "output_zero_point": program.output_q.zero_point, "output_scale": program.output_q.scale,
-        "output_region": hb.REGION_ACT0 if n_layers % 2 == 0 else hb.REGION_ACT1,
+        "output_region": hb.REGION_ACT0 if n_layers % 2 == 0 else hb.REGION_ACT1, "batch": batch,
         "usage": {"code": len(codes), "basis": q_bases, "bias": len(biases), "descriptors": n_layers + 1},
         "config": cfg.as_dict(),
     }
@@ -313,8 +348,9 @@ def _check_accumulator(layer: QLayer, where: str, cfg: AcceleratorConfig, in_ran
                         f"{cfg.acc_bits}-bit accumulators; generate with a larger acc_bits")
 
 
-def expected_counts(program: Program, cfg: AcceleratorConfig) -> dict[str, int]:
-    """MACs issued and zero rows skipped that the accelerator's counters must show for one inference.
+def expected_counts(program: Program, cfg: AcceleratorConfig, batch: int = 1) -> dict[str, int]:
+    """MACs issued and zero rows skipped that the accelerator's counters must show for one run (of ``batch``
+    inputs).
 
     A MAC is issued per output channel of the group x tap of every live row x output pixel, except the taps
     beyond the input of FC / conv 1x1 layers (zero padding of the last triplet), which are not in the stream.
@@ -323,7 +359,7 @@ def expected_counts(program: Program, cfg: AcceleratorConfig) -> dict[str, int]:
     """
     macs = skipped = 0
     for index, layer in enumerate(program.layers):
-        plan = plan_layer(layer, cfg, index)
+        plan = plan_layer(layer, cfg, index, batch)
         for g, rows in enumerate(plan.groups):
             lanes = min(cfg.pes, plan.m - g * cfg.pes)
             macs += sum(plan.taps(i) for i in rows) * lanes * plan.n_pix
@@ -361,6 +397,8 @@ LOADABLE_REGIONS = {hb.REGION_DESC: "descriptors", hb.REGION_CODES: "codes", hb.
 META_KEYS = ("config", "input_scale", "input_shape", "input_zero_point", "layers", "output_region",
              "output_scale", "output_shape", "output_zero_point", "usage")
 USAGE_KEYS = ("basis", "bias", "code", "descriptors")
+#: keys an image may leave out, with the value that means
+OPTIONAL_META = {"batch": 1}
 
 
 def _region_words(cfg: AcceleratorConfig, region: int) -> int:
@@ -388,10 +426,10 @@ def _check_meta(meta) -> AcceleratorConfig:
     """The metadata an image carries, checked key by key; returns the accelerator config it was laid out for."""
     if not isinstance(meta, dict):
         raise SdhwError(f"program image metadata is a JSON {type(meta).__name__}; valid: an object")
-    missing, unknown = sorted(set(META_KEYS) - set(meta)), sorted(set(meta) - set(META_KEYS))
+    missing, unknown = sorted(set(META_KEYS) - set(meta)), sorted(set(meta) - set(META_KEYS) - set(OPTIONAL_META))
     if missing or unknown:
         raise SdhwError(f"program image metadata has missing key(s) {missing} and unknown key(s) {unknown}; "
-                        f"valid: {', '.join(META_KEYS)}")
+                        f"valid: {', '.join(META_KEYS)} (and optionally {', '.join(OPTIONAL_META)})")
     if not isinstance(meta["config"], dict):
         raise SdhwError("program image metadata 'config' is not an object of accelerator parameters")
     try:
@@ -415,6 +453,12 @@ def _check_meta(meta) -> AcceleratorConfig:
         value = meta[key]
         if not ((_is_int(value) or isinstance(value, float)) and math.isfinite(value) and value > 0):
             raise SdhwError(f"program image metadata {key!r} is {_shown(value)}; valid: a positive finite number")
+    batch = meta.get("batch", OPTIONAL_META["batch"])
+    largest = max(math.prod(meta["input_shape"]), math.prod(meta["output_shape"]))
+    if not (_is_int(batch) and 1 <= batch and batch * largest <= cfg.act_depth):
+        raise SdhwError(f"program image metadata 'batch' is {_shown(batch)}; valid: an integer in "
+                        f"1..{max(1, cfg.act_depth // largest)} (inputs and outputs of a batch fit the "
+                        f"{cfg.act_depth}-byte activation buffers)")
     region = hb.REGION_ACT0 if layers % 2 == 0 else hb.REGION_ACT1
     if meta["output_region"] != region or not _is_int(meta["output_region"]):
         raise SdhwError(f"program image metadata 'output_region' is {_shown(meta['output_region'])}; a program of "

@@ -31,6 +31,10 @@ class Issuer(wiring.Component):
     before the oldest unread one in its last pass (and always when streaming). A layer's first entry is
     ``start_ptr`` (the fill's write pointer as the layer starts).
 
+    The pixel loop runs over every image of a batch, the images one after the other in the activation buffers:
+    after an image's last output row the next row is the next image's first (its padding starts again at the
+    top; the address steps by ``row_wrap`` as after any row).
+
     Per op: the activation address (the pixel's base plus the entry's offset), padding (the pixel's rows and columns
     inside the input, by the entry's kernel row and column: the input's zero point instead), the weights read from
     the buffer beside the activation, both ``act_latency`` cycles after the op's registers, then to the MAC array.
@@ -92,6 +96,7 @@ class Issuer(wiring.Component):
         rows_left = Signal(signed(len(p.in_h) + 2))
         left = Signal()                              # the pixel's first tap column is the left padding
         top = Signal()
+        last_row = Signal()                          # the pixel's row is its image's last (from rows_left)
         base = Signal(signed(self.addr_bits))        # the pixel's address of tap (0, 0, 0)
         out = Signal(len(self.pass_out))             # the pixel's output address (lane 0)
         group_out = Signal(len(self.pass_out))       # pixel 0's output address in this group
@@ -112,6 +117,13 @@ class Issuer(wiring.Component):
                          lanes.eq(Mux(p.n_groups == 1, p.last_lanes, n)), group_out.eq(0), out.eq(0),
                          bias.eq(p.bias_base), group_start.eq(self.start_ptr), *first_pixel()]
             m.d.comb += [self.seek.eq(1), self.seek_addr.eq(self.start_ptr)]
+
+        # a batch's images follow each other in the buffers: after an image's last output row the next row is
+        # the next image's first, whose padding starts again at the top. A row needs kernel - pad = 1 + pad input
+        # rows from its first tap row on, so the last row has at most stride + pad left (``rtl_gen.image`` keeps
+        # the address step from an image's last pixel to the next image's first equal to ``row_wrap``)
+        m.d.sync += last_row.eq(~Mux(p.stride[1], Mux(p.pad, _above(rows_left, 3), _above(rows_left, 2)),
+                                     Mux(p.pad, _above(rows_left, 2), _above(rows_left, 1))))
 
         # padding: the entry's kernel row and column inside the input
         row_ok = Signal(3)
@@ -163,8 +175,11 @@ class Issuer(wiring.Component):
                 m.d.sync += [pix_left.eq(pix_left - 1), last_pixel.eq(pix_left == 2), out.eq(out + p.out_c)]
                 with m.If(row_end):
                     m.d.sync += [x_left.eq(p.out_w), row_end.eq(p.out_w == 1), cols_left.eq(p.in_w + p.pad),
-                                 left.eq(p.pad),
-                                 rows_left.eq(rows_left - p.stride), top.eq(0), base.eq(base + base_step)]
+                                 left.eq(p.pad), base.eq(base + base_step)]
+                    with m.If(last_row):
+                        m.d.sync += [rows_left.eq(p.in_h + p.pad), top.eq(p.pad)]
+                    with m.Else():
+                        m.d.sync += [rows_left.eq(rows_left - p.stride), top.eq(0)]
                 with m.Else():
                     m.d.sync += [x_left.eq(x_left - 1), row_end.eq(x_left == 2), cols_left.eq(cols_left - p.stride),
                                  left.eq(0),
@@ -197,11 +212,13 @@ class Issuer(wiring.Component):
 
 
 def _above(value, k: int):
-    """``value > k`` for a signed ``value`` and ``k`` in 0..2, from its bits (no carry chain)."""
+    """``value > k`` for a signed ``value`` and ``k`` in 0..3, from its bits (no carry chain)."""
     magnitude = value[:-1]
     positive = ~value[-1]
     if k == 0:
         return positive & magnitude.any()
     if k == 1:
         return positive & magnitude[1:].any()
+    if k == 3:
+        return positive & magnitude[2:].any()
     return positive & (magnitude[2:].any() | (magnitude[0] & magnitude[1]))

@@ -44,7 +44,8 @@ class Host:
             await self.write(addr, word)
 
     async def run(self, image: ProgramImage, x_q: np.ndarray, *, timeout: int = 200_000) -> dict:
-        """Write one input, start, wait, return outputs, status and counters."""
+        """Write one run's input (the image's batch of inputs, one after the other), start, wait, return
+        outputs (the batch's), status and counters."""
         for k, v in enumerate(np.asarray(x_q).reshape(-1)):
             await self.write((image.input_region << 16) | k, int(v))
         await self.write((hb.REGION_CSR << 16) | hb.CSR_CONTROL, hb.CONTROL_START)
@@ -54,7 +55,7 @@ class Host:
                 break
         else:
             raise AssertionError(f"accelerator still busy after {timeout} polls")
-        n_out = int(np.prod(image.meta["output_shape"]))
+        n_out = image.batch * int(np.prod(image.meta["output_shape"]))
         out = []
         if status & hb.STATUS_DONE:
             for k in range(n_out):

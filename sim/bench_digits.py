@@ -1,8 +1,11 @@
 """Benchmark: the whole digits test split through the RTL (Verilator), SD vs dense, several PE counts.
 
 Writes ``bench/digits_rtl.json`` and ``bench/digits_rtl.md``: accuracy (the RTL's outputs, asserted equal to
-golden's), cycles/inference, utilisation, zero rows skipped, and the wall time of the simulation.
-Run: ``python -m sim.bench_digits [--pes 4 16 64] [--models mlp cnn] [--sim verilator]`` (``make bench``).
+golden's), cycles/inference, utilisation, zero rows skipped, and the wall time of the simulation; with
+``--batch`` sizes above 1 also the latency (cycles of one run of a batch) beside the throughput (cycles per
+inference) of batched runs.
+Run: ``python -m sim.bench_digits [--pes 4 16 64] [--models mlp cnn] [--batch 1 8] [--sim verilator]``
+(``make bench``).
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ def markdown(rows: list[dict]) -> str:
              "| model | build | N | device | lanes | images | accuracy | cycles/inference | utilisation | "
              "rows skipped/inf. | simulator | wall time |",
              "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    batched = [r for r in rows if r.get("batch", 1) > 1]
+    rows = [r for r in rows if r.get("batch", 1) == 1]
     for r in rows:
         lines.append(f"| {r['model']} | {r['build']} | {r['pes']} | {r['device']} | {r['channel_lanes']} x "
                      f"{r['pixel_lanes']} | {r['images']} | {r['accuracy'] * 100:.2f} % | "
@@ -38,6 +43,19 @@ def markdown(rows: list[dict]) -> str:
         if {"sd", "dense"} <= set(pair):
             ratio = pair["dense"]["cycles_per_inference"] / pair["sd"]["cycles_per_inference"]
             lines.append(f"- {model} N={pes}: SD takes {ratio:.2f}x fewer cycles per inference than dense")
+    if batched:
+        single = {(r["model"], r["build"], r["pes"]): r for r in rows}
+        lines += ["", "## Batches: latency and throughput", "",
+                  "A batch of B images runs in one pass of the accelerator (`sdhw sim --batch B`): each channel "
+                  "group's weights are rebuilt once for the batch. Latency: cycles of one run (B images); "
+                  "throughput: cycles per image over the whole test split.", "",
+                  "| model | build | N | batch | latency (cycles / run) | cycles / inference | vs batch 1 | "
+                  "utilisation |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in batched:
+            base = single.get((r["model"], r["build"], r["pes"]))
+            gain = f"{base['cycles_per_inference'] / r['cycles_per_inference']:.2f}x" if base else "—"
+            lines.append(f"| {r['model']} | {r['build']} | {r['pes']} | {r['batch']} | {r['latency_cycles']:.0f} | "
+                         f"{r['cycles_per_inference']:.0f} | {gain} | {r['utilisation'] * 100:.1f} % |")
     return "\n".join(lines) + "\n"
 
 
@@ -47,6 +65,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=sorted(MODELS))
     parser.add_argument("--sim", default="verilator", choices=("icarus", "verilator"))
     parser.add_argument("--limit", type=int)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes to run (default 1 8)")
     parser.add_argument("--out", default="bench")
     args = parser.parse_args(argv)
     rows = []
@@ -54,12 +73,13 @@ def main(argv=None) -> int:
         model = load_npz(MODELS[name])
         for pes in args.pes:
             for dense in (False, True):
-                result = run_digits(model, pes=pes, dense=dense, limit=args.limit, sim=args.sim,
-                                    build_dir=f"build/bench-{name}-{pes}{'-dense' if dense else ''}",
-                                    progress=lambda msg: print(msg, flush=True))
-                rows.append({"model": name, **result})
-                print(f"{name} N={pes} {rows[-1]['build']}: accuracy {result['accuracy']:.4f}, "
-                      f"{result['cycles_per_inference']:.0f} cycles/inference", flush=True)
+                for batch in args.batch:
+                    result = run_digits(model, pes=pes, dense=dense, limit=args.limit, sim=args.sim, batch=batch,
+                                        build_dir=f"build/bench-{name}-{pes}{'-dense' if dense else ''}",
+                                        progress=lambda msg: print(msg, flush=True))
+                    rows.append({"model": name, **result})
+                    print(f"{name} N={pes} {rows[-1]['build']} batch {batch}: accuracy {result['accuracy']:.4f}, "
+                          f"{result['cycles_per_inference']:.0f} cycles/inference", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "digits_rtl.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")

@@ -67,8 +67,20 @@ def random_program(rng, cfg: AcceleratorConfig, *, max_tries: int = 20) -> Progr
     raise RuntimeError("could not draw a program that fits the configuration")
 
 
-def random_input(rng, program: Program) -> np.ndarray:
-    return rng.integers(-128, 128, program.input_shape)
+def random_batch(rng, program: Program, cfg: AcceleratorConfig, most: int = 5) -> int:
+    """A batch size in 2..``most`` that ``program`` runs with on ``cfg`` (buffers, layer shapes), or 1."""
+    for batch in range(int(rng.integers(2, most + 1)), 1, -1):
+        try:
+            build_image(program, cfg, batch)
+        except SdhwError:
+            continue
+        return batch
+    return 1
+
+
+def random_input(rng, program: Program, batch: int = 1) -> np.ndarray:
+    """Random int8 inputs: one (``input_shape``), or ``batch`` of them (``(batch, *input_shape)``)."""
+    return rng.integers(-128, 128, program.input_shape if batch == 1 else (batch, *program.input_shape))
 
 
 # ------------------------------------------------------------------------------------------ edge cases

@@ -48,13 +48,16 @@ class Job:
     keep_going: bool = False
 
     def add_program(self, name: str, program: Program, cfg: AcceleratorConfig, inputs: list[np.ndarray], *,
-                    check_counters: bool = True, **extra) -> None:
+                    batch: int = 1, check_counters: bool = True, **extra) -> None:
         """A program laid out for ``cfg``; expected outputs from golden, and counters (MACs, skipped rows, and
-        the cycles of :func:`rtl_gen.cycles.expected_cycles`)."""
+        the cycles of :func:`rtl_gen.cycles.expected_cycles`). With ``batch`` > 1 each of ``inputs`` holds that
+        many inputs, run at once."""
         if check_counters:
-            extra = {**expected_counts(program, cfg), "cycles": expected_cycles(program, cfg)["cycles"], **extra}
-        self.add_image(name, build_image(program, cfg), inputs,
-                       [run_program(program, np.asarray(x)[None]).reshape(-1) for x in inputs], **extra)
+            extra = {**expected_counts(program, cfg, batch), "cycles": expected_cycles(program, cfg, batch)["cycles"],
+                     **extra}
+        runs = [np.asarray(x).reshape(batch, *program.input_shape) for x in inputs]
+        self.add_image(name, build_image(program, cfg, batch), runs,
+                       [run_program(program, x).reshape(-1) for x in runs], batch=batch, **extra)
 
     def add_image(self, name: str, image: ProgramImage, inputs: list[np.ndarray], expected: list[np.ndarray],
                   **extra) -> None:

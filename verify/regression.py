@@ -4,8 +4,9 @@ The directory's ``manifest.json`` gives the configuration and its Verilog is sim
 scratch directory, never elaborated again). One simulator run checks, against golden:
 
 - random programs (:func:`sim.random_programs.random_program`: FC, conv 3x3 and 1x1 at strides 1 and 2, varied
-  pruning, exponent bits up to the build's, zero points and ReLU) until ``count`` layers, with random idle
-  cycles before host-bus accesses; every output element and the MAC, skipped-row and cycle counters;
+  pruning, exponent bits up to the build's, zero points and ReLU; a third of them on a batch of inputs) until
+  ``count`` layers, with random idle cycles before host-bus accesses; every output element and the MAC,
+  skipped-row and cycle counters;
 - the edge programs (:func:`sim.random_programs.edge_programs`: single row, saturating requantisation, all-zero
   and maximum-exponent layers, the largest program that fits the build's memories);
 - corrupt descriptors (:func:`sim.random_programs.corruptions`): each must stop the run with its error code;
@@ -34,7 +35,14 @@ from rtl_gen.generate import TOP_NAME, load_manifest
 from rtl_gen.image import build_image
 from rtl_gen.tools import verilator_bin_dir, which
 from sdhw.config import AcceleratorConfig
-from sim.random_programs import corrupt_first_descriptor, corruptions, edge_programs, random_input, random_program
+from sim.random_programs import (
+    corrupt_first_descriptor,
+    corruptions,
+    edge_programs,
+    random_batch,
+    random_input,
+    random_program,
+)
 from sim.runner import SIMULATORS, Build, Job, SimulationFailed
 
 DEFAULT_COUNT = 100
@@ -153,8 +161,10 @@ def _random_programs(job: Job, cfg: AcceleratorConfig, seed: int, count: int, me
     while result.layers < count:
         rng = np.random.default_rng(seed + i)
         program = _draw(rng, cfg, seed + i)
-        name = f"random {i} [{', '.join(layer.describe() for layer in program.layers)}]"
-        job.add_program(name, program, cfg, [random_input(rng, program)])
+        batch = random_batch(rng, program, cfg) if rng.random() < 1 / 3 else 1
+        name = f"random {i} [{', '.join(layer.describe() for layer in program.layers)}]" + \
+            (f" batch {batch}" if batch > 1 else "")
+        job.add_program(name, program, cfg, [random_input(rng, program, batch)], batch=batch)
         _with_timeout(job)
         meta[name] = (seed + i, len(program.layers))
         result.layers += len(program.layers)

@@ -18,10 +18,10 @@ class FakeBoard:
     is answered with a bad-checksum status), "error" (the accelerator raises error 8 at layer 1), "noisy" (a
     line that damages frames: of every five, the second is rejected unexecuted as corrupted and the fourth is
     executed but its response arrives corrupted, except the response to a control write, so runs start once
-    per request). ``starts`` counts the runs started."""
+    per request). ``starts`` counts the runs started; a run takes ``batch`` inputs."""
 
-    def __init__(self, program: Program, cfg: AcceleratorConfig, *, mode: str | None = None):
-        self.program, self.cfg, self.mode = program, cfg, mode
+    def __init__(self, program: Program, cfg: AcceleratorConfig, *, mode: str | None = None, batch: int = 1):
+        self.program, self.cfg, self.mode, self.batch = program, cfg, mode, batch
         self.mem: dict[int, int] = {}
         self.out = bytearray()
         self.status = 0
@@ -96,14 +96,14 @@ class FakeBoard:
         if self.mode == "error":
             self.status = hb.STATUS_ERROR | hb.ERR_ACT_ADDR << 8 | 1 << 16
             return
-        n_in = int(np.prod(self.program.input_shape))
+        n_in = self.batch * int(np.prod(self.program.input_shape))
         x = [(self.mem.get((hb.REGION_ACT0 << 16) | k, 0) & 0xFF) for k in range(n_in)]
-        x = np.asarray([v - 256 if v > 127 else v for v in x]).reshape(self.program.input_shape)
-        y = run_program(self.program, x[None]).reshape(-1)
+        x = np.asarray([v - 256 if v > 127 else v for v in x]).reshape(self.batch, *self.program.input_shape)
+        y = run_program(self.program, x).reshape(-1)
         region = hb.REGION_ACT0 if len(self.program.layers) % 2 == 0 else hb.REGION_ACT1
         for k, v in enumerate(y):
             self.mem[(region << 16) | k] = int(v) & 0xFFFFFFFF
-        counts = expected_counts(self.program, self.cfg)
+        counts = expected_counts(self.program, self.cfg, self.batch)
         self.counters = {hb.CSR_CYCLES: 1000 + counts["macs"], hb.CSR_MACS: counts["macs"],
                          hb.CSR_SKIPPED: counts["rows_skipped"], hb.CSR_STALLS: 0}
         self.status = hb.STATUS_DONE

@@ -13,7 +13,7 @@ from golden import SdhwError
 from golden.compiler import CompileOptions, compile_model
 from golden.model import Layer, Model
 from golden.program import run_program
-from rtl_gen.image import build_image
+from rtl_gen.image import build_image, expected_counts
 from sdhw import hostbus as hb
 from sdhw.config import AcceleratorConfig
 
@@ -137,7 +137,24 @@ def test_run_on_fake_board_matches_golden():
     assert report["words_loaded"] == sum(len(w) for _, _, w in image.sections)
     for x, r in zip(xs, report["results"]):
         assert r["output"].tolist() == run_program(program, x[None]).reshape(-1).tolist()
-        assert r["status"] == hb.STATUS_DONE and r["error"] is None and r["macs"] > 0
+    assert [r["run"] for r in report["results"]] == [0, 1, 2] and len(report["runs"]) == 3
+    assert all(r["status"] == hb.STATUS_DONE and r["error"] is None and r["macs"] > 0 for r in report["runs"])
+
+
+def test_run_a_batch_image_in_runs_of_its_batch():
+    """Inputs go in runs of the image's batch; the last run, short of inputs, is filled and its extra outputs
+    dropped."""
+    program = small_program()
+    image = build_image(program, CFG, batch=2)
+    board = FakeBoard(program, CFG, batch=2)
+    xs = np.random.default_rng(3).integers(-128, 128, (3, 12))
+    report = run_on_board(board, image, xs)
+    assert board.starts == 2 and [r["run"] for r in report["results"]] == [0, 0, 1]
+    for x, r in zip(xs, report["results"]):
+        assert r["output"].tolist() == run_program(program, x[None]).reshape(-1).tolist()
+    assert report["runs"][0]["macs"] == 2 * expected_counts(program, CFG)["macs"]
+    with pytest.raises(SdhwError, match=r"input has 12 values; the program takes 24 \(2 inputs of shape \(12,\)\)"):
+        Host(FakeBoard(program, CFG, batch=2)).run(image, np.zeros(12, dtype=int))
 
 
 def test_run_errors():

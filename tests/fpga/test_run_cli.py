@@ -71,7 +71,7 @@ def test_run_float_batch_json(files, board):
     report = json.loads(out)
     want = run_program(program, program.input_q.quantize(x))
     assert [r["output"] for r in report["results"]] == want.tolist()
-    assert report["board"]["pes"] == 4 and all(r["macs"] > 0 for r in report["results"])
+    assert report["board"]["pes"] == 4 and all(r["macs"] > 0 for r in report["runs"]) and report["batch"] == 1
     assert np.load(d / "y.npy").shape == (3, *program.output_shape)
 
 

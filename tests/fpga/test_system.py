@@ -44,20 +44,22 @@ def small_program(seed: int):
     return program, rng.integers(-128, 128, program.input_shape)
 
 
-def run_system(tmp_path, cfg: AcceleratorConfig, program, x, *, frame_errors: bool = True) -> dict:
-    """``program`` on ``cfg``'s UART system (SystemTop's Verilog in Icarus), driven by fpga.host.Host."""
+def run_system(tmp_path, cfg: AcceleratorConfig, program, x, *, frame_errors: bool = True, batch: int = 1) -> dict:
+    """``program`` on ``cfg``'s UART system (SystemTop's Verilog in Icarus), driven by fpga.host.Host; with
+    ``batch`` > 1, ``x`` holds that many inputs, run at once."""
     from cocotb_tools.runner import get_runner
 
     from fpga.soc import SYSTEM_NAME, system_verilog
 
-    image = build_image(program, cfg)
+    image = build_image(program, cfg, batch)
+    x = np.asarray(x).reshape(batch, *program.input_shape)
     (tmp_path / "program.sdimg").write_bytes(pack_image(image))
     src = tmp_path / f"{SYSTEM_NAME}.v"
     src.write_text(system_verilog(cfg, clk_freq=CLK_FREQ, baud=BAUD, timeout=BRIDGE_TIMEOUT, max_words=MAX_WORDS))
     job = {"seed": SEED, "divisor": DIVISOR, "max_words": MAX_WORDS, "image": str(tmp_path / "program.sdimg"),
            "read_timeout_cycles": 4 * BRIDGE_TIMEOUT + 4000, "config": cfg.as_dict(), "frame_errors": frame_errors,
-           "input": np.asarray(x).reshape(-1).tolist(), "expected": run_program(program, x[None]).reshape(-1).tolist(),
-           **expected_counts(program, cfg)}
+           "input": x.reshape(-1).tolist(), "expected": run_program(program, x).reshape(-1).tolist(),
+           **expected_counts(program, cfg, batch)}
     (tmp_path / "job.json").write_text(json.dumps(job))
     result = tmp_path / "result.json"
 
@@ -86,6 +88,14 @@ def test_system_over_uart(tmp_path):
     assert stats["rejected_checked"] == 3
     print(f"system over UART (seed {SEED}): {stats['words_loaded']} words loaded, {stats['outputs_checked']} "
           f"outputs bit-exact, {stats['sim_cycles']} cycles simulated in {stats['seconds']:.1f} s")
+
+
+def test_system_runs_a_batch_over_uart(tmp_path):
+    """Three inputs in one run over the UART (conv 3x3 then FC): outputs and counters exact."""
+    program, _ = small_program(SEED + 1)
+    x = np.random.default_rng(SEED + 1).integers(-128, 128, (3, *program.input_shape))
+    stats = run_system(tmp_path, CONFIG, program, x, frame_errors=False, batch=3)
+    assert stats["macs"] == 3 * expected_counts(program, CONFIG)["macs"]
 
 
 def test_icebreaker_system_runs_the_digits_mlp(tmp_path):

@@ -132,6 +132,27 @@ def test_compile_for_manifest_writes_image(tmp_path, manifest16):
         unpack_image(corrupt)
 
 
+def test_compile_for_a_batch(tmp_path, manifest16):
+    out = tmp_path / "mlp.sdp"
+    rc, stdout, err = run(["compile", DIGITS_MLP, "-o", out, "--for", manifest16, "--epochs", 0, "--batch", 8,
+                           "--json"])
+    assert rc == 0, err
+    assert json.loads(stdout)["image"]["batch"] == 8 and load_image(tmp_path / "mlp.sdimg").batch == 8
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch", "4"], "--batch 4 lays out a program image: give --for"),
+    (["--batch", "0", "--for", None], "--batch must be a positive integer, not 0"),
+    (["--batch", "5000", "--for", None], "for a batch of 5000; the accelerator's buffers hold 16384 (act_depth); "
+                                         "valid: batch <= 128")])
+def test_compile_refuses_a_bad_batch(tmp_path, manifest16, args, message):
+    out = tmp_path / "mlp.sdp"
+    rc, _, err = run(["compile", DIGITS_MLP, "-o", out, "--epochs", 0, "-q",
+                      *[manifest16 if a is None else a for a in args]])
+    assert rc == 1 and message in err and err.count("\n") == 1, err
+    assert not out.exists() and not out.with_suffix(".sdimg").exists()
+
+
 def test_compile_for_refuses_a_model_too_big(tmp_path):
     small = tmp_path / "small"
     cfg_file = tmp_path / "small.json"

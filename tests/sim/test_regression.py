@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from golden.compiler import CompileOptions, compile_model
+from golden.model import Layer, Model
 from rtl_gen.tools import verilator_bin_dir, which
 from sdhw import hostbus as hb
 from sdhw.config import AcceleratorConfig
@@ -18,6 +20,7 @@ from sim.random_programs import (
     corrupt_first_descriptor,
     corruptions,
     edge_programs,
+    random_batch,
     random_input,
     random_program,
 )
@@ -50,13 +53,16 @@ def builds(tmp_path_factory):
 
 
 def _random_job(seed: int, cfg: AcceleratorConfig, n_programs: int) -> tuple[Job, int]:
+    """Random programs, a third of them on a random batch of inputs."""
     rng = np.random.default_rng(seed)
     job, layers = Job(), 0
     for k in range(n_programs):
         program = random_program(rng, cfg)
         layers += len(program.layers)
+        batch = random_batch(rng, program, cfg) if rng.random() < 1 / 3 else 1
         desc = " -> ".join(layer.describe() for layer in program.layers)
-        job.add_program(f"program {k} ({desc})", program, cfg, [random_input(rng, program)])
+        job.add_program(f"program {k} ({desc}, batch {batch})", program, cfg, [random_input(rng, program, batch)],
+                        batch=batch)
     return job, layers
 
 
@@ -116,6 +122,46 @@ def test_edge_cases(builds, record_counts, pes, dense):
     stats = build.run(job, seed=77, name="edges")
     assert stats["cases"] == len(programs)
     record_counts(layers=len(programs), programs=len(programs), outputs=stats["outputs_checked"])
+
+
+def _model_program(rng, layers, in_shape, cfg):
+    model = Model(in_shape, layers)
+    x_cal = rng.uniform(-1.0, 2.0, (24, *in_shape))
+    return compile_model(model, x_cal, CompileOptions(method="paper", prune=0.5, dense=cfg.dense)).program
+
+
+def _conv(rng, c, m, stride=1, kernel=3):
+    return Layer("conv", rng.normal(0, 1 / np.sqrt(c * kernel * kernel), (m, c, kernel, kernel)),
+                 rng.normal(0, 0.3, m), relu=True, stride=stride)
+
+
+def _fc(rng, k, m, relu=True):
+    return Layer("fc", rng.normal(0, 1 / np.sqrt(k), (m, k)), rng.normal(0, 0.3, m), relu=relu)
+
+
+@pytest.mark.parametrize("pes, dense", [(4, False), (16, True)])
+def test_batches_of_inputs(builds, record_counts, pes, dense):
+    """A batch of inputs in one run: the images one after the other in the pixel loop (each image's padding
+    starts again at its top), each group's weights rebuilt once for the whole batch; outputs, MAC and
+    skipped-row counters and the cycle model exact for every layer kind."""
+    build = builds(pes, dense)
+    rng = np.random.default_rng(31 + pes)
+    programs = {
+        "conv 3x3 s1, conv 3x3 s2": _model_program(rng, [_conv(rng, 2, 5), _conv(rng, 5, 3, stride=2)], (4, 3, 2),
+                                                   build.cfg),
+        "conv 1x1 s2, fc": _model_program(rng, [_conv(rng, 3, 4, stride=2, kernel=1), _fc(rng, 2 * 2 * 4, 6)],
+                                          (4, 4, 3), build.cfg),
+        "mlp": _model_program(rng, [_fc(rng, 20, 12), _fc(rng, 12, 7, relu=False)], (20,), build.cfg),
+    }
+    job = Job()
+    for name, program in programs.items():
+        for batch in (2, 3):
+            job.add_program(f"{name}, batch {batch}", program, build.cfg,
+                            [random_input(rng, program, batch) for _ in range(2)], batch=batch)
+    stats = build.run(job, seed=31, idle=0.1, name="batch")
+    assert stats["inferences"] == 2 * len(job.cases)
+    record_counts(layers=sum(2 * len(p.layers) for p in programs.values()), programs=len(job.cases),
+                  outputs=stats["outputs_checked"])
 
 
 def test_corrupt_programs_raise_the_error_flag(builds):
@@ -244,6 +290,16 @@ def test_sdhw_sim_runs_any_model_on_its_own_data(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert rc == 0 and result["rtl_equals_golden"] and result["data"] == f"inputs of {tmp_path / 'data.npz'}"
     assert result["images"] == 5 and result["outputs_checked"] == 15 and 0 <= result["accuracy"] <= 1
+
+    # a batch of 2: runs of 2, 2 and 1 inputs, the same outputs, fewer cycles per inference
+    rc = main(["sim", *common, "--data", str(tmp_path / "data.npz"), "--batch", "2", "--json"])
+    batched = json.loads(capsys.readouterr().out)
+    assert rc == 0 and batched["rtl_equals_golden"] and batched["outputs_checked"] == 15
+    assert batched["accuracy"] == result["accuracy"] and batched["batch"] == 2
+    assert batched["cycles_per_inference"] < result["cycles_per_inference"] < batched["latency_cycles"]
+    rc = main(["sim", *common, "--data", str(tmp_path / "data.npz"), "--batch", "0"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--batch must be a positive integer, not 0" in err and err.strip().count("\n") == 0
 
     np.savez(tmp_path / "bad.npz", x=x[:, :9], y=y)
     rc = main(["sim", *common, "--data", str(tmp_path / "bad.npz")])
