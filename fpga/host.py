@@ -23,7 +23,10 @@ from .bridge import (
     CMD_WRITE,
     DEFAULT_MAX_WORDS,
     PING_WORDS,
+    STATUS_BAD_ADDR,
     STATUS_BAD_CHECK,
+    STATUS_BAD_CMD,
+    STATUS_BAD_COUNT,
     STATUS_FRAMING,
     STATUS_NAMES,
     STATUS_OK,
@@ -35,8 +38,11 @@ from .bridge import (
 
 ADDR_LIMIT = 1 << hb.ADDR_BITS
 MAX_STRAY_BYTES = 64            # bytes skipped while looking for a response's sync byte
-#: statuses of a request damaged on the line: the bridge rejected it unexecuted, so sending it again is safe
-LINE_ERRORS = frozenset({STATUS_BAD_CHECK, STATUS_TIMEOUT, STATUS_FRAMING})
+#: statuses of a request damaged on the line: the bridge rejected it unexecuted, so sending it again is safe. The
+#: header errors are among them: the host only sends well-formed headers (its command, an address checked
+#: against the bus, a count within the bridge's max_words), so a bad header was damaged on the way
+LINE_ERRORS = frozenset({STATUS_BAD_CHECK, STATUS_TIMEOUT, STATUS_FRAMING, STATUS_BAD_CMD, STATUS_BAD_ADDR,
+                         STATUS_BAD_COUNT})
 DEFAULT_RETRIES = 2
 
 
@@ -220,6 +226,30 @@ class Host:
         return self.read_words((hb.REGION_CSR << 16) | offset, count)
 
     # ------------------------------------------------------------------ the accelerator
+    def start(self) -> None:
+        """Start one run, exactly once however the line damages the exchange.
+
+        ``done`` and ``error`` are cleared first (a clear of an idle accelerator may repeat). A start whose
+        response is lost or corrupt may or may not have run: the status tells (busy, done or error: it ran),
+        and only a start that did not run is sent again; a start the bridge rejected unexecuted is re-sent by
+        :meth:`exchange`.
+        """
+        control = (hb.REGION_CSR << 16) | hb.CSR_CONTROL
+        self.exchange(encode_write(control, [hb.CONTROL_CLEAR]), "clear", repeatable=True)
+        for attempt in range(self.retries + 1):
+            try:
+                self.exchange(encode_write(control, [hb.CONTROL_START]), "start", repeatable=False)
+                return
+            except BridgeError:
+                raise
+            except SdhwError:
+                (status,) = self.csr(hb.CSR_STATUS)
+                if status & (hb.STATUS_BUSY | hb.STATUS_DONE | hb.STATUS_ERROR):
+                    return
+                if attempt == self.retries:
+                    raise
+            self.retried += 1
+
     def identify(self) -> dict:
         """Ping the bridge and read the accelerator's ID, version, lanes and memory depths."""
         info = {"bridge": self.ping()}
@@ -286,7 +316,7 @@ class Host:
         if x.size and (not np.issubdtype(x.dtype, np.integer) or x.min() < -128 or x.max() > 127):
             raise SdhwError("accelerator inputs must be int8 values (-128..127)")
         self.write_words(image.input_region << 16, [int(v) & 0xFFFFFFFF for v in x])
-        self.write_words((hb.REGION_CSR << 16) | hb.CSR_CONTROL, [hb.CONTROL_START])
+        self.start()
         deadline = time.monotonic() + self.poll_timeout
         while True:
             (status,) = self.csr(hb.CSR_STATUS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 
 import cocotb
@@ -58,6 +59,15 @@ class UartModel:
                 self.tx_errors.append(f"bad stop bit after byte {byte:#04x}")
             self.received.append(byte)
 
+    async def settle(self, quiet_cycles: int) -> None:
+        """Wait until nothing has arrived for ``quiet_cycles``, then drop what did (a damaged response's rest)."""
+        while True:
+            count = len(self.received)
+            await ClockCycles(self.dut.clk, quiet_cycles)
+            if len(self.received) == count:
+                break
+        self.received.clear()
+
     async def recv(self, n: int, timeout_cycles: int) -> bytes:
         """Up to ``n`` bytes; fewer if ``timeout_cycles`` pass without enough (like a serial port's timeout)."""
         waited = 0
@@ -83,6 +93,47 @@ class SimTransport:
 
     def read(self, n: int) -> bytes:
         return resume(self.uart.recv)(n, self.timeout_cycles)
+
+
+class NoisyLine:
+    """A damaging line between the host driver and the UART model, seeded: a request may get a bit flipped, a
+    byte doubled or its end cut off (the bridge's inter-byte timeout then rejects it), a response a bit
+    flipped. ``damage`` counts what it did; ``reset_input_buffer`` waits for the line to fall quiet and drops
+    what is left of a damaged response (as a host flushes a serial port's input)."""
+
+    def __init__(self, transport: SimTransport, seed: int, rate: float, quiet_cycles: int):
+        self.transport, self.rng, self.rate, self.quiet = transport, random.Random(seed), rate, quiet_cycles
+        self.damage = {"flipped request bit": 0, "doubled request byte": 0, "cut request": 0,
+                       "flipped response bit": 0}
+
+    def write(self, data: bytes) -> int:
+        data = bytearray(data)
+        roll, k = self.rng.random(), self.rng.randrange(1, len(data))
+        if roll < self.rate:
+            data[k] ^= 1 << self.rng.randrange(8)
+            self.damage["flipped request bit"] += 1
+        elif roll < 2 * self.rate:
+            data[k:k] = data[k:k + 1]
+            self.damage["doubled request byte"] += 1
+        elif roll < 3 * self.rate:
+            del data[k:]
+            self.damage["cut request"] += 1
+        self.transport.write(bytes(data))
+        return len(data)
+
+    def read(self, n: int) -> bytes:
+        data = bytearray(self.transport.read(n))
+        if data and self.rng.random() < self.rate / 4:
+            data[self.rng.randrange(len(data))] ^= 1 << self.rng.randrange(8)
+            self.damage["flipped response bit"] += 1
+        return bytes(data)
+
+    def reset_input_buffer(self) -> None:
+        resume(self.transport.uart.settle)(self.quiet)
+
+    @property
+    def bytes_written(self) -> int:
+        return self.transport.bytes_written
 
 
 def expect_rejected(host: Host, frame: bytes, status: int, what: str) -> None:
@@ -153,6 +204,16 @@ def host_session(host: Host, job: dict) -> dict:
     return log
 
 
+async def _count_runs(dut, runs: dict) -> None:
+    """Rising edges of the busy LED: the runs the accelerator started."""
+    busy = 0
+    while True:
+        await dut.leds.value_change
+        now = int(dut.leds.value) & 1
+        runs["started"] += now and not busy
+        busy = now
+
+
 @cocotb.test()
 async def uart_round_trip(dut):
     with open(os.environ["SDHW_UART_JOB"]) as f:
@@ -167,9 +228,20 @@ async def uart_round_trip(dut):
     assert dut.tx.value == 1, "tx must idle high after reset"
     await RisingEdge(dut.clk)
     uart = UartModel(dut, job["divisor"])
-    host = Host(SimTransport(uart, timeout_cycles=job["read_timeout_cycles"]), poll_timeout=120.0)
+    transport = SimTransport(uart, timeout_cycles=job["read_timeout_cycles"])
+    noise = job.get("noise")
+    if noise:
+        transport = NoisyLine(transport, job["seed"], noise["rate"], 24 * job["divisor"] * 10)
+    host = Host(transport, poll_timeout=120.0, retries=noise["retries"] if noise else 2)
+    runs = {"started": 0}
+    cocotb.start_soon(_count_runs(dut, runs))
     start = time.monotonic()
     log = await bridge(host_session)(host, job)
+    if noise:
+        log.update(damage=transport.damage, retried=host.retried)
+    runs_wanted = 2 if job.get("frame_errors", True) else 1        # the frame-error session runs twice
+    assert runs["started"] == runs_wanted, f"seed {job['seed']}: {runs['started']} runs started, {runs_wanted} asked"
+    log["runs_started"] = runs["started"]
     assert not uart.tx_errors, uart.tx_errors
     log["wall_s"] = time.monotonic() - start
     log["sim_cycles"] = int(get_sim_time("ns") // 10)

@@ -17,8 +17,9 @@ class FakeBoard:
     """``write``/``read`` transport. ``mode``: None (works), "silent" (never answers), "reject" (every write
     is answered with a bad-checksum status), "error" (the accelerator raises error 8 at layer 1), "noisy" (a
     line that damages frames: of every five, the second is rejected unexecuted as corrupted and the fourth is
-    executed but its response arrives corrupted, except the response to a control write, so runs start once
-    per request). ``starts`` counts the runs started; a run takes ``batch`` inputs."""
+    executed but its response arrives corrupted, control writes included), "start-lost" (the first start
+    request never arrives), "start-response-lost" (the first start runs but its response never arrives).
+    ``starts`` counts the runs started; a run takes ``batch`` inputs."""
 
     def __init__(self, program: Program, cfg: AcceleratorConfig, *, mode: str | None = None, batch: int = 1):
         self.program, self.cfg, self.mode, self.batch = program, cfg, mode, batch
@@ -33,12 +34,18 @@ class FakeBoard:
     # transport
     def write(self, data: bytes) -> int:
         self.frames += 1
+        start = data[1] == br.CMD_WRITE and int.from_bytes(data[2:5], "little") == \
+            (hb.REGION_CSR << 16) | hb.CSR_CONTROL and data[7] & hb.CONTROL_START
+        if start and self.mode in ("start-lost", "start-response-lost"):
+            if self.mode == "start-response-lost":
+                self._handle(bytes(data))
+            self.mode = None                            # once
+            return len(data)
         if self.mode == "noisy" and self.frames % 5 == 2:
             self.out += encode_response(br.STATUS_BAD_CHECK)
         elif self.mode != "silent":
             response = bytearray(self._handle(bytes(data)))
-            control = data[1] == br.CMD_WRITE and int.from_bytes(data[2:5], "little") >> 16 == hb.REGION_CSR
-            if self.mode == "noisy" and self.frames % 5 == 4 and not control:
+            if self.mode == "noisy" and self.frames % 5 == 4:
                 response[-1] ^= 0x40
             self.out += response
         return len(data)
@@ -86,6 +93,8 @@ class FakeBoard:
 
     def _write(self, addr: int, word: int) -> None:
         if addr == (hb.REGION_CSR << 16) | hb.CSR_CONTROL:
+            if word & hb.CONTROL_CLEAR:
+                self.status &= ~(hb.STATUS_DONE | hb.STATUS_ERROR)
             if word & hb.CONTROL_START:
                 self._start()
             return

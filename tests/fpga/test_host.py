@@ -81,7 +81,8 @@ def test_response_errors_name_the_problem():
 
 def test_line_errors_are_retried_only_where_safe():
     """A request rejected as damaged on the line is re-sent (it did not run); after a lost or corrupt response
-    only a request that may run twice is re-sent, never a control write (it starts a run)."""
+    only a request that may run twice is re-sent, never a control write by itself (it may start a run:
+    :meth:`Host.start` asks the status first)."""
     corrupt = bytearray(encode_response(0))
     corrupt[-1] ^= 1
     t = Recorder([encode_response(br.STATUS_TIMEOUT), encode_response(br.STATUS_BAD_CHECK), encode_response(0)])
@@ -100,10 +101,15 @@ def test_line_errors_are_retried_only_where_safe():
     with pytest.raises(SdhwError, match="checksum mismatch"):
         Host(t).write_words(control, [hb.CONTROL_START])
     assert len(t.frames) == 1
-    t = Recorder([encode_response(br.STATUS_BAD_ADDR), encode_response(0)])
+    # a bad header can only be line damage (the host's own headers are well-formed): re-sent, until retries run out
+    t = Recorder([encode_response(br.STATUS_BAD_COUNT), encode_response(br.STATUS_BAD_ADDR), encode_response(0)])
+    host = Host(t)
+    host.write_words(0, [1])
+    assert len(t.frames) == 3 and host.retried == 2
+    t = Recorder([encode_response(br.STATUS_BAD_ADDR)] * 3)
     with pytest.raises(SdhwError, match="address"):
         Host(t).write_words(0, [1])
-    assert len(t.frames) == 1                               # not a line error: the request itself is bad
+    assert len(t.frames) == 3
     with pytest.raises(SdhwError, match="retries must be a non-negative integer, not -1"):
         Host(t, retries=-1)
 
@@ -119,6 +125,19 @@ def test_run_on_noisy_line_matches_golden_and_starts_once_per_input():
     assert report["retried"] > 0 and board.starts == len(xs)
     with pytest.raises(SdhwError, match="rejected|corrupt response"):
         run_on_board(board, image, xs, retries=0)
+
+
+@pytest.mark.parametrize("mode", ["start-lost", "start-response-lost"])
+def test_a_start_whose_exchange_is_lost_runs_exactly_once(mode):
+    """A start request lost on the line is sent again; one that ran but whose response was lost is not (the
+    status, cleared before the start, tells which)."""
+    program = small_program()
+    image = build_image(program, CFG)
+    board = FakeBoard(program, CFG, mode=mode)
+    x = np.random.default_rng(4).integers(-128, 128, 12)
+    report = run_on_board(board, image, [x])
+    assert board.starts == 1 and report["retried"] == (mode == "start-lost")
+    assert report["results"][0]["output"].tolist() == run_program(program, x[None]).reshape(-1).tolist()
 
 
 def test_stray_bytes_before_a_response_are_skipped():

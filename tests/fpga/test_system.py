@@ -44,7 +44,8 @@ def small_program(seed: int):
     return program, rng.integers(-128, 128, program.input_shape)
 
 
-def run_system(tmp_path, cfg: AcceleratorConfig, program, x, *, frame_errors: bool = True, batch: int = 1) -> dict:
+def run_system(tmp_path, cfg: AcceleratorConfig, program, x, *, frame_errors: bool = True, batch: int = 1,
+               noise: dict | None = None) -> dict:
     """``program`` on ``cfg``'s UART system (SystemTop's Verilog in Icarus), driven by fpga.host.Host; with
     ``batch`` > 1, ``x`` holds that many inputs, run at once."""
     from cocotb_tools.runner import get_runner
@@ -59,7 +60,7 @@ def run_system(tmp_path, cfg: AcceleratorConfig, program, x, *, frame_errors: bo
     job = {"seed": SEED, "divisor": DIVISOR, "max_words": MAX_WORDS, "image": str(tmp_path / "program.sdimg"),
            "read_timeout_cycles": 4 * BRIDGE_TIMEOUT + 4000, "config": cfg.as_dict(), "frame_errors": frame_errors,
            "input": x.reshape(-1).tolist(), "expected": run_program(program, x).reshape(-1).tolist(),
-           **expected_counts(program, cfg, batch)}
+           **expected_counts(program, cfg, batch), **({"noise": noise} if noise else {})}
     (tmp_path / "job.json").write_text(json.dumps(job))
     result = tmp_path / "result.json"
 
@@ -96,6 +97,18 @@ def test_system_runs_a_batch_over_uart(tmp_path):
     x = np.random.default_rng(SEED + 1).integers(-128, 128, (3, *program.input_shape))
     stats = run_system(tmp_path, CONFIG, program, x, frame_errors=False, batch=3)
     assert stats["macs"] == 3 * expected_counts(program, CONFIG)["macs"]
+
+
+def test_system_over_a_noisy_line(tmp_path):
+    """A line that flips bits, doubles bytes and cuts requests short (and flips response bits): the host re-sends
+    what the bridge rejected unexecuted and what may repeat, loads the program, runs it exactly once (the busy
+    LED rises once) and reads outputs equal to golden."""
+    program, x = small_program(SEED + 2)
+    stats = run_system(tmp_path, CONFIG, program, x, frame_errors=False, noise={"rate": 0.08, "retries": 8})
+    damage = stats["damage"]
+    print(f"noisy line (seed {SEED}): {damage}, {stats['retried']} requests re-sent, {stats['runs_started']} run")
+    assert stats["runs_started"] == 1 and stats["retried"] > 0
+    assert all(count > 0 for count in damage.values()), damage
 
 
 def test_icebreaker_system_runs_the_digits_mlp(tmp_path):
