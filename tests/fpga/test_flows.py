@@ -356,6 +356,25 @@ def test_icebreaker_bitstream(tmp_path):
     assert result["timing_met"] and result["clock_mhz"] == pytest.approx(12, rel=0.02)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("board, pes, dense, mhz", [
+    ("icebreaker", 16, False, 24), ("icebreaker", 16, True, 24), ("ulx3s-25f", 4, False, 40),
+    ("ulx3s-25f", 16, False, 40), ("orangecrab", 4, False, 40), ("orangecrab", 16, True, 40),
+    ("ulx3s-85f", 64, False, 40)])
+def test_every_board_builds_at_several_pe_counts(tmp_path, board, pes, dense, mhz):
+    """Every board at the PE counts it holds, SD and dense, with the project's default configuration: a
+    bitstream at a clock that meets timing (a fixed clock: one build each; `sdhw build` searches above it)."""
+    family = "ice40" if boards.BOARDS[board].device == "up5k" else "ecp5"
+    if synth.tools_available(family):
+        pytest.skip(f"YoWASP tools absent: {synth.tools_available(family)}")
+    cfg = AcceleratorConfig(device=boards.BOARDS[board].device, pes=pes, dense=dense)
+    result = boards.build_board(board, cfg, out_dir=tmp_path / "out", freq_mhz=mhz)
+    assert (tmp_path / "out" / result["bitstream"]).stat().st_size > 100_000
+    assert result["timing_met"] and result["fmax_mhz"] >= mhz
+    print(f"{board} N={pes} {'dense' if dense else 'SD'}: Fmax {result['fmax_mhz']} MHz, "
+          f"{result['seconds']:.0f} s, yosys {result['yosys_variant']}")
+
+
 def test_flow_signature_names_what_the_flow_does_per_device():
     """The bench's cache key: a device's scripts, nextpnr arguments and tool versions (not other devices')."""
     up5k, ecp5 = synth.flow_signature("up5k"), synth.flow_signature("ecp5-25f")
