@@ -165,7 +165,7 @@ class Design:
 
 
 def _board_top(cfg: AcceleratorConfig, board: str):
-    """``(BoardTop, its platform)`` at the board's default clock, as ``sdhw build`` makes them."""
+    """``(BoardTop, its platform)`` of `sdhw build` at the board's default clock (only the UART divisor uses it)."""
     from .boards import BOARDS, DEFAULT_BAUD, BoardTop, _platform, ecp5_pll, ice40_pll
 
     b = BOARDS[board]
