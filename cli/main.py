@@ -497,8 +497,9 @@ def cmd_explore(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    """Exit 0 when every check passes, 1 on a mismatch, 2 when the run cannot start (like an argument error):
-    a mismatch and a bad directory stay apart for scripts."""
+    """Exit 0 when every check passes, 1 on a mismatch or a failed proof (``--formal``), 2 when the run cannot
+    start (like an argument error; also missing formal tools): a mismatch and a bad directory stay apart for
+    scripts."""
     from sim.runner import simulator
     from verify.regression import DEFAULT_COUNT, format_result, verify_accelerator
 
@@ -511,7 +512,7 @@ def cmd_verify(args) -> int:
     try:
         count = DEFAULT_COUNT if args.count is None else args.count
         result = verify_accelerator(args.accelerator, count=count, seed=args.seed, sim=sim,
-                                    plant_mismatch=args.plant_mismatch, progress=progress)
+                                    plant_mismatch=args.plant_mismatch, formal=args.formal, progress=progress)
     except SdhwError as exc:
         print(f"sdhw: error: {exc}", file=sys.stderr)
         return 2
@@ -649,6 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--plant-mismatch", action="store_true",
                    help="self-test of the checker: make one expected output of one random program wrong; the run "
                         "must report it with its seed and exit 1")
+    v.add_argument("--formal", action="store_true",
+                   help="also run the SBY proofs of the blocks this build contains, at its parameters (rebuild "
+                        "unit, requantiser, sequencer; tens of seconds to minutes each; pip install 'sdhw[formal]')")
     v.add_argument("--json", action="store_true", help="print the result as one JSON object")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     v.set_defaults(func=cmd_verify)

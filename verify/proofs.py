@@ -13,7 +13,7 @@ arithmetic; the table requantiser's table is the compiler's (``rtl_gen.image.thr
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
 from amaranth import Array, Cat, Const, Elaboratable, Module, Mux, Signal, Value, signed, unsigned
@@ -61,6 +61,18 @@ def rebuild_reference(m: Module, codes, column, wshift, *, exp_bits: int, weight
     return weight
 
 
+def lowest_rebuild_weight(*, exp_bits: int, weight_bits: int, wshift: int | None) -> int:
+    """The most negative weight the rebuild rule gives at rounding shift ``wshift`` (``None``: any):
+    ``-(2**(weight_bits-1) - 1)`` (the clamp) unless three taps of basis -128 at the largest exponent round above
+    it (one exponent bit at ``wshift`` 2: -96)."""
+    qmax = (1 << (weight_bits - 1)) - 1
+    if wshift is None:                            # shift 0 is among the free ones: three taps of -128 saturate
+        return -qmax
+    exact = -3 * 128 << ((1 << exp_bits) - 2)
+    half = (1 << wshift) >> 1
+    return max((exact + half) >> wshift, -qmax)
+
+
 #: the rounding shift of the rebuild unit's default proof (a proof per shift: ``wshift`` free takes the solver far
 #: longer than one run per value)
 DEFAULT_WSHIFT = 2
@@ -95,13 +107,14 @@ class RebuildProof(Elaboratable):
         board = Scoreboard(m, accepted=dut.i.valid & dut.i.ready, emitted=dut.o.valid & dut.o.ready,
                            expected=expected, got=got, ready=dut.o.ready, max_ready_cycles=RebuildUnit.LATENCY - 1,
                            index_bits=1)
-        # the interesting cases, each for the second tap and after a stall: a saturated weight, a small one
-        qmax = (1 << (self.weight_bits - 1)) - 1
+        # the interesting cases, each for the second tap and after a stall: the most negative weight (saturated
+        # where the exponents reach past the clamp), a small one
         stalled = Signal()
         with m.If(dut.o.valid & ~dut.o.ready):
             m.d.sync += stalled.eq(1)
         out_weight = board.expected_q[:self.weight_bits].as_signed()
-        m.d.comb += [Cover(board.taken & stalled & (board.index == 1) & (out_weight == -qmax)),
+        lowest = lowest_rebuild_weight(exp_bits=self.exp_bits, weight_bits=self.weight_bits, wshift=self.wshift)
+        m.d.comb += [Cover(board.taken & stalled & (board.index == 1) & (out_weight == lowest)),
                      Cover(board.taken & stalled & (board.index == 1) & (out_weight == 3))]
         return m
 
@@ -134,7 +147,7 @@ def requant_reference(m: Module, acc, m0, shift, zero_point, act_min, act_max) -
 
 
 def _saturated_sum(m: Module, acc, bias) -> Signal:
-    total = Signal(signed(34), name="ref_sum")
+    total = Signal(signed(max(len(Value.cast(acc)), 32) + 2), name="ref_sum")
     saturated = Signal(signed(32), name="ref_sum_saturated")
     m.d.comb += [total.eq(acc + bias),
                  saturated.eq(Mux(total > INT32_MAX, INT32_MAX, Mux(total < INT32_MIN, INT32_MIN, total)))]
@@ -424,63 +437,151 @@ class SequencerChecksumProof(SequencerProof):
         return m
 
 
-#: the checksum proof's depth: the first slot's layer_start (or error), ``DESC_WORDS + latency + 5`` cycles after
-#: ``start`` in the first cycle
-CHECKSUM_DEPTH = DESC_WORDS + 1 + 5 + 1
-
-
 # ---------------------------------------------------------------------------------------------- the list
 @dataclass(frozen=True)
 class ProofSpec:
-    """A harness and the check it needs: ``mode``/``depth`` (:func:`verify.formal.check`), what it proves, and
-    the broken variants (:mod:`verify.mutants`) that must make it fail."""
+    """A harness and the check it needs: ``mode``/``depth`` (:func:`verify.formal.check`), what it proves, the
+    parameters it proves it for, and the broken variants (:mod:`verify.mutants`) that must make it fail.
+
+    ``build`` is ``None`` for a block a build uses that has no proof harness (``claim`` says which): a row in a
+    build's list of proofs that is reported, never run."""
 
     name: str
     block: str
-    build: Callable[..., Elaboratable]
+    build: Callable[..., Elaboratable] | None
     depth: int
     mode: str = "bmc"
     cover_depth: int | None = None
     claim: str = ""
+    parameters: str = ""
     dut_kwargs: dict = field(default_factory=dict)
     mutants: tuple[str, ...] = ()
 
+    @property
+    def runnable(self) -> bool:
+        return self.build is not None
+
     def harness(self, mutant: str | None = None) -> Elaboratable:
         """The harness around the block, or around its broken variant ``mutant`` (:data:`verify.mutants.MUTANTS`)."""
+        if self.build is None:
+            raise ValueError(f"{self.name}: no proof harness for {self.block}")
         if mutant is None:
             return self.build(**self.dut_kwargs)
         from .mutants import MUTANTS
         return self.build(MUTANTS[mutant](**self.dut_kwargs), **self.dut_kwargs)
 
 
-PROOFS: list[ProofSpec] = [
-    ProofSpec("rebuild", "sdhw.rebuild.RebuildUnit", RebuildProof, depth=9,
-              dut_kwargs={"exp_bits": 2, "weight_bits": 8, "tag_bits": 3},
-              claim=f"weight = golden rebuild rule for every code triple and basis column at wshift={DEFAULT_WSHIFT}; "
-                    "taps in order, none lost or duplicated; handshake rules",
-              mutants=("rebuild_flip_bit", "rebuild_drop_valid")),
-    ProofSpec("requant", "sdhw.requant.Requantiser", RequantProof, depth=13, cover_depth=16,
-              dut_kwargs={"acc_bits": 32, "tag_bits": 2},
-              claim=f"output = golden requantize for every int32 sum, zero point and clamp at m0={DEFAULT_M0}, "
-                    f"shift={DEFAULT_SHIFT}; order, no loss; handshake rules",
-              mutants=("requant_flip_bit", "requant_duplicate")),
-    ProofSpec("threshold", "sdhw.requant.ThresholdRequantiser", ThresholdProof, depth=32, cover_depth=36,
-              dut_kwargs={"acc_bits": 28, "tag_bits": 3, "units": 1},
-              claim=f"with the compiler's table for m0={DEFAULT_M0}, shift={DEFAULT_SHIFT}, ReLU at zero point "
-                    f"{TABLE_ZERO_POINT}: output = golden requantize for every accumulator and bias; each element "
-                    "out once (by tag); handshake rules",
-              mutants=("threshold_flip_bit", "threshold_ignore_count")),
-    ProofSpec("sequencer", "sdhw.sequencer.Sequencer", SequencerProof,
-              depth=sequencer_bound(SEQUENCER_CONFIG.desc_layers, 1, DEFAULT_LAYER_CYCLES) + 3,
-              dut_kwargs={"cfg": SEQUENCER_CONFIG, "desc_latency": 1},
-              claim=f"for any descriptor contents ({SEQUENCER_CONFIG.desc_layers} slots), host and data path whose "
-                    f"done comes within {DEFAULT_LAYER_CYCLES} cycles of layer_start, busy falls with done or error "
-                    f"within {sequencer_bound(SEQUENCER_CONFIG.desc_layers, 1, DEFAULT_LAYER_CYCLES)} cycles (tight)",
-              mutants=("sequencer_miss_done",)),
-    ProofSpec("sequencer_checksum", "sdhw.sequencer.Sequencer", SequencerChecksumProof, depth=CHECKSUM_DEPTH,
-              dut_kwargs={"cfg": SEQUENCER_CONFIG, "desc_latency": 1},
-              claim="for any descriptor contents, a first slot with a bad checksum never pulses layer_start (a run "
-                    "from reset)",
-              mutants=("sequencer_start_bad_checksum",)),
-]
+def rebuild_spec(*, exp_bits: int = 2, weight_bits: int = 8) -> ProofSpec:
+    """The rebuild unit's proof at ``exp_bits``/``weight_bits`` (rounding shift :data:`DEFAULT_WSHIFT`)."""
+    return ProofSpec(
+        "rebuild", "sdhw.rebuild.RebuildUnit", RebuildProof, depth=9,
+        dut_kwargs={"exp_bits": exp_bits, "weight_bits": weight_bits, "tag_bits": 3},
+        parameters=f"exp_bits={exp_bits}, weight_bits={weight_bits}, wshift={DEFAULT_WSHIFT}",
+        claim=f"weight = golden rebuild rule for every code triple ({exp_bits} exponent bits) and basis column at "
+              f"wshift={DEFAULT_WSHIFT}; taps in order, none lost or duplicated; handshake rules",
+        mutants=("rebuild_flip_bit", "rebuild_drop_valid"))
 
+
+def requant_spec(*, acc_bits: int = 32) -> ProofSpec:
+    """The pipelined requantiser's proof for ``acc_bits``-bit accumulators (multiplier :data:`DEFAULT_M0`)."""
+    return ProofSpec(
+        "requant", "sdhw.requant.Requantiser", RequantProof, depth=13, cover_depth=16,
+        dut_kwargs={"acc_bits": acc_bits, "tag_bits": 2},
+        parameters=f"acc_bits={acc_bits}, m0={DEFAULT_M0}, shift={DEFAULT_SHIFT}",
+        claim=f"output = golden requantize for every int32 sum of a {acc_bits}-bit accumulator and its bias, every "
+              f"zero point and clamp at m0={DEFAULT_M0}, shift={DEFAULT_SHIFT}; order, no loss; handshake rules",
+        mutants=("requant_flip_bit", "requant_duplicate"))
+
+
+def serial_requant_spec(*, acc_bits: int = 32) -> ProofSpec:
+    """The serial requantiser's row: a block with no proof harness (its latency depends on the shift, which
+    :class:`RequantProof`'s bound does not)."""
+    return ProofSpec(
+        "serial_requant", "sdhw.requant.SerialRequantiser", None, depth=0, parameters=f"acc_bits={acc_bits}",
+        claim="no proof for this block (the requant proof is of the pipelined Requantiser; the serial one, "
+              "requant = \"serial\", is checked by the regression only)")
+
+
+def threshold_spec(*, acc_bits: int = 28, units: int = 1) -> ProofSpec:
+    """The table requantiser's proof for ``acc_bits``-bit accumulators and ``units`` threshold searches."""
+    return ProofSpec(
+        "threshold", "sdhw.requant.ThresholdRequantiser", ThresholdProof, depth=32, cover_depth=36,
+        dut_kwargs={"acc_bits": acc_bits, "tag_bits": 3, "units": units},
+        parameters=f"acc_bits={acc_bits}, units={units}, m0={DEFAULT_M0}, shift={DEFAULT_SHIFT}",
+        claim=f"with the compiler's table for m0={DEFAULT_M0}, shift={DEFAULT_SHIFT}, ReLU at zero point "
+              f"{TABLE_ZERO_POINT}: output = golden requantize for every {acc_bits}-bit accumulator and bias "
+              f"({units} search unit{'s' if units > 1 else ''}); each element out once (by tag); handshake rules",
+        mutants=("threshold_flip_bit", "threshold_ignore_count"))
+
+
+def _sequencer_parameters(cfg: AcceleratorConfig, desc_latency: int, build_slots: int | None) -> str:
+    slots = f"{cfg.desc_layers} slots" + (f" of the build's {build_slots}" if build_slots is not None else "")
+    return f"{cfg.device}, desc_latency={desc_latency}, {slots}"
+
+
+def sequencer_spec(*, cfg: AcceleratorConfig = SEQUENCER_CONFIG, desc_latency: int = 1,
+                   build_slots: int | None = None) -> ProofSpec:
+    """The sequencer's no-hang proof for ``cfg`` (its ``desc_layers`` slots: the check's depth grows with them)
+    read at ``desc_latency``; ``build_slots``: the slots of the build ``cfg`` stands for, when it has more."""
+    slots = cfg.desc_layers
+    bound = sequencer_bound(slots, desc_latency, DEFAULT_LAYER_CYCLES)
+    per_slot = sequencer_bound(1, desc_latency, DEFAULT_LAYER_CYCLES)
+    proven = f"proven for {slots} of the build's {build_slots} slots" if build_slots else f"proven for {slots} slots"
+    return ProofSpec(
+        "sequencer", "sdhw.sequencer.Sequencer", SequencerProof, depth=bound + 3,
+        dut_kwargs={"cfg": cfg, "desc_latency": desc_latency},
+        parameters=_sequencer_parameters(cfg, desc_latency, build_slots),
+        claim=f"for any descriptor contents, host and data path whose done comes within {DEFAULT_LAYER_CYCLES} "
+              f"cycles of layer_start, busy falls with done or error within {per_slot} cycles per slot "
+              f"({proven}: {bound} cycles, tight; the check's depth grows with the slots)",
+        mutants=("sequencer_miss_done",))
+
+
+def checksum_depth(desc_latency: int) -> int:
+    """The checksum proof's depth: the first slot's layer_start (or error), ``DESC_WORDS + desc_latency + 5``
+    cycles after ``start`` in the first cycle."""
+    return DESC_WORDS + desc_latency + 5 + 1
+
+
+#: the checksum proof's depth at read latency 1
+CHECKSUM_DEPTH = checksum_depth(1)
+
+
+def sequencer_checksum_spec(*, cfg: AcceleratorConfig = SEQUENCER_CONFIG, desc_latency: int = 1,
+                            build_slots: int | None = None) -> ProofSpec:
+    """The sequencer's checksum proof for ``cfg`` read at ``desc_latency`` (see :func:`sequencer_spec`)."""
+    return ProofSpec(
+        "sequencer_checksum", "sdhw.sequencer.Sequencer", SequencerChecksumProof, depth=checksum_depth(desc_latency),
+        dut_kwargs={"cfg": cfg, "desc_latency": desc_latency},
+        parameters=_sequencer_parameters(cfg, desc_latency, build_slots),
+        claim="for any descriptor contents, a first slot with a bad checksum never pulses layer_start (a run "
+              "from reset; every slot goes through the same check)",
+        mutants=("sequencer_start_bad_checksum",))
+
+
+PROOFS: list[ProofSpec] = [rebuild_spec(), requant_spec(), threshold_spec(), sequencer_spec(),
+                           sequencer_checksum_spec()]
+
+
+def proofs_for(cfg: AcceleratorConfig) -> list[ProofSpec]:
+    """The proofs of the blocks the build ``cfg`` contains, at its parameters: the rebuild unit (SD builds) at
+    its ``exp_bits``; the requantiser it chose (``cfg.requant``) at its ``acc_bits`` (the table one with its
+    ``requant_units``; the serial one has no proof: a row saying so); the sequencer of its device, read latency
+    (2 when its RAM outputs are registered, as ``sdhw.accelerator`` builds it) and descriptor checks, with its
+    slots capped at :data:`SEQUENCER_CONFIG`'s (the check's depth grows with the slots; the bound is per slot)."""
+    specs = []
+    if not cfg.dense:
+        specs.append(rebuild_spec(exp_bits=cfg.exp_bits, weight_bits=8))
+    if cfg.requant == "table":
+        specs.append(threshold_spec(acc_bits=cfg.acc_bits, units=cfg.requant_units))
+    elif cfg.requant == "pipelined":
+        specs.append(requant_spec(acc_bits=cfg.acc_bits))
+    else:
+        specs.append(serial_requant_spec(acc_bits=cfg.acc_bits))
+    desc_latency = 2 if cfg.register_ram_outputs else 1
+    slots = min(cfg.desc_layers, SEQUENCER_CONFIG.desc_layers)
+    proof_cfg = replace(cfg, desc_layers=slots)
+    build_slots = cfg.desc_layers if cfg.desc_layers > slots else None
+    specs += [sequencer_spec(cfg=proof_cfg, desc_latency=desc_latency, build_slots=build_slots),
+              sequencer_checksum_spec(cfg=proof_cfg, desc_latency=desc_latency, build_slots=build_slots)]
+    return specs

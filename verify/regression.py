@@ -12,6 +12,10 @@ scratch directory, never elaborated again). One simulator run checks, against go
 - corrupt descriptors (:func:`sim.random_programs.corruptions`): each must stop the run with its error code;
 - reset in the middle of a layer, then a clean run.
 
+With ``formal``, the SBY proofs of the blocks the build contains, at its parameters
+(:func:`verify.proofs.proofs_for`), run after the simulation; a proof that fails (or whose cover is not reached)
+counts like a mismatch.
+
 Random program ``i`` of a run with seed ``S`` is drawn from seed ``S + i`` alone, so a mismatch's seed
 reproduces it as the first program of ``sdhw verify ACC_DIR --seed SEED``. A failed case does not end the run:
 the accelerator is reset and the next case runs, so every mismatch is reported.
@@ -45,11 +49,16 @@ from sim.random_programs import (
 )
 from sim.runner import SIMULATORS, Build, Job, SimulationFailed
 
+from . import formal as formal_tools
+from .proofs import proofs_for
+from .run_formal import failed, run_proofs, text_table
+
 DEFAULT_COUNT = 100
 MAX_SEED = 2**31 - 1
 IDLE = 0.15                     # probability of 1-5 idle cycles before each host-bus access
 RESET_PROGRAMS = 2
 MIN_TIMEOUT = 200_000           # cycles a run may take before it counts as a hang (or 4x golden's cycle count)
+FORMAL_TIMEOUT = 1200           # seconds per SBY task of --formal (its status is then TIMEOUT: a failure)
 
 
 @dataclass(frozen=True)
@@ -88,10 +97,17 @@ class VerifyResult:
     sim_seconds: float = 0.0
     seconds: float = 0.0
     kept: str | None = None     # the scratch directory (Verilog, job, simulator log), kept after a mismatch
+    formal: list[dict] | None = None    # --formal: a row per proof (verify.run_formal.run_proofs), else None
+    formal_solver: str | None = None
+    formal_seconds: float = 0.0
+
+    @property
+    def proofs_failed(self) -> list[dict]:
+        return failed(self.formal or [])
 
     @property
     def passed(self) -> bool:
-        return not self.mismatches
+        return not self.mismatches and not self.proofs_failed
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -226,14 +242,15 @@ def _detail(name: str, message: str) -> str:
 
 
 def verify_accelerator(directory, *, count: int = DEFAULT_COUNT, seed: int = 1, sim: str = "icarus",
-                       plant_mismatch: bool = False, work_dir=None,
+                       plant_mismatch: bool = False, formal: bool = False, work_dir=None,
                        progress: Callable[[str], None] | None = None) -> VerifyResult:
     """Run the regression on ``directory``'s Verilog (see the module docstring); :class:`SdhwError` for a bad
     directory, count, seed or simulator, or a simulation that did not finish.
 
     ``plant_mismatch`` makes one expected output of one random program wrong, to show that a mismatch is
-    caught and reported with its seed. ``work_dir``: where to simulate (kept); by default a temporary directory,
-    removed unless the run failed."""
+    caught and reported with its seed. ``formal``: also run the build's proofs (:func:`verify.proofs.proofs_for`;
+    :class:`~verify.formal.FormalToolsMissing`, before anything runs, when the tools are not installed).
+    ``work_dir``: where to simulate (kept); by default a temporary directory, removed unless the run failed."""
     progress = progress or (lambda message: None)
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise SdhwError(f"--count must be a positive number of layers, not {count!r}")
@@ -241,6 +258,11 @@ def verify_accelerator(directory, *, count: int = DEFAULT_COUNT, seed: int = 1, 
         raise SdhwError(f"--seed must be an integer in 0..{MAX_SEED - count} (with --count {count}), not {seed!r}")
     cfg, verilog = load_accelerator(directory)
     check_simulator(sim)
+    proof_jobs = None
+    if formal:
+        proof_jobs = [(spec, None) for spec in proofs_for(cfg)]     # the broken variants check the proofs, not a build
+        solver = formal_tools.default_solver()
+        formal_tools.find_tools(solver)
     start = time.monotonic()
     result = VerifyResult(directory=str(directory), config=cfg.as_dict(), simulator=sim, seed=seed, count=count)
     job, meta = Job(keep_going=True), {}
@@ -280,7 +302,13 @@ def verify_accelerator(directory, *, count: int = DEFAULT_COUNT, seed: int = 1, 
         result.resets = stats["resets"]
         result.inferences = stats["inferences"]
         result.outputs_checked = stats["outputs_checked"]
-        keep = keep or bool(result.mismatches)
+        if proof_jobs is not None:
+            progress(f"proving {sum(spec.runnable for spec, _ in proof_jobs)} blocks of this build with SBY "
+                     f"({solver}) in {work / 'formal'}")
+            result.formal, result.formal_solver, seconds = run_proofs(
+                proof_jobs, work / "formal", solver=solver, timeout=FORMAL_TIMEOUT, progress=progress)
+            result.formal_seconds = round(seconds, 1)
+        keep = keep or not result.passed
     finally:
         if keep:
             result.kept = str(work)
@@ -310,9 +338,28 @@ def format_result(result: VerifyResult) -> str:
         message = m.message.replace("\n", "\n    ")
         lines.append(f"MISMATCH{planted} seed {m.seed}: {m.case}: {message}")
         lines.append(f"  reproduce: {m.reproduce(result.directory)}")
+    if result.formal is not None:
+        lines += _format_proofs(result)
     if result.kept:
         lines.append(f"simulation files kept in {result.kept}")
     n = len(result.mismatches)
-    lines.append(f"{n} mismatch{'' if n == 1 else 'es'}; {result.seconds} s (build {result.build_seconds} s, "
-                 f"simulation {result.sim_seconds} s)")
+    summary = f"{n} mismatch{'' if n == 1 else 'es'}"
+    if result.formal is not None:
+        n = len(result.proofs_failed)
+        summary += f", {n} failed proof{'' if n == 1 else 's'}"
+    formal_time = f", proofs {result.formal_seconds} s" if result.formal is not None else ""
+    lines.append(f"{summary}; {result.seconds} s (build {result.build_seconds} s, simulation {result.sim_seconds} s"
+                 f"{formal_time})")
     return "\n".join(lines)
+
+
+def _format_proofs(result: VerifyResult) -> list[str]:
+    rows = result.formal
+    proven = sum(row["ok"] is not None for row in rows)
+    lines = [f"proofs of this build's blocks ({proven} run with SBY, {result.formal_solver}):",
+             *("  " + line for line in text_table(rows).splitlines()), "claims:"]
+    lines += [f"  {row['name']}: {row['claim']}" for row in rows]
+    for row in result.proofs_failed:
+        lines.append(f"PROOF FAILED {row['name']}: proof {row['proof']}, cover {row['cover'] or '-'}"
+                     + (f"; trace {row['trace']}" if row["trace"] else ""))
+    return lines
