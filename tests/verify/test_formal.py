@@ -9,7 +9,7 @@ import pytest
 from amaranth import Const, Elaboratable, Fragment, Module, Signal
 from amaranth.asserts import AnySeq
 from amaranth.hdl import Assert, Cover
-from amaranth.sim import Simulator
+from evaluate import evaluate
 
 from rtl_gen.image import thresholds
 from sdhw.descriptor import CHECKSUM_WORD
@@ -110,23 +110,7 @@ def test_checksum_by_halves_is_the_descriptor_checksum(seed):
     cases += [[rng.getrandbits(32) for _ in range(CHECKSUM_WORD)] for _ in range(20)]
     for words in cases:
         got = checksum_by_halves([Const(w, 32) for w in words])
-        assert _evaluate(got) == descriptor_checksum(words), f"seed {seed}: words {words}"
-
-
-def _evaluate(value) -> int:
-    """The value of a constant Amaranth expression, by simulation."""
-    out = Signal(len(value))
-    m = Module()
-    m.d.comb += out.eq(value)
-    result = []
-
-    async def bench(ctx):
-        result.append(ctx.get(out))
-
-    sim = Simulator(m)
-    sim.add_testbench(bench)
-    sim.run()
-    return result[0]
+        assert evaluate(got) == descriptor_checksum(words), f"seed {seed}: words {words}"
 
 
 def test_threshold_proof_uses_the_compilers_short_table():
