@@ -306,8 +306,6 @@ def cmd_sim(args) -> int:
     nchw = channels_first(args.model, model)
     x_cal = _calibration_inputs(model, args.calib, nchw)
     x, y, data = _evaluation_data(model, args.data, nchw)
-    if args.batch < 1:
-        raise SdhwError(f"--batch must be a positive integer, not {args.batch}")
     result = run_model(model, x_cal, x, y, pes=args.pes, dense=args.dense, limit=args.limit, device=args.device,
                        sim=args.sim, build_dir=args.build_dir, progress=progress, data=data, batch=args.batch)
     if args.json:

@@ -166,14 +166,13 @@ class Design:
 
 def _board_top(cfg: AcceleratorConfig, board: str):
     """``(BoardTop, its platform)`` of `sdhw build` at the board's default clock (only the UART divisor uses it)."""
-    from .boards import BOARDS, DEFAULT_BAUD, BoardTop, _platform, ecp5_pll, ice40_pll
+    from .boards import BOARDS, DEFAULT_BAUD, BoardTop, _platform, pll_closest
 
     b = BOARDS[board]
     if b.device != cfg.device:
         raise SdhwError(f"board {board} carries device {b.device}, not {cfg.device}")
     platform = _platform(b, cfg)
-    pll = (ice40_pll if PNR_TARGETS[b.device].family == "ice40" else ecp5_pll)(
-        platform.default_clk_frequency, b.default_mhz * 1e6)
+    pll = pll_closest(PNR_TARGETS[b.device].family, platform.default_clk_frequency, b.default_mhz * 1e6)
     return BoardTop(b, cfg, freq_hz=pll["fout_hz"], baud=DEFAULT_BAUD), platform
 
 

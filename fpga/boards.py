@@ -42,7 +42,7 @@ class Board:
     name: str
     platform: str              # "module:Class" in amaranth_boards
     device: str                # sdhw device name
-    default_mhz: float         # a modest clock: where --freq max starts on a device without a synth target
+    default_mhz: float         # a modest clock: the board top's in the per-block area design (fpga.blocks)
     uart: str                  # how the host talks to it
     leds: tuple                # (resource name, index, status bit) ...
     extension: str             # bitstream file extension
@@ -106,39 +106,39 @@ def _ecp5_settings(fin_hz: float):
                 yield {"CLKI_DIV": clki, "CLKFB_DIV": clkfb, "CLKOP_DIV": clkop, "fout_hz": fout}
 
 
-PLL_SETTINGS = {"ice40": _ice40_settings, "ecp5": _ecp5_settings}
+#: per family: its name in messages, every setting of its PLL, the outputs it reaches (for an error message)
+PLL_MODELS = {"ice40": ("iCE40", _ice40_settings, "16..275"), "ecp5": ("ECP5", _ecp5_settings, "4..400")}
 
 
-def _settings(family: str, fin_hz: float):
-    if family not in PLL_SETTINGS:
-        raise SdhwError(f"no PLL model for family {family!r}; valid: {', '.join(PLL_SETTINGS)}")
-    return PLL_SETTINGS[family](fin_hz)
-
-
-def ice40_pll(fin_hz: float, fout_hz: float) -> dict:
-    """SB_PLL40 dividers (SIMPLE feedback) giving the frequency closest to ``fout_hz``."""
-    best = min(_ice40_settings(fin_hz), key=lambda s: abs(s["fout_hz"] - fout_hz), default=None)
-    _check_pll("iCE40", fin_hz, fout_hz, best, "16..275")
-    return best
-
-
-def ecp5_pll(fin_hz: float, fout_hz: float) -> dict:
-    """EHXPLLL dividers (feedback from CLKOP) giving the frequency closest to ``fout_hz``."""
-    best = min(_ecp5_settings(fin_hz), key=lambda s: abs(s["fout_hz"] - fout_hz), default=None)
-    _check_pll("ECP5", fin_hz, fout_hz, best, "4..400")
-    return best
+def _pll_model(family: str):
+    if family not in PLL_MODELS:
+        raise SdhwError(f"no PLL model for family {family!r}; valid: {', '.join(PLL_MODELS)}")
+    return PLL_MODELS[family]
 
 
 def pll_closest(family: str, fin_hz: float, fout_hz: float) -> dict:
     """The ``family``'s ("ice40" or "ecp5") PLL setting closest to ``fout_hz`` (within 2 %, else an error)."""
-    return {"ice40": ice40_pll, "ecp5": ecp5_pll}[family](fin_hz, fout_hz)
+    name, settings, valid = _pll_model(family)
+    best = min(settings(fin_hz), key=lambda s: abs(s["fout_hz"] - fout_hz), default=None)
+    _check_pll(name, fin_hz, fout_hz, best, valid)
+    return best
+
+
+def ice40_pll(fin_hz: float, fout_hz: float) -> dict:
+    """SB_PLL40 dividers (SIMPLE feedback) giving the frequency closest to ``fout_hz``."""
+    return pll_closest("ice40", fin_hz, fout_hz)
+
+
+def ecp5_pll(fin_hz: float, fout_hz: float) -> dict:
+    """EHXPLLL dividers (feedback from CLKOP) giving the frequency closest to ``fout_hz``."""
+    return pll_closest("ecp5", fin_hz, fout_hz)
 
 
 def pll_at_most(family: str, fin_hz: float, limit_hz: float) -> dict | None:
     """The ``family``'s PLL setting with the highest output at or below ``limit_hz``; None if every output is
     above it."""
-    return max((s for s in _settings(family, fin_hz) if s["fout_hz"] <= limit_hz), key=lambda s: s["fout_hz"],
-               default=None)
+    _, settings, _ = _pll_model(family)
+    return max((s for s in settings(fin_hz) if s["fout_hz"] <= limit_hz), key=lambda s: s["fout_hz"], default=None)
 
 
 def _check_pll(family: str, fin_hz: float, fout_hz: float, best: dict | None, valid: str) -> None:
@@ -399,7 +399,7 @@ def _search_clock(board: Board, config: AcceleratorConfig, *, baud: int, build_d
                   log=None) -> list[dict]:
     """The builds of ``--freq max``: the first at the device's target clock (:data:`fpga.synth.PNR_TARGETS`),
     each next one at :func:`_next_clock` with the next nextpnr seed, each in ``build_dir/attempt-N``."""
-    target = PNR_TARGETS[board.device].target_mhz if board.device in PNR_TARGETS else board.default_mhz
+    target = PNR_TARGETS[board.device].target_mhz
     family, fin_hz = DEVICES[board.device].family, _platform(board, config).default_clk_frequency
     attempts, freq_hz = [], target * 1e6
     while freq_hz is not None:

@@ -308,7 +308,7 @@ class Host:
         the accelerator raised its error flag).
         """
         x = np.asarray(x_q).reshape(-1)
-        n_in = image.batch * int(np.prod(image.meta["input_shape"]))
+        n_in = image.run_inputs
         if x.size != n_in:
             of = f"{image.batch} inputs of shape" if image.batch > 1 else "shape"
             raise SdhwError(f"input has {x.size} values; the program takes {n_in} "
@@ -327,7 +327,7 @@ class Host:
         code = (status >> 8) & 0xFF
         out = []
         if status & hb.STATUS_DONE and not status & hb.STATUS_ERROR:
-            n_out = image.batch * int(np.prod(image.meta["output_shape"]))
+            n_out = image.run_outputs
             out = [v - (1 << 32) if v >= 1 << 31 else v for v in self.read_words(image.output_region << 16, n_out)]
         return {"output": np.asarray(out, dtype=np.int64), "status": status, "error_code": code,
                 "error": hb.ERROR_NAMES.get(code, f"error code {code}") if status & hb.STATUS_ERROR else None,

@@ -233,7 +233,7 @@ class _Issuer:
     def __init__(self, plan: LayerPlan, cfg: AcceleratorConfig, start: int, first_entry: int, commits: dict,
                  backend: _BackEnd, group_entries: list[int]):
         self.cfg, self.backend = cfg, backend
-        self.latency = 2 if cfg.register_ram_outputs else 1
+        self.latency = cfg.ram_latency
         self.first_word = 2 if self.latency == 1 else 4         # a reader's first word after a seek or a commit
         self.commits = commits                                  # entry -> cycle its commit is visible (wp)
         self.last_use: dict[int, int] = {}
@@ -301,7 +301,7 @@ class _Issuer:
 def _layer(plan: LayerPlan, layer, cfg: AcceleratorConfig, start: int, first_entry: int,
            last_use: dict[int, int], backend: _BackEnd) -> tuple[LayerTiming, int]:
     """Run one layer from its ``layer_start`` cycle; its timing and the weight buffer's next entry."""
-    latency = 2 if cfg.register_ram_outputs else 1
+    latency = cfg.ram_latency
     first_word = 2 if latency == 1 else 4
     n = cfg.pes
     sd = layer.is_sd
@@ -361,7 +361,7 @@ def _layer(plan: LayerPlan, layer, cfg: AcceleratorConfig, start: int, first_ent
 
 def program_timing(program: Program, cfg: AcceleratorConfig, batch: int = 1) -> list[LayerTiming]:
     """Every layer's timing for one run of ``batch`` inputs (cycles from the run's flush)."""
-    latency = 2 if cfg.register_ram_outputs else 1
+    latency = cfg.ram_latency
     backend = _BackEnd(cfg)
     last_use: dict[int, int] = {}
     entry = 0
@@ -383,7 +383,7 @@ def expected_cycles(program: Program, cfg: AcceleratorConfig, batch: int = 1) ->
     ``layer_cycles`` (per layer, from its start to its end; the rest is the sequencer's descriptor fetch,
     ``SEQ_*`` cycles per slot) and ``utilisation`` (MACs / (cycles x N)).
     """
-    latency = 2 if cfg.register_ram_outputs else 1
+    latency = cfg.ram_latency
     timings = program_timing(program, cfg, batch)
     total = timings[-1].end + SEQ_END + latency if timings else SEQ_END + latency
     counts = expected_counts(program, cfg, batch)

@@ -57,6 +57,16 @@ class ProgramImage:
         """Inputs a run takes (and outputs it gives), one after the other in the activation buffers."""
         return self.meta.get("batch", OPTIONAL_META["batch"])
 
+    @property
+    def run_inputs(self) -> int:
+        """Input values of one run: the batch's."""
+        return self.batch * math.prod(self.meta["input_shape"])
+
+    @property
+    def run_outputs(self) -> int:
+        """Output values of one run: the batch's."""
+        return self.batch * math.prod(self.meta["output_shape"])
+
     def writes(self):
         """Every ``(bus address, word)`` the host writes to load the program."""
         for region, offset, words in self.sections:

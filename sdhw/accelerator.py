@@ -67,7 +67,7 @@ class Accelerator(wiring.Component):
         cfg = self.config
         m = Module()
         reg = cfg.register_ram_outputs
-        latency = 2 if reg else 1
+        latency = cfg.ram_latency
         sd = not cfg.dense
         act_bits = address_bits(cfg.act_depth)
         size_bits = max(1, cfg.act_depth.bit_length())

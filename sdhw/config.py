@@ -195,6 +195,11 @@ class AcceleratorConfig:
         return self.family != "ice40"
 
     @property
+    def ram_latency(self) -> int:
+        """Cycles from a block RAM's read address to the data its readers use: 2 with registered outputs, else 1."""
+        return 2 if self.register_ram_outputs else 1
+
+    @property
     def registered_dsps(self) -> bool:
         """ECP5 DSP products go through the DSP block's own input and output registers
         (:class:`~sdhw.ecp5.RegisteredMultipliers`): Yosys packs no flip-flop into ``MULT18X18D``."""

@@ -55,7 +55,7 @@ class Host:
                 break
         else:
             raise AssertionError(f"accelerator still busy after {timeout} polls")
-        n_out = image.batch * int(np.prod(image.meta["output_shape"]))
+        n_out = image.run_outputs
         out = []
         if status & hb.STATUS_DONE:
             for k in range(n_out):

@@ -567,8 +567,8 @@ def proofs_for(cfg: AcceleratorConfig) -> list[ProofSpec]:
     """The proofs of the blocks the build ``cfg`` contains, at its parameters: the rebuild unit (SD builds) at
     its ``exp_bits``; the requantiser it chose (``cfg.requant``) at its ``acc_bits`` (the table one with its
     ``requant_units``; the serial one has no proof: a row saying so); the sequencer of its device, read latency
-    (2 when its RAM outputs are registered, as ``sdhw.accelerator`` builds it) and descriptor checks, with its
-    slots capped at :data:`SEQUENCER_CONFIG`'s (the check's depth grows with the slots; the bound is per slot)."""
+    (``cfg.ram_latency``) and descriptor checks, with its slots capped at :data:`SEQUENCER_CONFIG`'s (the
+    check's depth grows with the slots; the bound is per slot)."""
     specs = []
     if not cfg.dense:
         specs.append(rebuild_spec(exp_bits=cfg.exp_bits, weight_bits=8))
@@ -578,7 +578,7 @@ def proofs_for(cfg: AcceleratorConfig) -> list[ProofSpec]:
         specs.append(requant_spec(acc_bits=cfg.acc_bits))
     else:
         specs.append(serial_requant_spec(acc_bits=cfg.acc_bits))
-    desc_latency = 2 if cfg.register_ram_outputs else 1
+    desc_latency = cfg.ram_latency
     slots = min(cfg.desc_layers, SEQUENCER_CONFIG.desc_layers)
     proof_cfg = replace(cfg, desc_layers=slots)
     build_slots = cfg.desc_layers if cfg.desc_layers > slots else None
