@@ -26,7 +26,8 @@ class UartRx(wiring.Component):
     ``rx`` goes through a two-flop synchroniser. A falling edge starts a character; the start bit is checked
     again half a bit later (a shorter low pulse is a glitch and is ignored), then every bit is sampled in its
     middle, ``divisor`` cycles apart. A stop bit read as 0 is a framing error: the byte is dropped,
-    ``framing_error`` pulses for one cycle and the receiver waits for the line to return high.
+    ``framing_error`` pulses for one cycle (the cycle after the stop bit's sample) and the receiver waits for the
+    line to return high.
 
     Latency: a byte is ``valid`` about 9.5 bit times + 3 cycles after its start edge (the middle of the stop
     bit). Throughput: back-to-back characters at the full line rate (one byte per 10 bit times). The output
@@ -73,6 +74,8 @@ class UartRx(wiring.Component):
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
+        # a register: the bit timer's comparison stays off the consumer's paths
+        m.d.sync += self.framing_error.eq(0)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -97,7 +100,7 @@ class UartRx(wiring.Component):
                         m.d.sync += [self.o.payload.eq(shreg), self.o.valid.eq(1)]
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.comb += self.framing_error.eq(1)
+                        m.d.sync += self.framing_error.eq(1)
                         m.next = "BREAK"
             with m.State("BREAK"):                          # wait for the line to go idle (high) again
                 with m.If(line):

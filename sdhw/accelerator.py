@@ -15,7 +15,7 @@ drain hands each pass's N sums to the requantiser while the next pass accumulate
 """
 from __future__ import annotations
 
-from amaranth import Module, Mux, ResetInserter
+from amaranth import Cat, Module, Mux, ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -78,7 +78,9 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------------ control
         m.submodules.host = host = HostPort(cfg, mem_latency=latency)
-        m.submodules.seq = seq = Sequencer(cfg, desc_latency=latency)
+        # a copy of busy per memory's port select: descriptors, codes, biases, bases, two activation buffers
+        m.submodules.seq = seq = Sequencer(cfg, desc_latency=latency, busy_copies=6)
+        copies = iter(seq.busy_copy)
         m.submodules.counters = counters = Counters(bits=cfg.counter_bits, lanes=cfg.pes)
         wiring.connect(m, wiring.flipped(self.bus), host.bus)
         layer = seq.layer
@@ -95,7 +97,7 @@ class Accelerator(wiring.Component):
             mem = HostMemory(width=width, depth=depth, spram=spram, register_output=register_output, name=name)
             m.submodules[name] = mem
             m.d.comb += [mem.host_addr.eq(host.w_addr), mem.host_data.eq(host.w_data), mem.host_en.eq(enable),
-                         mem.busy.eq(seq.busy)]
+                         mem.busy.eq(next(copies))]
             return mem
 
         desc = host_memory("desc_mem", 32, cfg.desc_layers * DESC_WORDS, host.desc_en)
@@ -107,7 +109,8 @@ class Accelerator(wiring.Component):
                      host.desc_data.eq(desc.r_data)]
         m.submodules.acts = acts = ActivationBuffers(depth=cfg.act_depth, spram=cfg.in_spram, register_output=reg)
         m.d.comb += [acts.host_addr.eq(host.w_addr), acts.host_data.eq(host.w_data), acts.host_en.eq(host.act_en),
-                     acts.busy.eq(seq.busy), acts.in_sel.eq(seq.in_sel), host.act_data.eq(acts.host_data_out)]
+                     acts.busy.eq(Cat(next(copies), next(copies))),
+                     acts.in_sel.eq(seq.in_sel), host.act_data.eq(acts.host_data_out)]
         m.submodules.wbuf = wbuf = WeightBuffer(lanes=cfg.pes, fill_lanes=cfg.fill_lanes, depth=cfg.weight_depth,
                                                 info_bits=TAP_INFO_BITS, register_output=reg)
 
@@ -165,7 +168,7 @@ class Accelerator(wiring.Component):
                                          bias_bits=bias_bits, register_output=reg))
         m.d.comb += [drain.sums.eq(mac.sums), drain.load.eq(mac.done), drain.out_addr.eq(issuer.pass_out),
                      drain.bias_addr.eq(issuer.pass_bias), drain.lanes.eq(issuer.pass_lanes),
-                     issuer.drain_busy.eq(drain.busy),
+                     issuer.drain_busy_next.eq(drain.busy_next),
                      bias.r_addr.eq(drain.bias_rd_addr), bias.r_en.eq(drain.bias_rd_en),
                      drain.bias_rd_data.eq(bias.r_data)]
         writeback = data_path("writeback", Writeback(kind=cfg.requant, acc_bits=cfg.acc_bits, tag_bits=act_bits,

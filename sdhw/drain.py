@@ -17,8 +17,9 @@ class Drain(wiring.Component):
     the entry of the lane that is at the head next cycle). The shadow shifts one lane on per element taken (a
     multiplexer per bit into its own flip-flop: no lane multiplexer in front of the requantiser). ``busy`` is
     high while the shadow holds lanes not yet taken; ``load`` must not come while it is high (the issuer holds
-    a pass's last op back until then). ``idle``: nothing left in the drain at all. ``register_output`` puts
-    the element in a register before the requantiser (the bias memory's slow clock-to-out on ECP5 ends there).
+    a pass's last op back until then); ``busy_next`` is its value in the next cycle. ``idle``: nothing left in
+    the drain at all. ``register_output`` puts the element in a register before the requantiser (the bias
+    memory's slow clock-to-out on ECP5 ends there).
 
     Latency: 1 cycle from ``load`` to the first element (2 with ``register_output``). Throughput: one lane per
     cycle.
@@ -34,6 +35,7 @@ class Drain(wiring.Component):
             "bias_addr": In(bias_bits),
             "lanes": In(range(lanes + 1)),
             "busy": Out(1),
+            "busy_next": Out(1),
             "idle": Out(1),
             "bias_rd_addr": Out(bias_bits),
             "bias_rd_en": Out(1),
@@ -49,13 +51,16 @@ class Drain(wiring.Component):
         bias_addr = Signal.like(self.bias_addr)      # the bias entry of shadow[0]
         head_valid = Signal()                        # shadow[0] and its bias (read last cycle) are ready
         take = Signal()                              # shadow[0] leaves this cycle
-        # busy (left != 0) as a register of its own: the issuer's decision starts at a flip-flop
+        # busy (left != 0) as a register of its own, its next value an output (the issuer registers its decision
+        # input from it)
+        m.d.comb += self.busy_next.eq(Mux(self.load, self.lanes != 0, Mux(take, left != 1, self.busy)))
+        m.d.sync += self.busy.eq(self.busy_next)
         with m.If(self.load):
             m.d.sync += [shadow.eq(self.sums), left.eq(self.lanes), tag.eq(self.out_addr),
-                         bias_addr.eq(self.bias_addr), head_valid.eq(1), self.busy.eq(self.lanes != 0)]
+                         bias_addr.eq(self.bias_addr), head_valid.eq(1)]
         with m.Elif(take):
             m.d.sync += [left.eq(left - 1), tag.eq(tag + 1), bias_addr.eq(bias_addr + 1),
-                         head_valid.eq(left != 1), self.busy.eq(left != 1)]
+                         head_valid.eq(left != 1)]
             m.d.sync += [shadow[q].eq(shadow[q + 1]) for q in range(self.n - 1)]
         # the bias memory reads every cycle: the entry of the lane at the head next cycle
         m.d.comb += [self.bias_rd_en.eq(1),

@@ -98,6 +98,7 @@ class _RowWalker:
         self.rows_left = Signal(16)                    # the layer's rows less this group's so far
         self.first_row = Signal()                      # the next header is the group's first
         self.table_idx = Signal(9)
+        self.table_left = Signal(9)                    # thresholds still to load (their end without a carry chain)
         # decisions taken from registers: the stream's ready (and so the code memory's read enable) is a few
         # LUTs from flip-flops
         self.table_more = Signal()                     # thresholds left to load
@@ -107,7 +108,8 @@ class _RowWalker:
         # copies of the states that take words, one flip-flop each, for the stream's ready (Yosys does not
         # re-encode a state machine whose register has an initial value, and a binary state takes LUTs to
         # decode): kept by :meth:`goto`
-        self.in_state = {name: Signal(name=f"in_{name.lower()}") for name in ("HEADER", "ROW", "TAPS")}
+        self.in_state = {name: Signal(name=f"in_{name.lower()}", init=name == "IDLE")
+                         for name in ("IDLE", "HEADER", "ROW", "TAPS", "GROUP_END")}
 
     def goto(self, state: str):
         """Go to ``state`` next cycle."""
@@ -148,9 +150,8 @@ class _RowWalker:
         with m.FSM(name="walk"):
             with m.State("IDLE"):
                 with m.If(fill.start):
-                    m.d.comb += [fill.seek.eq(1), fill.seek_addr.eq(p.code_base)]
                     m.d.sync += [self.group_left.eq(p.n_groups), self.rep_left.eq(p.n_pix), self.table_idx.eq(0),
-                                 self.rows_left.eq(p.n_rows), self.first_row.eq(1),
+                                 self.table_left.eq(p.n_thresh), self.rows_left.eq(p.n_rows), self.first_row.eq(1),
                                  fill.done.eq(0),
                                  self.table_more.eq(p.n_thresh != 0), self.groups_more.eq(p.n_groups > 1),
                                  self.rep_more.eq(p.n_pix > 1)]
@@ -162,8 +163,8 @@ class _RowWalker:
                     with m.If(words.valid):
                         m.d.comb += [fill.t_en.eq(1), fill.t_addr.eq(self.table_idx),
                                      fill.t_data.eq(words.payload.data)]
-                        m.d.sync += [self.table_idx.eq(self.table_idx + 1),
-                                     self.table_more.eq(self.table_idx + 1 != p.n_thresh)]
+                        m.d.sync += [self.table_idx.eq(self.table_idx + 1), self.table_left.eq(self.table_left - 1),
+                                     self.table_more.eq(self.table_left != 1)]
             with m.State("HEADER"):
                 # a row takes up to three entries: its header is taken only when they are free
                 with m.If(words.valid & room):
@@ -184,7 +185,6 @@ class _RowWalker:
                              self.first_row.eq(1)]
                 with m.If(p.stream & self.rep_more):
                     # the next pixel of a group that does not fit the buffer: the same rows again
-                    m.d.comb += [fill.seek.eq(1), fill.seek_addr.eq(self.group_addr)]
                     m.d.sync += [self.rep_left.eq(self.rep_left - 1), self.rep_more.eq(self.rep_left > 2)]
                     self.goto("HEADER")
                 with m.Elif(self.groups_more):
@@ -197,6 +197,11 @@ class _RowWalker:
                 with m.If(committed):
                     m.d.sync += fill.done.eq(1)
                     self.goto("IDLE")
+        # the code reader's seeks (a layer's start, a streamed group's next pixel) from flip-flops and one LUT,
+        # not from the state's decoding: the reader's skid registers are behind them
+        replay = self.in_state["GROUP_END"] & p.stream & self.rep_more
+        m.d.comb += [fill.seek.eq(replay | (self.in_state["IDLE"] & fill.start)),
+                     fill.seek_addr.eq(Mux(replay, self.group_addr, p.code_base))]
         with m.If(fill.start):
             m.d.sync += fill.overrun.eq(0)
         # both sides waiting on each other; a few cycles' grace covers the registered room and the issuer's

@@ -40,8 +40,8 @@ class Issuer(wiring.Component):
     the buffer beside the activation, both ``act_latency`` cycles after the op's registers, then to the MAC array.
     The activation and weight memories are read every cycle at the issuer's addresses (only an issued op's words are
     used), so their enables wait on no decision. A pass's last op waits until the drain has room for its sums
-    (``drain_busy``, and no last op still in flight); its output address, bias entry and live lanes go with it
-    (``pass_*``).
+    (the drain not busy, from ``drain_busy_next`` a cycle earlier, and no last op still in flight); its output
+    address, bias entry and live lanes go with it (``pass_*``).
 
     Counters: ``macs`` (live lanes of an op that counts, a cycle after its issue), ``stall`` (no op issued).
     ``addr_error``: an op read outside the input (a corrupt program; two cycles after its issue).
@@ -70,7 +70,7 @@ class Issuer(wiring.Component):
             "act_addr": Out(act_bits), "act_data": In(signed(8)),
             "mac_weights": Out(data.ArrayLayout(signed(8), lanes)), "mac_act": Out(signed(8)),
             "mac_valid": Out(1), "mac_last": Out(1), "mac_done": In(1),
-            "drain_busy": In(1),
+            "drain_busy_next": In(1),
             "pass_out": Out(act_bits), "pass_bias": Out(bias_bits), "pass_lanes": Out(range(lanes + 1)),
             "macs": Out(range(lanes + 1)), "stall": Out(1), "addr_error": Out(1), "busy": Out(1),
         })
@@ -105,7 +105,6 @@ class Issuer(wiring.Component):
         running = Signal()
         last_in_flight = Signal()                    # a pass's last op issued, its sums not yet in the drain
         step = Signal()                              # a pass ended last cycle: step the pixel (or group) now
-        settle = Signal()                            # ... or two cycles ago: the pixel's padding flags are new
 
         def first_pixel():
             return [pix_left.eq(p.n_pix), last_pixel.eq(p.n_pix == 1), x_left.eq(p.out_w), row_end.eq(p.out_w == 1),
@@ -135,16 +134,23 @@ class Issuer(wiring.Component):
         act = Signal(signed(self.addr_bits))
         m.d.comb += act.eq(base + info.off)
 
-        drain_ok = Signal()
-        m.d.comb += drain_ok.eq(~self.drain_busy & ~last_in_flight)
+        # the decision from two flip-flops and the entry: gate_open (running, neither in the pixel's step nor in
+        # the cycle after, when its padding flags are registered) and drain_ok (the drain not busy, no pass's
+        # last op in flight), each registered from its next value
         issue = Signal()
-        m.d.comb += [issue.eq(running & ~step & ~settle & self.entries.valid & (~info.last | drain_ok)),
+        gate_open = Signal()
+        drain_ok = Signal(init=1)
+        m.d.comb += [issue.eq(gate_open & self.entries.valid & (~info.last | drain_ok)),
                      self.entries.ready.eq(issue), self.busy.eq(running | last_in_flight)]
+        last_issued = issue & info.last
+        m.d.sync += [gate_open.eq((self.start | running) & ~step & ~last_issued),
+                     drain_ok.eq(~self.drain_busy_next
+                                 & (self.start | self.mac_done | ~(last_issued | last_in_flight)))]
         # the op in registers: the memories' addresses start at flip-flops (the activation buffer is far)
         op_valid, op_last, op_pad, op_checked = Signal(), Signal(), Signal(), Signal()
         op_act = Signal.like(act)
         op_entry = Signal(self.entry_bits)
-        m.d.sync += [op_valid.eq(issue), op_last.eq(issue & info.last), op_pad.eq(pad),
+        m.d.sync += [op_valid.eq(issue), op_last.eq(last_issued), op_pad.eq(pad),
                      op_checked.eq(issue & info.count & ~pad), op_act.eq(act), op_entry.eq(ptr)]
         m.d.comb += [self.act_addr.eq(op_act), self.w_addr.eq(op_entry)]
         # registered: the fill's room computation starts here (a cycle late frees an entry a cycle late)
@@ -155,8 +161,8 @@ class Issuer(wiring.Component):
         end_ptr = Signal.like(group_start)
         base_step = Signal.like(base)                # one adder for both steps of the pixel's base
         m.d.comb += base_step.eq(Mux(row_end, p.row_wrap, p.step_x))
-        m.d.sync += [step.eq(issue & info.last), settle.eq(step)]
-        with m.If(issue & info.last):
+        m.d.sync += step.eq(last_issued)
+        with m.If(last_issued):
             m.d.sync += last_in_flight.eq(1)
         # the pass's drain information follows the pixel's until its last op issues, and is held from then until
         # the drain has taken it: the registers' enable is a flip-flop, not the issue decision
@@ -187,7 +193,7 @@ class Issuer(wiring.Component):
         # the replay's seek, in the step cycle, from a register of its own (so no path runs from the issuer's
         # flags through the reader's seek into its skid register)
         replay = Signal()
-        m.d.sync += replay.eq(issue & info.last & ~last_pixel & ~p.stream)
+        m.d.sync += replay.eq(last_issued & ~last_pixel & ~p.stream)
         with m.If(replay):
             m.d.comb += [self.seek.eq(1), self.seek_addr.eq(group_start)]
         with m.If(self.mac_done):

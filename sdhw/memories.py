@@ -126,8 +126,9 @@ class ActivationBuffers(wiring.Component):
 
     Ports: ``host_addr``, ``host_data`` (the low byte), ``host_en`` (two bits: write buffer 0 / 1; ignored while
     ``busy``), ``host_data_out`` (two bytes: what the host's address reads in buffer 0 / 1, :attr:`latency`
-    cycles later); ``busy``, ``in_sel``; ``r_addr``, ``r_en``, ``r_data`` (the issuer's reads of buffer
-    ``in_sel``); ``w_addr``, ``w_data``, ``w_en`` (the drain's writes to the other buffer).
+    cycles later); ``busy`` (two copies of one flag, a buffer's port select each), ``in_sel``; ``r_addr``,
+    ``r_en``, ``r_data`` (the issuer's reads of buffer ``in_sel``); ``w_addr``, ``w_data``, ``w_en`` (the drain's
+    writes to the other buffer).
     """
 
     def __init__(self, *, depth: int, spram: bool = False, register_output: bool = False):
@@ -135,7 +136,7 @@ class ActivationBuffers(wiring.Component):
         bits = address_bits(depth)
         super().__init__({
             "host_addr": In(bits), "host_data": In(8), "host_en": In(2), "host_data_out": Out(16),
-            "busy": In(1), "in_sel": In(1),
+            "busy": In(2), "in_sel": In(1),
             "r_addr": In(bits), "r_en": In(1), "r_data": Out(8),
             "w_addr": In(bits), "w_data": In(8), "w_en": In(1),
         })
@@ -148,12 +149,13 @@ class ActivationBuffers(wiring.Component):
         m = Module()
         outputs = []
         for b in range(2):
-            reading = self.busy & (self.in_sel == b)          # this buffer is the layer's input
-            writing = self.busy & (self.in_sel != b)
-            addr = Mux(self.busy, Mux(reading, self.r_addr, self.w_addr), self.host_addr)
-            w_en = Mux(self.busy, writing & self.w_en, self.host_en[b])
-            w_data = Mux(self.busy, self.w_data, self.host_data)
-            r_en = Mux(self.busy, reading & self.r_en, 1)
+            busy = self.busy[b]
+            reading = busy & (self.in_sel == b)          # this buffer is the layer's input
+            writing = busy & (self.in_sel != b)
+            addr = Mux(busy, Mux(reading, self.r_addr, self.w_addr), self.host_addr)
+            w_en = Mux(busy, writing & self.w_en, self.host_en[b])
+            w_data = Mux(busy, self.w_data, self.host_data)
+            r_en = Mux(busy, reading & self.r_en, 1)
             byte = Signal(8, name=f"act{b}_byte")
             if self.spram:
                 mem = ram(shape=16, depth=-(-self.depth // 2), spram=True)

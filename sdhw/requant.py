@@ -541,7 +541,9 @@ class ThresholdSearch(wiring.Component):
             m.d.comb += take.eq(turn & (~busy | finish) & self.i.valid & ~accepted)
             accepted = accepted | take
             with m.If(finish):
-                m.d.sync += [busy.eq(0), self.o.valid.eq(1), self.o.payload.value.eq(self.base + found),
+                # at the last bit (0) the count is idx with `above` as its bit 0: no decoding of `bit` before the
+                # adder
+                m.d.sync += [busy.eq(0), self.o.valid.eq(1), self.o.payload.value.eq(self.base + Cat(above, idx[1:])),
                              self.o.payload.tag.eq(tag)]
             with m.If(take):
                 m.d.comb += index.eq(127)

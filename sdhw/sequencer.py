@@ -47,15 +47,19 @@ class Sequencer(wiring.Component):
     Each word goes through a register of the sequencer's before its checksum and checks (the descriptor memory
     is far from the layer registers).
 
+    ``busy_copies``: that many more flip-flops holding ``busy`` (``busy_copy``), each its own register (it
+    feeds back on itself, so synthesis keeps it apart), for the memories' port selects: each select starts
+    at a flip-flop the placer can put beside its memory instead of one register fanning out across the die.
+
     Latency: ``DESC_WORDS + desc_latency + 6`` cycles from a layer's end to the next one's start; an error
     stops the run two cycles after the data path raises it.
     """
 
-    def __init__(self, cfg: AcceleratorConfig, *, desc_latency: int = 1):
+    def __init__(self, cfg: AcceleratorConfig, *, desc_latency: int = 1, busy_copies: int = 0):
         self.cfg, self.desc_latency = cfg, desc_latency
         super().__init__({
             "start": In(1), "clear": In(1),
-            "busy": Out(1), "done": Out(1), "error": Out(1), "err_code": Out(8),
+            "busy": Out(1), "busy_copy": Out(busy_copies), "done": Out(1), "error": Out(1), "err_code": Out(8),
             "layer_index": Out(range(cfg.desc_layers + 1)),
             "desc_addr": Out(max(1, ceil_log2(cfg.desc_layers * DESC_WORDS))), "desc_en": Out(1),
             "desc_data": In(32),
@@ -121,6 +125,22 @@ class Sequencer(wiring.Component):
         last_slot = Signal()                           # the slot running is the descriptor memory's last
         m.d.sync += last_slot.eq(self.layer_index == cfg.desc_layers - 1)
         fails, ends, overflows = Signal(), Signal(), Signal()   # the run stops now: error / end / no end marker
+        # word `got` arrives: its fields go to the layer registers, its sum to the checksum. Words arrive only in
+        # FETCH (no request is in flight as it ends), so this is decided by `arrive` alone, not the state (the
+        # state machine's own assignments below come later and win)
+        with m.If(arrive[-1]):
+            value = desc_q
+            m.d.sync += got.eq(got + 1)
+            with m.If(got < CHECKSUM_WORD):
+                m.d.sync += [low.eq(low[:16] + value[:16]), high.eq(high + value[16:] + low[16])]
+            with m.Else():
+                # the last carry folded in now, the comparison next cycle
+                m.d.sync += [low_ok.eq(low[:16] == value[:16]), expected_high.eq(value[16:]),
+                             high.eq(high + low[16])]
+            for name, _ in layer_layout(cfg):
+                if name in FIELDS:
+                    with m.If(got == FIELDS[name][0]):
+                        m.d.sync += getattr(layer, name).eq(field(name, value))
         with m.FSM(name="seq") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -134,22 +154,8 @@ class Sequencer(wiring.Component):
                 with m.If(request):
                     m.d.sync += word.eq(word + 1)
                 m.d.sync += arrive.eq(Cat(request, arrive[:-1]))
-                with m.If(arrive[-1]):
-                    # word `got` arrives: its fields go to the layer registers, their checks to the flags
-                    value = desc_q
-                    m.d.sync += got.eq(got + 1)
-                    with m.If(got < CHECKSUM_WORD):
-                        m.d.sync += [low.eq(low[:16] + value[:16]), high.eq(high + value[16:] + low[16])]
-                    with m.Else():
-                        # the last carry folded in now, the comparison next cycle
-                        m.d.sync += [low_ok.eq(low[:16] == value[:16]), expected_high.eq(value[16:]),
-                                     high.eq(high + low[16])]
-                    for name, _ in layer_layout(cfg):
-                        if name in FIELDS:
-                            with m.If(got == FIELDS[name][0]):
-                                m.d.sync += getattr(layer, name).eq(field(name, value))
-                    with m.If(got == DESC_WORDS - 1):
-                        m.next = "VERIFY"
+                with m.If(arrive[-1] & (got == DESC_WORDS - 1)):
+                    m.next = "VERIFY"
             with m.State("VERIFY"):
                 m.d.sync += checksum_ok.eq(low_ok & (high == expected_high))
                 m.next = "CHECK"
@@ -196,7 +202,10 @@ class Sequencer(wiring.Component):
                          self.err_code.eq(Mux(running, Mux(fail_q, fail_code_q, hb.ERR_NO_END), code))]
         with m.Elif(ends):
             m.d.sync += self.done.eq(1)
-        m.d.sync += self.busy.eq(Mux(idle, self.start, ~(fails | ends | (running & fail_q) | overflows)))
+        stop = fails | ends | (running & fail_q) | overflows
+        m.d.sync += self.busy.eq(Mux(idle, self.start, ~stop))
+        for copy in self.busy_copy:                    # busy == ~idle: each copy follows its own state instead
+            m.d.sync += copy.eq(Mux(copy, ~stop, self.start))
         return m
 
 
