@@ -339,7 +339,7 @@ def _overrides(device: str, prelude: str, flags: str, seed: int) -> dict:
     memory_prelude, memory_flag = spram_flow(device)
     placer = " ".join(PNR_TARGETS[device].placer_args)
     return {"nextpnr_opts": f"--timing-allow-fail --report report.json --seed {seed} {placer}".rstrip(),
-            "synth_opts": " ".join(filter(None, [flags, memory_flag])),
+            "synth_opts": " ".join(filter(None, [flags, *PNR_TARGETS[device].synth_args, memory_flag])),
             "script_after_read": "; ".join(filter(None, [RTLIL_MEMORY_PRELUDE, prelude, memory_prelude]))}
 
 

@@ -40,11 +40,14 @@ class PnrTarget:
     #: nextpnr placer settings for the device, board builds included: on the nearly full UP5K a heavier timing
     #: weight keeps the control paths' cells together (docs/FPGA.md has the measurement)
     placer_args: tuple[str, ...] = ()
+    #: yosys synthesis flags for the device: on the UP5K, ABC9 maps the logic with the UP5K's own (slower) LUT
+    #: and wire delays instead of the HX's (docs/FPGA.md has the measurement)
+    synth_args: tuple[str, ...] = ()
 
 
 PNR_TARGETS = {
     "up5k": PnrTarget("ice40", ("--up5k", "--package", "sg48"), 48.0,
-                      placer_args=("--placer-heap-timingweight", "25")),
+                      placer_args=("--placer-heap-timingweight", "25"), synth_args=("-device", "u")),
     "hx8k": PnrTarget("ice40", ("--hx8k", "--package", "ct256"), 48.0),
     "ecp5-25f": PnrTarget("ecp5", ("--25k", "--package", "CABGA381"), 125.0, "G2"),
     "ecp5-45f": PnrTarget("ecp5", ("--45k", "--package", "CABGA381"), 125.0, "G2"),
@@ -199,7 +202,7 @@ RTLIL_MEMORY_PRELUDE = "setparam -set COLLISION_X_MASK 4294967295 t:$memrd_v2 r:
 def _yosys_script(device: str, prelude: str, synth_flags: str, netlist: str) -> str:
     synth = "synth_ice40 -dsp" if PNR_TARGETS[device].family == "ice40" else "synth_ecp5"
     memory_prelude, memory_flag = spram_flow(device)
-    synth_flags = " ".join(filter(None, [synth_flags, memory_flag]))
+    synth_flags = " ".join(filter(None, [synth_flags, *PNR_TARGETS[device].synth_args, memory_flag]))
     return "; ".join(filter(None, [
         f"read_verilog {TOP}.v", f"hierarchy -top {TOP}", prelude, memory_prelude,
         f"{synth} {synth_flags} -top {TOP} -json {netlist}".replace("  ", " "),

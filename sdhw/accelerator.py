@@ -78,9 +78,12 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------------ control
         m.submodules.host = host = HostPort(cfg, mem_latency=latency)
-        # a copy of busy per memory's port select: descriptors, codes, biases, bases, two activation buffers
-        m.submodules.seq = seq = Sequencer(cfg, desc_latency=latency, busy_copies=6)
+        # a copy of busy per memory's port select (descriptors, codes, biases, bases, two activation buffers) and
+        # of flush per data path block
+        data_blocks = ("words", "fill", "entries", "issuer", "mac", "drain", "writeback")
+        m.submodules.seq = seq = Sequencer(cfg, desc_latency=latency, busy_copies=6, flush_copies=len(data_blocks))
         copies = iter(seq.busy_copy)
+        flushes = dict(zip(data_blocks, seq.flush_copy))
         m.submodules.counters = counters = Counters(bits=cfg.counter_bits, lanes=cfg.pes)
         wiring.connect(m, wiring.flipped(self.bus), host.bus)
         layer = seq.layer
@@ -116,7 +119,7 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------------ data path (cleared at every run)
         def data_path(name, block):
-            m.submodules[name] = ResetInserter(seq.flush)(block)
+            m.submodules[name] = ResetInserter(flushes[name])(block)
             return block
 
         words = data_path("words", SequentialReader(addr_bits=code_bits, width=cfg.code_word_bits, latency=latency))

@@ -168,9 +168,12 @@ class _RowWalker:
             with m.State("HEADER"):
                 # a row takes up to three entries: its header is taken only when they are free
                 with m.If(words.valid & room):
-                    taps = 3 - (kill[0] + kill[1] + kill[2])
-                    m.d.sync += [self.hdr.eq(header), self.taps.eq(Mux(taps == 0, 1, taps)),
-                                 self.row_entry.eq(self.head), self.head.eq(self.head + Mux(taps == 0, 1, taps)),
+                    # the kill mask is a suffix of the row's taps (000, 100, 110, 111: 3, 2, 1 live; none live still
+                    # takes one entry): each bit of the count is one LUT of two mask bits, so the code memory's
+                    # output meets the head's adder a LUT later
+                    taps = Cat(~kill[2] | kill[1], ~kill[1])
+                    m.d.sync += [self.hdr.eq(header), self.taps.eq(taps),
+                                 self.row_entry.eq(self.head), self.head.eq(self.head + taps),
                                  self.rows_left.eq(self.rows_left - 1), self.first_row.eq(0)]
                     with m.If(self.first_row):
                         m.d.sync += self.group_addr.eq(fill.word_addr)

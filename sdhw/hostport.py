@@ -69,17 +69,19 @@ class HostPort(wiring.Component):
         # and data start at a flip-flop (the memories sit across the die from where the bus comes in)
         offset = Signal(16)
         region = Signal(4)
-        r_en, w_en = Signal(), Signal()
-        m.d.sync += [offset.eq(bus.addr[:16]), region.eq(bus.addr[16:20]), r_en.eq(bus.r_en), w_en.eq(bus.w_en),
-                     self.w_data.eq(bus.w_data)]
+        r_en = Signal()
+        control = Signal()                              # a write to the CONTROL register
+        low_offset = Signal()                           # offset < 32: the CSRs' range
+        m.d.sync += [offset.eq(bus.addr[:16]), region.eq(bus.addr[16:20]), r_en.eq(bus.r_en),
+                     self.w_data.eq(bus.w_data), low_offset.eq(bus.addr[5:16] == 0),
+                     control.eq(bus.w_en & (bus.addr[16:20] == hb.REGION_CSR) & (bus.addr[:16] == hb.CSR_CONTROL))]
         m.d.comb += self.w_addr.eq(offset)
         for port, reg in ((self.desc_en, hb.REGION_DESC), (self.code_en, hb.REGION_CODES),
                           (self.basis_en, hb.REGION_BASES), (self.bias_en, hb.REGION_BIAS),
                           (self.act_en[0], hb.REGION_ACT0), (self.act_en[1], hb.REGION_ACT1)):
             m.d.sync += port.eq(bus.w_en & (bus.addr[16:20] == reg))
-        control = w_en & (region == hb.REGION_CSR) & (offset == hb.CSR_CONTROL)
         # the run begins the cycle after the write, so the data path's flush fans out from a register
-        m.d.sync += [self.start.eq(control & bus.w_data[0] & ~self.busy), self.clear.eq(control & bus.w_data[1])]
+        m.d.sync += [self.start.eq(control & self.w_data[0] & ~self.busy), self.clear.eq(control & self.w_data[1])]
 
         depths = [0 if cfg.dense and name == "basis_depth" else getattr(cfg, name) for name in hb.DEPTH_CSRS]
         entries = {
@@ -97,8 +99,9 @@ class HostPort(wiring.Component):
             entries[hb.CSR_DEPTHS + k] = Const(depth, 32)
         # the offset is decoded into one register per CSR in cycle 0, so cycle 1 is a shallow AND-OR (each bit
         # ORs the few entries that can set it) instead of a decoder in series with a 20-way multiplexer
+        assert max(entries) < 32                            # low_offset and five offset bits select a CSR
         csr_sel = {offset_: Signal(name=f"csr_sel{offset_}") for offset_ in entries}
-        m.d.sync += [sel.eq(offset == offset_) for offset_, sel in csr_sel.items()]
+        m.d.sync += [sel.eq(low_offset & (offset[:5] == offset_)) for offset_, sel in csr_sel.items()]
         csr = Signal(32)
         m.d.comb += csr.eq(Cat(*[
             _or_all([csr_sel[offset_] & value[bit] for offset_, value in entries.items()

@@ -94,18 +94,22 @@ class SequentialReader(wiring.Component):
         m.d.comb += [read.eq(more & ~(held & skid_valid)), self.rd_en.eq(read),
                      self.o.valid.eq(held | skid_valid),
                      self.o.payload.data.eq(Mux(skid_valid, skid, self.rd_data))]
+        # the skid register copies the memory's output whenever it holds nothing still needed (its contents
+        # count only while skid_valid): its enable is one LUT after the consumer's handshake
+        with m.If(held & (~skid_valid | take)):
+            m.d.sync += skid.eq(self.rd_data)
         with m.If(self.seek):
             m.d.sync += [held.eq(0), skid_valid.eq(0)]
         with m.Elif(read):
             # the new word lands in the memory's output; an older one there not taken now moves aside
             m.d.sync += held.eq(1)
             with m.If(held & ~take):
-                m.d.sync += [skid.eq(self.rd_data), skid_valid.eq(1)]
+                m.d.sync += skid_valid.eq(1)
             with m.Elif(skid_valid & take):
                 m.d.sync += skid_valid.eq(0)
         with m.Elif(take):
             with m.If(held & skid_valid):
-                m.d.sync += [skid.eq(self.rd_data), held.eq(0)]
+                m.d.sync += held.eq(0)
             with m.Elif(skid_valid):
                 m.d.sync += skid_valid.eq(0)
             with m.Else():

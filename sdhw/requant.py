@@ -516,7 +516,10 @@ class ThresholdSearch(wiring.Component):
             s = Signal(signed(self._sum_bits), name=f"s{k}")
             tag = Signal(self._tag_bits, name=f"tag{k}")
             idx = Signal(8, name=f"idx{k}")             # thresholds found below s so far
-            bit = Signal(range(8), name=f"bit{k}")      # the bit whose candidate was presented last
+            # the bit whose candidate was presented last, one-hot (``mask``), and the bits below the next one
+            # (``below``): every index and count bit is then one LUT from registers, no decoder of a bit number
+            mask = Signal(8, name=f"mask{k}")
+            below = Signal(8, name=f"below{k}")
             busy = Signal(name=f"busy{k}")
             waiting = Signal(name=f"waiting{k}")        # the table entry of its index arrives this cycle
             cand_ok = Signal(name=f"cand_ok{k}")        # that entry exists (its index < n_thresh)
@@ -533,10 +536,10 @@ class ThresholdSearch(wiring.Component):
             m.d.comb += above.eq(cand_ok & (gt_high | (eq_high & gt_low)))
             m.d.sync += waiting.eq(0)
             found = Signal(8, name=f"found{k}")         # idx with the last comparison's bit
-            m.d.comb += found.eq(Mux(above, idx | (1 << bit), idx))
+            m.d.comb += found.eq(idx | (mask & above.replicate(8)))
             index = Signal(8, name=f"index{k}")
             finish = Signal(name=f"finish{k}")
-            m.d.comb += finish.eq(turn & busy & (bit == 0) & out_free)
+            m.d.comb += finish.eq(turn & busy & mask[0] & out_free)
             take = Signal(name=f"take{k}")              # a new element enters this search
             m.d.comb += take.eq(turn & (~busy | finish) & self.i.valid & ~accepted)
             accepted = accepted | take
@@ -547,12 +550,13 @@ class ThresholdSearch(wiring.Component):
                              self.o.payload.tag.eq(tag)]
             with m.If(take):
                 m.d.comb += index.eq(127)
-                m.d.sync += [s.eq(self.i.payload.s), tag.eq(self.i.payload.tag), idx.eq(0), bit.eq(7),
-                             busy.eq(1), waiting.eq(1), cand_ok.eq(127 < self.n_thresh)]
-            with m.Elif(turn & busy & (bit != 0)):
+                m.d.sync += [s.eq(self.i.payload.s), tag.eq(self.i.payload.tag), idx.eq(0), mask.eq(1 << 7),
+                             below.eq((1 << 6) - 1), busy.eq(1), waiting.eq(1), cand_ok.eq(127 < self.n_thresh)]
+            with m.Elif(turn & busy & ~mask[0]):
                 # the next candidate, found + 2**(bit - 1), less one: found has no bit below `bit`
-                m.d.comb += index.eq(found | ((1 << bit >> 1) - 1))
-                m.d.sync += [idx.eq(found), bit.eq(bit - 1), waiting.eq(1), cand_ok.eq(index < self.n_thresh)]
+                m.d.comb += index.eq(found | below)
+                m.d.sync += [idx.eq(found), mask.eq(mask >> 1), below.eq(below >> 1), waiting.eq(1),
+                             cand_ok.eq(index < self.n_thresh)]
             indices.append(index)
         m.d.comb += [self.i.ready.eq(accepted), rd.addr.eq(Mux(phase, indices[1], indices[0]))]
         return m

@@ -50,12 +50,14 @@ class Sequencer(wiring.Component):
     ``busy_copies``: that many more flip-flops holding ``busy`` (``busy_copy``), each its own register (it
     feeds back on itself, so synthesis keeps it apart), for the memories' port selects: each select starts
     at a flip-flop the placer can put beside its memory instead of one register fanning out across the die.
+    ``flush_copies`` (``flush_copy``) likewise for the data path blocks' resets.
 
     Latency: ``DESC_WORDS + desc_latency + 6`` cycles from a layer's end to the next one's start; an error
     stops the run two cycles after the data path raises it.
     """
 
-    def __init__(self, cfg: AcceleratorConfig, *, desc_latency: int = 1, busy_copies: int = 0):
+    def __init__(self, cfg: AcceleratorConfig, *, desc_latency: int = 1, busy_copies: int = 0,
+                 flush_copies: int = 0):
         self.cfg, self.desc_latency = cfg, desc_latency
         super().__init__({
             "start": In(1), "clear": In(1),
@@ -64,7 +66,7 @@ class Sequencer(wiring.Component):
             "desc_addr": Out(max(1, ceil_log2(cfg.desc_layers * DESC_WORDS))), "desc_en": Out(1),
             "desc_data": In(32),
             "layer": Out(layer_layout(cfg)), "in_sel": Out(1),
-            "flush": Out(1), "layer_start": Out(1), "layer_done": In(1),
+            "flush": Out(1), "flush_copy": Out(flush_copies), "layer_start": Out(1), "layer_done": In(1),
             "fail": In(1), "fail_code": In(8),
         })
 
@@ -206,6 +208,8 @@ class Sequencer(wiring.Component):
         m.d.sync += self.busy.eq(Mux(idle, self.start, ~stop))
         for copy in self.busy_copy:                    # busy == ~idle: each copy follows its own state instead
             m.d.sync += copy.eq(Mux(copy, ~stop, self.start))
+        for copy in self.flush_copy:                   # a pulse: never high two cycles running
+            m.d.sync += copy.eq(idle & self.start & ~copy)
         return m
 
 

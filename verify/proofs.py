@@ -327,7 +327,7 @@ class SequencerProof(Elaboratable):
     * ``busy`` never stays up for more than :func:`sequencer_bound` cycles, and when it falls, ``done`` or
       ``error`` rises with it (never both);
     * ``layer_start`` pulses only for a slot inside the descriptor memory;
-    * every copy of ``busy`` (``busy_copy``, the memories' port selects) equals ``busy``.
+    * every copy of ``busy`` and ``flush`` (``busy_copy``, ``flush_copy``) equals the original.
 
     Covers: a run that ends with ``done`` after a layer, one that ends with ``error``, and one that lasts exactly
     the bound (so the bound is tight).
@@ -336,7 +336,8 @@ class SequencerProof(Elaboratable):
     def __init__(self, dut: Sequencer | None = None, *, cfg: AcceleratorConfig = SEQUENCER_CONFIG,
                  desc_latency: int = 1, layer_cycles: int = DEFAULT_LAYER_CYCLES):
         self.cfg, self.desc_latency, self.layer_cycles = cfg, desc_latency, layer_cycles
-        self.dut = dut if dut is not None else Sequencer(cfg, desc_latency=desc_latency, busy_copies=2)
+        self.dut = dut if dut is not None else Sequencer(cfg, desc_latency=desc_latency, busy_copies=2,
+                                                                 flush_copies=2)
         self.bound = sequencer_bound(cfg.desc_layers, desc_latency, layer_cycles)
 
     def descriptor_memory(self, m: Module) -> list:
@@ -389,6 +390,8 @@ class SequencerProof(Elaboratable):
                      Assert(~(dut.done & dut.error), "sequencer: done and error together"),
                      Assert(~dut.layer_start | (dut.layer_index < slots), "sequencer: a slot past the memory")]
         m.d.comb += [Assert(copy == dut.busy, "sequencer: a copy of busy differs from busy") for copy in dut.busy_copy]
+        m.d.comb += [Assert(copy == dut.flush, "sequencer: a copy of flush differs from flush")
+                     for copy in dut.flush_copy]
         layers = Signal(range(slots + 1), name="layers_started")
         with m.If(dut.start & ~dut.busy):
             m.d.sync += layers.eq(0)
