@@ -272,7 +272,7 @@ class _Issuer:
                     yield
                 prev_last = issue
                 self.end = issue
-                mac_done = issue + 1 + self.latency + MacArray.LATENCY + 1
+                mac_done = issue + 1 + self.cfg.mac_latency + MacArray.LATENCY + 1
                 self.backend.load(mac_done, lanes)
             entry0 += count * (plan.n_pix if plan.stream else 1)
 
@@ -281,7 +281,7 @@ class _Issuer:
         drain done with them."""
         if prev_last is None:
             return 0
-        in_flight_clear = prev_last + 1 + self.latency + MacArray.LATENCY + 2
+        in_flight_clear = prev_last + 1 + self.cfg.mac_latency + MacArray.LATENCY + 2
         return max(in_flight_clear, self.backend.drain_free())
 
     def used_by(self, entry: int) -> int:
@@ -354,7 +354,7 @@ def _layer(plan: LayerPlan, layer, cfg: AcceleratorConfig, start: int, first_ent
     issue_end = issuer.finish()
     for entry, cycle in issuer.last_use.items():
         last_use[entry] = cycle
-    in_flight_clear = issue_end + 1 + latency + MacArray.LATENCY + 2
+    in_flight_clear = issue_end + 1 + cfg.mac_latency + MacArray.LATENCY + 2
     end = max(fill_done, in_flight_clear, backend.idle(), issue_end + 2)
     return LayerTiming(start, end, fill_end, issue_end), head
 

@@ -148,7 +148,7 @@ class Accelerator(wiring.Component):
                      entries.rd_data.eq(wbuf.info_r_data), entries.limit.eq(fill.wp)]
         issuer = data_path("issuer", Issuer(lanes=cfg.pes, entry_bits=entry_bits, act_bits=act_bits,
                                             size_bits=size_bits, group_bits=size_bits, bias_bits=bias_bits,
-                                            act_latency=latency))
+                                            act_latency=latency, register_act=cfg.register_mac_act))
         m.d.comb += _copy_fields(issuer.params, layer, ("n_groups", "last_lanes", "n_pix", "out_w", "in_h", "in_w",
                                                         "stride", "pad", "stream", "step_x", "row_wrap", "base0",
                                                         "out_c", "bias_base", "zp_in", "in_size"))

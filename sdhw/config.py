@@ -200,6 +200,18 @@ class AcceleratorConfig:
         return 2 if self.register_ram_outputs else 1
 
     @property
+    def register_mac_act(self) -> bool:
+        """The activation goes into a register between the activation buffers' read multiplexers and the MAC
+        array, the weights read a cycle later to meet it: iCE40, whose single-port RAMs (UP5K) sit at the die's
+        corners and its DSPs along its sides. ECP5 registers every block RAM output already."""
+        return self.family == "ice40"
+
+    @property
+    def mac_latency(self) -> int:
+        """Cycles from an op's registers in the issuer to the MAC array's inputs."""
+        return self.ram_latency + int(self.register_mac_act)
+
+    @property
     def registered_dsps(self) -> bool:
         """ECP5 DSP products go through the DSP block's own input and output registers
         (:class:`~sdhw.ecp5.RegisteredMultipliers`): Yosys packs no flip-flop into ``MULT18X18D``."""

@@ -45,8 +45,8 @@ class _FillPorts(wiring.Component):
     buffer: ``w_addr``, ``w_en`` (one bit per chunk of F lanes), ``w_data`` (a chunk's weights, repeated for every
     chunk position), ``info_en``/``info_addr``/``info_data``; ``wp`` the committed entries (one more bit than the
     buffer's address), ``free`` the issuer's oldest entry still needed.
-    ``t_en``/``t_addr``/``t_data``: threshold table writes. ``skipped``: zero rows of a finished group (SD, one
-    cycle). ``overrun``: a group's stream has more rows than the layer's rows (a corrupt program).
+    ``t_en``/``t_addr``/``t_data``: threshold table writes (registered). ``skipped``: zero rows of a finished
+    group (SD, one cycle). ``overrun``: a group's stream has more rows than the layer's rows (a corrupt program).
     ``starved``: the issuer has no committed entry left to take; ``stuck``: for ``STUCK_CYCLES`` cycles the fill
     has waited for room with every allocated entry committed while the issuer was starved. Neither side can move
     again: a replayed group larger than the buffer (a corrupt ``stream`` flag), reported instead of a hang.
@@ -109,7 +109,7 @@ class _RowWalker:
         # re-encode a state machine whose register has an initial value, and a binary state takes LUTs to
         # decode): kept by :meth:`goto`
         self.in_state = {name: Signal(name=f"in_{name.lower()}", init=name == "IDLE")
-                         for name in ("IDLE", "HEADER", "ROW", "TAPS", "GROUP_END")}
+                         for name in ("IDLE", "HEADER", "ROW", "TAPS")}
 
     def goto(self, state: str):
         """Go to ``state`` next cycle."""
@@ -140,13 +140,15 @@ class _RowWalker:
         # most) and its acceptance starts at a flip-flop, not behind the code memory's output and a subtractor
         room = self.room = Signal()
         m.d.sync += room.eq(fill.depth - (self.head - fill.free)[:fill.entry_bits + 1] >= 6)
+        self.group_end = Signal()                      # the group's last row ends: GROUP_END next cycle
+        m.d.comb += self.group_end.eq(self.next_row & self.hdr.last)
         # every allocated entry written, registered (the allocation stops two cycles before the flush)
         committed = Signal()
         m.d.sync += committed.eq(fill.wp == self.head)
         header = Signal(HEADER_LAYOUT)
         m.d.comb += header.eq(words.payload.data[:HEADER_LAYOUT.size])
         kill = header.kill
-        m.d.sync += fill.skipped.eq(0)
+        m.d.sync += [fill.skipped.eq(0), fill.t_en.eq(0)]
         with m.FSM(name="walk"):
             with m.State("IDLE"):
                 with m.If(fill.start):
@@ -161,7 +163,9 @@ class _RowWalker:
                     self.goto("HEADER")
                 with m.Else():
                     with m.If(words.valid):
-                        m.d.comb += [fill.t_en.eq(1), fill.t_addr.eq(self.table_idx),
+                        # written a cycle after the word arrives: the requantiser's table is far from the code
+                        # memory, and nothing reads it before the layer's first output
+                        m.d.sync += [fill.t_en.eq(1), fill.t_addr.eq(self.table_idx),
                                      fill.t_data.eq(words.payload.data)]
                         m.d.sync += [self.table_idx.eq(self.table_idx + 1), self.table_left.eq(self.table_left - 1),
                                      self.table_more.eq(self.table_left != 1)]
@@ -201,8 +205,10 @@ class _RowWalker:
                     m.d.sync += fill.done.eq(1)
                     self.goto("IDLE")
         # the code reader's seeks (a layer's start, a streamed group's next pixel) from flip-flops and one LUT,
-        # not from the state's decoding: the reader's skid registers are behind them
-        replay = self.in_state["GROUP_END"] & p.stream & self.rep_more
+        # not from the state's decoding: the reader's skid registers are behind them. A replay's seek is decided
+        # as the group's last row ends, for the GROUP_END cycle that follows
+        replay = Signal()
+        m.d.sync += replay.eq(self.group_end & p.stream & self.rep_more)
         m.d.comb += [fill.seek.eq(replay | (self.in_state["IDLE"] & fill.start)),
                      fill.seek_addr.eq(Mux(replay, self.group_addr, p.code_base))]
         with m.If(fill.start):
@@ -216,8 +222,6 @@ class _RowWalker:
         with m.Else():
             m.d.sync += waiting.eq(0)
         m.d.comb += fill.stuck.eq(waiting == fill.STUCK_CYCLES)
-        self.group_end = Signal()
-        m.d.comb += self.group_end.eq(self.next_row & self.hdr.last)
 
     def after_row(self, m):
         """The FSM transition after a row's last word (call inside the row's state)."""

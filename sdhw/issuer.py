@@ -49,13 +49,17 @@ class Issuer(wiring.Component):
 
     Throughput: one op per cycle; two cycles more at the end of every pass (the pixel steps, then its padding
     flags are registered; a replay's seek and read take the same two cycles).
-    Latency: ``1 + act_latency + MacArray.LATENCY`` cycles from an issue to its accumulation (the op's
-    registers, the memories, the MAC array).
+    ``register_act`` puts the activation (after its padding multiplexer) in a register before the MAC array and
+    reads the weights a cycle later to meet it.
+
+    Latency: ``1 + act_latency + register_act + MacArray.LATENCY`` cycles from an issue to its accumulation
+    (the op's registers, the memories, the activation's register, the MAC array).
     """
 
     def __init__(self, *, lanes: int, entry_bits: int, act_bits: int, size_bits: int, group_bits: int,
-                 bias_bits: int, act_latency: int = 1):
+                 bias_bits: int, act_latency: int = 1, register_act: bool = False):
         self.lanes, self.entry_bits, self.act_latency = lanes, entry_bits, act_latency
+        self.register_act = register_act
         addr_bits = act_bits + 3
         self.addr_bits = addr_bits
         lane_bits = (lanes).bit_length()
@@ -157,7 +161,14 @@ class Issuer(wiring.Component):
         op_entry = Signal(self.entry_bits)
         m.d.sync += [op_valid.eq(issue), op_last.eq(last_issued), op_pad.eq(pad),
                      op_checked.eq(issue & info.count & ~pad), op_act.eq(act), op_entry.eq(ptr)]
-        m.d.comb += [self.act_addr.eq(op_act), self.w_addr.eq(op_entry)]
+        m.d.comb += self.act_addr.eq(op_act)
+        if self.register_act:
+            # the weights are read a cycle after the activation, to meet it in its register
+            w_entry = Signal.like(op_entry)
+            m.d.sync += w_entry.eq(op_entry)
+            m.d.comb += self.w_addr.eq(w_entry)
+        else:
+            m.d.comb += self.w_addr.eq(op_entry)
         # registered: the fill's room computation starts here (a cycle late frees an entry a cycle late)
         m.d.sync += self.free.eq(Mux(p.stream | last_pixel, self.consumed, group_start))
 
@@ -214,8 +225,12 @@ class Issuer(wiring.Component):
             v, la, pa = Signal(name=f"d{k}_valid"), Signal(name=f"d{k}_last"), Signal(name=f"d{k}_pad")
             m.d.sync += [v.eq(valid), la.eq(last), pa.eq(padded)]
             valid, last, padded = v, la, pa
-        m.d.comb += [self.mac_valid.eq(valid), self.mac_last.eq(last),
-                     self.mac_act.eq(Mux(padded, p.zp_in, self.act_data)),
+        act = Mux(padded, p.zp_in, self.act_data)
+        if self.register_act:
+            act_q, valid_q, last_q = Signal.like(self.mac_act), Signal(), Signal()
+            m.d.sync += [act_q.eq(act), valid_q.eq(valid), last_q.eq(last)]
+            act, valid, last = act_q, valid_q, last_q
+        m.d.comb += [self.mac_valid.eq(valid), self.mac_last.eq(last), self.mac_act.eq(act),
                      self.mac_weights.as_value().eq(self.w_data)]
         with m.If(self.start):
             m.d.sync += last_in_flight.eq(0)

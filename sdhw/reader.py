@@ -91,29 +91,33 @@ class SequentialReader(wiring.Component):
         held = Signal()                                  # the memory's output holds a word not yet taken
         skid = Signal(self.width)
         skid_valid = Signal()
-        m.d.comb += [read.eq(more & ~(held & skid_valid)), self.rd_en.eq(read),
-                     self.o.valid.eq(held | skid_valid),
+        # both flags' next values, and their OR kept in a register of its own: the consumer's decisions (across
+        # the die from the memory) start at one flip-flop
+        held_next, skid_valid_next, valid = Signal(), Signal(), Signal()
+        m.d.comb += [read.eq(more & ~(held & skid_valid)), self.rd_en.eq(read), self.o.valid.eq(valid),
                      self.o.payload.data.eq(Mux(skid_valid, skid, self.rd_data))]
         # the skid register copies the memory's output whenever it holds nothing still needed (its contents
         # count only while skid_valid): its enable is one LUT after the consumer's handshake
         with m.If(held & (~skid_valid | take)):
             m.d.sync += skid.eq(self.rd_data)
+        m.d.comb += [held_next.eq(held), skid_valid_next.eq(skid_valid)]
         with m.If(self.seek):
-            m.d.sync += [held.eq(0), skid_valid.eq(0)]
+            m.d.comb += [held_next.eq(0), skid_valid_next.eq(0)]
         with m.Elif(read):
             # the new word lands in the memory's output; an older one there not taken now moves aside
-            m.d.sync += held.eq(1)
+            m.d.comb += held_next.eq(1)
             with m.If(held & ~take):
-                m.d.sync += skid_valid.eq(1)
+                m.d.comb += skid_valid_next.eq(1)
             with m.Elif(skid_valid & take):
-                m.d.sync += skid_valid.eq(0)
+                m.d.comb += skid_valid_next.eq(0)
         with m.Elif(take):
             with m.If(held & skid_valid):
-                m.d.sync += held.eq(0)
+                m.d.comb += held_next.eq(0)
             with m.Elif(skid_valid):
-                m.d.sync += skid_valid.eq(0)
+                m.d.comb += skid_valid_next.eq(0)
             with m.Else():
-                m.d.sync += held.eq(0)
+                m.d.comb += held_next.eq(0)
+        m.d.sync += [held.eq(held_next), skid_valid.eq(skid_valid_next), valid.eq(held_next | skid_valid_next)]
 
     def _queue(self, m, read, more):
         # registered memory output: reads in flight land in a queue; a read is issued only when the queue has

@@ -1,7 +1,7 @@
 """The sequencer: fetch and check each layer's descriptor, start the data path on it, step to the next layer."""
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -9,6 +9,7 @@ from amaranth.utils import ceil_log2
 from . import hostbus as hb
 from .config import DESC_WORDS, AcceleratorConfig
 from .descriptor import CHECKSUM_SEED, CHECKSUM_WORD, FIELDS, KIND_END, KIND_K1, KIND_K3
+from .fsm import OneHotFSM
 
 
 def _holds(value: int) -> int:
@@ -133,35 +134,41 @@ class Sequencer(wiring.Component):
         with m.If(arrive[-1]):
             value = desc_q
             m.d.sync += got.eq(got + 1)
-            with m.If(got < CHECKSUM_WORD):
-                m.d.sync += [low.eq(low[:16] + value[:16]), high.eq(high + value[16:] + low[16])]
+            summed = got < CHECKSUM_WORD
+            # high + addend + the low half's carry as one adder: the carry enters below bit 0 (a 1 added beside
+            # it carries exactly when it is set), not as a second adder in series
+            addend = Mux(summed, value[16:], 0)
+            m.d.sync += high.eq((Cat(low[16], high) + Cat(Const(1, 1), addend))[1:17])
+            with m.If(summed):
+                m.d.sync += low.eq(low[:16] + value[:16])
             with m.Else():
                 # the last carry folded in now, the comparison next cycle
-                m.d.sync += [low_ok.eq(low[:16] == value[:16]), expected_high.eq(value[16:]),
-                             high.eq(high + low[16])]
+                m.d.sync += [low_ok.eq(low[:16] == value[:16]), expected_high.eq(value[16:])]
             for name, _ in layer_layout(cfg):
                 if name in FIELDS:
                     with m.If(got == FIELDS[name][0]):
                         m.d.sync += getattr(layer, name).eq(field(name, value))
-        with m.FSM(name="seq") as fsm:
-            with m.State("IDLE"):
+        # one-hot: the status registers and the fetch start at flip-flops, not at a binary state's decoding
+        fsm = OneHotFSM(m, ("IDLE", "FETCH", "VERIFY", "CHECK", "CHECKED", "RUN"), init="IDLE", prefix="seq")
+        with fsm.states():
+            with fsm.state("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.layer_index.eq(0), self.in_sel.eq(0), self.flush.eq(1)]
-                    m.next = "FETCH"
+                    fsm.goto("FETCH")
                 m.d.sync += [word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
                 m.d.sync += [flag.eq(0) for flag in bad.values()]
-            with m.State("FETCH"):
+            with fsm.state("FETCH"):
                 request = word < DESC_WORDS
                 m.d.comb += self.desc_en.eq(1)
                 with m.If(request):
                     m.d.sync += word.eq(word + 1)
                 m.d.sync += arrive.eq(Cat(request, arrive[:-1]))
                 with m.If(arrive[-1] & (got == DESC_WORDS - 1)):
-                    m.next = "VERIFY"
-            with m.State("VERIFY"):
+                    fsm.goto("VERIFY")
+            with fsm.state("VERIFY"):
                 m.d.sync += checksum_ok.eq(low_ok & (high == expected_high))
-                m.next = "CHECK"
-            with m.State("CHECK"):
+                fsm.goto("CHECK")
+            with fsm.state("CHECK"):
                 # the verdict and the decision into registers: the checks' priority chain stays off the error
                 # and start paths. A bad checksum or kind stops even an end marker; other checks ignore it.
                 verdict = 0
@@ -171,32 +178,32 @@ class Sequencer(wiring.Component):
                 is_end = layer.kind == KIND_END
                 m.d.sync += [code.eq(Mux(~checksum_ok, hb.ERR_CHECKSUM, Mux(bad[hb.ERR_KIND], hb.ERR_KIND, verdict))),
                              launch.eq(~fatal & ~Cat(*bad.values()).any() & ~is_end), finish.eq(~fatal & is_end)]
-                m.next = "CHECKED"
-            with m.State("CHECKED"):
+                fsm.goto("CHECKED")
+            with fsm.state("CHECKED"):
                 with m.If(launch):
                     m.d.sync += [self.layer_start.eq(1), settled.eq(0)]
-                    m.next = "RUN"
+                    fsm.goto("RUN")
                 with m.Else():
-                    m.next = "IDLE"
-            with m.State("RUN"):
+                    fsm.goto("IDLE")
+            with fsm.state("RUN"):
                 m.d.sync += settled.eq(Cat(1, settled[0]))
                 with m.If(fail_q):
-                    m.next = "IDLE"
+                    fsm.goto("IDLE")
                 with m.Elif(done_q & settled[1]):
                     m.d.sync += [self.layer_index.eq(self.layer_index + 1), self.in_sel.eq(~self.in_sel),
                                  word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
                     m.d.sync += [flag.eq(0) for flag in bad.values()]
                     with m.If(last_slot):
-                        m.next = "IDLE"
+                        fsm.goto("IDLE")
                     with m.Else():
-                        m.next = "FETCH"
+                        fsm.goto("FETCH")
         # the status registers from flat conditions on registered inputs, outside the FSM: each is a few LUTs
         # deep (busy drives every memory's port select, so its fan-in must stay short)
-        m.d.comb += [fails.eq(fsm.ongoing("CHECKED") & ~launch & ~finish),
-                     ends.eq(fsm.ongoing("CHECKED") & finish)]
-        running = fsm.ongoing("RUN")
+        m.d.comb += [fails.eq(fsm["CHECKED"] & ~launch & ~finish),
+                     ends.eq(fsm["CHECKED"] & finish)]
+        running = fsm["RUN"]
         m.d.comb += overflows.eq(running & ~fail_q & done_q & settled[1] & last_slot)
-        idle = fsm.ongoing("IDLE")
+        idle = fsm["IDLE"]
         with m.If(idle & (self.start | self.clear)):
             m.d.sync += [self.done.eq(0), error.eq(0), self.err_code.eq(0)]
         with m.Elif(fails | (running & fail_q) | overflows):
