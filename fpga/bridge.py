@@ -14,7 +14,6 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sdhw.fsm import OneHotFSM
 from sdhw.hostbus import ADDR_BITS, HostBusSignature
 
 SYNC_REQUEST = 0x5A
@@ -190,12 +189,12 @@ class UartBridge(wiring.Component):
             listen()
             with m.If(self.rx_error):
                 m.d.sync += status.eq(STATUS_FRAMING)
-                fsm.goto("DRAIN")
+                m.next = "DRAIN"
             with m.Elif(got):
                 m.d.sync += crc.eq(crc_next)
             with m.Elif(quiet):
                 m.d.sync += status.eq(STATUS_TIMEOUT)
-                fsm.goto("R_LOAD")
+                m.next = "R_LOAD"
             return got & ~self.rx_error
 
         def send():
@@ -205,113 +204,109 @@ class UartBridge(wiring.Component):
                 m.d.sync += [shift, nbyte.eq(nbyte + 1)]
             return self.tx.ready
 
-        # one-hot: the receive handshake's decisions start at a state's flip-flop, not at a binary state's decoding
-        fsm = OneHotFSM(m, ("IDLE", "HEADER", "VALIDATE", "PAYLOAD", "CHECK", "VERDICT", "DRAIN", "EXEC_READ",
-                            "EXEC_WRITE", "R_LOAD", "R_HEAD", "R_FETCH", "R_LATCH", "R_DATA", "R_CRC", "R_CHECK"),
-                        init="IDLE", prefix="bridge")
-        with fsm.states():
-            with fsm.state("IDLE"):
+        with m.FSM():
+            with m.State("IDLE"):
                 m.d.sync += [timer.eq(self.timeout - 1), quiet.eq(0), idx.eq(0), status.eq(STATUS_OK)]
                 with m.If(self.rx_error):
                     m.d.sync += status.eq(STATUS_FRAMING)
-                    fsm.goto("DRAIN")
+                    m.next = "DRAIN"
                 with m.Elif(got & (byte == SYNC_REQUEST)):
                     m.d.sync += crc.eq(CRC_INIT)
-                    fsm.goto("HEADER")
-            with fsm.state("HEADER"):
+                    m.next = "HEADER"
+            with m.State("HEADER"):
                 with m.If(receive()):
                     m.d.sync += [hdr.eq(Cat(hdr[8:], byte)), idx.eq(idx + 1)]
                     with m.If(idx == HEADER_BYTES - 1):
                         m.d.sync += rx_ready.eq(0)
-                        fsm.goto("VALIDATE")
-            with fsm.state("VALIDATE"):                  # one cycle (rx.ready low: the receiver keeps a byte)
+                        m.next = "VALIDATE"
+            with m.State("VALIDATE"):                  # one cycle (rx.ready low: the receiver keeps a byte)
                 m.d.sync += [idx.eq(0), nbyte.eq(0), rx_ready.eq(1)]
                 with m.If((cmd != CMD_WRITE) & (cmd != CMD_READ) & (cmd != CMD_PING)):
                     m.d.sync += status.eq(STATUS_BAD_CMD)
-                    fsm.goto("DRAIN")
+                    m.next = "DRAIN"
                 with m.Elif(cmd == CMD_PING):
-                    fsm.goto("CHECK")
+                    m.next = "CHECK"
                 with m.Elif(addr_top != 0):
                     m.d.sync += status.eq(STATUS_BAD_ADDR)
-                    fsm.goto("DRAIN")
+                    m.next = "DRAIN"
                 with m.Elif((count == 0) | (count > max_words)):
                     m.d.sync += status.eq(STATUS_BAD_COUNT)
-                    fsm.goto("DRAIN")
+                    m.next = "DRAIN"
                 with m.Elif(cmd == CMD_WRITE):
-                    fsm.goto("PAYLOAD")
+                    m.next = "PAYLOAD"
                 with m.Else():
-                    fsm.goto("CHECK")
-            with fsm.state("PAYLOAD"):                   # buffered, not yet on the bus
+                    m.next = "CHECK"
+            with m.State("PAYLOAD"):                   # buffered, not yet on the bus
                 with m.If(receive()):
                     m.d.sync += [shift, nbyte.eq(nbyte + 1)]
                     with m.If(nbyte == 3):
                         m.d.sync += [buffer_write.eq(1), buffer_addr.eq(idx), idx.eq(idx + 1)]
                         with m.If(last):
-                            fsm.goto("CHECK")
-            with fsm.state("CHECK"):                     # two CRC bytes: the CRC over the frame must come out 0
+                            m.next = "CHECK"
+            with m.State("CHECK"):                     # two CRC bytes: the CRC over the frame must come out 0
                 with m.If(receive()):
                     m.d.sync += nbyte.eq(nbyte + 1)
                     with m.If(nbyte[0]):
                         m.d.sync += [idx.eq(0), nbyte.eq(0)]
-                        fsm.goto("VERDICT")
-            with fsm.state("VERDICT"):                   # one cycle: the frame's CRC, now in its register, must be 0
+                        m.next = "VERDICT"
+            with m.State("VERDICT"):                   # one cycle: the frame's CRC, now in its register, must be 0
                 with m.If(crc != 0):
                     m.d.sync += status.eq(STATUS_BAD_CHECK)
-                    fsm.goto("DRAIN")
+                    m.next = "DRAIN"
                 with m.Elif(cmd == CMD_WRITE):
-                    fsm.goto("EXEC_READ")
+                    m.next = "EXEC_READ"
                 with m.Else():
-                    fsm.goto("R_LOAD")
-            with fsm.state("DRAIN"):                     # drop bytes until the line is quiet, then answer
+                    m.next = "R_LOAD"
+            with m.State("DRAIN"):                     # drop bytes until the line is quiet, then answer
                 listen()
                 with m.If(~got & ~self.rx_error & quiet):
-                    fsm.goto("R_LOAD")
+                    m.next = "R_LOAD"
             # ------------------------------------------------ a checked write, from the buffer to the bus
-            with fsm.state("EXEC_READ"):                 # the buffer's read port latches idx
+            with m.State("EXEC_READ"):                 # the buffer's read port latches idx
                 m.d.sync += w_en.eq(1)
-                fsm.goto("EXEC_WRITE")
-            with fsm.state("EXEC_WRITE"):
+                m.next = "EXEC_WRITE"
+            with m.State("EXEC_WRITE"):
                 m.d.sync += [addr.eq(addr + 1), idx.eq(idx + 1)]
-                fsm.goto("EXEC_READ")
+                m.next = "EXEC_READ"
                 with m.If(last):
-                    fsm.goto("R_LOAD")
+                    m.next = "R_LOAD"
             # ------------------------------------------------ the response, one byte of `word` at a time
-            with fsm.state("R_LOAD"):
+            with m.State("R_LOAD"):
                 ok_data = (status == STATUS_OK) & (cmd != CMD_WRITE)
                 m.d.sync += [word.eq(Cat(Const(SYNC_RESPONSE, 8), status, Const(0, 5), Mux(ok_data, n_words, 0),
                                          Const(0, 16 - len(n_words)))),
                              nbyte.eq(0), idx.eq(0), has_data.eq(ok_data)]
-                fsm.goto("R_HEAD")
-            with fsm.state("R_HEAD"):                    # A5 STATUS COUNT[2]; the CRC starts after A5
+                m.next = "R_HEAD"
+            with m.State("R_HEAD"):                    # A5 STATUS COUNT[2]; the CRC starts after A5
                 with m.If(send()):
                     m.d.sync += crc.eq(Mux(nbyte == 0, CRC_INIT, crc_next))
                     with m.If(nbyte == 3):
-                        fsm.goto("R_FETCH")
+                        m.next = "R_FETCH"
                         with m.If(~has_data):
-                            fsm.goto("R_CRC")
-            with fsm.state("R_FETCH"):
+                            m.next = "R_CRC"
+            with m.State("R_FETCH"):
                 m.d.comb += self.bus.r_en.eq(cmd == CMD_READ)
-                fsm.goto("R_LATCH")
-            with fsm.state("R_LATCH"):                   # waits for the read data (any latency)
+                m.next = "R_LATCH"
+            with m.State("R_LATCH"):                   # waits for the read data (any latency)
                 ping_word = Cat(Const(PROTOCOL_VERSION, 8), rejected, Const(max_words, 16))
                 with m.If((cmd != CMD_READ) | self.bus.r_valid):
                     m.d.sync += word.eq(Mux(cmd == CMD_READ, self.bus.r_data, ping_word))
-                    fsm.goto("R_DATA")
-            with fsm.state("R_DATA"):
+                    m.next = "R_DATA"
+            with m.State("R_DATA"):
                 with m.If(send()):
                     m.d.sync += crc.eq(crc_next)
                     with m.If(nbyte == 3):
                         m.d.sync += [idx.eq(idx + 1), addr.eq(addr + 1)]
-                        fsm.goto("R_FETCH")
+                        m.next = "R_FETCH"
                         with m.If(last):
-                            fsm.goto("R_CRC")
-            with fsm.state("R_CRC"):
+                            m.next = "R_CRC"
+            with m.State("R_CRC"):
                 m.d.sync += [word.eq(crc), nbyte.eq(0)]
-                fsm.goto("R_CHECK")
-            with fsm.state("R_CHECK"):
+                m.next = "R_CHECK"
+            with m.State("R_CHECK"):
                 with m.If(send()):
                     with m.If(nbyte[0]):
-                        fsm.goto("IDLE")
+                        m.next = "IDLE"
                         with m.If(status != STATUS_OK):
                             m.d.sync += rejected.eq(rejected + 1)
         return m

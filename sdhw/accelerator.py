@@ -81,7 +81,8 @@ class Accelerator(wiring.Component):
         # a copy of busy per memory's port select (descriptors, codes, biases, bases, two activation buffers) and
         # of flush per data path block
         data_blocks = ("words", "fill", "entries", "issuer", "mac", "drain", "writeback")
-        m.submodules.seq = seq = Sequencer(cfg, desc_latency=latency, busy_copies=6, flush_copies=len(data_blocks))
+        m.submodules.seq = seq = Sequencer(cfg, desc_latency=latency, busy_copies=6, flush_copies=len(data_blocks),
+                                           start_copies=2)
         copies = iter(seq.busy_copy)
         flushes = dict(zip(data_blocks, seq.flush_copy))
         m.submodules.counters = counters = Counters(bits=cfg.counter_bits, lanes=cfg.pes)
@@ -135,7 +136,7 @@ class Accelerator(wiring.Component):
             fill = data_path("fill", DenseFill(lanes=cfg.pes, fill_lanes=cfg.fill_lanes, **fill_args))
         m.d.comb += _copy_fields(fill.params, layer, ("code_base", "n_groups", "n_pix", "stream", "n_rows",
                                                       "tap_step", "basis_base", "n_thresh", "wshift"))
-        m.d.comb += [fill.params.k3.eq(layer.kind == KIND_K3), fill.start.eq(seq.layer_start),
+        m.d.comb += [fill.params.k3.eq(layer.kind == KIND_K3), fill.start.eq(seq.layer_start_copy[0]),
                      words.seek.eq(fill.seek), words.seek_addr.eq(fill.seek_addr), fill.word_addr.eq(words.consumed)]
         wiring.connect(m, words.o, fill.words)
         m.d.comb += [wbuf.w_addr.eq(fill.w_addr), wbuf.w_en.eq(fill.w_en), wbuf.w_data.eq(fill.w_data),
@@ -153,7 +154,7 @@ class Accelerator(wiring.Component):
                                                         "stride", "pad", "stream", "step_x", "row_wrap", "base0",
                                                         "out_c", "bias_base", "zp_in", "in_size"))
         wiring.connect(m, entries.o, issuer.entries)
-        m.d.comb += [issuer.start.eq(seq.layer_start), entries.seek.eq(issuer.seek),
+        m.d.comb += [issuer.start.eq(seq.layer_start_copy[1]), entries.seek.eq(issuer.seek),
                      entries.seek_addr.eq(issuer.seek_addr), issuer.consumed.eq(entries.consumed),
                      issuer.start_ptr.eq(fill.wp),
                      fill.free.eq(issuer.free),

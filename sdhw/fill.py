@@ -45,8 +45,8 @@ class _FillPorts(wiring.Component):
     buffer: ``w_addr``, ``w_en`` (one bit per chunk of F lanes), ``w_data`` (a chunk's weights, repeated for every
     chunk position), ``info_en``/``info_addr``/``info_data``; ``wp`` the committed entries (one more bit than the
     buffer's address), ``free`` the issuer's oldest entry still needed.
-    ``t_en``/``t_addr``/``t_data``: threshold table writes (registered). ``skipped``: zero rows of a finished
-    group (SD, one cycle). ``overrun``: a group's stream has more rows than the layer's rows (a corrupt program).
+    ``t_en``/``t_addr``/``t_data``: threshold table writes. ``skipped``: zero rows of a finished group (SD, one
+    cycle). ``overrun``: a group's stream has more rows than the layer's rows (a corrupt program).
     ``starved``: the issuer has no committed entry left to take; ``stuck``: for ``STUCK_CYCLES`` cycles the fill
     has waited for room with every allocated entry committed while the issuer was starved. Neither side can move
     again: a replayed group larger than the buffer (a corrupt ``stream`` flag), reported instead of a hang.
@@ -148,7 +148,7 @@ class _RowWalker:
         header = Signal(HEADER_LAYOUT)
         m.d.comb += header.eq(words.payload.data[:HEADER_LAYOUT.size])
         kill = header.kill
-        m.d.sync += [fill.skipped.eq(0), fill.t_en.eq(0)]
+        m.d.sync += fill.skipped.eq(0)
         with m.FSM(name="walk"):
             with m.State("IDLE"):
                 with m.If(fill.start):
@@ -163,9 +163,7 @@ class _RowWalker:
                     self.goto("HEADER")
                 with m.Else():
                     with m.If(words.valid):
-                        # written a cycle after the word arrives: the requantiser's table is far from the code
-                        # memory, and nothing reads it before the layer's first output
-                        m.d.sync += [fill.t_en.eq(1), fill.t_addr.eq(self.table_idx),
+                        m.d.comb += [fill.t_en.eq(1), fill.t_addr.eq(self.table_idx),
                                      fill.t_data.eq(words.payload.data)]
                         m.d.sync += [self.table_idx.eq(self.table_idx + 1), self.table_left.eq(self.table_left - 1),
                                      self.table_more.eq(self.table_left != 1)]

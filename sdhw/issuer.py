@@ -110,14 +110,9 @@ class Issuer(wiring.Component):
         last_in_flight = Signal()                    # a pass's last op issued, its sums not yet in the drain
         step = Signal()                              # a pass ended last cycle: step the pixel (or group) now
 
-        # the layer's first column and row counts, registered (the layer's fields are stable for cycles before
-        # its start): the counters load them without an adder in front
-        cols_first, rows_first = Signal.like(cols_left), Signal.like(rows_left)
-        m.d.sync += [cols_first.eq(p.in_w + p.pad), rows_first.eq(p.in_h + p.pad)]
-
         def first_pixel():
             return [pix_left.eq(p.n_pix), last_pixel.eq(p.n_pix == 1), x_left.eq(p.out_w), row_end.eq(p.out_w == 1),
-                    cols_left.eq(cols_first), rows_left.eq(rows_first), left.eq(p.pad), top.eq(p.pad),
+                    cols_left.eq(p.in_w + p.pad), rows_left.eq(p.in_h + p.pad), left.eq(p.pad), top.eq(p.pad),
                     base.eq(p.base0)]
 
         with m.If(self.start):
@@ -196,10 +191,10 @@ class Issuer(wiring.Component):
             with m.Else():
                 m.d.sync += [pix_left.eq(pix_left - 1), last_pixel.eq(pix_left == 2), out.eq(out + p.out_c)]
                 with m.If(row_end):
-                    m.d.sync += [x_left.eq(p.out_w), row_end.eq(p.out_w == 1), cols_left.eq(cols_first),
+                    m.d.sync += [x_left.eq(p.out_w), row_end.eq(p.out_w == 1), cols_left.eq(p.in_w + p.pad),
                                  left.eq(p.pad), base.eq(base + base_step)]
                     with m.If(last_row):
-                        m.d.sync += [rows_left.eq(rows_first), top.eq(p.pad)]
+                        m.d.sync += [rows_left.eq(p.in_h + p.pad), top.eq(p.pad)]
                     with m.Else():
                         m.d.sync += [rows_left.eq(rows_left - p.stride), top.eq(0)]
                 with m.Else():

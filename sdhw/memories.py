@@ -164,8 +164,10 @@ class ActivationBuffers(wiring.Component):
                 rd = mem.read_port()
                 shared = Signal.like(wr.addr, name=f"act{b}_addr")
                 high = Signal(name=f"act{b}_high")          # the byte read is the word's upper one
+                # the byte of a write from its writer's address alone (the reader's cannot matter then)
+                byte_sel = Mux(busy, self.w_addr[0], self.host_addr[0])
                 m.d.comb += [shared.eq(addr[1:]), wr.addr.eq(shared), rd.addr.eq(shared),
-                             wr.data.eq(Cat(w_data, w_data)), wr.en.eq(Cat(~addr[0], addr[0]) & w_en.replicate(2)),
+                             wr.data.eq(Cat(w_data, w_data)), wr.en.eq(Cat(~byte_sel, byte_sel) & w_en.replicate(2)),
                              rd.en.eq(r_en & ~w_en)]
                 with m.If(rd.en):
                     m.d.sync += high.eq(addr[0])

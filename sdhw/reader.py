@@ -17,7 +17,8 @@ class SequentialReader(wiring.Component):
     oldest word not yet taken from ``o``: while ``o.valid``, the address of the word offered.
 
     The memory's read enable and address come from the reader's own flip-flops (at most a LUT between): no
-    path runs from the consumer's ready into the memory, which on the UP5K sits at the die's edge.
+    path runs from the consumer's ready into the memory, which on the UP5K sits at the die's edge; with
+    latency 1, ``o.valid`` is a flip-flop of its own too.
 
     Parameters
     ----------

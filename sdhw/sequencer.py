@@ -51,14 +51,15 @@ class Sequencer(wiring.Component):
     ``busy_copies``: that many more flip-flops holding ``busy`` (``busy_copy``), each its own register (it
     feeds back on itself, so synthesis keeps it apart), for the memories' port selects: each select starts
     at a flip-flop the placer can put beside its memory instead of one register fanning out across the die.
-    ``flush_copies`` (``flush_copy``) likewise for the data path blocks' resets.
+    ``flush_copies`` (``flush_copy``) likewise for the data path blocks' resets, ``start_copies``
+    (``layer_start_copy``) for the blocks a layer starts.
 
     Latency: ``DESC_WORDS + desc_latency + 6`` cycles from a layer's end to the next one's start; an error
     stops the run two cycles after the data path raises it.
     """
 
     def __init__(self, cfg: AcceleratorConfig, *, desc_latency: int = 1, busy_copies: int = 0,
-                 flush_copies: int = 0):
+                 flush_copies: int = 0, start_copies: int = 0):
         self.cfg, self.desc_latency = cfg, desc_latency
         super().__init__({
             "start": In(1), "clear": In(1),
@@ -67,7 +68,8 @@ class Sequencer(wiring.Component):
             "desc_addr": Out(max(1, ceil_log2(cfg.desc_layers * DESC_WORDS))), "desc_en": Out(1),
             "desc_data": In(32),
             "layer": Out(layer_layout(cfg)), "in_sel": Out(1),
-            "flush": Out(1), "flush_copy": Out(flush_copies), "layer_start": Out(1), "layer_done": In(1),
+            "flush": Out(1), "flush_copy": Out(flush_copies), "layer_start": Out(1),
+            "layer_start_copy": Out(start_copies), "layer_done": In(1),
             "fail": In(1), "fail_code": In(8),
         })
 
@@ -98,8 +100,10 @@ class Sequencer(wiring.Component):
         m.d.sync += [done_q.eq(self.layer_done), fail_q.eq(self.fail & self.busy), fail_code_q.eq(self.fail_code)]
         launch, finish = Signal(), Signal()            # the checked slot: run it; it ends the program
 
+        at_checksum = Signal()                         # got == CHECKSUM_WORD, in a register of its own
+
         def restart_checksum():
-            return [low.eq(CHECKSUM_SEED & 0xFFFF), high.eq(CHECKSUM_SEED >> 16)]
+            return [low.eq(CHECKSUM_SEED & 0xFFFF), high.eq(CHECKSUM_SEED >> 16), at_checksum.eq(0)]
 
         def field(name, value):
             wordno, lsb, width, is_signed = FIELDS[name]
@@ -133,8 +137,8 @@ class Sequencer(wiring.Component):
         # state machine's own assignments below come later and win)
         with m.If(arrive[-1]):
             value = desc_q
-            m.d.sync += got.eq(got + 1)
-            summed = got < CHECKSUM_WORD
+            m.d.sync += [got.eq(got + 1), at_checksum.eq(got == CHECKSUM_WORD - 1)]
+            summed = ~at_checksum
             # high + addend + the low half's carry as one adder: the carry enters below bit 0 (a 1 added beside
             # it carries exactly when it is set), not as a second adder in series
             addend = Mux(summed, value[16:], 0)
@@ -217,6 +221,8 @@ class Sequencer(wiring.Component):
             m.d.sync += copy.eq(Mux(copy, ~stop, self.start))
         for copy in self.flush_copy:                   # a pulse: never high two cycles running
             m.d.sync += copy.eq(idle & self.start & ~copy)
+        for copy in self.layer_start_copy:             # likewise
+            m.d.sync += copy.eq(fsm["CHECKED"] & launch & ~copy)
         return m
 
 

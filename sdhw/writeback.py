@@ -1,7 +1,7 @@
 """The writeback: the requantiser the configuration chose, its per-layer parameters, and the output write."""
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -49,8 +49,8 @@ class Writeback(wiring.Component):
         m.d.comb += [requant.o.ready.eq(1), self.w_en.eq(requant.o.valid), self.w_addr.eq(requant.o.payload.tag),
                      self.w_data.eq(requant.o.payload.value)]
         inside = Signal(range(64))
-        inside_next = Signal.like(inside)
         taken, given = self.i.valid & self.i.ready, requant.o.valid
-        m.d.comb += inside_next.eq(inside + taken - given)
-        m.d.sync += [inside.eq(inside_next), self.idle.eq(inside_next == 0)]
+        m.d.sync += inside.eq(inside + taken - given)
+        # idle next cycle: the count's comparisons made on the register beside the handshakes, not after its adder
+        m.d.sync += self.idle.eq(Mux(taken == given, inside == 0, Mux(taken, inside == 63, inside == 1)))
         return m

@@ -327,7 +327,8 @@ class SequencerProof(Elaboratable):
     * ``busy`` never stays up for more than :func:`sequencer_bound` cycles, and when it falls, ``done`` or
       ``error`` rises with it (never both);
     * ``layer_start`` pulses only for a slot inside the descriptor memory;
-    * every copy of ``busy`` and ``flush`` (``busy_copy``, ``flush_copy``) equals the original.
+    * every copy of ``busy``, ``flush`` and ``layer_start`` (``busy_copy``, ``flush_copy``, ``layer_start_copy``)
+      equals the original.
 
     Covers: a run that ends with ``done`` after a layer, one that ends with ``error``, and one that lasts exactly
     the bound (so the bound is tight).
@@ -337,7 +338,7 @@ class SequencerProof(Elaboratable):
                  desc_latency: int = 1, layer_cycles: int = DEFAULT_LAYER_CYCLES):
         self.cfg, self.desc_latency, self.layer_cycles = cfg, desc_latency, layer_cycles
         self.dut = dut if dut is not None else Sequencer(cfg, desc_latency=desc_latency, busy_copies=2,
-                                                                 flush_copies=2)
+                                                                 flush_copies=2, start_copies=2)
         self.bound = sequencer_bound(cfg.desc_layers, desc_latency, layer_cycles)
 
     def descriptor_memory(self, m: Module) -> list:
@@ -392,6 +393,8 @@ class SequencerProof(Elaboratable):
         m.d.comb += [Assert(copy == dut.busy, "sequencer: a copy of busy differs from busy") for copy in dut.busy_copy]
         m.d.comb += [Assert(copy == dut.flush, "sequencer: a copy of flush differs from flush")
                      for copy in dut.flush_copy]
+        m.d.comb += [Assert(copy == dut.layer_start, "sequencer: a copy of layer_start differs from it")
+                     for copy in dut.layer_start_copy]
         layers = Signal(range(slots + 1), name="layers_started")
         with m.If(dut.start & ~dut.busy):
             m.d.sync += layers.eq(0)
