@@ -100,7 +100,10 @@ class Sequencer(wiring.Component):
         m.d.sync += [done_q.eq(self.layer_done), fail_q.eq(self.fail & self.busy), fail_code_q.eq(self.fail_code)]
         launch, finish = Signal(), Signal()            # the checked slot: run it; it ends the program
 
-        at_checksum = Signal()                         # got == CHECKSUM_WORD, in a register of its own
+        # got == CHECKSUM_WORD, in a register of its own; it drops again after that word, which is right only
+        # because the checksum is the slot's last word
+        assert CHECKSUM_WORD == DESC_WORDS - 1
+        at_checksum = Signal()
 
         def restart_checksum():
             return [low.eq(CHECKSUM_SEED & 0xFFFF), high.eq(CHECKSUM_SEED >> 16), at_checksum.eq(0)]
