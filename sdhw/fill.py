@@ -267,16 +267,22 @@ class SdFill(_FillPorts):
         job_basis = Signal(len(self.basis_addr))        # the basis row of the job now or next in this chunk
         emit = Signal()                                  # a tap job this cycle
         following = Signal(len(self.basis_addr))        # the basis row of the job after an emitted one
+        # the row's first basis row, basis_base + 3 (N / R) basis, from the registered header in the row's first
+        # ROW cycle (``row_first``), not from the code memory's output in the header's cycle
+        row_first = Signal()
+        block = walk.hdr.basis << ceil_log2(self.chunks)
+        first = Signal(len(self.basis_addr))
+        m.d.comb += first.eq(p.basis_base + block + (block << 1))     # adders, where "* 3" would take a DSP
 
         def on_header(header):
-            # the row's basis rows start at basis_base + 3 (N / R) basis
-            block = header.basis << ceil_log2(self.chunks)
-            first = p.basis_base + block + (block << 1)            # an adder, where "* 3" would take a DSP
-            m.d.sync += [chunk_basis.eq(first), job_basis.eq(first), chunk.eq(0), chunk_last.eq(self.chunks == 1)]
+            m.d.sync += [row_first.eq(1), chunk.eq(0), chunk_last.eq(self.chunks == 1)]
 
         def row_states(m):
             with m.State("ROW"):
+                with m.If(row_first):
+                    m.d.sync += [chunk_basis.eq(first), job_basis.eq(first)]
                 with m.If(words.valid):
+                    m.d.sync += row_first.eq(0)
                     m.d.sync += [codes.eq(words.payload.data[:len(codes)]), tap.eq(0), tap_last.eq(walk.taps == 1)]
                     walk.goto("TAPS")
             with m.State("TAPS"):
@@ -300,7 +306,7 @@ class SdFill(_FillPorts):
         walk.build(on_header, row_states)
         walk.takes_words(walk.in_state["TAPS"] & tap_last & ~chunk_last)
         # the basis memory is read a cycle ahead: the row of the job emitted next cycle
-        m.d.comb += self.basis_addr.eq(Mux(emit, following, job_basis))
+        m.d.comb += self.basis_addr.eq(Mux(emit, following, Mux(row_first, first, job_basis)))
         with m.If(emit & (chunk == 0)):
             m.d.comb += [self.info_en.eq(1), self.info_addr.eq(walk.row_entry + tap), self.info_data.eq(walk.info(tap))]
 
