@@ -236,6 +236,9 @@ def build_image(program: Program, cfg: AcceleratorConfig, batch: int = 1) -> Pro
                 raise SdhwError(f"{where} {what} needs {size} bytes of activations{of_batch}; the accelerator's "
                                 f"buffers hold {cfg.act_depth} (act_depth)"
                                 + (f"; valid: batch <= {largest_batch(program, cfg)}" if batch > 1 else ""))
+        if max(plan.h, plan.w) > cfg.max_side:
+            raise SdhwError(f"{where} input is {plan.h} x {plan.w} pixels; the accelerator takes image sides up to "
+                            f"{cfg.max_side} (side_bits = {cfg.side_bits}; generate with a larger side_bits)")
         _check_accumulator(layer, where, cfg, prev_range)
         prev_range = (layer.act_min, layer.act_max)
         pad = 1 if plan.kind == KIND_K3 else 0

@@ -71,6 +71,7 @@ class Accelerator(wiring.Component):
         sd = not cfg.dense
         act_bits = address_bits(cfg.act_depth)
         size_bits = max(1, cfg.act_depth.bit_length())
+        group_bits = cfg.max_groups.bit_length()
         code_bits = address_bits(cfg.code_depth)
         bias_bits = address_bits(cfg.bias_depth)
         basis_bits = address_bits(cfg.basis_rows)
@@ -126,7 +127,7 @@ class Accelerator(wiring.Component):
         words = data_path("words", SequentialReader(addr_bits=code_bits, width=cfg.code_word_bits, latency=latency))
         m.d.comb += [codes.r_addr.eq(words.rd_addr), codes.r_en.eq(words.rd_en), words.rd_data.eq(codes.r_data)]
         fill_args = dict(depth=cfg.weight_depth, word_bits=cfg.code_word_bits, code_bits=code_bits,
-                         group_bits=size_bits, pix_bits=size_bits, basis_bits=basis_bits)
+                         group_bits=group_bits, pix_bits=size_bits, basis_bits=basis_bits)
         if sd:
             fill = data_path("fill", SdFill(lanes=cfg.pes, rebuild_lanes=cfg.rebuild_lanes, exp_bits=cfg.exp_bits,
                                             basis_latency=latency, **fill_args))
@@ -148,7 +149,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [wbuf.info_r_addr.eq(entries.rd_addr), wbuf.info_r_en.eq(entries.rd_en),
                      entries.rd_data.eq(wbuf.info_r_data), entries.limit.eq(fill.wp)]
         issuer = data_path("issuer", Issuer(lanes=cfg.pes, entry_bits=entry_bits, act_bits=act_bits,
-                                            size_bits=size_bits, group_bits=size_bits, bias_bits=bias_bits,
+                                            size_bits=size_bits, side_bits=cfg.side_bits, group_bits=group_bits,
+                                            bias_bits=bias_bits,
                                             act_latency=latency, register_act=cfg.register_mac_act))
         m.d.comb += _copy_fields(issuer.params, layer, ("n_groups", "last_lanes", "n_pix", "out_w", "in_h", "in_w",
                                                         "stride", "pad", "stream", "step_x", "row_wrap", "base0",

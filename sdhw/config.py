@@ -72,10 +72,12 @@ DEPTH_FIELDS = ("act_depth", "code_depth", "weight_depth", "basis_depth", "bias_
 
 #: Per-family choices (named config fields, set from the device's family when left unset).
 FAMILY_DEFAULTS = {
-    "ice40": {"requant": "table", "requant_units": 1, "counter_bits": 24, "max_rebuild_lanes": 2, "acc_bits": 28},
-    "ecp5": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 8, "acc_bits": 32},
+    "ice40": {"requant": "table", "requant_units": 1, "counter_bits": 24, "max_rebuild_lanes": 2, "acc_bits": 28,
+              "side_bits": 8},
+    "ecp5": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 8, "acc_bits": 32,
+             "side_bits": 8},
     "generic": {"requant": "pipelined", "requant_units": 1, "counter_bits": 48, "max_rebuild_lanes": 8,
-                "acc_bits": 32},
+                "acc_bits": 32, "side_bits": 8},
 }
 REQUANT_KINDS = ("pipelined", "serial", "table")
 REQUANT_DSPS = 4                        # the pipelined requantiser's 16 x 16 products
@@ -119,6 +121,8 @@ class AcceleratorConfig:
     requant_units: int | None = None       # threshold-search units ("table"): outputs per 8 cycles each
     rebuild_lanes: int | None = None       # R: weights rebuilt per cycle (SD); None: per family, at most pes
     dsp_budget: int | None = None          # DSPs the MAC array may use (None: what the device has left)
+    side_bits: int | None = None           # an image's height and width: at most 2**side_bits - 1 (None: per
+                                           # family); the pixel loop's counters are this wide
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -179,6 +183,9 @@ class AcceleratorConfig:
         if self.dsp_budget is not None and not (isinstance(self.dsp_budget, int)
                                                 and not isinstance(self.dsp_budget, bool) and self.dsp_budget >= 0):
             bad("dsp_budget", self.dsp_budget, "a non-negative integer (DSPs for MAC products) or unset")
+        setdefault("side_bits", family["side_bits"])
+        if not (_integer(self.side_bits) and 2 <= self.side_bits <= 16):
+            bad("side_bits", self.side_bits, "an integer in 2..16")
         if self.extra:
             bad("config keys", sorted(self.extra), "known parameters only: " + ", ".join(PARAMETERS))
 
@@ -230,6 +237,16 @@ class AcceleratorConfig:
         return DEVICES[self.device].spram_blocks > 0
 
     # ------------------------------------------------------------------ derived widths
+    @property
+    def max_side(self) -> int:
+        """The largest image height or width a layer may have."""
+        return (1 << self.side_bits) - 1
+
+    @property
+    def max_groups(self) -> int:
+        """The most channel groups a layer can have: its output channels fit an activation buffer."""
+        return -(-self.act_depth // self.pes)
+
     @property
     def code_slot_bits(self) -> int:
         """Bits of one lane's three codes of a row: ``3 (1 + exp_bits)``."""

@@ -8,12 +8,13 @@ from amaranth.lib.wiring import In, Out
 from .fill import TAP_INFO
 
 
-def issuer_params(*, size_bits: int, addr_bits: int, group_bits: int, lane_bits: int, bias_bits: int,
-                  out_bits: int) -> data.StructLayout:
-    """The layer fields the issuer uses (sizes ``size_bits`` wide, signed addresses ``addr_bits``)."""
+def issuer_params(*, size_bits: int, side_bits: int, addr_bits: int, group_bits: int, lane_bits: int,
+                  bias_bits: int, out_bits: int) -> data.StructLayout:
+    """The layer fields the issuer uses (sizes ``size_bits`` wide, image sides ``side_bits``, signed addresses
+    ``addr_bits``)."""
     return data.StructLayout({
-        "n_groups": group_bits, "last_lanes": lane_bits, "n_pix": size_bits, "out_w": size_bits,
-        "in_h": size_bits, "in_w": size_bits, "stride": 2, "pad": 1, "stream": 1,
+        "n_groups": group_bits, "last_lanes": lane_bits, "n_pix": size_bits, "out_w": side_bits,
+        "in_h": side_bits, "in_w": side_bits, "stride": 2, "pad": 1, "stream": 1,
         "step_x": signed(addr_bits), "row_wrap": signed(addr_bits), "base0": signed(addr_bits),
         "out_c": out_bits, "bias_base": bias_bits, "zp_in": signed(8), "in_size": size_bits + 1,
     })
@@ -56,14 +57,14 @@ class Issuer(wiring.Component):
     (the op's registers, the memories, the activation's register, the MAC array).
     """
 
-    def __init__(self, *, lanes: int, entry_bits: int, act_bits: int, size_bits: int, group_bits: int,
-                 bias_bits: int, act_latency: int = 1, register_act: bool = False):
+    def __init__(self, *, lanes: int, entry_bits: int, act_bits: int, size_bits: int, side_bits: int,
+                 group_bits: int, bias_bits: int, act_latency: int = 1, register_act: bool = False):
         self.lanes, self.entry_bits, self.act_latency = lanes, entry_bits, act_latency
         self.register_act = register_act
         addr_bits = act_bits + 3
         self.addr_bits = addr_bits
         lane_bits = (lanes).bit_length()
-        params = issuer_params(size_bits=size_bits, addr_bits=addr_bits, group_bits=group_bits,
+        params = issuer_params(size_bits=size_bits, side_bits=side_bits, addr_bits=addr_bits, group_bits=group_bits,
                                lane_bits=lane_bits, bias_bits=bias_bits, out_bits=size_bits)
         entry = data.StructLayout({"data": TAP_INFO.size})
         super().__init__({

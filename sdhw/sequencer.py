@@ -19,10 +19,12 @@ def _holds(value: int) -> int:
 def layer_layout(cfg: AcceleratorConfig) -> data.StructLayout:
     """The layer registers: every descriptor field the data path reads, as wide as ``cfg``'s memories need."""
     size = _holds(cfg.act_depth)
+    side = cfg.side_bits
     addr = ceil_log2(cfg.act_depth) + 3
     return data.StructLayout({
         "kind": 2, "stride": 2, "pad": 1, "stream": 1,
-        "n_groups": size, "last_lanes": _holds(cfg.pes), "n_pix": size, "out_w": size, "in_h": size, "in_w": size,
+        "n_groups": _holds(cfg.max_groups), "last_lanes": _holds(cfg.pes), "n_pix": size, "out_w": side,
+        "in_h": side, "in_w": side,
         "step_x": signed(addr), "row_wrap": signed(addr), "base0": signed(addr), "out_c": size, "tap_step": 16,
         "code_base": max(1, ceil_log2(cfg.code_depth)), "bias_base": max(1, ceil_log2(cfg.bias_depth)),
         "n_rows": 16, "basis_base": max(1, ceil_log2(cfg.basis_rows)), "m0": unsigned(31), "shift": signed(6),
@@ -38,7 +40,8 @@ class Sequencer(wiring.Component):
     buffers swapped (``in_sel``).
 
     Checks (error code in ``err_code``, ``sdhw.hostbus``): the checksum; the kind; the stride; zero or
-    oversized dimensions (``ERR_SHAPE``); the layer's mode against the build's; activations larger than a
+    oversized dimensions (``ERR_SHAPE``: an image side past ``cfg.max_side``, more channel groups than a buffer's
+    bytes); the layer's mode against the build's; activations larger than a
     buffer; thresholds on a build without the table requantiser (or more than 255); an address field too wide
     for its register (the code, basis or bias base, an activation step). A slot index past the
     descriptor memory is ``ERR_NO_END``. ``fail`` stops a running layer with ``fail_code`` (the data path's own
@@ -241,9 +244,10 @@ def _checks(cfg: AcceleratorConfig, layer) -> list:
     tests = [
         ("kind", lambda v: (v != KIND_END) & (v != KIND_K1) & (v != KIND_K3), hb.ERR_KIND),
         ("stride", lambda v: (v != 1) & (v != 2), hb.ERR_STRIDE),
-        ("n_groups", lambda v: (v == 0) | (v > cfg.act_depth), hb.ERR_SHAPE),
+        ("n_groups", lambda v: (v == 0) | (v > cfg.max_groups), hb.ERR_SHAPE),
         ("last_lanes", lambda v: (v == 0) | (v > cfg.pes), hb.ERR_SHAPE),
-        *((name, lambda v: v == 0, hb.ERR_SHAPE) for name in ("n_pix", "out_w", "in_h", "in_w")),
+        ("n_pix", lambda v: v == 0, hb.ERR_SHAPE),
+        *((name, lambda v: (v == 0) | (v > cfg.max_side), hb.ERR_SHAPE) for name in ("out_w", "in_h", "in_w")),
         ("sd", lambda v: v != int(not cfg.dense), hb.ERR_MODE),
         *((name, lambda v: v > cfg.act_depth, hb.ERR_ACT_SIZE) for name in ("in_size", "out_size", "n_pix")),
         ("n_thresh", (lambda v: v > 255) if cfg.requant == "table" else (lambda v: v != 0), hb.ERR_PARAMS),

@@ -127,10 +127,11 @@ def edge_programs(rng, cfg: AcceleratorConfig) -> dict[str, Program]:
 
 def corruptions(cfg: AcceleratorConfig) -> dict[str, tuple[dict, int]]:
     """Changes to a layer descriptor that ``cfg``'s build must refuse, each with the error code it must raise:
-    an unknown kind, a bad stride, activations past a buffer, a tap address and a code address too wide for their
-    registers, a wrong checksum (the others get a recomputed one)."""
+    an unknown kind, a bad stride, activations past a buffer, an image wider than the build takes, a tap address
+    and a code address too wide for their registers, a wrong checksum (the others get a recomputed one)."""
+    wide = {"wide-image": ({"in_w": cfg.max_side + 1}, hb.ERR_SHAPE)} if cfg.side_bits < 16 else {}
     return {"kind": ({"kind": 3}, hb.ERR_KIND), "stride": ({"stride": 0}, hb.ERR_STRIDE),
-            "act-size": ({"out_size": cfg.act_depth + 1}, hb.ERR_ACT_SIZE),
+            "act-size": ({"out_size": cfg.act_depth + 1}, hb.ERR_ACT_SIZE), **wide,
             "tap": ({"base0": -4 * cfg.act_depth - 1}, hb.ERR_ACT_ADDR),
             "codes": ({"code_base": max(2, cfg.code_depth)}, hb.ERR_WEIGHT_ADDR),
             "checksum": ({"checksum": 1}, hb.ERR_CHECKSUM)}
