@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from clirun import run
 
-from golden.datasets import DIGITS_MLP
+from golden.datasets import DIGITS_CNN, DIGITS_MLP
 from rtl_gen.generate import load_config_file, make_config
 from rtl_gen.image import load_image, unpack_image
 from rtl_gen.tools import VERILATOR_WAIVERS, tool_env, which
@@ -93,6 +93,7 @@ def test_generate_rejects_bad_configuration(tmp_path, case):
     ('{"device": "zynq"}', ".json", "device must be one of"),
     ('{"channel_lanes": 3}', ".json", "channel_lanes x pixel_lanes"),
     ('{"act_depth": 0}', ".json", "act_depth must be"),
+    ('{"side_bits": 1}', ".json", "side_bits must be an integer in 2..16"),
 ])
 def test_generate_rejects_bad_config_file(tmp_path, text, suffix, keyword):
     cfg_file = tmp_path / f"c{suffix}"
@@ -162,6 +163,18 @@ def test_compile_for_refuses_a_model_too_big(tmp_path):
     out = tmp_path / "mlp.sdp"
     rc, _, err = run(["compile", DIGITS_MLP, "-o", out, "--for", small, "--epochs", 0])
     assert rc == 1 and "code memory words" in err and "code_depth" in err, err
+    assert not out.exists() and not out.with_suffix(".sdimg").exists()
+
+
+def test_compile_for_refuses_an_image_wider_than_the_build_takes(tmp_path):
+    narrow = tmp_path / "narrow"
+    cfg_file = tmp_path / "narrow.json"
+    cfg_file.write_text(json.dumps({"pes": 4, "device": "ecp5-25f", "side_bits": 2}))
+    rc, _, err = run(["generate", "--config", cfg_file, "-o", narrow])
+    assert rc == 0, err
+    out = tmp_path / "cnn.sdp"
+    rc, _, err = run(["compile", DIGITS_CNN, "-o", out, "--for", narrow, "--epochs", 0, "-q"])
+    assert rc == 1 and err.count("\n") == 1 and "8 x 8 pixels" in err and "sides up to 3 (side_bits = 2" in err, err
     assert not out.exists() and not out.with_suffix(".sdimg").exists()
 
 
