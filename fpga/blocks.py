@@ -2,7 +2,7 @@
 
 ``make bench`` runs ``python -m fpga.blocks --out bench`` and writes ``bench/blocks.json`` and ``bench/blocks.md``.
 For every budget point of :data:`BUDGETS` (UP5K N = 16 SD on the iCEBreaker board top, ECP5-25F N = 64 SD in the
-serial harness of ``sdhw synth``) yosys synthesizes the design once without flattening (``synth_ice40 -dsp
+serial harness of ``sdhw synth``) yosys synthesizes the design once without flattening (``synth_ice40
 -noflatten -noabc9``, ``synth_ecp5 -noflatten -noabc9``), so every Amaranth submodule stays a module of its own,
 and the cells of each module (``stat -json``) are summed into the budget's rows: a row takes the instances it names
 and everything below them that no other row names. Device-primitive wrappers count in the instance holding them.
@@ -44,6 +44,7 @@ from .synth import (
     harness_verilog,
     resources_from_cells,
     spram_flow,
+    synth_command,
     tool_versions,
 )
 
@@ -299,7 +300,7 @@ def assign(paths, claims: dict[str, int]) -> dict[str, int | None]:
 def yosys_script(design: Design, device: str, *, flatten: bool, prefix: str) -> str:
     family = PNR_TARGETS[device].family
     memory_prelude, memory_flag = spram_flow(device)
-    synth = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5"
+    synth = synth_command(family)
     flags = " ".join(filter(None, [memory_flag, "" if flatten else "-noflatten", "-noabc9"]))
     reads = [f"read_{'rtlil' if name.endswith('.il') else 'verilog'} {name}" for name in design.files]
     rtlil = any(name.endswith(".il") for name in design.files)

@@ -1,7 +1,7 @@
 """Synthesis, placement and routing with the YoWASP tools from PyPI, and the resource/timing report.
 
 ``synthesize(cfg)`` wraps the accelerator in :class:`fpga.harness.SerialHarness`, runs Yosys
-(``synth_ice40 -dsp`` or ``synth_ecp5``), checks the cell counts against the device, places and routes
+(``synth_ice40`` or ``synth_ecp5``), checks the cell counts against the device, places and routes
 with nextpnr once per seed and collects resources, Fmax per seed and the critical path into one report
 (``synth.json`` + ``synth.md``).
 """
@@ -199,8 +199,16 @@ def spram_flow(device: str) -> tuple[str, str]:
 RTLIL_MEMORY_PRELUDE = "setparam -set COLLISION_X_MASK 4294967295 t:$memrd_v2 r:CLK_ENABLE=1 %i"
 
 
+def synth_command(family: str) -> str:
+    """The yosys synthesis command of ``family``. No ``-dsp`` on iCE40: its ``ice40_dsp`` pass takes every
+    ``SB_MAC16`` for one it inferred and rewrites its settings (the MAC array's blocks, instantiated in dual
+    8 x 8 mode with registered inputs and products, would become unregistered 16 x 16 multipliers), and the
+    generator instantiates every iCE40 DSP itself. The board flow (Amaranth's) runs ``synth_ice40`` alike."""
+    return "synth_ice40" if family == "ice40" else "synth_ecp5"
+
+
 def _yosys_script(device: str, prelude: str, synth_flags: str, netlist: str) -> str:
-    synth = "synth_ice40 -dsp" if PNR_TARGETS[device].family == "ice40" else "synth_ecp5"
+    synth = synth_command(PNR_TARGETS[device].family)
     memory_prelude, memory_flag = spram_flow(device)
     synth_flags = " ".join(filter(None, [synth_flags, *PNR_TARGETS[device].synth_args, memory_flag]))
     return "; ".join(filter(None, [

