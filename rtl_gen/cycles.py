@@ -327,10 +327,11 @@ def _layer(plan: LayerPlan, layer, cfg: AcceleratorConfig, start: int, first_ent
     for taps_list in rows_of:
         for rep in range(repeats):
             for taps in taps_list:
-                # room: the issuer's free pointer (registered twice after the op) past the entries to reuse
+                # room: the issuer's free pointer (registered after the op, then as the fill's limit and its
+                # room flag) past the entries to reuse
                 free_needed = head + ROOM_ENTRIES - cfg.weight_depth
                 if free_needed > 0:
-                    t = max(t, used_by(free_needed - 1) + 3)
+                    t = max(t, used_by(free_needed - 1) + 4)
                 header = t
                 if sd:
                     last = header + 1 + taps * chunks                 # the last tap of the last chunk

@@ -138,8 +138,12 @@ class _RowWalker:
         # room for two rows (six entries), registered from the allocation and the issuer's free pointer before
         # this cycle's header: so a header may be taken in a cycle right after another (three entries each at
         # most) and its acceptance starts at a flip-flop, not behind the code memory's output and a subtractor
+        # (the free pointer moved on by depth - 6 in a register of its own, so room is one subtraction's sign:
+        # limit - head wraps past the buffer's size exactly when fewer than six entries are free)
         room = self.room = Signal()
-        m.d.sync += room.eq(fill.depth - (self.head - fill.free)[:fill.entry_bits + 1] >= 6)
+        limit = Signal(fill.entry_bits + 1)
+        m.d.sync += [limit.eq(fill.free + (fill.depth - 6)),
+                     room.eq(~(limit - self.head)[fill.entry_bits])]
         self.group_end = Signal()                      # the group's last row ends: GROUP_END next cycle
         m.d.comb += self.group_end.eq(self.next_row & self.hdr.last)
         # every allocated entry written, registered (the allocation stops two cycles before the flush)
