@@ -26,6 +26,8 @@ from golden.format import write_atomic
 from sdhw.config import DEVICES, AcceleratorConfig, estimate_resources
 from sdhw.vendor import with_wrappers
 
+from .sta import analyse
+
 TOP = "sdhw_harness"
 
 
@@ -178,7 +180,7 @@ def harness_verilog(cfg: AcceleratorConfig) -> str:
 
 
 #: bumped when the report's content changes for the same tools and scripts (the bench's cache key)
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 
 
 def spram_flow(device: str) -> tuple[str, str]:
@@ -385,15 +387,32 @@ def pnr_seed_key(device: str, netlist_bytes: bytes, freq_mhz: float, seed: int, 
     return h.hexdigest()
 
 
-def pnr_seed_result(report_path: Path, seed: int, freq_mhz: float, seconds: float) -> dict:
-    """One seed's row of the report from nextpnr's ``--report`` JSON."""
+def pnr_seed_result(report_path: Path, seed: int, freq_mhz: float, seconds: float,
+                    sdf_path: Path | None = None) -> dict:
+    """One seed's row of the report from nextpnr's ``--report`` JSON, with the static timing summary of its
+    ``--sdf`` output (:func:`endpoint_timing`) where there is one."""
     report = json.loads(report_path.read_text())
     clocks = report.get("fmax", {})
     fmax = min((c["achieved"] for c in clocks.values()), default=None)
     util = {k: v for k, v in report.get("utilization", {}).items() if v.get("used")}
-    return {"seed": seed, "ok": True, "fmax_mhz": round(fmax, 2) if fmax is not None else None,
-            "met": fmax is not None and fmax >= freq_mhz, "pnr_seconds": seconds, "utilization": util,
-            "critical_path": _critical_path(report)}
+    row = {"seed": seed, "ok": True, "fmax_mhz": round(fmax, 2) if fmax is not None else None,
+           "met": fmax is not None and fmax >= freq_mhz, "pnr_seconds": seconds, "utilization": util,
+           "critical_path": _critical_path(report)}
+    if sdf_path is not None and sdf_path.exists():
+        row["endpoints"] = endpoint_timing(sdf_path, freq_mhz)
+    return row
+
+
+def endpoint_timing(sdf_path: Path, freq_mhz: float) -> dict:
+    """Every endpoint at the target clock, from nextpnr's back-annotated delays (:func:`fpga.sta.analyse`):
+    how many fail, and the failing ones grouped by source and destination block. nextpnr itself reports one
+    path per clock. An SDF the analysis cannot read gives ``{"error": ...}``, not a failed run."""
+    try:
+        summary = analyse(sdf_path.read_text(), 1000.0 / freq_mhz)
+    except SdhwError as exc:
+        return {"error": str(exc)}
+    summary.pop("worst_path")                      # the report has nextpnr's own critical path
+    return summary
 
 
 def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_dir: Path, *,
@@ -422,8 +441,11 @@ def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_di
     # YoWASP tools see the working directory only: run in the build directory with relative names
     cmd = [tool, *target.nextpnr_args, *target.placer_args, "--json", netlist.name, "--freq", f"{freq_mhz:g}",
            "--seed", str(seed), "--report", report_path.name, "--timing-allow-fail", "-l", log_path.name, "-q"]
+    sdf_path = None
     if target.family == "ice40":
-        cmd += ["--pcf-allow-unconstrained", "--asc", f"{run}.asc"]
+        sdf_path = build_dir / f"{run}.sdf"
+        sdf_path.unlink(missing_ok=True)
+        cmd += ["--pcf-allow-unconstrained", "--asc", f"{run}.asc", "--sdf", sdf_path.name]
     else:
         cmd += ["--textcfg", f"{run}.config"]
     if router != "router1":
@@ -445,7 +467,7 @@ def run_nextpnr(device: str, netlist: Path, freq_mhz: float, seed: int, build_di
     elif rc != 0 or not report_path.exists():
         result = {"seed": seed, "ok": False, "error": _error_line(log_path), "pnr_seconds": seconds}
     else:
-        result = pnr_seed_result(report_path, seed, freq_mhz, seconds)
+        result = pnr_seed_result(report_path, seed, freq_mhz, seconds, sdf_path)
     write_atomic(cache_path, json.dumps({"key": key, "result": result}).encode())
     return result
 
@@ -510,6 +532,8 @@ def synthesize(cfg: AcceleratorConfig, *, freq_mhz: float | None = None, seeds: 
         report["seeds_met"] = sum(r["met"] for r in done)
         worst = min(done, key=lambda r: r["fmax_mhz"])
         report["critical_path"] = worst["critical_path"]
+        if worst.get("endpoints"):
+            report["endpoints"] = worst["endpoints"]
         if report["critical_path"]:
             report["critical_path"]["verilog"] = path_statements(build_dir, report["critical_path"]["path"])
         report["utilization"] = done[0]["utilization"]
@@ -587,10 +611,28 @@ def format_markdown(report: dict) -> str:
         if cp.get("verilog"):
             lines += ["", f"Through these statements of `{TOP}.v`, in path order:", ""]
             lines += [f"- `{text[:120]}`" for text in cp["verilog"]]
+    lines += _endpoint_lines(report.get("endpoints"), report["target_mhz"])
     if report.get("utilization"):
         lines += ["", "nextpnr utilisation: " + ", ".join(
             f"{k} {v['used']}/{v['available']}" for k, v in sorted(report["utilization"].items()))]
     return "\n".join(lines) + "\n"
+
+
+def _endpoint_lines(endpoints: dict | None, target_mhz: float) -> list[str]:
+    """The slowest seed's failing endpoints by block pair (static timing over nextpnr's SDF)."""
+    if not endpoints:
+        return []
+    if "error" in endpoints:
+        return ["", f"Static timing over nextpnr's SDF: not available ({endpoints['error']})."]
+    lines = ["", f"Static timing over nextpnr's SDF (slowest seed, clock skew included): {endpoints['failing']} of "
+                 f"{endpoints['endpoints']} endpoints miss {target_mhz:g} MHz, worst slack "
+                 f"{endpoints['worst_slack_ns']} ns, total negative slack {endpoints['total_negative_slack_ns']} ns."]
+    if endpoints["groups"]:
+        lines += ["", "| from | to | failing / timed | worst slack (ns) |", "|---|---|---:|---:|"]
+        lines += [f"| {g['from']} | {g['to']} | {g['failing']} / {g['timed']} | {g['worst_slack_ns']} |"
+                  for g in endpoints["groups"]]
+    lines += [f"- not timed: {note}" for note in endpoints.get("untimed_clock_domains", [])]
+    return lines
 
 
 def write_report(report: dict, out_dir) -> tuple[Path, Path]:

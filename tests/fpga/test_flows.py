@@ -336,6 +336,17 @@ def test_quick_flow_fits_and_reports(device, tmp_path):
     # the UP5K's activation buffers and code memory are single-port RAM (32-bit code words: two blocks)
     spram = estimate_resources(small(device))["spram_blocks"]
     assert parsed["resources"]["spram"] == spram == (4 if device == "up5k" else 0)
+    if device == "up5k":
+        # static timing over nextpnr's SDF: every endpoint of the clock timed, none failing at 12 MHz, and the MAC
+        # array's SB_MAC16 kept as instantiated (dual 8 x 8 with its registers, clocked), so its paths are timed
+        endpoints = parsed["endpoints"]
+        assert endpoints["endpoints"] > 100 and endpoints["failing"] == 0 and endpoints["worst_slack_ns"] > 0
+        assert endpoints["untimed_clock_domains"] == [], endpoints
+        assert "Static timing over nextpnr's SDF" in md_path.read_text()
+        cells = json.loads((tmp_path / "b" / "netlist.json").read_text())["modules"]
+        dsps = [c for mod in cells.values() for c in mod["cells"].values() if c["type"] == "SB_MAC16"]
+        assert dsps and all(int(d["parameters"]["MODE_8x8"], 2) == 1 and int(d["parameters"]["A_REG"], 2) == 1
+                            and d["connections"]["CLK"] not in (["0"], ["1"]) for d in dsps), dsps
     if device == "ecp5-25f":
         # the MAC lane's product is the primitive with its own registers (the simulation model stays out)
         cells = json.loads((tmp_path / "b" / "netlist.json").read_text())["modules"]
