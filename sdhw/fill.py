@@ -17,6 +17,7 @@ from amaranth.utils import ceil_log2
 
 from .config import TAP_INFO_BITS
 from .descriptor import HEADER_FIELDS
+from .fsm import OneHotFSM
 from .rebuild import RebuildUnit
 
 HEADER_LAYOUT = data.StructLayout({name: width for name, (_, width) in HEADER_FIELDS.items()})
@@ -105,16 +106,16 @@ class _RowWalker:
         self.rep_more = Signal()                       # rep_left > 1
         self.groups_more = Signal()                    # group_left > 1
         self.next_row = Signal()                       # the row's last word is used this cycle
-        # copies of the states that take words, one flip-flop each, for the stream's ready (Yosys does not
-        # re-encode a state machine whose register has an initial value, and a binary state takes LUTs to
-        # decode): kept by :meth:`goto`
-        self.in_state = {name: Signal(name=f"in_{name.lower()}", init=name == "IDLE")
-                         for name in ("IDLE", "HEADER", "ROW", "TAPS")}
+        # one-hot: the stream's ready and every state's decisions start at the state's own flip-flop (a binary
+        # state takes LUTs to decode in front of each)
+        self.fsm = OneHotFSM(m, ("IDLE", "TABLE", "HEADER", "ROW", "TAPS", "GROUP_END", "FLUSH"), init="IDLE",
+                             prefix="walk")
+        self.in_state = self.fsm.flags
+        self.state = self.fsm.state
 
     def goto(self, state: str):
-        """Go to ``state`` next cycle."""
-        self.m.next = state
-        self.m.d.sync += [flag.eq(name == state) for name, flag in self.in_state.items()]
+        """Go to ``state`` next cycle (inside a state's body)."""
+        self.fsm.goto(state)
 
     def takes_words(self, *terms):
         """Drive the stream's ready: thresholds to load, a header with room, a row's first codes, and the
@@ -153,8 +154,8 @@ class _RowWalker:
         m.d.comb += header.eq(words.payload.data[:HEADER_LAYOUT.size])
         kill = header.kill
         m.d.sync += fill.skipped.eq(0)
-        with m.FSM(name="walk"):
-            with m.State("IDLE"):
+        with self.fsm.states():
+            with self.state("IDLE"):
                 with m.If(fill.start):
                     m.d.sync += [self.group_left.eq(p.n_groups), self.rep_left.eq(p.n_pix), self.table_idx.eq(0),
                                  self.table_left.eq(p.n_thresh), self.rows_left.eq(p.n_rows), self.first_row.eq(1),
@@ -162,7 +163,7 @@ class _RowWalker:
                                  self.table_more.eq(p.n_thresh != 0), self.groups_more.eq(p.n_groups > 1),
                                  self.rep_more.eq(p.n_pix > 1)]
                     self.goto("TABLE")
-            with m.State("TABLE"):
+            with self.state("TABLE"):
                 with m.If(~self.table_more):
                     self.goto("HEADER")
                 with m.Else():
@@ -171,7 +172,7 @@ class _RowWalker:
                                      fill.t_data.eq(words.payload.data)]
                         m.d.sync += [self.table_idx.eq(self.table_idx + 1), self.table_left.eq(self.table_left - 1),
                                      self.table_more.eq(self.table_left != 1)]
-            with m.State("HEADER"):
+            with self.state("HEADER"):
                 # a row takes up to three entries: its header is taken only when they are free
                 with m.If(words.valid & room):
                     # the kill mask is a suffix of the row's taps (000, 100, 110, 111: 3, 2, 1 live; none live still
@@ -188,7 +189,7 @@ class _RowWalker:
                     on_header(header)
                     self.goto("ROW")
             row_states(m)
-            with m.State("GROUP_END"):
+            with self.state("GROUP_END"):
                 # every row of a group counts but the placeholder of an empty one, which is its only row
                 m.d.sync += [fill.skipped.eq(self.rows_left + ~self.hdr.count), self.rows_left.eq(p.n_rows),
                              self.first_row.eq(1)]
@@ -202,7 +203,7 @@ class _RowWalker:
                     self.goto("HEADER")
                 with m.Else():
                     self.goto("FLUSH")
-            with m.State("FLUSH"):
+            with self.state("FLUSH"):
                 with m.If(committed):
                     m.d.sync += fill.done.eq(1)
                     self.goto("IDLE")
@@ -282,14 +283,14 @@ class SdFill(_FillPorts):
             m.d.sync += [row_first.eq(1), chunk.eq(0), chunk_last.eq(self.chunks == 1)]
 
         def row_states(m):
-            with m.State("ROW"):
+            with walk.state("ROW"):
                 with m.If(row_first):
                     m.d.sync += [chunk_basis.eq(first), job_basis.eq(first)]
                 with m.If(words.valid):
                     m.d.sync += row_first.eq(0)
                     m.d.sync += [codes.eq(words.payload.data[:len(codes)]), tap.eq(0), tap_last.eq(walk.taps == 1)]
                     walk.goto("TAPS")
-            with m.State("TAPS"):
+            with walk.state("TAPS"):
                 m.d.comb += [emit.eq(1), following.eq(Mux(tap_last, chunk_basis + 3, job_basis + 1))]
                 with m.If(tap_last):
                     with m.If(chunk_last):
@@ -364,7 +365,7 @@ class DenseFill(_FillPorts):
             m.d.sync += [chunk.eq(0), tap.eq(0)]
 
         def row_states(m):
-            with m.State("ROW"):
+            with walk.state("ROW"):
                 with m.If(words.valid):
                     m.d.comb += emit.eq(1)
                     with m.If(chunk == self.chunks - 1):
