@@ -47,9 +47,9 @@ from .image import LayerPlan, expected_counts, plan_layer, thresholds
 SEQ_FIRST_START = 20
 #: cycles from a layer's end (every block finished, seen by the sequencer a cycle later, in a register) to the
 #: next slot's ``layer_start``, less the memory latency
-SEQ_NEXT_START = 22
+SEQ_NEXT_START = 23
 #: cycles from the last layer's end to ``busy`` dropping (the end marker's fetch and checks), less the latency
-SEQ_END = 21
+SEQ_END = 22
 #: a header is taken only while this many weight-buffer entries are free (two rows; ``sdhw.fill``)
 ROOM_ENTRIES = 6
 

@@ -57,7 +57,7 @@ class Sequencer(wiring.Component):
     ``flush_copies`` (``flush_copy``) likewise for the data path blocks' resets, ``start_copies``
     (``layer_start_copy``) for the blocks a layer starts.
 
-    Latency: ``DESC_WORDS + desc_latency + 6`` cycles from a layer's end to the next one's start; an error
+    Latency: ``DESC_WORDS + desc_latency + 7`` cycles from a layer's end to the next one's start; an error
     stops the run two cycles after the data path raises it.
     """
 
@@ -159,7 +159,7 @@ class Sequencer(wiring.Component):
                     with m.If(got == FIELDS[name][0]):
                         m.d.sync += getattr(layer, name).eq(field(name, value))
         # one-hot: the status registers and the fetch start at flip-flops, not at a binary state's decoding
-        fsm = OneHotFSM(m, ("IDLE", "FETCH", "VERIFY", "CHECK", "CHECKED", "RUN"), init="IDLE", prefix="seq")
+        fsm = OneHotFSM(m, ("IDLE", "FETCH", "VERIFY", "CHECK", "CHECKED", "RUN", "NEXT"), init="IDLE", prefix="seq")
         with fsm.states():
             with fsm.state("IDLE"):
                 with m.If(self.start):
@@ -200,25 +200,29 @@ class Sequencer(wiring.Component):
                 with m.If(fail_q):
                     fsm.goto("IDLE")
                 with m.Elif(done_q & settled[1]):
-                    m.d.sync += [self.layer_index.eq(self.layer_index + 1), self.in_sel.eq(~self.in_sel),
-                                 word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
-                    m.d.sync += [flag.eq(0) for flag in bad.values()]
-                    with m.If(last_slot):
-                        fsm.goto("IDLE")
-                    with m.Else():
-                        fsm.goto("FETCH")
+                    fsm.goto("NEXT")
+            with fsm.state("NEXT"):
+                # the layer has ended: the next slot, from this state's flip-flop (the registers it resets, some
+                # sixty, then share one enable term instead of the layer's end decision)
+                m.d.sync += [self.layer_index.eq(self.layer_index + 1), self.in_sel.eq(~self.in_sel),
+                             word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
+                m.d.sync += [flag.eq(0) for flag in bad.values()]
+                with m.If(last_slot):
+                    fsm.goto("IDLE")
+                with m.Else():
+                    fsm.goto("FETCH")
         # the status registers from flat conditions on registered inputs, outside the FSM: each is a few LUTs
         # deep (busy drives every memory's port select, so its fan-in must stay short)
         m.d.comb += [fails.eq(fsm["CHECKED"] & ~launch & ~finish),
                      ends.eq(fsm["CHECKED"] & finish)]
         running = fsm["RUN"]
-        m.d.comb += overflows.eq(running & ~fail_q & done_q & settled[1] & last_slot)
+        m.d.comb += overflows.eq(fsm["NEXT"] & last_slot)
         idle = fsm["IDLE"]
         with m.If(idle & (self.start | self.clear)):
             m.d.sync += [self.done.eq(0), error.eq(0), self.err_code.eq(0)]
         with m.Elif(fails | (running & fail_q) | overflows):
             m.d.sync += [error.eq(1),
-                         self.err_code.eq(Mux(running, Mux(fail_q, fail_code_q, hb.ERR_NO_END), code))]
+                         self.err_code.eq(Mux(running, fail_code_q, Mux(fsm["NEXT"], hb.ERR_NO_END, code)))]
         with m.Elif(ends):
             m.d.sync += self.done.eq(1)
         stop = fails | ends | (running & fail_q) | overflows

@@ -281,8 +281,9 @@ def sequencer_bound(desc_layers: int, desc_latency: int, layer_cycles: int) -> i
     """The most cycles ``busy`` stays up after ``start``: every slot a layer (no end marker, ``ERR_NO_END``
     after the last), each fetched and checked in ``DESC_WORDS + desc_latency + 4`` cycles and running until its
     done (at most ``layer_cycles`` after ``layer_start``) has gone through the sequencer's register and waited
-    out the two cycles the sequencer ignores a stale done for: ``layer_cycles + 2``."""
-    return desc_layers * (DESC_WORDS + desc_latency + 6 + layer_cycles)
+    out the two cycles the sequencer ignores a stale done for: ``layer_cycles + 2``, then steps to the next slot in a
+    cycle of its own."""
+    return desc_layers * (DESC_WORDS + desc_latency + 7 + layer_cycles)
 
 
 def checksum_by_halves(words) -> Value:

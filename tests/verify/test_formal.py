@@ -97,9 +97,10 @@ def test_sequencer_bound_is_proved_tight_and_a_hang_is_found(tmp_path):
 
 def test_sequencer_bound_formula():
     """Two slots of layers, each fetched and checked in DESC_WORDS + latency + 4 cycles and run for its done
-    (layer_cycles) plus the sequencer's two cycles: the bound the proof shows tight."""
-    assert sequencer_bound(2, 1, 2) == 2 * ((16 + 1 + 4) + (2 + 2))
-    assert sequencer_bound(3, 2, 5) == 3 * (16 + 2 + 6 + 5)
+    (layer_cycles) plus the sequencer's two cycles, then a cycle to step to the next slot: the bound the proof
+    shows tight."""
+    assert sequencer_bound(2, 1, 2) == 2 * ((16 + 1 + 4) + (2 + 2) + 1)
+    assert sequencer_bound(3, 2, 5) == 3 * (16 + 2 + 7 + 5)
 
 
 @pytest.mark.parametrize("seed", [5])
