@@ -335,7 +335,7 @@ def _layer(plan: LayerPlan, layer, cfg: AcceleratorConfig, start: int, first_ent
                 header = t
                 if sd:
                     last = header + 1 + taps * chunks                 # the last tap of the last chunk
-                    commit = last + (latency - 1) + RebuildUnit.LATENCY + 1
+                    commit = last + (latency - 1) + int(cfg.register_basis_addr) + RebuildUnit.LATENCY + 1
                 else:
                     last = header + taps * chunks                     # the last weight word
                     commit = last + 2

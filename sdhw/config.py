@@ -214,6 +214,12 @@ class AcceleratorConfig:
         return self.family == "ice40"
 
     @property
+    def register_basis_addr(self) -> bool:
+        """The SD fill registers the basis memory's read address (its tap jobs wait a cycle more): iCE40, whose
+        basis memory's block RAMs lie across the die from the fill's address adders."""
+        return self.family == "ice40"
+
+    @property
     def mac_latency(self) -> int:
         """Cycles from an op's registers in the issuer to the MAC array's inputs."""
         return self.ram_latency + int(self.register_mac_act)

@@ -243,15 +243,19 @@ class SdFill(_FillPorts):
     header.basis + 3 chunk + tap``), and R rebuild units turn the codes and column into R weights, written to
     the tap's entry ``LATENCY + basis_latency - 1`` cycles later (the basis memory is read a cycle ahead of
     the tap). The units never stall (room was reserved with the header), so no enable fans out to their
-    registers.
+    registers. ``register_basis_addr`` puts the basis memory's read address in a register (the tap jobs wait a
+    cycle more for their column): the address adders then end at a flip-flop, not across the die at the
+    memory.
 
     Throughput: R weights per cycle, plus two cycles per row (header and first codes). Latency from a tap to
-    its write: ``basis_latency - 1 + RebuildUnit.LATENCY`` cycles.
+    its write: ``basis_latency - 1 + register_basis_addr + RebuildUnit.LATENCY`` cycles.
     """
 
     def __init__(self, *, lanes: int, rebuild_lanes: int, exp_bits: int, depth: int, word_bits: int, code_bits: int,
-                 group_bits: int, pix_bits: int, basis_bits: int, basis_latency: int = 1):
+                 group_bits: int, pix_bits: int, basis_bits: int, basis_latency: int = 1,
+                 register_basis_addr: bool = False):
         self.exp_bits, self.basis_latency = exp_bits, basis_latency
+        self.register_basis_addr = register_basis_addr
         super().__init__(lanes=lanes, fill_lanes=rebuild_lanes, depth=depth, word_bits=word_bits,
                          code_bits=code_bits, group_bits=group_bits, pix_bits=pix_bits, basis_bits=basis_bits,
                          basis_width=24 * rebuild_lanes)
@@ -291,7 +295,6 @@ class SdFill(_FillPorts):
                     m.d.sync += [codes.eq(words.payload.data[:len(codes)]), tap.eq(0), tap_last.eq(walk.taps == 1)]
                     walk.goto("TAPS")
             with walk.state("TAPS"):
-                m.d.comb += [emit.eq(1), following.eq(Mux(tap_last, chunk_basis + 3, job_basis + 1))]
                 with m.If(tap_last):
                     with m.If(chunk_last):
                         m.d.comb += walk.next_row.eq(1)
@@ -311,7 +314,16 @@ class SdFill(_FillPorts):
         walk.build(on_header, row_states)
         walk.takes_words(walk.in_state["TAPS"] & tap_last & ~chunk_last)
         # the basis memory is read a cycle ahead: the row of the job emitted next cycle
-        m.d.comb += self.basis_addr.eq(Mux(emit, following, Mux(row_first, first, job_basis)))
+        # (a tap job is emitted exactly while the walk is in TAPS: from the state's flip-flop, not from inside the
+        # state's case, which would decode the other states' flags in front of it)
+        m.d.comb += [emit.eq(walk.in_state["TAPS"]), following.eq(Mux(tap_last, chunk_basis + 3, job_basis + 1))]
+        basis_next = Mux(emit, following, Mux(row_first, first, job_basis))
+        if self.register_basis_addr:
+            basis_addr = Signal.like(self.basis_addr)
+            m.d.sync += basis_addr.eq(basis_next)
+            m.d.comb += self.basis_addr.eq(basis_addr)
+        else:
+            m.d.comb += self.basis_addr.eq(basis_next)
         with m.If(emit & (chunk == 0)):
             m.d.comb += [self.info_en.eq(1), self.info_addr.eq(walk.row_entry + tap), self.info_data.eq(walk.info(tap))]
 
@@ -324,7 +336,7 @@ class SdFill(_FillPorts):
         stage_valid = emit
         m.d.comb += [stage.entry.eq(walk.row_entry + tap), stage.chunk.eq(chunk), stage.taps.eq(walk.taps),
                      stage.commit.eq(chunk_last & tap_last)]
-        for _ in range(self.basis_latency - 1):
+        for _ in range(self.basis_latency - 1 + int(self.register_basis_addr)):
             later, later_codes, later_valid = Signal(job), Signal.like(codes), Signal()
             m.d.sync += [later.eq(stage), later_codes.eq(stage_codes), later_valid.eq(stage_valid)]
             stage, stage_codes, stage_valid = later, later_codes, later_valid

@@ -169,7 +169,6 @@ class Sequencer(wiring.Component):
                 m.d.sync += [flag.eq(0) for flag in bad.values()]
             with fsm.state("FETCH"):
                 request = word < DESC_WORDS
-                m.d.comb += self.desc_en.eq(1)
                 with m.If(request):
                     m.d.sync += word.eq(word + 1)
                 m.d.sync += arrive.eq(Cat(request, arrive[:-1]))
@@ -215,6 +214,8 @@ class Sequencer(wiring.Component):
         # deep (busy drives every memory's port select, so its fan-in must stay short)
         m.d.comb += [fails.eq(fsm["CHECKED"] & ~launch & ~finish),
                      ends.eq(fsm["CHECKED"] & finish)]
+        # from the state's flip-flop, not inside its case (which decodes the other states' flags in front of it)
+        m.d.comb += self.desc_en.eq(fsm["FETCH"])
         running = fsm["RUN"]
         m.d.comb += overflows.eq(fsm["NEXT"] & last_slot)
         idle = fsm["IDLE"]
