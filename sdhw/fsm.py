@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from amaranth import Cat, Module, Signal
+from amaranth import Module, Signal
 
 
 class OneHotFSM:
@@ -31,16 +31,16 @@ class OneHotFSM:
 
     @contextmanager
     def states(self):
-        """The machine's state bodies: a case per flag (one case of a one-hot switch, not a chain of ifs, so a
-        register written in several states gets one multiplexer, not one per state)."""
-        with self.m.Switch(Cat(*self.flags.values())):
-            yield
+        """The machine's state bodies."""
+        yield
 
     @contextmanager
     def state(self, name: str):
-        """The body of state ``name`` (inside :meth:`states`): runs while its flag is high."""
-        index, width = list(self.flags).index(name), len(self.flags)
-        with self.m.Case("-" * (width - 1 - index) + "1" + "-" * index):
+        """The body of state ``name`` (inside :meth:`states`): runs while its flag is high. Each body is an ``if``
+        of its own flag alone, not a case of a switch over all flags: a switch's cases take priority in order,
+        so Yosys would decode every earlier state's flag in front of each decision (it cannot know that the
+        flags are one-hot)."""
+        with self.m.If(self.flags[name]):
             outer, self._current = self._current, name
             try:
                 yield
