@@ -4,13 +4,14 @@ from amaranth.lib.wiring import Out
 
 ADDR_BITS = 20
 
-#: Cycles from ``r_en`` to ``r_data`` (``r_valid`` high): the memories' read data is registered as it leaves
-#: the block RAMs, multiplexed, and registered again as it leaves the accelerator.
-READ_LATENCY = 3
+#: Cycles from ``r_en`` to ``r_data`` (``r_valid`` high): the request is registered as it enters, the memories'
+#: read data as it leaves the block RAMs, then multiplexed and registered again as it leaves the accelerator.
+READ_LATENCY = 4
 
 #: From the host's side. ``r_data`` is valid (``r_valid`` high) exactly :data:`READ_LATENCY` cycles after
 #: ``r_en``; initiators should wait for ``r_valid``.
-#: Writes take effect in the cycle ``w_en`` is high. One access per cycle; never stalls.
+#: A write reaches its memory the cycle after ``w_en`` (a read issued then sees it). One access per cycle; never
+#: stalls.
 HostBusSignature = wiring.Signature({
     "addr": Out(ADDR_BITS),
     "w_data": Out(32),

@@ -42,7 +42,8 @@ def _or_all(terms: list) -> Value:
 
 class HostPort(wiring.Component):
     """Decode the host bus: writes to the memories (``w_*``: the word offset and data for every region, and an
-    enable per region), the CONTROL register (``start`` a cycle after its write, ``clear``), and reads of the
+    enable per region, all registered: a write reaches its memory a cycle after it is on the bus), the CONTROL
+    register (``start`` two cycles after its write, ``clear``), and reads of the
     CSRs, the descriptors and the activation buffers, which return :data:`~sdhw.hostbus.READ_LATENCY` cycles
     after ``r_en``. The memories are read at the host's address while the accelerator is idle (``mem_latency``
     cycles); their data and the CSR multiplexer are registered, then the region's register is selected into
@@ -64,16 +65,23 @@ class HostPort(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, bus = self.cfg, self.bus
-        region = bus.addr[16:20]
-        offset = bus.addr[:16]
-        m.d.comb += [self.w_addr.eq(offset), self.w_data.eq(bus.w_data)]
+        # the request in registers first, its region decoded on the way in: every memory's write enable, address
+        # and data start at a flip-flop (the memories sit across the die from where the bus comes in)
+        offset = Signal(16)
+        region = Signal(4)
+        r_en = Signal()
+        control = Signal()                              # a write to the CONTROL register
+        low_offset = Signal()                           # offset < 32: the CSRs' range
+        m.d.sync += [offset.eq(bus.addr[:16]), region.eq(bus.addr[16:20]), r_en.eq(bus.r_en),
+                     self.w_data.eq(bus.w_data), low_offset.eq(bus.addr[5:16] == 0),
+                     control.eq(bus.w_en & (bus.addr[16:20] == hb.REGION_CSR) & (bus.addr[:16] == hb.CSR_CONTROL))]
+        m.d.comb += self.w_addr.eq(offset)
         for port, reg in ((self.desc_en, hb.REGION_DESC), (self.code_en, hb.REGION_CODES),
                           (self.basis_en, hb.REGION_BASES), (self.bias_en, hb.REGION_BIAS),
                           (self.act_en[0], hb.REGION_ACT0), (self.act_en[1], hb.REGION_ACT1)):
-            m.d.comb += port.eq(bus.w_en & (region == reg))
-        control = bus.w_en & (region == hb.REGION_CSR) & (offset == hb.CSR_CONTROL)
+            m.d.sync += port.eq(bus.w_en & (bus.addr[16:20] == reg))
         # the run begins the cycle after the write, so the data path's flush fans out from a register
-        m.d.sync += [self.start.eq(control & bus.w_data[0] & ~self.busy), self.clear.eq(control & bus.w_data[1])]
+        m.d.sync += [self.start.eq(control & self.w_data[0] & ~self.busy), self.clear.eq(control & self.w_data[1])]
 
         depths = [0 if cfg.dense and name == "basis_depth" else getattr(cfg, name) for name in hb.DEPTH_CSRS]
         entries = {
@@ -91,19 +99,20 @@ class HostPort(wiring.Component):
             entries[hb.CSR_DEPTHS + k] = Const(depth, 32)
         # the offset is decoded into one register per CSR in cycle 0, so cycle 1 is a shallow AND-OR (each bit
         # ORs the few entries that can set it) instead of a decoder in series with a 20-way multiplexer
+        assert max(entries) < 32                            # low_offset and five offset bits select a CSR
         csr_sel = {offset_: Signal(name=f"csr_sel{offset_}") for offset_ in entries}
-        m.d.sync += [sel.eq(offset == offset_) for offset_, sel in csr_sel.items()]
+        m.d.sync += [sel.eq(low_offset & (offset[:5] == offset_)) for offset_, sel in csr_sel.items()]
         csr = Signal(32)
         m.d.comb += csr.eq(Cat(*[
             _or_all([csr_sel[offset_] & value[bit] for offset_, value in entries.items()
                      if bit < len(value) and not (isinstance(value, Const) and not (value.value >> bit) & 1)])
             for bit in range(32)]))
 
-        # cycle 0: r_en, the memories read the host's address; cycle 1 (mem_latency 1): data registered beside
-        # the CSR multiplexer's; cycle 2: the region's register into r_data
+        # cycle 0: the request registered; cycle 1: the memories read the host's address; cycle 2 (mem_latency 1):
+        # data registered beside the CSR multiplexer's; cycle 3: the region's register into r_data
         pending = Signal(2)
         regions = [Signal(4, name=f"r_region{k}") for k in range(2)]
-        m.d.sync += [pending.eq(Cat(bus.r_en, pending[0])), regions[0].eq(region), regions[1].eq(regions[0]),
+        m.d.sync += [pending.eq(Cat(r_en, pending[0])), regions[0].eq(region), regions[1].eq(regions[0]),
                      bus.r_valid.eq(pending[1])]
         csr_q = Signal(32)
         m.d.sync += csr_q.eq(csr)
