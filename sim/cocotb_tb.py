@@ -19,7 +19,7 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
 REGION_CSR, REGION_DESC = 0, 1
 CSR_CONTROL, CSR_STATUS, CSR_CYCLES, CSR_MACS, CSR_SKIPPED, CSR_STALLS = 3, 4, 8, 10, 12, 14
 STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
-READ_LATENCY = 3                # cycles from r_en to r_data (sdhw.hostbus; tests/sim checks they agree)
+READ_LATENCY = 4                # cycles from r_en to r_data (sdhw.hostbus; tests/sim checks they agree)
 
 
 class TB:
