@@ -50,7 +50,7 @@ def _check_clean(result: dict, count: int) -> None:
     assert result["passed"] and result["mismatches"] == [], result["mismatches"]
     assert result["layers"] >= count and sum(result["layer_kinds"].values()) == result["layers"]
     assert result["config"]["pes"] == 32 and result["config"]["exp_bits"] == 3
-    assert result["corrupt_programs"] == result["errors_checked"] == 6 and result["resets"] == 2
+    assert result["corrupt_programs"] == result["errors_checked"] == 7 and result["resets"] == 2
     assert set(result["edge_cases"]) == {"single-row", "saturating-requant", "all-zero-layer", "max-exponents",
                                          "largest-fit"}
     # every random program, both inputs of each edge program, the clean run after the corrupt ones, the resets
