@@ -46,7 +46,8 @@ class Issuer(wiring.Component):
 
     Counters: ``macs`` (live lanes of an op that counts, a cycle after its issue), ``stall`` (no op issued).
     ``addr_error``: an op read outside the input (a corrupt program; two cycles after its issue).
-    ``start`` begins a layer; ``done`` rises when its last op has been issued.
+    ``start`` begins a layer; ``done`` rises when its last op has been issued. ``params`` hold still from a cycle
+    before ``start`` until ``done``.
 
     Throughput: one op per cycle; two cycles more at the end of every pass (the pixel steps, then its padding
     flags are registered; a replay's seek and read take the same two cycles).
@@ -111,9 +112,15 @@ class Issuer(wiring.Component):
         last_in_flight = Signal()                    # a pass's last op issued, its sums not yet in the drain
         step = Signal()                              # a pass ended last cycle: step the pixel (or group) now
 
+        # a row's and an image's first counts, from the layer's fields a cycle earlier (no adder between the
+        # sequencer's registers and the counters')
+        cols_first = Signal.like(cols_left)
+        rows_first = Signal.like(rows_left)
+        m.d.sync += [cols_first.eq(p.in_w + p.pad), rows_first.eq(p.in_h + p.pad)]
+
         def first_pixel():
             return [pix_left.eq(p.n_pix), last_pixel.eq(p.n_pix == 1), x_left.eq(p.out_w), row_end.eq(p.out_w == 1),
-                    cols_left.eq(p.in_w + p.pad), rows_left.eq(p.in_h + p.pad), left.eq(p.pad), top.eq(p.pad),
+                    cols_left.eq(cols_first), rows_left.eq(rows_first), left.eq(p.pad), top.eq(p.pad),
                     base.eq(p.base0)]
 
         with m.If(self.start):
@@ -171,8 +178,10 @@ class Issuer(wiring.Component):
         # at a pass's last op: its drain information and the entry after it; the pixel (or group) steps a
         # cycle later, from registers, and no op issues until the next pixel's padding flags are registered
         end_ptr = Signal.like(group_start)
-        base_step = Signal.like(base)                # one adder for both steps of the pixel's base
-        m.d.comb += base_step.eq(Mux(row_end, p.row_wrap, p.step_x))
+        # one adder for both steps of the pixel's base, its addend chosen a cycle ahead: row_end changes only in a
+        # step, and the next step is three cycles later at the earliest
+        base_step = Signal.like(base)
+        m.d.sync += base_step.eq(Mux(row_end, p.row_wrap, p.step_x))
         m.d.sync += step.eq(last_issued)
         with m.If(last_issued):
             m.d.sync += last_in_flight.eq(1)
@@ -192,10 +201,10 @@ class Issuer(wiring.Component):
             with m.Else():
                 m.d.sync += [pix_left.eq(pix_left - 1), last_pixel.eq(pix_left == 2), out.eq(out + p.out_c)]
                 with m.If(row_end):
-                    m.d.sync += [x_left.eq(p.out_w), row_end.eq(p.out_w == 1), cols_left.eq(p.in_w + p.pad),
+                    m.d.sync += [x_left.eq(p.out_w), row_end.eq(p.out_w == 1), cols_left.eq(cols_first),
                                  left.eq(p.pad), base.eq(base + base_step)]
                     with m.If(last_row):
-                        m.d.sync += [rows_left.eq(p.in_h + p.pad), top.eq(p.pad)]
+                        m.d.sync += [rows_left.eq(rows_first), top.eq(p.pad)]
                     with m.Else():
                         m.d.sync += [rows_left.eq(rows_left - p.stride), top.eq(0)]
                 with m.Else():
