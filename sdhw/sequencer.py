@@ -122,14 +122,20 @@ class Sequencer(wiring.Component):
         m.d.comb += self.error.eq(error)
 
 
-        # each check's verdict on its word in a register of its own, gathered into the error's flag a cycle later
-        # (the last checked word arrives before the checksum, whose comparison takes the same two cycles)
+        # each check's test on whatever word is in desc_q, and which word that is, in registers of their own; a
+        # cycle later the tests of the word that was there are gathered into the errors' flags (the last checked
+        # word arrives before the checksum, whose comparison takes the same two cycles)
         hits = {err: [] for err in order}
+        at_word = {}
         for name, test, err in _checks(cfg, layer):
-            assert FIELDS[name][0] < CHECKSUM_WORD          # gathered by the time the checksum is compared
-            hit = Signal(name=f"hit_{name}")
-            m.d.sync += hit.eq(arrive[-1] & (got == FIELDS[name][0]) & test(field(name, desc_q)))
-            hits[err].append(hit)
+            wordno = FIELDS[name][0]
+            assert wordno < CHECKSUM_WORD                  # gathered by the time the checksum is compared
+            if wordno not in at_word:
+                at_word[wordno] = Signal(name=f"at_word{wordno}")
+                m.d.sync += at_word[wordno].eq(arrive[-1] & (got == wordno))
+            failed = Signal(name=f"failed_{name}")
+            m.d.sync += failed.eq(test(field(name, desc_q)))
+            hits[err].append(at_word[wordno] & failed)
         for err, flags in hits.items():
             if flags:
                 with m.If(Cat(*flags).any()):
