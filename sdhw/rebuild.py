@@ -32,9 +32,9 @@ class RebuildUnit(wiring.Component):
     shift by ``wshift`` (clamped to the sum's width, beyond which the result is 0 anyway) and the symmetric
     saturation.
 
-    ``wshift`` is a per-layer setting: hold it stable while a tap is in the pipeline, and from one cycle
-    before the first (its clamped amount and rounding constant are registered). ``tag`` passes through
-    unchanged.
+    ``wshift`` is a per-layer setting: hold it stable while a tap is in the pipeline, and from two cycles
+    before the first (its clamped amount, then the rounding constant from it, are registered). ``tag`` passes
+    through unchanged.
 
     Pipeline (one register stage each): 1. the three shifted terms (ones' complement) and the correction
     addend; 2. their sum ``exact_j + 2**(wshift-1)``; 3. the arithmetic shift; 4. the saturation (by the bits
@@ -113,13 +113,13 @@ class RebuildUnit(wiring.Component):
             self.i.ready.eq(advance),
         ]
 
-        # Per-layer shift: clamped amount and rounding constant, registered (off every tap's path).
+        # Per-layer shift: clamped amount and rounding constant, each registered (off every tap's path).
         shift = Signal(range(exact_bits + 1))
         half = Signal(sum_bits)
         clamped = Mux(self.wshift > exact_bits, exact_bits, self.wshift)
         m.d.sync += [
             shift.eq(clamped),
-            half.eq((Const(1, sum_bits + 1) << clamped)[1:]),
+            half.eq((Const(1, sum_bits + 1) << shift)[1:]),
         ]
 
         # Stage 1: term_k = (B[k][j] << |c_k|) >> 1 (input zeroed for |c_k| = 0), complemented if negative.

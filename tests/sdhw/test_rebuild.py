@@ -61,7 +61,7 @@ def rand_taps(rng: random.Random, exp_bits: int, n: int, tag_bits: int = 0):
 def run(dut: RebuildUnit, segments, *, seed: int, p_valid: float, p_ready: float):
     """Stream ``segments`` (``[(wshift, taps)]``) through ``dut`` with random valid/ready.
 
-    ``wshift`` changes only between segments, once every earlier tap has left the unit and one cycle before
+    ``wshift`` changes only between segments, once every earlier tap has left the unit and two cycles before
     the next tap (it is a per-layer setting). Returns ``(accepted, outputs)``: ``(cycle, codes, column, tag,
     wshift)`` and ``(cycle, weight, tag)``, sampled at every clock edge.
     """
@@ -76,7 +76,7 @@ def run(dut: RebuildUnit, segments, *, seed: int, p_valid: float, p_ready: float
             while len(outputs) < done:
                 await ctx.tick()
             ctx.set(dut.wshift, wshift)
-            await ctx.tick()                     # the unit registers its clamped shift (one cycle ahead)
+            await ctx.tick().repeat(2)           # the unit registers its clamped shift, then its rounding constant
             for fields, basis, tap, tag in taps:
                 while rng.random() >= p_valid:
                     ctx.set(dut.i.valid, 0)
@@ -159,7 +159,7 @@ def run_directed(dut: RebuildUnit, steps, wshift: int) -> list[int]:
     async def bench(ctx):
         ctx.set(dut.o.ready, 1)
         ctx.set(dut.wshift, wshift)
-        await ctx.tick()                         # the clamped shift is registered one cycle ahead
+        await ctx.tick().repeat(2)               # the clamped shift, then the rounding constant, are registered
         for fields, basis, tap in steps:
             ctx.set(dut.i.payload, {"codes": fields, "column": column(basis, tap)})
             ctx.set(dut.i.valid, 1)
