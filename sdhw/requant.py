@@ -526,14 +526,15 @@ class ThresholdSearch(wiring.Component):
             above = Signal(name=f"above{k}")            # ... and s is above it
             turn = phase == k
             # the comparison, in the cycle after the index, as two halves in registers whose combination is left
-            # to the next turn: the table's slow output then meets a 17-bit comparator, not a 33-bit one
+            # to the next turn: the table's slow output then meets 17-bit comparators, not a 33-bit one. The high
+            # halves' equality is ``>=`` without ``>`` (two carry chains, no XOR tree behind the table)
             entry = rd.data.as_signed()
-            gt_high, eq_high, gt_low = (Signal(name=f"{n}{k}") for n in ("gt_high", "eq_high", "gt_low"))
+            gt_high, ge_high, gt_low = (Signal(name=f"{n}{k}") for n in ("gt_high", "ge_high", "gt_low"))
             with m.If(waiting):
                 m.d.sync += [gt_high.eq(s[16:].as_signed() > entry[16:].as_signed()),
-                             eq_high.eq(s[16:].as_signed() == entry[16:].as_signed()),
+                             ge_high.eq(s[16:].as_signed() >= entry[16:].as_signed()),
                              gt_low.eq(s[:16] > entry[:16])]
-            m.d.comb += above.eq(cand_ok & (gt_high | (eq_high & gt_low)))
+            m.d.comb += above.eq(cand_ok & (gt_high | (ge_high & gt_low)))
             m.d.sync += waiting.eq(0)
             found = Signal(8, name=f"found{k}")         # idx with the last comparison's bit
             m.d.comb += found.eq(idx | (mask & above.replicate(8)))
