@@ -91,7 +91,9 @@ class Sequencer(wiring.Component):
         high = Signal(16, init=CHECKSUM_SEED >> 16)
         low_ok = Signal()                              # the low half matches the slot's checksum word
         expected_high = Signal(16)                     # the checksum word's high half
+        high_ok = Signal(2)                            # the high half matches, by bytes
         checksum_ok = Signal()
+        m.d.comb += checksum_ok.eq(low_ok & high_ok.all())
         order = [hb.ERR_KIND, hb.ERR_STRIDE, hb.ERR_SHAPE, hb.ERR_MODE, hb.ERR_ACT_SIZE, hb.ERR_PARAMS,
                  hb.ERR_WEIGHT_ADDR, hb.ERR_BIAS_ADDR, hb.ERR_ACT_ADDR]
         bad = {code: Signal(name=f"bad_{code}") for code in order}
@@ -181,7 +183,8 @@ class Sequencer(wiring.Component):
                 with m.If(arrive[-1] & (got == DESC_WORDS - 1)):
                     fsm.goto("VERIFY")
             with fsm.state("VERIFY"):
-                m.d.sync += checksum_ok.eq(low_ok & (high == expected_high))
+                # two 8-bit comparisons, not a 16-bit one: their AND with low_ok is left to CHECK
+                m.d.sync += high_ok.eq(Cat(high[:8] == expected_high[:8], high[8:] == expected_high[8:]))
                 fsm.goto("CHECK")
             with fsm.state("CHECK"):
                 # the verdict and the decision into registers: the checks' priority chain stays off the error
