@@ -117,6 +117,11 @@ class Issuer(wiring.Component):
         cols_first = Signal.like(cols_left)
         rows_first = Signal.like(rows_left)
         m.d.sync += [cols_first.eq(p.in_w + p.pad), rows_first.eq(p.in_h + p.pad)]
+        # and the counts a stride on, a cycle after the counts: they change only in a step (or at the start), and
+        # the next step is at least a cycle later
+        cols_next = Signal.like(cols_left)
+        rows_next = Signal.like(rows_left)
+        m.d.sync += [cols_next.eq(cols_left - p.stride), rows_next.eq(rows_left - p.stride)]
 
         def first_pixel():
             return [pix_left.eq(p.n_pix), last_pixel.eq(p.n_pix == 1), x_left.eq(p.out_w), row_end.eq(p.out_w == 1),
@@ -206,9 +211,9 @@ class Issuer(wiring.Component):
                     with m.If(last_row):
                         m.d.sync += [rows_left.eq(rows_first), top.eq(p.pad)]
                     with m.Else():
-                        m.d.sync += [rows_left.eq(rows_left - p.stride), top.eq(0)]
+                        m.d.sync += [rows_left.eq(rows_next), top.eq(0)]
                 with m.Else():
-                    m.d.sync += [x_left.eq(x_left - 1), row_end.eq(x_left == 2), cols_left.eq(cols_left - p.stride),
+                    m.d.sync += [x_left.eq(x_left - 1), row_end.eq(x_left == 2), cols_left.eq(cols_next),
                                  left.eq(0),
                                  base.eq(base + base_step)]
         # the replay's seek, in the step cycle, from a register of its own (so no path runs from the issuer's
