@@ -68,8 +68,7 @@ def run_image(image: ProgramImage, cfg: AcceleratorConfig, x: np.ndarray) -> dic
         if checksum(words) != f["checksum"]:
             raise MachineError(hb.ERR_CHECKSUM, layer)
         if f["kind"] == KIND_END:
-            n = image.meta["output_shape"]
-            return {"output": bufs[layer % 2][:int(np.prod(n))].copy(), "macs": macs, "rows_skipped": skipped}
+            return {"output": bufs[layer % 2][:image.run_outputs].copy(), "macs": macs, "rows_skipped": skipped}
         src, dst = bufs[layer % 2], bufs[(layer + 1) % 2]
         k3 = f["kind"] == KIND_K3
         ptr = f["code_base"]
@@ -145,5 +144,7 @@ def run_image(image: ProgramImage, cfg: AcceleratorConfig, x: np.ndarray) -> dic
                 if (o + 1) % f["out_w"]:
                     base, ix0 = base + f["step_x"], ix0 + f["stride"]
                 else:
-                    base, ix0, iy0 = base + f["row_wrap"], -f["pad"], iy0 + f["stride"]
+                    # after an image's last output row (the hardware's rows_left test), the next image's first
+                    last_row = iy0 + f["stride"] + f["pad"] >= f["in_h"]
+                    base, ix0, iy0 = base + f["row_wrap"], -f["pad"], -f["pad"] if last_row else iy0 + f["stride"]
     raise MachineError(hb.ERR_NO_END, cfg.desc_layers)

@@ -7,8 +7,10 @@ import pytest
 from golden import SdhwError
 from golden.compiler import CompileOptions, compile_model
 from golden.model import Layer, Model
+from golden.program import run_program
 from rtl_gen.cycles import expected_cycles
 from rtl_gen.image import build_image, expected_counts, pack_image, plan_layer, unpack_image
+from rtl_gen.machine import run_image
 from sdhw import hostbus as hb
 from sdhw.config import DESC_WORDS, AcceleratorConfig
 from sdhw.descriptor import decode
@@ -49,6 +51,17 @@ def test_a_batch_runs_in_the_pixel_loop_and_round_trips():
     assert unpack_image(pack_image(four)).batch == 4
     # the same weights: a batch changes the loop bounds only
     assert [s for s in four.sections if s[0] != hb.REGION_DESC] == [s for s in one.sections if s[0] != hb.REGION_DESC]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_batch_runs_in_the_accelerators_loops_as_golden(stride):
+    """The image's loops (rtl_gen.machine) over a batch of padded 3 x 3 layers: each image's top padding
+    starts again at its first row."""
+    program = _program([_conv(2, 8, stride), _conv(8, 4), _fc(6 // stride * (4 // stride) * 4, 10)], (6, 4, 2))
+    x = np.random.default_rng(7).integers(-128, 128, (3, 6, 4, 2))
+    result = run_image(build_image(program, CFG, batch=3), CFG, x)
+    assert np.array_equal(result["output"], run_program(program, x).reshape(-1))
+    assert result["macs"] == expected_counts(program, CFG, batch=3)["macs"]
 
 
 def test_a_batch_multiplies_the_macs_and_reuses_the_weights():
