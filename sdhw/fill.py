@@ -97,6 +97,7 @@ class _RowWalker:
         self.rep_left = Signal.like(p.n_pix)           # streaming layers: passes of this group still to fill
         self.group_addr = Signal(len(fill.seek_addr))  # code address of the group's first row
         self.rows_left = Signal(16)                    # the layer's rows less this group's so far
+        self.rows_gone = Signal()                      # rows_left == 0, in a register of its own
         self.first_row = Signal()                      # the next header is the group's first
         self.table_idx = Signal(9)
         self.table_left = Signal(9)                    # thresholds still to load (their end without a carry chain)
@@ -159,7 +160,7 @@ class _RowWalker:
                 with m.If(fill.start):
                     m.d.sync += [self.group_left.eq(p.n_groups), self.rep_left.eq(p.n_pix), self.table_idx.eq(0),
                                  self.table_left.eq(p.n_thresh), self.rows_left.eq(p.n_rows), self.first_row.eq(1),
-                                 fill.done.eq(0),
+                                 self.rows_gone.eq(p.n_rows == 0), fill.done.eq(0),
                                  self.table_more.eq(p.n_thresh != 0), self.groups_more.eq(p.n_groups > 1),
                                  self.rep_more.eq(p.n_pix > 1)]
                     self.goto("TABLE")
@@ -181,10 +182,11 @@ class _RowWalker:
                     taps = Cat(~kill[2] | kill[1], ~kill[1])
                     m.d.sync += [self.hdr.eq(header), self.taps.eq(taps),
                                  self.row_entry.eq(self.head), self.head.eq(self.head + taps),
-                                 self.rows_left.eq(self.rows_left - 1), self.first_row.eq(0)]
+                                 self.rows_left.eq(self.rows_left - 1), self.rows_gone.eq(self.rows_left == 1),
+                                 self.first_row.eq(0)]
                     with m.If(self.first_row):
                         m.d.sync += self.group_addr.eq(fill.word_addr)
-                    with m.If(self.rows_left == 0):
+                    with m.If(self.rows_gone):
                         m.d.sync += fill.overrun.eq(1)
                     on_header(header)
                     self.goto("ROW")
@@ -192,7 +194,7 @@ class _RowWalker:
             with self.state("GROUP_END"):
                 # every row of a group counts but the placeholder of an empty one, which is its only row
                 m.d.sync += [fill.skipped.eq(self.rows_left + ~self.hdr.count), self.rows_left.eq(p.n_rows),
-                             self.first_row.eq(1)]
+                             self.rows_gone.eq(p.n_rows == 0), self.first_row.eq(1)]
                 with m.If(p.stream & self.rep_more):
                     # the next pixel of a group that does not fit the buffer: the same rows again
                     m.d.sync += [self.rep_left.eq(self.rep_left - 1), self.rep_more.eq(self.rep_left > 2)]
