@@ -554,10 +554,13 @@ class ThresholdSearch(wiring.Component):
                 m.d.sync += [s.eq(self.i.payload.s), tag.eq(self.i.payload.tag), idx.eq(0), mask.eq(1 << 7),
                              below.eq((1 << 6) - 1), busy.eq(1), waiting.eq(1), cand_ok.eq(127 < self.n_thresh)]
             with m.Elif(turn & busy & ~mask[0]):
-                # the next candidate, found + 2**(bit - 1), less one: found has no bit below `bit`
+                # the next candidate, found + 2**(bit - 1), less one: found has no bit below `bit`. Whether it
+                # exists is compared for both values of the last comparison's bit and then chosen by it, so no
+                # comparator sits behind the comparison
                 m.d.comb += index.eq(found | below)
                 m.d.sync += [idx.eq(found), mask.eq(mask >> 1), below.eq(below >> 1), waiting.eq(1),
-                             cand_ok.eq(index < self.n_thresh)]
+                             cand_ok.eq(Mux(above, (idx | mask | below) < self.n_thresh,
+                                            (idx | below) < self.n_thresh))]
             indices.append(index)
         m.d.comb += [self.i.ready.eq(accepted), rd.addr.eq(Mux(phase, indices[1], indices[0]))]
         return m
