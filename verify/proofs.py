@@ -82,7 +82,7 @@ class RebuildProof(Elaboratable):
     """:class:`~sdhw.rebuild.RebuildUnit`: for every code triple and basis column, at rounding shift ``wshift``
     (``None``: any), the weight out equals the golden rebuild rule; each tap comes out once, in order, within
     ``LATENCY`` ready cycles; the output stream keeps the handshake rules. Contract: ``wshift`` held for the
-    run and set a cycle before the first tap (so no tap in the first cycle)."""
+    run and set two cycles before the first tap (so no tap in the first two cycles)."""
 
     def __init__(self, dut: RebuildUnit | None = None, *, wshift: int | None = DEFAULT_WSHIFT, exp_bits: int = 2,
                  weight_bits: int = 8, tag_bits: int = 3):
@@ -98,7 +98,9 @@ class RebuildProof(Elaboratable):
         wshift = AnyConst(5) if self.wshift is None else Const(self.wshift, 5)
         m.d.comb += dut.wshift.eq(wshift)
         free_source(m, dut.i, "i")
-        m.d.comb += Assume(~(Initial() & dut.i.valid))
+        settled = Signal(2)                         # the unit's shift, then its rounding constant, registered
+        m.d.sync += settled.eq(Cat(1, settled[0]))
+        m.d.comb += Assume(settled[1] | ~dut.i.valid)
         checked_sink(m, dut.o, "o")
         weight = rebuild_reference(m, dut.i.payload.codes, dut.i.payload.column, wshift, exp_bits=self.exp_bits,
                                    weight_bits=self.weight_bits)
