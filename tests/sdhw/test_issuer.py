@@ -375,11 +375,17 @@ CONFIGS = [  # lanes, act_latency, register_act, seed
 LAYERS = 8
 
 
-@pytest.mark.parametrize("lanes, act_latency, register_act, seed", CONFIGS)
-def test_random_layers_random_stalls(lanes, act_latency, register_act, seed):
+def random_run(lanes: int, seed: int) -> list[Layer]:
+    """The layers of one random run: :data:`LAYERS` random ones and a full replay among them."""
     rng = random.Random(seed)
     layers = [random_layer(rng, lanes) for _ in range(LAYERS)]
     layers.insert(rng.randrange(LAYERS), full_replay_layer(rng, lanes))
+    return layers
+
+
+@pytest.mark.parametrize("lanes, act_latency, register_act, seed", CONFIGS)
+def test_random_layers_random_stalls(lanes, act_latency, register_act, seed):
+    layers = random_run(lanes, seed)
     results = run(layers, lanes=lanes, act_latency=act_latency, register_act=register_act, seed=seed,
                   p_valid=0.7, p_fill=0.6, fill_burst=2, mac_delay=(1, 5), drain_hold=(0, lanes + 2))
     assert all(len(issued) == len(ops) for ops, issued in results), f"seed {seed}"
@@ -390,10 +396,7 @@ def test_random_layers_cover_the_cases():
     that fill the buffer, streams of groups larger than it, empty groups, padding."""
     seen = set()
     for lanes, *_, seed in CONFIGS:
-        rng = random.Random(seed)
-        layers = [random_layer(rng, lanes) for _ in range(LAYERS)]
-        layers.insert(rng.randrange(LAYERS), full_replay_layer(rng, lanes))
-        for layer in layers:
+        for layer in random_run(lanes, seed):
             p = layer.params
             sizes = [len(g) for g in layer.groups]
             seen |= {layer.name.split()[0], f"s{p['stride']}", f"batch {layer.batch}", f"stream {p['stream']}"}
