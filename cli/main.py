@@ -127,6 +127,16 @@ def _compile_staged(args, model: Model, opts: CompileOptions, x_cal: np.ndarray,
                     "integer inference)")
 
 
+def _layer_indices(text: str | None) -> tuple[int, ...] | None:
+    """``--dense-layers``: comma-separated layer indices (negative from the end), or a clear error."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise SdhwError(f"--dense-layers takes comma-separated layer indices such as 0,-1, not {text!r}") from None
+
+
 def _options(args) -> CompileOptions:
     prune = args.prune
     if prune == "auto":
@@ -137,7 +147,8 @@ def _options(args) -> CompileOptions:
         prune = float(prune)
     kwargs = {"method": args.method, "exp_bits": args.exp_bits, "threshold": args.thr,
               "block_rows": args.block_rows, "basis_group": args.basis_group, "max_iter": args.max_iter,
-              "epochs": args.epochs, "seed": args.seed, "dense": args.dense, "target_bits": args.target_bits}
+              "epochs": args.epochs, "seed": args.seed, "dense": args.dense, "target_bits": args.target_bits,
+              "dense_layers": _layer_indices(args.dense_layers)}
     if prune is not None:
         kwargs["prune"] = prune
     return CompileOptions(**{k: v for k, v in kwargs.items() if v is not None})
@@ -541,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=int, help="fine-tuning epochs (default 60)")
     c.add_argument("--seed", type=int, help="fine-tuning seed (default 0)")
     c.add_argument("--dense", action="store_true", default=None, help="int8 dense baseline, no SD layers")
+    c.add_argument("--dense-layers", help="layers kept dense int8 in an SD program, comma-separated indices, "
+                                          "negative from the end (e.g. 0,-1); an SD accelerator runs them too")
     c.add_argument("--calib", help="calibration inputs: .npz with array 'x' in the model's layout, NCHW accepted "
                    "for ONNX/PyTorch (default: the digits train split)")
     c.add_argument("--eval", action="store_true", help="accuracy (float, int8 dense, SD) on the bundled digits test "

@@ -56,6 +56,7 @@ class CompileOptions:
     max_iter: int = 30
     weight_bits: int = 8
     dense: bool = False                          # the int8 dense baseline: no SD layer at all
+    dense_layers: tuple[int, ...] = ()           # layers kept dense int8 in an SD program (negative: from the end)
     epochs: int = 60
     lr: float = 2e-3
     seed: int = 0
@@ -87,6 +88,17 @@ class CompileOptions:
             raise SdhwError(f"epochs must be an integer >= 0, not {self.epochs!r}")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise SdhwError(f"seed must be an integer >= 0, not {self.seed!r}")
+        if not (isinstance(self.dense_layers, tuple)
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in self.dense_layers)):
+            raise SdhwError(f"dense layers must be a tuple of layer indices, not {self.dense_layers!r}")
+
+    def dense_indices(self, n_layers: int) -> set[int]:
+        """``dense_layers`` as indices 0 .. n_layers - 1; an index outside the model is a clear error."""
+        for i in self.dense_layers:
+            if not -n_layers <= i < n_layers:
+                raise SdhwError(f"dense layer index {i} is outside the model's {n_layers} layers "
+                                f"(valid: {-n_layers}..{n_layers - 1})")
+        return {i % n_layers for i in self.dense_layers}
 
     def prune_for(self, index: int, n_layers: int) -> float:
         if isinstance(self.prune, tuple):
@@ -322,7 +334,9 @@ def compile_model(model: Model, x_cal: np.ndarray, opts: CompileOptions = Compil
     model = Model(model.input_shape, [replace(layer, weight=layer.weight.copy(), bias=layer.bias.copy())
                                       for layer in model.layers])
     n = len(model.layers)
-    sd_layers = [] if opts.dense else [i for i, layer in enumerate(model.layers) if layer.sd_capable]
+    kept_dense = opts.dense_indices(n)
+    sd_layers = [] if opts.dense else [i for i, layer in enumerate(model.layers)
+                                       if layer.sd_capable and i not in kept_dense]
     for i, layer in enumerate(model.layers):
         if not opts.dense and not layer.sd_capable:
             warnings.warn(f"layer {i} ({layer.describe()}) is not decomposable by SD; it stays dense int8",

@@ -172,6 +172,37 @@ class SDWeights:
         return np.any(self.codes != 0, axis=2)
 
 
+#: rows of an exact encoding that share a basis: one per basis row (each row's code picks its own)
+EXACT_BLOCK_ROWS = 3
+
+
+def exact_sd(weights: np.ndarray, exp_bits: int = 1) -> SDWeights:
+    """Int8 weights (FC ``(M, K)`` or conv ``(M, C, k, k)``) written exactly as SD: ``rebuild()`` equals them.
+
+    Every filter has its own bases, one per block of three rows, whose basis row ``k`` holds row ``3 b + k``'s
+    weights; that row's code is ``+1`` (value 1) in slot ``k`` and 0 elsewhere, and ``wshift`` is 0. An
+    all-zero row gets all-zero codes, so it is a zero row the accelerator skips. Storage: 8 bits per weight in
+    the bases plus ``3 (1 + exp_bits)`` code bits per row, so this is how an SD accelerator runs a layer kept
+    dense, not a compression. -128 has no encoding (weights saturate at +-127): a clear error."""
+    w = np.asarray(weights)
+    if not np.issubdtype(w.dtype, np.integer):
+        raise SdhwError(f"exact SD encoding takes integer weights, not {w.dtype}")
+    if w.size and (int(w.min()) < -127 or int(w.max()) > 127):
+        raise SdhwError(f"weights outside [-127, 127] (found {int(w.min())}..{int(w.max())}) have no exact SD "
+                        "encoding")
+    rows = to_rows(w.astype(np.int64))                                   # (M, R, 3)
+    m, r, _ = rows.shape
+    nb = -(-r // EXACT_BLOCK_ROWS)
+    padded = np.zeros((m, nb * EXACT_BLOCK_ROWS, 3), dtype=np.int64)
+    padded[:, :r] = rows
+    bases = padded.reshape(m, nb, EXACT_BLOCK_ROWS, 3).astype(np.int8)
+    slot = np.arange(r) % EXACT_BLOCK_ROWS
+    codes = np.zeros((m, r, 3), dtype=np.int8)
+    live = np.any(rows != 0, axis=2)                                     # (M, R)
+    codes[:, np.arange(r), slot] = live.astype(np.int8)
+    return SDWeights(tuple(w.shape), codes, bases, exp_bits, 1, EXACT_BLOCK_ROWS, 0, 8)
+
+
 # ------------------------------------------------------------------------------------ structural pruning
 def structural_mask(rows: np.ndarray, prune: float, group: int = PRUNE_GROUP) -> np.ndarray:
     """Row keep-mask ``(M, R)``: per group of ``group`` filters, drop the weakest ``prune`` fraction of rows.

@@ -100,6 +100,11 @@ def compile_staged(model: Model, x_cal: np.ndarray, opts: CompileOptions | None 
     shapes = model.shapes()
     spans = weighted_runs(model)
     prunes = _prune_per_layer(opts.prune, model, spans)
+    dense = opts.dense_indices(len(model.layers))
+    for i in sorted(dense):
+        if not any(first <= i < end for first, end in spans):
+            raise SdhwError(f"dense layer index {i} is layer {model.layers[i].describe()}, which has no weights; "
+                            "--dense-layers names FC and conv layers")
     runs = {}
     for first, end in spans:
         run_progress = None
@@ -108,6 +113,7 @@ def compile_staged(model: Model, x_cal: np.ndarray, opts: CompileOptions | None 
             run_progress = lambda message, first=first: progress(f"run {first}: {message}")  # noqa: E731
         run_model = Model(shapes[first], model.layers[first:end])
         run_opts = opts if prunes is None else replace(opts, prune=prunes[first:end])
+        run_opts = replace(run_opts, dense_layers=tuple(i - first for i in sorted(dense) if first <= i < end))
         runs[first] = compile_model(run_model, acts[first], run_opts, progress=run_progress)
     act_q = {}
     for i, layer in enumerate(model.layers):

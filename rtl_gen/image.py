@@ -25,7 +25,7 @@ import numpy as np
 from golden import SdhwError
 from golden.program import Program, QLayer
 from golden.quant import ACT_MAX, ACT_MIN, INT32_MAX, INT32_MIN, requantize
-from golden.sd import rows_shape, to_rows
+from golden.sd import exact_sd, rows_shape, to_rows
 from sdhw import hostbus as hb
 from sdhw.config import DESC_WORDS, AcceleratorConfig
 from sdhw.descriptor import HEADER_FIELDS, KIND_END, KIND_K1, KIND_K3, encode, encode_header
@@ -136,9 +136,19 @@ def check_batch(batch) -> int:
     return int(batch)
 
 
+def hardware_layer(layer: QLayer, cfg: AcceleratorConfig) -> QLayer:
+    """``layer`` as ``cfg``'s accelerator runs it: a dense int8 layer on an SD build becomes its exact SD
+    encoding (:func:`golden.sd.exact_sd`: the same MAC weights, so the same outputs; its all-zero rows are
+    skipped); every other layer as it is. The layout, the counters' and the cycle model all see this layer."""
+    if layer.is_sd or cfg.dense:
+        return layer
+    return replace(layer, weights=exact_sd(np.asarray(layer.weights), exp_bits=1))
+
+
 def plan_layer(layer: QLayer, cfg: AcceleratorConfig, index: int = 0, batch: int = 1) -> LayerPlan:
     """``layer`` on ``cfg``; with ``batch`` > 1 the layer runs ``batch`` images, laid out one after the other in
     the activation buffers, in one pixel loop (each channel group's weights are rebuilt once for all of them)."""
+    layer = hardware_layer(layer, cfg)
     kind = layer_kind(layer, index)
     if layer.kind == "fc":
         h, w, c = 1, 1, int(np.prod(layer.in_shape))
@@ -220,12 +230,12 @@ def build_image(program: Program, cfg: AcceleratorConfig, batch: int = 1) -> Pro
     prev_range = (ACT_MIN, ACT_MAX)
     for index, layer in enumerate(program.layers):
         where = f"layer {index} ({layer.describe()})"
-        plan = plan_layer(layer, cfg, index, batch)
         if layer.is_sd and cfg.dense:
             raise SdhwError(f"{where} is SD but the accelerator is the dense baseline; compile with --dense or "
                             "generate without --dense")
-        if not layer.is_sd and not cfg.dense:
-            raise SdhwError(f"{where} is dense but the accelerator is SD-only; generate with --dense")
+        kept_dense = not layer.is_sd and not cfg.dense
+        layer = hardware_layer(layer, cfg)
+        plan = plan_layer(layer, cfg, index, batch)
         if layer.is_sd and layer.weights.exp_bits > e_hw:
             raise SdhwError(f"{where} uses {layer.weights.exp_bits} exponent bits; the accelerator decodes at "
                             f"most {e_hw} (generate with --config exp_bits = {layer.weights.exp_bits})")
@@ -275,9 +285,15 @@ def build_image(program: Program, cfg: AcceleratorConfig, batch: int = 1) -> Pro
                                     value |= sum((int(col[kk]) & 0xFF) << (24 * t + 8 * kk) for kk in range(3))
                             bases.append(value)
                 if len(bases) > cfg.basis_rows:
-                    raise SdhwError(f"program needs more than {cfg.basis_rows // 3 * r_n} lane bases; the "
-                                    f"accelerator holds {cfg.basis_rows // 3 * r_n} (basis_depth); generate a "
-                                    "larger configuration")
+                    holds = cfg.basis_rows // 3 * r_n
+                    if kept_dense:
+                        raise SdhwError(f"{where} is kept dense: an SD accelerator holds its int8 weights in the "
+                                        f"basis memory (a lane basis per three rows of each filter), and the "
+                                        f"program needs more than the {holds} lane bases it has (basis_depth); "
+                                        "keep fewer or smaller layers dense, generate a larger basis_depth, or "
+                                        "use a dense build")
+                    raise SdhwError(f"program needs more than {holds} lane bases; the accelerator holds {holds} "
+                                    "(basis_depth); generate a larger configuration")
                 rows = plan.groups[g] or (None,)
                 for n, i in enumerate(rows):
                     row_basis = g * nb + (i // sdw.block_rows if i is not None else 0)
@@ -372,6 +388,7 @@ def expected_counts(program: Program, cfg: AcceleratorConfig, batch: int = 1) ->
     """
     macs = skipped = 0
     for index, layer in enumerate(program.layers):
+        layer = hardware_layer(layer, cfg)
         plan = plan_layer(layer, cfg, index, batch)
         for g, rows in enumerate(plan.groups):
             lanes = min(cfg.pes, plan.m - g * cfg.pes)

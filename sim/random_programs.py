@@ -53,9 +53,11 @@ def random_program(rng, cfg: AcceleratorConfig, *, max_tries: int = 20) -> Progr
         model = Model(in_shape, layers)
         lo = float(rng.uniform(-2.0, 1.0))
         x_cal = rng.uniform(lo, lo + float(rng.uniform(0.2, 3.0)), (24, *in_shape))    # varied zero points
+        # an SD build also runs layers kept dense (each layer of a program for one, one time in five)
+        dense_layers = () if cfg.dense else tuple(i for i in range(len(layers)) if rng.random() < 0.2)
         opts = CompileOptions(method="paper", prune=float(rng.choice(PRUNES)), dense=cfg.dense,
                               exp_bits=int(rng.integers(1, cfg.exp_bits + 1)),
-                              threshold=float(rng.choice([0.0, 1e-3, 0.05])))
+                              threshold=float(rng.choice([0.0, 1e-3, 0.05])), dense_layers=dense_layers)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

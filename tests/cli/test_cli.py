@@ -219,6 +219,8 @@ OPTION_CASES = {
     "prune-list-length": (["--prune", "0.1,0.2,0.3"], ["prune"]),
     "block-rows-0": (["--block-rows", "0"], ["block rows"]),
     "seed-negative": (["--seed", "-1"], ["seed"]),
+    "dense-layers-word": (["--dense-layers", "0,last"], ["--dense-layers", "0,last", "0,-1"]),
+    "dense-layers-outside": (["--dense-layers", "5"], ["dense layer index 5", "valid: -2..1"]),
 }
 
 
@@ -454,6 +456,17 @@ def test_compile_depthwise_warns(tmp_path):
     program = fmt.load(out)
     assert [layer.is_sd for layer in program.layers] == [True, False, True]
     assert program.layers[1].groups == 4
+
+
+def test_compile_dense_layers_keeps_them_int8(tmp_path):
+    out = tmp_path / "mixed.sdp"
+    rc, stdout, err = run(["compile", str(DIGITS_MLP), "-o", str(out), "--dense-layers", "0,-1", "--epochs", "0",
+                           "--json"])
+    assert rc == 0, err
+    report = json.loads(stdout)
+    assert [lay["mode"] for lay in report["layers"]] == ["dense", "sd", "dense"]
+    assert report["options"]["dense_layers"] == [0, -1]
+    assert [layer.is_sd for layer in fmt.load(out).layers] == [False, True, False]
 
 
 def test_compile_prune_auto_per_layer(tmp_path):

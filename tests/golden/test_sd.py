@@ -226,6 +226,27 @@ def test_rebuild_hand_case():
                                              [-16384, -32767, -32767]]]
 
 
+@pytest.mark.parametrize("shape", [(5, 7), (4, 3, 3, 3), (6, 5, 1, 1), (3, 1, 3, 3), (1, 1), (2, 9), (8, 4, 3, 3)])
+def test_exact_sd_rebuilds_the_int8_weights(shape):
+    rng = np.random.default_rng(sum(shape))
+    w = rng.integers(-127, 128, shape).astype(np.int8)
+    w[0] = 0                                                        # a filter of zero rows
+    if shape[0] > 1:
+        w[1].reshape(-1)[:2] = 127 * np.array([1, -1], dtype=np.int8)
+    sdw = sd.exact_sd(w, exp_bits=2)
+    assert np.array_equal(sdw.rebuild(), w), shape
+    assert sdw.wshift == 0 and sdw.basis_group == 1
+    assert np.array_equal(sdw.nonzero_rows, np.any(to_rows(w) != 0, axis=2))   # zero rows stay zero rows
+    assert int(np.abs(sdw.codes).max(initial=0)) <= 1                   # one code value: any exponent width
+
+
+def test_exact_sd_refuses_minus_128_and_floats():
+    with pytest.raises(SdhwError, match=r"outside \[-127, 127\].*no exact SD encoding"):
+        sd.exact_sd(np.array([[1, -128, 3]], dtype=np.int8))
+    with pytest.raises(SdhwError, match="integer weights"):
+        sd.exact_sd(np.zeros((2, 3)))
+
+
 # ------------------------------------------------------------------------------------------- decomposition
 def _masked_plain(rows, keep, e_lo, e_hi):
     w = np.where(keep[..., None], rows, 0.0)
