@@ -26,7 +26,7 @@ REGION_CSR, REGION_DESC, REGION_CODES, REGION_BASES, REGION_BIAS = 0, 1, 3, 4, 5
 REGION_ACT0, REGION_ACT1 = 6, 7
 
 # CSR word offsets
-CSR_ID, CSR_VERSION, CSR_LANES, CSR_CONTROL, CSR_STATUS, CSR_ERROR = 0, 1, 2, 3, 4, 5
+CSR_ID, CSR_VERSION, CSR_LANES, CSR_CONTROL, CSR_STATUS = 0, 1, 2, 3, 4
 CSR_CYCLES, CSR_MACS, CSR_SKIPPED, CSR_STALLS = 8, 10, 12, 14       # counters (counter_bits): lo, hi
 CSR_DEPTHS = 16                                                     # 16..22: DEPTH_CSRS (read-only)
 #: the configuration figures the CSRs from CSR_DEPTHS on report, in this order (basis_depth reads 0 when dense)
