@@ -47,7 +47,9 @@ class HostPort(wiring.Component):
     CSRs, the descriptors and the activation buffers, which return :data:`~sdhw.hostbus.READ_LATENCY` cycles
     after ``r_en``. The memories are read at the host's address while the accelerator is idle (``mem_latency``
     cycles); their data and the CSR multiplexer are registered, then the region's register is selected into
-    ``r_data``. Writes to memories while busy are ignored by the memories; CSR reads work at any time.
+    ``r_data``. Writes to memories while busy are ignored by the memories; CSR reads work at any time and
+    return the status and counters as they are two cycles after ``r_en``. ``start`` is dropped when ``busy``
+    is high in the cycle after the CONTROL write.
     """
 
     def __init__(self, cfg: AcceleratorConfig, *, mem_latency: int = 1):
