@@ -99,7 +99,7 @@ class HostMemory(wiring.Component):
         if self.spram:
             shared = Signal.like(wr.addr)
             m.d.comb += [shared.eq(address), wr.addr.eq(shared), rd.addr.eq(shared),
-                         rd.en.eq(Mux(self.busy, self.r_en, 1) & ~wr.en)]
+                         rd.en.eq(Mux(self.busy, self.r_en, 1) & ~wr.en.any())]
         else:
             m.d.comb += [wr.addr.eq(entry), rd.addr.eq(address), rd.en.eq(Mux(self.busy, self.r_en, 1))]
         if self.register_output:

@@ -29,7 +29,7 @@ class Writeback(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(in_layout)), "params": In(REQUANT_PARAMS),
             "t_en": In(1), "t_addr": In(8), "t_data": In(32),
-            "w_addr": Out(tag_bits), "w_data": Out(8), "w_en": Out(1), "idle": Out(1),
+            "w_addr": Out(tag_bits), "w_data": Out(8), "w_en": Out(1), "idle": Out(1, init=1),
         })
 
     def elaborate(self, platform):
