@@ -45,6 +45,7 @@ demo: install
 bench: install
 	$(PYTHON) -m sim.bench_utilisation --out bench
 	$(PYTHON) -m sim.bench_digits --out bench
+	$(PYTHON) -m sim.bench_faults --out bench
 	$(PYTHON) -m fpga.bench --out bench $(FPGA_BENCH_ARGS)
 	$(PYTHON) -m fpga.blocks --out bench
 

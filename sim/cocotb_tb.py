@@ -3,8 +3,10 @@ and checks every output element and counter against golden's expectations.
 
 The pytest side (:mod:`sim.runner`) writes a *job* (JSON) and points ``SDHW_JOB`` at it; results go to
 ``SDHW_RESULT``. A job is a list of cases, each an image (host writes), inputs, expected outputs and
-counters, or an expected error code. Plusargs: ``+seed=N`` (idle/backpressure inserter and reset timing),
-``+idle=P`` (probability of idle cycles before a host access).
+counters, or an expected error code. A case with ``classify`` (a fault-injection run) is recorded, not checked:
+each run's status, and its outputs when it finished, go to the statistics' ``classified`` for the pytest side to
+classify (``sim.faults``); only its no-hang bound is enforced. Plusargs: ``+seed=N`` (idle/backpressure
+inserter and reset timing), ``+idle=P`` (probability of idle cycles before a host access).
 """
 from __future__ import annotations
 
@@ -55,7 +57,8 @@ class TB:
         await Timer(1, unit="ns")
         dut.bus__w_en.value = 0
 
-    async def read(self, addr: int) -> int:
+    async def read(self, addr: int, *, undefined_ok: bool = False) -> int | None:
+        """One bus read; a value with undefined (X/Z) bits fails, or with ``undefined_ok`` reads as ``None``."""
         await self._idle()
         dut = self.dut
         dut.bus__addr.value = addr
@@ -67,7 +70,8 @@ class TB:
             await RisingEdge(dut.clk)
         await ReadOnly()
         assert dut.bus__r_valid.value == 1, f"seed {self.seed}: r_valid low {READ_LATENCY} cycles after r_en"
-        value = int(dut.bus__r_data.value)
+        data = dut.bus__r_data.value
+        value = None if undefined_ok and not data.is_resolvable else int(data)
         await Timer(1, unit="ns")
         return value
 
@@ -84,21 +88,21 @@ class TB:
     async def start(self) -> None:
         await self.write((REGION_CSR << 16) | CSR_CONTROL, 1)
 
-    async def wait_idle(self, timeout: int) -> int:
-        """Poll STATUS over the bus until busy drops; a hang fails after ``timeout`` cycles."""
+    async def wait_idle(self, timeout: int, name: str = "run") -> int:
+        """Poll STATUS over the bus until busy drops; a hang fails after ``timeout`` cycles, naming the case."""
         for _ in range(timeout // 8 + 1):
             status = await self.csr(CSR_STATUS)
             if not status & STATUS_BUSY:
                 return status
             await ClockCycles(self.dut.clk, 6)
             await Timer(1, unit="ns")
-        raise AssertionError(f"seed {self.seed}: accelerator still busy after {timeout} cycles (hang)")
+        raise AssertionError(f"{name} (seed {self.seed}): accelerator still busy after {timeout} cycles (hang)")
 
-    async def read_outputs(self, region: int, count: int) -> list[int]:
+    async def read_outputs(self, region: int, count: int, *, undefined_ok: bool = False) -> list[int | None]:
         out = []
         for k in range(count):
-            v = await self.read((region << 16) | k)
-            out.append(v - (1 << 32) if v >= 1 << 31 else v)
+            v = await self.read((region << 16) | k, undefined_ok=undefined_ok)
+            out.append(v - (1 << 32) if v is not None and v >= 1 << 31 else v)
         return out
 
 
@@ -134,7 +138,10 @@ async def _run_case(dut, tb: TB, case: dict, stats: dict) -> None:
     for k, x in enumerate(case["inputs"]):
         await tb.load(_inputs_writes(case["input_region"], x))
         await tb.start()
-        status = await tb.wait_idle(case.get("timeout", 200_000))
+        if case.get("classify"):
+            await _record_run(tb, case, k, stats)
+            continue
+        status = await tb.wait_idle(case.get("timeout", 200_000), name)
         if "error" in case:
             code = (status >> 8) & 0xFF
             assert status & STATUS_ERROR and code == case["error"], \
@@ -165,6 +172,23 @@ async def _run_case(dut, tb: TB, case: dict, stats: dict) -> None:
     stats["cases"] += 1
 
 
+async def _record_run(tb: TB, case: dict, k: int, stats: dict) -> None:
+    """One run of a classified case: whatever the accelerator does is an outcome to record, except a hang, which
+    is recorded and then fails like any case's (the bound holds for faulted programs too)."""
+    record = {"case": case["name"], "run": k, "status": None, "outputs": None}
+    stats["classified"].append(record)
+    try:
+        status = await tb.wait_idle(case.get("timeout", 200_000), case["name"])
+    except ValueError as exc:                       # an undefined STATUS bit: no outcome, a failed case
+        raise AssertionError(f"{case['name']} (seed {tb.seed}): STATUS undefined ({exc})") from None
+    record["status"] = status
+    if status & STATUS_DONE:
+        # a faulted program can make the simulated hardware read a memory word that holds no defined value (an
+        # X in simulation, some value on a device): such an output element is recorded as None
+        record["outputs"] = await tb.read_outputs(case["output_region"], len(case["expected"][k]),
+                                                  undefined_ok=True)
+
+
 @cocotb.test()
 async def run_job(dut):
     """Run every case of the job; record checked elements and cycles. A job with ``keep_going`` records a failed
@@ -176,7 +200,7 @@ async def run_job(dut):
     tb = TB(dut, seed, idle)
     await tb.reset()
     stats = {"cases": 0, "inferences": 0, "outputs_checked": 0, "cycles": [], "macs": [], "skipped": [],
-             "errors_checked": 0, "resets": 0, "failures": []}
+             "errors_checked": 0, "resets": 0, "failures": [], "classified": []}
     for case in job["cases"]:
         try:
             await _run_case(dut, tb, case, stats)

@@ -42,7 +42,10 @@ class Job:
     """Cases for one cocotb run: programs with inputs and golden's expected outputs and counters.
 
     ``keep_going``: a failed case is recorded in the statistics' ``failures`` (the accelerator is reset and the
-    run goes on) instead of ending the run with :class:`SimulationFailed`."""
+    run goes on) instead of ending the run with :class:`SimulationFailed`.
+
+    A case added with ``classify=True`` (:mod:`sim.faults`) is run but not checked: its statuses and outputs come
+    back in the statistics' ``classified`` (a hang still fails, within the case's ``timeout``)."""
 
     cases: list[dict] = field(default_factory=list)
     keep_going: bool = False

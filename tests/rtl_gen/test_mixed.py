@@ -84,7 +84,8 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=() if name == "up5k" else pytest.mark.slow)
+                                  for name in sorted(CONFIGS)])
 def test_an_sd_accelerator_runs_a_mixed_program_as_golden(name):
     """The RTL (Amaranth simulator) on a program whose first and last layers stay dense: outputs equal golden's,
     the MAC and zero-row counters and the cycle counter equal the models'."""

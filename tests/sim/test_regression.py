@@ -1,5 +1,6 @@
 """cocotb regression of the generated Verilog against golden: random layers on several PE counts, SD and
-dense builds, edge cases, corrupt programs, reset in the middle of a layer, host idle inserter.
+dense builds, edge cases, corrupt programs, fault injection (bit flips in a loaded program), reset in the
+middle of a layer, host idle inserter.
 
 `make test` checks >= 500 random layers; `make test-all` (the `slow` marker) >= 10,000. SIM=verilator switches
 simulator; WAVES=1 records waveforms. Seeds are fixed and printed in every failure.
@@ -15,7 +16,8 @@ from golden.compiler import CompileOptions, compile_model
 from golden.model import Layer, Model
 from rtl_gen.tools import verilator_bin_dir, which
 from sdhw import hostbus as hb
-from sdhw.config import AcceleratorConfig
+from sdhw.config import DESC_WORDS, AcceleratorConfig
+from sim.faults import ERROR, HANG, MATCH, OUTCOMES, SILENT, fault_job, fault_regions, outcomes, tally
 from sim.random_programs import (
     corrupt_first_descriptor,
     corruptions,
@@ -179,6 +181,86 @@ def test_corrupt_programs_raise_the_error_flag(builds):
     job.add_program("clean run after the errors", program, build.cfg, [x])
     stats = build.run(job, seed=99, name="corrupt")
     assert stats["errors_checked"] == len(corrupt) and stats["inferences"] == 1
+
+
+def _fault_campaign(build, seed: int, runs: int, flips: int) -> list[dict]:
+    """``runs`` faulted runs per region of ``build``, each followed by its program loaded again unfaulted and
+    checked in full; no run may hang, every clean rerun must pass; returns the classified runs."""
+    job = fault_job(build.cfg, seed=seed, runs=runs, flips=flips)
+    stats = build.run(job, seed=seed, idle=0.1, name=f"faults-{seed}-{flips}")
+    results = outcomes(job, stats)
+    hangs = [r["case"] for r in results if r["outcome"].kind == HANG]
+    assert not hangs, f"faulted runs hung (cocotb seed {seed}): {'; '.join(hangs)}"
+    assert not stats["failures"], "\n".join(f"{f['case']}: {f['message']}" for f in stats["failures"])
+    regions = fault_regions(build.cfg)
+    assert len(results) == runs * len(regions)
+    assert stats["inferences"] == runs * len(regions)              # the clean reruns, outputs and counters
+    for region in regions:
+        counts = tally([r for r in results if r["fault"]["region"] == region])
+        assert counts["runs"] == runs == sum(counts[kind] for kind in OUTCOMES)
+        assert sum(counts["errors_by_code"].values()) == counts[ERROR]
+        assert set(counts["errors_by_code"]) <= set(hb.ERROR_NAMES), counts["errors_by_code"]
+    return results
+
+
+def _check_descriptor_flips(results: list[dict], flips: int) -> None:
+    """A single flipped bit changes one word of one descriptor slot, and that slot's checksum (the seed plus
+    the sum of words 0-14 modulo 2**32, compared in full) then fails whichever word it is: a flip in a summed
+    word moves the sum by 2**b, one in the checksum word moves the stored value. The slots before it are intact
+    and run, so the run reaches that slot and stops there with ERR_CHECKSUM, its index in STATUS[31:16]. Two
+    or more flips can cancel (bit 31 of two words, or a bit and the same bit of the checksum word), so a
+    multi-bit run is held only to the campaign's checks (no hang, a known outcome)."""
+    desc = [r for r in results if r["fault"]["region"] == hb.REGION_DESC]
+    assert desc
+    if flips != 1:
+        return
+    for r in desc:
+        (offset, _), = r["fault"]["flips"]
+        assert r["outcome"].kind == ERROR and r["outcome"].code == hb.ERR_CHECKSUM, f"{r['case']}: {r['outcome']}"
+        assert r["status"] >> 16 == offset // DESC_WORDS, f"{r['case']}: stopped at slot {r['status'] >> 16}"
+
+
+def test_faulted_programs_never_hang(builds):
+    """Bit flips in a loaded program (descriptors, code stream, bases) on the SD build: each run matches golden,
+    raises the error flag or finishes with wrong outputs (silent), never hangs; every single-bit descriptor flip
+    is caught by the checksum; the next program, loaded fresh, runs bit-exactly."""
+    build = builds(4, False)
+    results = _fault_campaign(build, seed=600, runs=3, flips=1)
+    _check_descriptor_flips(results, flips=1)
+    results = _fault_campaign(build, seed=601, runs=1, flips=3)
+    _check_descriptor_flips(results, flips=3)
+
+
+def test_a_classified_run_that_hangs_fails(builds):
+    """The no-hang bound is live for classified cases: a bound shorter than the program is a hang, recorded as
+    such and failing its case with its name and the seed; the accelerator is reset and the next case runs."""
+    build = builds(4, False)
+    rng = np.random.default_rng(8)
+    program = random_program(rng, build.cfg)
+    x = random_input(rng, program)
+    job = Job(keep_going=True)
+    job.add_program("bound too short", program, build.cfg, [x], check_counters=False, classify=True, timeout=1)
+    job.add_program("clean run after the hang", program, build.cfg, [x])
+    stats = build.run(job, seed=8, name="hang")
+    (result,) = outcomes(job, stats)
+    assert result["outcome"].kind == HANG
+    (failure,) = stats["failures"]
+    assert failure["case"] == "bound too short"
+    assert "bound too short (seed 8)" in failure["message"] and "(hang)" in failure["message"]
+    assert stats["inferences"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pes, dense", [(4, False), (16, True)])
+def test_fault_campaign(builds, pes, dense):
+    """The same checks on a few hundred faulted runs in all, single- and multi-bit, SD and dense."""
+    build = builds(pes, dense)
+    for flips, runs in ((1, 40), (3, 15)):
+        results = _fault_campaign(build, seed=6000 + pes + 7 * dense, runs=runs, flips=flips)
+        _check_descriptor_flips(results, flips)
+        counts = tally(results)
+        print(f"N={pes} {'dense' if dense else 'SD'}, {flips}-bit: {counts['runs']} runs, {counts[MATCH]} match, "
+              f"{counts[ERROR]} error {counts['errors_by_code']}, {counts[SILENT]} silent, {counts[HANG]} hang")
 
 
 def test_reset_in_the_middle_of_a_layer_then_clean_rerun(builds):
