@@ -130,8 +130,8 @@ class Accelerator(wiring.Component):
                          group_bits=group_bits, pix_bits=size_bits, basis_bits=basis_bits)
         if sd:
             fill = data_path("fill", SdFill(lanes=cfg.pes, rebuild_lanes=cfg.rebuild_lanes, exp_bits=cfg.exp_bits,
-                                            basis_rows=cfg.basis_rows, basis_latency=latency,
-                                            register_basis_addr=cfg.register_basis_addr, **fill_args))
+                                            basis_latency=latency, register_basis_addr=cfg.register_basis_addr,
+                                            **fill_args))
             bases = host_memory("basis_mem", cfg.basis_width, cfg.basis_rows, host.basis_en)
             m.d.comb += [bases.r_addr.eq(fill.basis_addr), bases.r_en.eq(1), fill.basis_data.eq(bases.r_data)]
         else:

@@ -47,8 +47,7 @@ class _FillPorts(wiring.Component):
     chunk position), ``info_en``/``info_addr``/``info_data``; ``wp`` the committed entries (one more bit than the
     buffer's address), ``free`` the issuer's oldest entry still needed.
     ``t_en``/``t_addr``/``t_data``: threshold table writes. ``skipped``: zero rows of a finished group (SD, one
-    cycle). ``overrun``: a group's stream has more rows than the layer's rows, or (SD) a row's basis index points
-    past the basis memory (a corrupt program).
+    cycle). ``overrun``: a group's stream has more rows than the layer's rows (a corrupt program).
     ``starved``: the issuer has no committed entry left to take; ``stuck``: for ``STUCK_CYCLES`` cycles the fill
     has waited for room with every allocated entry committed while the issuer was starved. Neither side can move
     again: a replayed group larger than the buffer (a corrupt ``stream`` flag), reported instead of a hang.
@@ -250,22 +249,15 @@ class SdFill(_FillPorts):
     cycle more for their column): the address adders then end at a flip-flop, not across the die at the
     memory.
 
-    A row whose basis rows would run past ``basis_rows`` (the memory's depth; a corrupt header) raises
-    ``overrun`` two cycles after its first codes are asked for; its taps still run (on rows the address wraps to).
-
     Throughput: R weights per cycle, plus two cycles per row (header and first codes). Latency from a tap to
     its write: ``basis_latency - 1 + register_basis_addr + RebuildUnit.LATENCY`` cycles.
     """
 
     def __init__(self, *, lanes: int, rebuild_lanes: int, exp_bits: int, depth: int, word_bits: int, code_bits: int,
-                 group_bits: int, pix_bits: int, basis_bits: int, basis_rows: int | None = None,
-                 basis_latency: int = 1, register_basis_addr: bool = False):
+                 group_bits: int, pix_bits: int, basis_bits: int, basis_latency: int = 1,
+                 register_basis_addr: bool = False):
         self.exp_bits, self.basis_latency = exp_bits, basis_latency
         self.register_basis_addr = register_basis_addr
-        self.basis_rows = 1 << basis_bits if basis_rows is None else basis_rows
-        if not 3 * (lanes // rebuild_lanes) <= self.basis_rows <= 1 << basis_bits:
-            raise ValueError(f"basis_rows must hold one row's basis (3 per lane chunk) and fit basis_bits, "
-                             f"not {basis_rows!r}")
         super().__init__(lanes=lanes, fill_lanes=rebuild_lanes, depth=depth, word_bits=word_bits,
                          code_bits=code_bits, group_bits=group_bits, pix_bits=pix_bits, basis_bits=basis_bits,
                          basis_width=24 * rebuild_lanes)
@@ -290,11 +282,8 @@ class SdFill(_FillPorts):
         # ROW cycle (``row_first``), not from the code memory's output in the header's cycle
         row_first = Signal()
         block = walk.hdr.basis << ceil_log2(self.chunks)
-        # wide enough not to wrap: a corrupt header's index past the memory shows in the bits above the address
-        first = Signal(max(len(p.basis_base), len(block) + 2) + 1)
+        first = Signal(len(self.basis_addr))
         m.d.comb += first.eq(p.basis_base + block + (block << 1))     # adders, where "* 3" would take a DSP
-        first_top = Signal(len(first) - len(self.basis_addr))          # the row's first basis row, above the address
-        basis_check = Signal()                                         # chunk_basis/first_top hold a new row's
 
         def on_header(header):
             m.d.sync += [row_first.eq(1), chunk.eq(0), chunk_last.eq(self.chunks == 1)]
@@ -302,8 +291,7 @@ class SdFill(_FillPorts):
         def row_states(m):
             with walk.state("ROW"):
                 with m.If(row_first):
-                    m.d.sync += [chunk_basis.eq(first), job_basis.eq(first),
-                                 first_top.eq(first[len(self.basis_addr):])]
+                    m.d.sync += [chunk_basis.eq(first), job_basis.eq(first)]
                 with m.If(words.valid):
                     m.d.sync += row_first.eq(0)
                     m.d.sync += [codes.eq(words.payload.data[:len(codes)]), tap.eq(0), tap_last.eq(walk.taps == 1)]
@@ -327,11 +315,6 @@ class SdFill(_FillPorts):
 
         walk.build(on_header, row_states)
         walk.takes_words(walk.in_state["TAPS"] & tap_last & ~chunk_last)
-        # the row's last basis row inside the memory, from registers a cycle after they took the row's first
-        # (one comparison against a constant, not behind the header's adders)
-        m.d.sync += basis_check.eq(walk.in_state["ROW"] & row_first)
-        with m.If(basis_check & ((first_top != 0) | (chunk_basis > self.basis_rows - 3 * self.chunks))):
-            m.d.sync += self.overrun.eq(1)
         # the basis memory is read a cycle ahead: the row of the job emitted next cycle
         # (a tap job is emitted exactly while the walk is in TAPS: from the state's flip-flop, not from inside the
         # state's case, which would decode the other states' flags in front of it)

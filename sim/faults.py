@@ -11,8 +11,9 @@ Outcomes of a faulted run: ``match`` (outputs equal golden's), ``error`` (the er
 ``silent`` (finished without the error flag but the outputs differ: the hardware missed it, a host-side checksum
 over the loaded program would have to catch it) and ``hang`` (busy still high past the case's bound: never
 acceptable, the regression fails on it). A silent run's outputs may be undefined in simulation (X: the hardware
-read a memory word that holds no value); they are counted apart, since on a device they are whatever that word
-happens to hold. A row header whose basis index points past the basis memory is caught (``ERR_WEIGHT_ADDR``).
+read a memory word that holds no value, such as a basis row past the end of the basis memory: a corrupt row
+header's index is not range-checked); they are counted apart, since on a device they are whatever that word happens
+to hold.
 """
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ class FillHarness(Elaboratable):
             self.fill = DenseFill(lanes=cfg.pes, fill_lanes=cfg.fill_lanes, **args)
         else:
             self.fill = SdFill(lanes=cfg.pes, rebuild_lanes=cfg.rebuild_lanes, exp_bits=cfg.exp_bits,
-                               basis_rows=cfg.basis_rows, basis_latency=latency, **args)
+                               basis_latency=latency, **args)
         self.reader = SequentialReader(addr_bits=self.code_bits, width=cfg.code_word_bits, latency=latency)
         codes = wide_memory(image, hb.REGION_CODES, cfg.code_word_bits)
         self.codes = [codes.get(k, 0) for k in range(cfg.code_depth)]
@@ -281,28 +281,6 @@ def test_fill_flags_a_group_with_more_rows_than_the_layer():
     assert not out["overrun"], f"{where}: overrun with n_rows = the rows of the largest group ({most})"
     (out,), where, _ = run_fill(cfg, program, latency=1, seed=seed, p_free=1.0, changes={"n_rows": most - 1})
     assert out["overrun"], f"{where}: no overrun with n_rows = {most - 1} < {most} rows in a group"
-
-
-@pytest.mark.parametrize("latency", [1, 2])
-def test_fill_flags_a_row_whose_bases_run_past_the_basis_memory(latency):
-    """``overrun``: a row's basis rows (``basis_base + 3 (N / R) header.basis`` on) past the basis memory's
-    depth (a corrupt header or base) stop the layer instead of reading rows that do not exist; a layer whose
-    last row's bases end at the memory's last row runs."""
-    seed = 210
-    program = _program(_conv3x3(seed), seed, dense=False)
-    cfg = AcceleratorConfig(pes=4, rebuild_lanes=2, weight_depth=16, **{**SMALL, "basis_depth": 24})
-    plan, sdw = plan_layer(program.layers[0], cfg), program.layers[0].weights
-    nb = -(-plan.n_rows // sdw.block_rows)
-    top = max(g * nb + i // sdw.block_rows for g, rows in enumerate(plan.groups) for i in rows)
-    span = 3 * (cfg.pes // cfg.rebuild_lanes)                       # basis rows of one row's header index
-    last_fit = cfg.basis_rows - span * (top + 1)
-    assert last_fit >= 0 and cfg.basis_rows < 1 << address_bits(cfg.basis_rows)   # a depth the address passes
-    (out,), where, _ = run_fill(cfg, program, latency=latency, seed=seed, p_free=1.0,
-                                changes={"basis_base": last_fit})
-    assert not out["overrun"], f"{where}: overrun with the last row's bases ending at the memory's last row"
-    (out,), where, _ = run_fill(cfg, program, latency=latency, seed=seed, p_free=1.0,
-                                changes={"basis_base": last_fit + 1})
-    assert out["overrun"], f"{where}: no overrun with bases one row past the basis memory"
 
 
 @pytest.mark.parametrize("dense", [False, True])
