@@ -1,13 +1,17 @@
 """Deliberately broken variants of the blocks: each wraps the real Component and changes one output in one
-rare case (or what the block sees on one input), so a proof that passes on the block must fail on its variant
-(the proofs can fail)."""
+rare case (or what the block sees on one input), or, for a change out of a wrapper's reach, elaborates the block
+with one of its constants changed, so a proof that passes on the block must fail on its variant (the proofs can
+fail)."""
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 
-from amaranth import Module, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.lib import wiring
 
+from fpga import bridge
+from fpga.bridge import UartBridge
 from sdhw import hostbus as hb
 from sdhw.rebuild import RebuildUnit
 from sdhw.requant import Requantiser, ThresholdRequantiser
@@ -106,7 +110,54 @@ def sequencer_start_bad_checksum(**kwargs) -> Mutant:
     return Mutant(Sequencer(**kwargs), {("layer_start",): layer_start})
 
 
-MUTANTS: dict[str, Callable[..., Mutant]] = {
+def bridge_write_rejected(**kwargs) -> Mutant:
+    """A UART bridge that, once it has answered a frame with an error status (a bad checksum or header, a
+    truncated frame, a framing error), writes its buffer's first word to the frame's address all the same."""
+    def w_en(m, inner):
+        was_rejected = Signal(8)
+        m.d.sync += was_rejected.eq(inner.rejected)
+        return inner.bus.w_en | (inner.rejected != was_rejected)
+    return Mutant(UartBridge(**kwargs), {("bus", "w_en"): w_en})
+
+
+def bridge_drop_second_write(**kwargs) -> Mutant:
+    """A UART bridge that writes only the first word of a request to the bus (the second of a two-word write is
+    dropped) and answers OK."""
+    def w_en(m, inner):
+        writes = Signal(2)                          # bus writes since the last response
+        with m.If(inner.tx.valid):
+            m.d.sync += writes.eq(0)
+        with m.Elif(inner.bus.w_en & (writes != 3)):
+            m.d.sync += writes.eq(writes + 1)
+        return inner.bus.w_en & (writes != 1)
+    return Mutant(UartBridge(**kwargs), {("bus", "w_en"): w_en})
+
+
+def bridge_read_wrong_address(**kwargs) -> Mutant:
+    """A UART bridge whose reads of an odd address go to the even address below it."""
+    def addr(m, inner):
+        return Cat(inner.bus.addr[0] & ~inner.bus.r_en, inner.bus.addr[1:])
+    return Mutant(UartBridge(**kwargs), {("bus", "addr"): addr})
+
+
+class _ArcCrcBridge(UartBridge):
+    """:class:`~fpga.bridge.UartBridge` whose CRCs start from 0 (CRC-16/ARC's initial value), not 0xFFFF."""
+
+    def elaborate(self, platform):
+        # the initial value is a constant read inside the bridge's elaborate, out of reach of a wrapper: run a
+        # copy of that function that sees another constant (the module itself is left alone)
+        elaborate = types.FunctionType(UartBridge.elaborate.__code__, {**vars(bridge), "CRC_INIT": 0x0000})
+        return elaborate(self, platform)
+
+
+def bridge_crc_init_zero(**kwargs) -> UartBridge:
+    """A UART bridge that checks requests and protects responses with CRC-16/ARC (initial value 0) where the
+    protocol says CRC-16/MODBUS (0xFFFF): a request whose ARC checksum is right is executed, a correct one
+    rejected."""
+    return _ArcCrcBridge(**kwargs)
+
+
+MUTANTS: dict[str, Callable[..., wiring.Component]] = {
     "rebuild_flip_bit": rebuild_flip_bit,
     "rebuild_drop_valid": rebuild_drop_valid,
     "requant_flip_bit": requant_flip_bit,
@@ -115,4 +166,8 @@ MUTANTS: dict[str, Callable[..., Mutant]] = {
     "threshold_ignore_count": threshold_ignore_count,
     "sequencer_miss_done": sequencer_miss_done,
     "sequencer_start_bad_checksum": sequencer_start_bad_checksum,
+    "bridge_write_rejected": bridge_write_rejected,
+    "bridge_drop_second_write": bridge_drop_second_write,
+    "bridge_read_wrong_address": bridge_read_wrong_address,
+    "bridge_crc_init_zero": bridge_crc_init_zero,
 }

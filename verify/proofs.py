@@ -4,7 +4,7 @@ Every harness states its block's properties with ``Assert`` over free inputs (``
 value in every cycle, within the block's documented contract, which is ``Assume``d) and has ``Cover``
 statements showing that the interesting case is reachable, so a pass is not vacuous. :data:`PROOFS` lists
 them with the check each needs (:func:`verify.formal.check`); ``make formal`` runs them all
-(``python -m verify.run_formal``).
+(``python -m verify.run_formal``). The UART bridge's harness is :mod:`verify.bridge_proof`.
 
 The references are the golden model's rules (``golden.sd``, ``golden.quant``, the descriptor checksum of
 ``sdhw.descriptor``) rewritten as Amaranth expressions of the block's inputs, independent of the block's own
@@ -29,6 +29,7 @@ from sdhw.rebuild import RebuildUnit
 from sdhw.requant import Requantiser, ThresholdRequantiser, ThresholdSearch
 from sdhw.sequencer import Sequencer
 
+from .bridge_proof import BRIDGE_MAX_WORDS, BRIDGE_TIMEOUT, BridgeProof, bridge_cover_depth, bridge_mutant_depth
 from .harness import Scoreboard, checked_sink, free_source, last_cycle, no_reset
 
 
@@ -455,7 +456,12 @@ class ProofSpec:
     parameters it proves it for, and the broken variants (:mod:`verify.mutants`) that must make it fail.
 
     ``build`` is ``None`` for a block a build uses that has no proof harness (``claim`` says which): a row in a
-    build's list of proofs that is reported, never run."""
+    build's list of proofs that is reported, never run.
+
+    ``mutant_mode``/``mutant_depth``: the check of the broken variants, when it is not the proof's. A k-induction
+    proof is short (its base case checks only ``depth`` cycles from reset), shorter than a variant needs to show
+    its fault from reset, and a failed induction step alone does not show a fault (``UNKNOWN``), so such a proof's
+    variants get a bounded check deep enough to fail."""
 
     name: str
     block: str
@@ -467,10 +473,18 @@ class ProofSpec:
     parameters: str = ""
     dut_kwargs: dict = field(default_factory=dict)
     mutants: tuple[str, ...] = ()
+    mutant_mode: str | None = None
+    mutant_depth: int | None = None
 
     @property
     def runnable(self) -> bool:
         return self.build is not None
+
+    def check_of(self, mutant: str | None = None) -> tuple[str, int]:
+        """The mode and depth of the check of the block itself (``mutant`` ``None``) or of its broken variant."""
+        if mutant is None:
+            return self.mode, self.depth
+        return self.mutant_mode or self.mode, self.mutant_depth or self.depth
 
     def harness(self, mutant: str | None = None) -> Elaboratable:
         """The harness around the block, or around its broken variant ``mutant`` (:data:`verify.mutants.MUTANTS`)."""
@@ -570,8 +584,28 @@ def sequencer_checksum_spec(*, cfg: AcceleratorConfig = SEQUENCER_CONFIG, desc_l
         mutants=("sequencer_start_bad_checksum",))
 
 
+def bridge_spec(*, max_words: int = BRIDGE_MAX_WORDS, timeout: int = BRIDGE_TIMEOUT) -> ProofSpec:
+    """The UART bridge's proof (:class:`~verify.bridge_proof.BridgeProof`) at ``max_words`` words per request and
+    an inter-byte timeout of ``timeout`` cycles: a k-induction, for runs of any length; the covers and the broken
+    variants are checked from reset, to the depths they need."""
+    return ProofSpec(
+        "bridge", "fpga.bridge.UartBridge", BridgeProof, depth=2, mode="prove",
+        cover_depth=bridge_cover_depth(max_words, timeout),
+        dut_kwargs={"max_words": max_words, "timeout": timeout},
+        parameters=f"max_words={max_words}, timeout={timeout}",
+        claim=f"in every reachable state (k-induction, no bound), for any bytes, framing errors, tx stalls and bus "
+              f"read latency: a bus write or read only for a good frame (known command, ADDR[23:20] = 0, COUNT in "
+              f"1..{max_words}, no framing error, no {timeout}-cycle gap, CRC over CMD..CHECK 0), the k-th at "
+              f"ADDR + k with the k-th payload word, exactly COUNT, writes before the response; one response per "
+              f"frame with the status, count, data and CRC the frame earns; rx.ready and tx stream rules. Assumed: "
+              f"no framing error in the cycle after the sixth header byte (the bridge does not look at it there)",
+        mutants=("bridge_write_rejected", "bridge_drop_second_write", "bridge_read_wrong_address",
+                 "bridge_crc_init_zero"),
+        mutant_mode="bmc", mutant_depth=bridge_mutant_depth(max_words))
+
+
 PROOFS: list[ProofSpec] = [rebuild_spec(), requant_spec(), threshold_spec(), sequencer_spec(),
-                           sequencer_checksum_spec()]
+                           sequencer_checksum_spec(), bridge_spec()]
 
 
 def proofs_for(cfg: AcceleratorConfig) -> list[ProofSpec]:

@@ -31,14 +31,15 @@ NO_PROOF = "none"
 def _job(spec: ProofSpec, mutant: str | None, out: Path, tools: Path | None, solver: str,
          timeout: float | None) -> dict:
     label = spec.name if mutant is None else f"{spec.name} / {mutant}"
-    row = {"name": label, "block": spec.block, "parameters": spec.parameters, "mutant": mutant, "mode": spec.mode,
-           "depth": spec.depth,
+    mode, depth = spec.check_of(mutant)
+    row = {"name": label, "block": spec.block, "parameters": spec.parameters, "mutant": mutant, "mode": mode,
+           "depth": depth,
            "claim": spec.claim if mutant is None else "the proof must fail on this broken variant"}
     if not spec.runnable:
         return {**row, "proof": NO_PROOF, "expected": None, "cover": None, "ok": None, "seconds": 0.0,
                 "trace": None}
     result = formal.check(spec.harness(mutant), out / (spec.name if mutant is None else f"{spec.name}-{mutant}"),
-                          name=label, depth=spec.depth, mode=spec.mode, cover_depth=spec.cover_depth,
+                          name=label, depth=depth, mode=mode, cover_depth=spec.cover_depth,
                           cover=mutant is None, timeout=timeout, solver=solver, tools=tools)
     expected = "PASS" if mutant is None else "FAIL"
     cover = result.cover.status if result.cover else None
@@ -67,8 +68,9 @@ def run_proofs(jobs: list[tuple[ProofSpec, str | None]], out: Path, *, solver: s
         spec, mutant = job
         label = spec.name if mutant is None else f"{spec.name} / {mutant}"
         if spec.runnable:
-            progress(f"proving {label} ({spec.block}, {spec.parameters or 'default parameters'}): {spec.mode} "
-                     f"depth {spec.depth}")
+            mode, depth = spec.check_of(mutant)
+            progress(f"proving {label} ({spec.block}, {spec.parameters or 'default parameters'}): {mode} "
+                     f"depth {depth}")
         row = _job(spec, mutant, out, tools, solver, timeout)
         if row["ok"] is None:
             progress(f"{label} ({spec.block}): no proof for this block")
