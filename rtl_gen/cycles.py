@@ -39,7 +39,7 @@ from sdhw.mac_array import MacArray
 from sdhw.rebuild import RebuildUnit
 from sdhw.requant import Requantiser, SerialRequantiser, ThresholdSearch
 
-from .image import LayerPlan, expected_counts, hardware_layer, plan_layer, thresholds
+from .image import LayerPlan, expected_counts, plan_layer, thresholds
 
 #: cycles from the flush that starts a run to the first layer's ``layer_start``, less the memory latency: the
 #: sequencer's FETCH state requests the slot's 16 words one per cycle, each arrives ``latency + 1`` cycles later
@@ -304,7 +304,7 @@ def _layer(plan: LayerPlan, layer, cfg: AcceleratorConfig, start: int, first_ent
     latency = cfg.ram_latency
     first_word = 2 if latency == 1 else 4
     n = cfg.pes
-    sd = hardware_layer(layer, cfg).is_sd
+    sd = not cfg.dense  # an SD build runs every layer as SD (kept-dense ones in their exact encoding)
     chunks = n // cfg.fill_lanes
     rows_of = [[plan.taps(i) for i in rows] if rows else [1] for rows in plan.groups]
     group_entries = [sum(taps) for taps in rows_of]

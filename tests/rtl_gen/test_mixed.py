@@ -76,6 +76,16 @@ def test_the_sd_layout_of_a_dense_layer_has_its_weights_and_skips_its_zero_rows(
         build_image(program, dense_cfg)
 
 
+def test_a_program_with_a_dense_weight_of_minus_128_is_refused_naming_its_layer():
+    """SD has no exact encoding of -128 (the compiler clips dense weights to +-127): the program refuses it, so
+    no SD build ever meets one."""
+    program = _compile((0, -1)).program
+    weights = np.asarray(program.layers[2].weights).copy()
+    weights[1, 4] = -128
+    layers = [*program.layers[:2], type(program.layers[2])(**{**vars(program.layers[2]), "weights": weights})]
+    with pytest.raises(SdhwError, match=r"^layer 2: dense weights outside \[-127, 127\]$"):
+        type(program)(**{**vars(program), "layers": layers})
+
 CONFIGS = {
     "up5k": dict(pes=4, device="up5k", act_depth=512, code_depth=2048, desc_layers=4),
     "ecp5": dict(pes=8, device="ecp5-25f", act_depth=512, code_depth=2048, desc_layers=4),
