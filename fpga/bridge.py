@@ -221,7 +221,11 @@ class UartBridge(wiring.Component):
                         m.next = "VALIDATE"
             with m.State("VALIDATE"):                  # one cycle (rx.ready low: the receiver keeps a byte)
                 m.d.sync += [idx.eq(0), nbyte.eq(0), rx_ready.eq(1)]
-                with m.If((cmd != CMD_WRITE) & (cmd != CMD_READ) & (cmd != CMD_PING)):
+                with m.If(self.rx_error):
+                    listen()
+                    m.d.sync += status.eq(STATUS_FRAMING)
+                    m.next = "DRAIN"
+                with m.Elif((cmd != CMD_WRITE) & (cmd != CMD_READ) & (cmd != CMD_PING)):
                     m.d.sync += status.eq(STATUS_BAD_CMD)
                     m.next = "DRAIN"
                 with m.Elif(cmd == CMD_PING):
