@@ -597,8 +597,7 @@ def bridge_spec(*, max_words: int = BRIDGE_MAX_WORDS, timeout: int = BRIDGE_TIME
               f"read latency: a bus write or read only for a good frame (known command, ADDR[23:20] = 0, COUNT in "
               f"1..{max_words}, no framing error, no {timeout}-cycle gap, CRC over CMD..CHECK 0), the k-th at "
               f"ADDR + k with the k-th payload word, exactly COUNT, writes before the response; one response per "
-              f"frame with the status, count, data and CRC the frame earns; rx.ready and tx stream rules. Assumed: "
-              f"no framing error in the cycle after the sixth header byte (the bridge does not look at it there)",
+              f"frame with the status, count, data and CRC the frame earns; rx.ready and tx stream rules",
         mutants=("bridge_write_rejected", "bridge_drop_second_write", "bridge_read_wrong_address",
                  "bridge_crc_init_zero"),
         mutant_mode="bmc", mutant_depth=bridge_mutant_depth(max_words))
