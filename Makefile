@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 TEST_ENV := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test: install
-	$(TEST_ENV) $(PYTHON) -m pytest -n $(JOBS) -m "not slow" -q
+	$(TEST_ENV) $(PYTHON) -m pytest -n $(JOBS) -m "not slow" -q --durations=15
 
 test-all: install
 	$(TEST_ENV) $(PYTHON) -m pytest -n $(JOBS) -q
