@@ -339,8 +339,9 @@ class SerialRequantiser(_RequantiserPorts):
 
     Latency: :meth:`latency` = ``21 + max(-shift, 0) + r // 4 + r % 4`` cycles (``r = max(shift, 0)``) from
     the input handshake to the output becoming valid. Throughput: one element per latency (``i.ready`` is
-    high only while the unit is idle; a held output is kept until it is read, and the next element is
-    accepted in the cycle it is read). The per-layer inputs must be held stable while an element is in the
+    high only while the unit is idle). A result moves into the output register as soon as that register is
+    free, and the unit is idle again from then: it takes the next element while the last result waits to be
+    read, and holds the next result until the output register frees. The per-layer inputs must be held stable while an element is in the
     unit.
 
     Parameters
