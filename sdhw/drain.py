@@ -11,15 +11,15 @@ class Drain(wiring.Component):
     the next pass accumulates.
 
     ``load`` (the MAC array's ``done``) copies ``sums`` into the shadow together with the pass's output address
-    (``out_addr``: lane 0's activation address), bias entry (``bias_addr``) and number of live lanes
-    (``lanes``); lane ``q`` then leaves on ``o`` with tag ``out_addr + q`` and the bias entry
-    ``bias_addr + q``, read from the bias memory through ``bias_rd_*`` (read latency 1, a read every cycle:
-    the entry of the lane that is at the head next cycle). The shadow shifts one lane on per element taken (a
-    multiplexer per bit into its own flip-flop: no lane multiplexer in front of the requantiser). ``busy`` is
-    high while the shadow holds lanes not yet taken; ``load`` must not come while it is high (the issuer holds
-    a pass's last op back until then); ``busy_next`` is its value in the next cycle. ``idle``: nothing left in
-    the drain at all. ``register_output`` puts the element in a register before the requantiser (the bias
-    memory's slow clock-to-out on ECP5 ends there).
+    (``out_addr``: lane 0's activation address), bias entry (``bias_addr``) and number of live lanes (``lanes``, 1
+    to N: the sequencer refuses a layer whose last pass has none); lane ``q`` then leaves on ``o`` with tag
+    ``out_addr + q`` and the bias entry ``bias_addr + q``, read from the bias memory through ``bias_rd_*`` (read
+    latency 1, a read every cycle: the entry of the lane that is at the head next cycle). The shadow shifts one lane
+    on per element taken (a multiplexer per bit into its own flip-flop: no lane multiplexer in front of the
+    requantiser). ``busy`` is high while the shadow holds lanes not yet taken; ``load`` must not come while it is
+    high (the issuer holds a pass's last op back until then); ``busy_next`` is its value in the next cycle.
+    ``idle``: nothing left in the drain at all. ``register_output`` puts the element in a register before the
+    requantiser (the bias memory's slow clock-to-out on ECP5 ends there).
 
     Latency: 1 cycle from ``load`` to the first element (2 with ``register_output``). Throughput: one lane per
     cycle.

@@ -337,11 +337,11 @@ class SerialRequantiser(_RequantiserPorts):
     No DSP block and no ``*`` cell: a few hundred LUTs instead of the pipelined unit's four 16-bit
     multipliers and 64-bit adders, for a design that drains one output per group of rows.
 
-    Latency: :meth:`latency` = ``21 + max(-shift, 0) + r // 4 + r % 4`` cycles (``r = max(shift, 0)``) from
-    the input handshake to the output becoming valid. Throughput: one element per latency (``i.ready`` is
-    high only while the unit is idle). A result moves into the output register as soon as that register is
-    free, and the unit is idle again from then: it takes the next element while the last result waits to be
-    read, and holds the next result until the output register frees. The per-layer inputs must be held stable while an element is in the
+    Latency: :meth:`latency` = ``21 + max(-shift, 0) + r // 4 + r % 4`` cycles (``r = max(shift, 0)``) from the
+    input handshake to the output becoming valid. Throughput: one element per latency (``i.ready`` is high only
+    while the unit is idle). A result moves into the output register as soon as that register is free, and the unit
+    is idle again from then: it takes the next element while the last result waits to be read, and holds the next
+    result until the output register frees. The per-layer inputs must be held stable while an element is in the
     unit.
 
     Parameters

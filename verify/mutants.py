@@ -7,12 +7,14 @@ from __future__ import annotations
 import types
 from collections.abc import Callable
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 
 from fpga import bridge
 from fpga.bridge import UartBridge
 from sdhw import hostbus as hb
+from sdhw.drain import Drain
+from sdhw.reader import SequentialReader
 from sdhw.rebuild import RebuildUnit
 from sdhw.requant import Requantiser, ThresholdRequantiser
 from sdhw.sequencer import Sequencer
@@ -157,6 +159,39 @@ def bridge_crc_init_zero(**kwargs) -> UartBridge:
     return _ArcCrcBridge(**kwargs)
 
 
+def reader_keep_after_seek(**kwargs) -> Mutant:
+    """A memory reader that, when a ``seek`` comes while a word is offered and not taken, keeps offering that word
+    for one more cycle (a word read before the seek comes out after it)."""
+    stale, old = Signal(), Signal(kwargs["width"])
+
+    def valid(m, inner):
+        m.d.sync += [stale.eq(inner.seek & inner.o.valid & ~inner.o.ready), old.eq(inner.o.payload.as_value())]
+        return inner.o.valid | stale
+
+    def payload(m, inner):
+        return Mux(stale, old, inner.o.payload.as_value())
+    return Mutant(SequentialReader(**kwargs), {("o", "valid"): valid, ("o", "payload"): payload})
+
+
+def reader_past_limit(**kwargs) -> Mutant:
+    """A limited memory reader that sees ``limit`` one word further on than it is (it reads the word the producer
+    has not published yet)."""
+    def limit(m, outer):
+        return outer.limit + 1
+    return Mutant(SequentialReader(**kwargs), {("limit",): limit})
+
+
+def drain_extra_after_stall(**kwargs) -> Mutant:
+    """A drain that offers one element more in the cycle after the last of its shadow is taken, when the consumer
+    had stalled that one (a count out one above the count in)."""
+    def valid(m, inner):
+        stalled, again = Signal(), Signal()
+        m.d.sync += [stalled.eq(inner.o.valid & ~inner.o.ready),
+                     again.eq(inner.o.valid & inner.o.ready & stalled & ~inner.busy_next)]
+        return inner.o.valid | again
+    return Mutant(Drain(**kwargs), {("o", "valid"): valid})
+
+
 MUTANTS: dict[str, Callable[..., wiring.Component]] = {
     "rebuild_flip_bit": rebuild_flip_bit,
     "rebuild_drop_valid": rebuild_drop_valid,
@@ -170,4 +205,7 @@ MUTANTS: dict[str, Callable[..., wiring.Component]] = {
     "bridge_drop_second_write": bridge_drop_second_write,
     "bridge_read_wrong_address": bridge_read_wrong_address,
     "bridge_crc_init_zero": bridge_crc_init_zero,
+    "reader_keep_after_seek": reader_keep_after_seek,
+    "reader_past_limit": reader_past_limit,
+    "drain_extra_after_stall": drain_extra_after_stall,
 }

@@ -25,6 +25,8 @@ from rtl_gen.image import thresholds
 from sdhw import hostbus as hb
 from sdhw.config import DESC_WORDS, AcceleratorConfig
 from sdhw.descriptor import CHECKSUM_SEED, CHECKSUM_WORD
+from sdhw.drain import Drain
+from sdhw.reader import SequentialReader
 from sdhw.rebuild import RebuildUnit
 from sdhw.requant import Requantiser, ThresholdRequantiser, ThresholdSearch
 from sdhw.sequencer import Sequencer
@@ -603,8 +605,325 @@ def bridge_spec(*, max_words: int = BRIDGE_MAX_WORDS, timeout: int = BRIDGE_TIME
         mutant_mode="bmc", mutant_depth=bridge_mutant_depth(max_words))
 
 
+# ---------------------------------------------------------------------------------------------- memory reader
+#: the reader proofs' memory: 4 words of 4 bits (pointers of 3 bits when limited), so a run wraps the memory and,
+#: limited, the pointers, within the check's depth
+READER_ADDR_BITS, READER_WIDTH = 2, 4
+
+
+def reader_window(latency: int) -> int:
+    """Cycles from a word becoming readable (a ``seek`` to it, or the ``limit`` passing it) to its offer on ``o``
+    (the docstring's ``c + 2`` / ``c + 4``): the reader sees it in a register, reads it, and the memory (and, at
+    latency 2, its output register and the reader's queue) hand it on."""
+    return 2 if latency == 1 else 4
+
+
+class ReaderProof(Elaboratable):
+    """:class:`~sdhw.reader.SequentialReader` over a modelled memory (a registered read with enable, non-transparent,
+    plus an output register at ``latency`` 2), under any consumer backpressure and any ``seek`` in any cycle.
+
+    Unlimited (the code-word reader): the memory holds free constant words, ``seek_addr`` is free. Limited (the
+    issuer's entry reader over the fill's ring buffer): a free producer writes any word to any slot not holding a
+    word still wanted (pointer below ``consumed + 2**addr_bits``, and not published yet) and publishes written
+    words by moving ``limit`` on (any number at a time, only over words it has written); a ``seek`` goes back
+    to a word still in the ring (at most ``2**addr_bits`` behind ``limit``, every word from it to ``limit``
+    intact) -- the contract the issuer keeps. The harness tracks pointers unwrapped (two bits more than the
+    block's, never wrapping in a check) and hands the block their low bits, so a word's pointer is unambiguous
+    across wraps; the producer starts at 0 (reset) or, with a seek to it in the first cycle, two words before
+    the block's pointers wrap.
+
+    Asserted: ``o`` keeps the stream rules, but for the word a ``seek`` drops (the consumer's own request: its
+    offer may end in the cycle after the seek); every word taken is the memory's word at the next pointer of the
+    run (from the last ``seek``, or 0 from reset), so each once, in address order, none dropped or stale (words
+    read before a ``seek``, also in flight, never come out); limited, none at or past ``limit``; ``consumed`` is
+    the next pointer in every cycle. Bounds (the docstring's latency and throughput): no word is offered in the
+    ``reader_window - 1`` cycles after a seek; a word that was readable ``reader_window`` cycles ago (the
+    ``limit`` past it then; unlimited: always) with no seek since is offered now -- one word per cycle, no
+    bubble. Unlimited this makes ``o.valid`` exactly "no seek in the last ``reader_window - 1`` cycles".
+
+    Covers: after a stall, the word past the memory's last (unlimited: the run wrapped the memory), and the word
+    after a ``seek`` that dropped an offered word; limited: a run's last published word taken after a stall with
+    the pointers wrapped, and a rewind (a seek back over words already read) whose second word is taken."""
+
+    def __init__(self, dut: SequentialReader | None = None, *, addr_bits: int = READER_ADDR_BITS,
+                 width: int = READER_WIDTH, latency: int = 1, limited: bool = False):
+        self.addr_bits, self.width, self.latency, self.limited = addr_bits, width, latency, limited
+        self.dut = dut if dut is not None else SequentialReader(addr_bits=addr_bits, width=width, latency=latency,
+                                                                limited=limited)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self.dut
+        no_reset(m)
+        ab, depth = self.addr_bits, 1 << self.addr_bits
+        ptr = ab + (1 if self.limited else 0)
+        wide = ptr + 2 if self.limited else ptr          # limited: pointers unwrapped (never wrap in a check)
+        seek = AnySeq(1)
+        m.d.comb += dut.seek.eq(seek)
+        head = Signal(wide, name="reader_head")          # the pointer of the next word to take
+        run = Signal(range(depth + 3), name="reader_run")  # words taken since the seek (saturating)
+        # ---- the memory and the producer
+        slots = [Signal(self.width, name=f"slot{s}") for s in range(depth)]
+        if not self.limited:
+            m.d.comb += [slot.eq(AnyConst(self.width)) for slot in slots]
+            seek_to = AnySeq(ptr)
+            m.d.comb += dut.seek_addr.eq(seek_to)
+            limit = None
+        else:
+            tags = [Signal(wide, name=f"slot{s}_tag") for s in range(depth)]      # the pointer a slot's word is of
+            written = [Signal(name=f"slot{s}_written") for s in range(depth)]
+            # the producer's pointer starts at 0 (the reset state) or two words before the pointers wrap, the
+            # consumer seeking to it in the first cycle (as the issuer does at a layer's start): a wrap comes soon
+            start = Mux(AnyConst(1), (1 << ptr) - 2, 0)
+            published = Signal(wide, name="reader_published")
+            limit = Signal(wide, name="reader_limit")
+            m.d.comb += [limit.eq(start + published), dut.limit.eq(limit[:ptr]),
+                         Assume(limit < (1 << wide) - 2 * depth), Assume(~Initial() | seek | (start == 0))]
+
+            def intact(p, tag_of=tags, written_of=written):
+                return (Array(tag_of)[p[:ab]] == p) & Array(written_of)[p[:ab]]
+
+            back = AnySeq(range(depth + 1))               # a seek to the word this far behind the limit
+            seek_to = Signal(wide, name="reader_seek_to")
+            m.d.comb += [seek_to.eq(limit - back), dut.seek_addr.eq(seek_to[:ptr])]
+            m.d.comb += Assume(~seek | (back <= limit))
+            m.d.comb += [Assume(~seek | (back <= i) | intact((seek_to + i)[:wide])) for i in range(depth)]
+            w_en, w_ptr, w_data = AnySeq(1), AnySeq(wide), AnySeq(self.width)
+            oldest = Mux(seek, seek_to, head)             # the oldest word still wanted
+            m.d.comb += Assume(~w_en | ((w_ptr >= limit) & (w_ptr < oldest + depth)))
+            tags_next = [Signal(wide, name=f"slot{s}_tag_next") for s in range(depth)]
+            written_next = [Signal(name=f"slot{s}_written_next") for s in range(depth)]
+            for s in range(depth):
+                here = w_en & (w_ptr[:ab] == s)
+                m.d.comb += [tags_next[s].eq(Mux(here, w_ptr, tags[s])), written_next[s].eq(here | written[s])]
+                m.d.sync += [tags[s].eq(tags_next[s]), written[s].eq(written_next[s])]
+                with m.If(here):
+                    m.d.sync += slots[s].eq(w_data)
+            step = AnySeq(range(depth + 1))               # words published this cycle
+            m.d.comb += Assume(limit + step <= oldest + depth)
+            m.d.comb += [Assume((step <= i) | intact((limit + i)[:wide], tags_next, written_next))
+                         for i in range(depth)]
+            m.d.sync += published.eq(published + step)
+        # the memory's read: registered, with enable, the word before this cycle's write; latency 2 one register more
+        read = Signal(self.width, name="mem_read")
+        with m.If(dut.rd_en):
+            m.d.sync += read.eq(Array(slots)[dut.rd_addr])
+        if self.latency == 2:
+            read = last_cycle(m, read, "mem_read_reg")
+        m.d.comb += dut.rd_data.eq(read)
+        # ---- the consumer and the reference
+        # the stream rules, but for the word a seek drops: the consumer's own request (the fill and the issuer seek
+        # the reader they consume), so the offer may end in the cycle after a seek
+        m.d.comb += dut.o.ready.eq(AnySeq(1))
+        offered = last_cycle(m, dut.o.valid & ~dut.o.ready & ~seek, "o_stalled")
+        was_data = last_cycle(m, dut.o.payload.data, "o_was_data")
+        with m.If(offered):
+            m.d.comb += [Assert(dut.o.valid, "reader: valid dropped before ready (no seek)"),
+                         Assert(dut.o.payload.data == was_data, "reader: data changed before ready (no seek)")]
+        take = dut.o.valid & dut.o.ready
+        with m.If(seek):
+            m.d.sync += [head.eq(seek_to), run.eq(0)]
+        with m.Elif(take):
+            m.d.sync += [head.eq(head + 1), run.eq(Mux(run == depth + 2, run, run + 1))]
+        m.d.comb += Assert(dut.consumed == head[:ptr], "reader: consumed is not the next word's address")
+        with m.If(take):
+            m.d.comb += Assert(dut.o.payload.data == Array(slots)[head[:ab]],
+                               "reader: a word out of order, repeated, stale or not the memory's")
+            if self.limited:
+                m.d.comb += [Assert(head < limit, "reader: a word at or past the limit"),
+                             Assert((head >= limit) | intact(head), "reader proof: the harness lost a wanted word")]
+        # ---- the bounds: nothing in the window after a seek (reset counts as a seek the cycle before), and a word
+        # readable a window ago offered now
+        window = reader_window(self.latency)
+        recent = []
+        for k in range(1, window):
+            s = Signal(name=f"seek_{k}_ago", init=int(k == 1))
+            m.d.sync += s.eq(seek if k == 1 else recent[-1])
+            recent.append(s)
+        seeked = Cat(*recent).any()
+        m.d.comb += Assert(~(seeked & dut.o.valid), "reader: a word offered too soon after a seek")
+        if limit is None:
+            m.d.comb += Assert(seeked | dut.o.valid, "reader: no word offered (a bubble)")
+        else:
+            limit_then = limit
+            for k in range(window):
+                limit_then = last_cycle(m, limit_then, f"limit_{k + 1}_ago")
+            m.d.comb += Assert(seeked | (limit_then <= head) | dut.o.valid,
+                               f"reader: a word readable {window} cycles ago not offered (a bubble)")
+        # ---- the covers
+        stalled, dropped = Signal(name="run_stalled"), Signal(name="seek_dropped")
+        with m.If(seek):
+            m.d.sync += [stalled.eq(0), dropped.eq(dut.o.valid & ~dut.o.ready)]
+        with m.Elif(dut.o.valid & ~dut.o.ready):
+            m.d.sync += stalled.eq(1)
+        if limit is None:
+            m.d.comb += [Cover(take & stalled & (run == depth)),
+                         Cover(take & dropped & (run == 1))]
+        else:
+            rewound = Signal(name="rewound")
+            with m.If(seek):
+                m.d.sync += rewound.eq(seek_to < head)
+            m.d.comb += [Cover(take & stalled & (head + 1 == limit) & (run >= 2) & (head >= (1 << ptr))),
+                         Cover(take & rewound & dropped & (run == 1))]
+        return m
+
+
+# ---------------------------------------------------------------------------------------------------- drain
+#: the drain proof's default shape: 3 lanes of 4-bit sums, 3-bit tags, a 4-entry bias memory of free 32-bit words
+DRAIN_LANES, DRAIN_ACC_BITS, DRAIN_TAG_BITS, DRAIN_BIAS_BITS = 3, 4, 3, 2
+
+
+class DrainProof(Elaboratable):
+    """:class:`~sdhw.drain.Drain`: passes loaded with free sums, output and bias addresses and live lanes, under
+    any consumer backpressure; the bias memory holds free constant words, read with latency 1 (registered, with
+    enable). Contract (``Assume``d): ``load`` never while ``busy``; ``lanes`` in 1..``lanes`` (the sequencer
+    refuses a ``last_lanes`` of 0).
+
+    Asserted: ``o`` keeps the stream rules; the ``k``-th element out (``k`` solver-chosen) is lane ``q`` of the
+    pass it was loaded in, with that lane's sum, the bias entry ``bias_addr + q`` and tag ``out_addr + q``, so
+    lanes leave in lane order, each once, none extra (an element out only if one is pending: count in = count
+    out); ``o.valid`` exactly when an element is pending and not loaded in the cycle before (``register_output``;
+    without it, whenever one is pending): the first element 1 cycle after ``load`` (2), then one per cycle, no
+    bubble; ``busy`` exactly when the shadow holds lanes not yet taken, ``busy_next`` its next value, ``idle``
+    exactly when nothing is pending.
+
+    Covers: the last lane of a second full pass taken after a stall; a pass loaded right behind the one before
+    (with ``register_output``: while its last element still waits in the output register)."""
+
+    def __init__(self, dut: Drain | None = None, *, lanes: int = DRAIN_LANES, acc_bits: int = DRAIN_ACC_BITS,
+                 tag_bits: int = DRAIN_TAG_BITS, bias_bits: int = DRAIN_BIAS_BITS, register_output: bool = False):
+        self.n, self.acc_bits, self.tag_bits, self.bias_bits = lanes, acc_bits, tag_bits, bias_bits
+        self.register_output = register_output
+        self.dut = dut if dut is not None else Drain(lanes=lanes, acc_bits=acc_bits, tag_bits=tag_bits,
+                                                     bias_bits=bias_bits, register_output=register_output)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self.dut
+        no_reset(m)
+        n = self.n
+        biases = [AnyConst(signed(32)) for _ in range(1 << self.bias_bits)]
+        bias_read = Signal(signed(32), name="bias_read")
+        with m.If(dut.bias_rd_en):
+            m.d.sync += bias_read.eq(Array(biases)[dut.bias_rd_addr])
+        m.d.comb += dut.bias_rd_data.eq(bias_read)
+        load = AnySeq(1)
+        sums = Signal(dut.sums.shape(), name="sums_in")
+        m.d.comb += [sums.as_value().eq(AnySeq(len(sums.as_value()))), dut.sums.eq(sums), dut.load.eq(load),
+                     dut.out_addr.eq(AnySeq(self.tag_bits)), dut.bias_addr.eq(AnySeq(self.bias_bits)),
+                     dut.lanes.eq(AnySeq(len(dut.lanes)))]
+        m.d.comb += Assume(~load | (~dut.busy & (dut.lanes >= 1) & (dut.lanes <= n)))
+        checked_sink(m, dut.o, "o")
+        emit = dut.o.valid & dut.o.ready
+        # elements counted in (at load, all of a pass's lanes) and out; one, chosen by the solver, followed
+        count_bits = (4 * n).bit_length() + 1
+        count_in = Signal(count_bits, name="drain_count_in")
+        count_out = Signal(count_bits, name="drain_count_out")
+        m.d.comb += Assume(count_in < (1 << count_bits) - n)
+        index = AnyConst(count_bits - 1)
+        # the followed element's sum and tag, and one bit of its bias (the bit chosen by the solver too: the proof holds
+        # for every bit; all 32 at once make the check three times slower)
+        bit = AnyConst(range(32))
+        captured = Signal(name="drain_captured")
+        want_acc, want_tag = Signal(signed(self.acc_bits), name="want_acc"), Signal(self.tag_bits, name="want_tag")
+        want_bias_bit = Signal(name="want_bias_bit")
+        lane = (index - count_in)[:len(dut.lanes)]
+        with m.If(load):
+            m.d.sync += count_in.eq(count_in + dut.lanes)
+            with m.If((index >= count_in) & (index < count_in + dut.lanes)):
+                entry = Array(biases)[(dut.bias_addr + lane)[:self.bias_bits]]
+                m.d.sync += [captured.eq(1), want_acc.eq(Array(sums[q] for q in range(n))[lane]),
+                             want_tag.eq(dut.out_addr + lane), want_bias_bit.eq(entry.bit_select(bit, 1))]
+        pending = Signal(count_bits, name="drain_pending")
+        m.d.comb += pending.eq(count_in - count_out)
+        taken = emit & (count_out == index)
+        with m.If(emit):
+            m.d.sync += count_out.eq(count_out + 1)
+            m.d.comb += Assert(pending != 0, "drain: an element out that was never loaded")
+        with m.If(taken):
+            m.d.comb += Assert(captured & (dut.o.payload.acc == want_acc) & (dut.o.payload.tag == want_tag)
+                               & (dut.o.payload.bias.bit_select(bit, 1) == want_bias_bit),
+                               "drain: an element out of lane order, or with the wrong sum, bias or tag")
+        # the bounds and the flags
+        if self.register_output:
+            fresh = Signal.like(dut.lanes, name="drain_fresh")       # lanes loaded in the cycle before
+            m.d.sync += fresh.eq(Mux(load, dut.lanes, 0))
+            in_shadow = dut.o.valid
+        else:
+            fresh, in_shadow = 0, 0
+        m.d.comb += [Assert(dut.o.valid == (pending > fresh), "drain: o.valid is not 'an element pending, past the "
+                                                              "latency' (a bubble, or an element too soon)"),
+                     Assert(dut.busy == (pending > in_shadow), "drain: busy is not 'lanes left in the shadow'"),
+                     Assert(dut.busy == last_cycle(m, dut.busy_next, "busy_next_before"),
+                            "drain: busy differs from busy_next a cycle before"),
+                     Assert(dut.idle == (pending == 0), "drain: idle is not 'nothing pending'")]
+        # the covers
+        stalled = Signal(name="drain_stalled")
+        with m.If(dut.o.valid & ~dut.o.ready):
+            m.d.sync += stalled.eq(1)
+        m.d.comb += Cover(taken & stalled & (index == 2 * n - 1) & (count_in == 2 * n))
+        if self.register_output:
+            m.d.comb += Cover(load & dut.o.valid & ~dut.o.ready)
+        else:
+            m.d.comb += Cover(load & last_cycle(m, emit, "emitted_before") & (count_in == n))
+        return m
+
+
+def reader_depth(latency: int) -> int:
+    """The reader proofs' depth: 8 cycles past the first word's (from reset, or from the first cycle's seek), enough
+    for a run to wrap the memory and, limited, the pointers after a stall and a rewind (the covers)."""
+    return 8 + reader_window(latency)
+
+
+#: the drain proof's depth: two passes of :data:`DRAIN_LANES` lanes through, one stalled
+DRAIN_DEPTH = 10
+
+
+def reader_spec(*, latency: int = 1, limited: bool = False) -> ProofSpec:
+    """The memory reader's proof at read ``latency``, ``limited`` (the issuer's entry reader over the fill's ring
+    buffer) or not (the code-word reader), on a memory of :data:`READER_ADDR_BITS` address bits and
+    :data:`READER_WIDTH`-bit words (small fixed parameters: the reader's logic does not depend on them beyond
+    the wrap, which these reach)."""
+    name = "reader" + ("_ring" if limited else "") + ("_latency2" if latency == 2 else "")
+    window = reader_window(latency)
+    word = ("word the producer published for that pointer (never at or past limit)" if limited else
+            "memory's word")
+    return ProofSpec(
+        name, "sdhw.reader.SequentialReader", ReaderProof, depth=reader_depth(latency),
+        dut_kwargs={"addr_bits": READER_ADDR_BITS, "width": READER_WIDTH, "latency": latency, "limited": limited},
+        parameters=f"addr_bits={READER_ADDR_BITS}, width={READER_WIDTH} (fixed, small), latency={latency}, "
+                   f"limited={limited}",
+        claim=f"for any memory contents, seeks and backpressure: every word out is the {word} at the next "
+              f"address from the last seek (each once, in order, none stale after a seek); consumed = that "
+              f"address; none in the "
+              f"{window - 1} cycle{'s' if window > 2 else ''} after a seek, and a word readable {window} cycles "
+              f"earlier is offered (no bubble); stream rules (an offer ends only at a seek)",
+        mutants=("reader_keep_after_seek",) + (("reader_past_limit",) if limited else ()))
+
+
+def drain_spec(*, register_output: bool = False) -> ProofSpec:
+    """The drain's proof, with or without its output register, at a small fixed shape (:data:`DRAIN_LANES` lanes of
+    :data:`DRAIN_ACC_BITS`-bit sums, :data:`DRAIN_TAG_BITS`-bit tags, :data:`DRAIN_BIAS_BITS` bias address bits:
+    every lane goes through the same shift)."""
+    latency = 2 if register_output else 1
+    return ProofSpec(
+        "drain_registered" if register_output else "drain", "sdhw.drain.Drain", DrainProof, depth=DRAIN_DEPTH,
+        dut_kwargs={"lanes": DRAIN_LANES, "acc_bits": DRAIN_ACC_BITS, "tag_bits": DRAIN_TAG_BITS,
+                    "bias_bits": DRAIN_BIAS_BITS, "register_output": register_output},
+        parameters=f"lanes={DRAIN_LANES}, acc_bits={DRAIN_ACC_BITS}, tag_bits={DRAIN_TAG_BITS}, "
+                   f"bias_bits={DRAIN_BIAS_BITS} (fixed, small), register_output={register_output}",
+        claim=f"for any passes (1..{DRAIN_LANES} live lanes, loaded while not busy), bias memory and backpressure: "
+              f"each lane out once, in lane order, with its sum, bias entry bias_addr + q and tag out_addr + q, none "
+              f"extra (count in = count out); o.valid exactly while an element is pending ({latency} cycle"
+              f"{'s' if latency > 1 else ''} after load, then one per cycle); busy, busy_next and idle exact; "
+              f"stream rules",
+        mutants=("drain_extra_after_stall",))
+
+
 PROOFS: list[ProofSpec] = [rebuild_spec(), requant_spec(), threshold_spec(), sequencer_spec(),
-                           sequencer_checksum_spec(), bridge_spec()]
+                           sequencer_checksum_spec(), bridge_spec(),
+                           reader_spec(), reader_spec(latency=2), reader_spec(limited=True),
+                           reader_spec(latency=2, limited=True), drain_spec(), drain_spec(register_output=True)]
 
 
 def proofs_for(cfg: AcceleratorConfig) -> list[ProofSpec]:
@@ -612,7 +931,9 @@ def proofs_for(cfg: AcceleratorConfig) -> list[ProofSpec]:
     its ``exp_bits``; the requantiser it chose (``cfg.requant``) at its ``acc_bits`` (the table one with its
     ``requant_units``; the serial one has no proof: a row saying so); the sequencer of its device, read latency
     (``cfg.ram_latency``) and descriptor checks, with its slots capped at :data:`SEQUENCER_CONFIG`'s (the
-    check's depth grows with the slots; the bound is per slot)."""
+    check's depth grows with the slots; the bound is per slot); the two memory readers (code words, and the
+    entries over the fill's ring) at its read latency and the drain with its output register or not
+    (``cfg.register_ram_outputs``), both at their small fixed shapes (:func:`reader_spec`, :func:`drain_spec`)."""
     specs = []
     if not cfg.dense:
         specs.append(rebuild_spec(exp_bits=cfg.exp_bits, weight_bits=8))
@@ -628,4 +949,6 @@ def proofs_for(cfg: AcceleratorConfig) -> list[ProofSpec]:
     build_slots = cfg.desc_layers if cfg.desc_layers > slots else None
     specs += [sequencer_spec(cfg=proof_cfg, desc_latency=desc_latency, build_slots=build_slots),
               sequencer_checksum_spec(cfg=proof_cfg, desc_latency=desc_latency, build_slots=build_slots)]
+    specs += [reader_spec(latency=cfg.ram_latency), reader_spec(latency=cfg.ram_latency, limited=True),
+              drain_spec(register_output=cfg.register_ram_outputs)]
     return specs

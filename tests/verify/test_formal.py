@@ -154,6 +154,19 @@ def test_bridge_with_the_wrong_crc_fails(tmp_path):
 
 
 @needs_tools
+def test_reader_proof_passes_and_a_word_kept_across_a_seek_fails(tmp_path):
+    """The code-word reader's proof (read latency 1) passes in seconds; a reader that keeps offering a word across
+    the consumer's seek fails it (the ring and drain proofs, a minute or more each, are ``slow``)."""
+    spec = SPECS["reader"]
+    result = formal.check(spec.harness(), tmp_path / "good", depth=spec.depth, mode=spec.mode, cover=False,
+                          timeout=300)
+    assert result.proof.status == "PASS", result
+    stale = formal.check(spec.harness("reader_keep_after_seek"), tmp_path / "stale", depth=spec.depth,
+                         mode=spec.mode, cover=False, timeout=300)
+    assert stale.proof.status == "FAIL" and stale.proof.trace is not None, stale
+
+
+@needs_tools
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_proof_passes_and_covers_are_reached(tmp_path, name):

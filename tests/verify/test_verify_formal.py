@@ -40,6 +40,9 @@ try:
 except formal.FormalToolsMissing as error:
     TOOLS_MISSING = str(error)
 
+#: the proofs of a UP5K SD build with the table requantiser, in the order ``sdhw verify --formal`` runs them
+UP5K_PROOFS = ["rebuild", "threshold", "sequencer", "sequencer_checksum", "reader", "reader_ring", "drain"]
+
 
 def _by_name(cfg: AcceleratorConfig) -> dict:
     specs = proofs_for(cfg)
@@ -52,7 +55,7 @@ def test_sd_table_build_gets_the_table_requantiser_and_its_slots_capped():
     proofs are exactly ``make formal``'s (which are stated for that build)."""
     cfg = AcceleratorConfig(device="up5k")
     specs = _by_name(cfg)
-    assert list(specs) == ["rebuild", "threshold", "sequencer", "sequencer_checksum"]
+    assert list(specs) == UP5K_PROOFS
     assert specs["rebuild"].dut_kwargs == {"exp_bits": 2, "weight_bits": 8, "tag_bits": 3}
     assert specs["threshold"].dut_kwargs == {"acc_bits": 28, "tag_bits": 3, "units": 1}
     for name in ("sequencer", "sequencer_checksum"):
@@ -81,7 +84,8 @@ def test_sd_pipelined_ecp5_build_gets_latency_two_and_the_pipelined_requantiser(
     cfg = AcceleratorConfig(device="ecp5-45f", exp_bits=3, acc_bits=36)
     assert cfg.requant == "pipelined" and cfg.register_ram_outputs and cfg.desc_layers == 16
     specs = _by_name(cfg)
-    assert list(specs) == ["rebuild", "requant", "sequencer", "sequencer_checksum"]
+    assert list(specs) == ["rebuild", "requant", "sequencer", "sequencer_checksum", "reader_latency2",
+                           "reader_ring_latency2", "drain_registered"]
     assert specs["rebuild"].dut_kwargs["exp_bits"] == 3
     assert specs["requant"].dut_kwargs == {"acc_bits": 36, "tag_bits": 2}
     sequencer, checksum = specs["sequencer"], specs["sequencer_checksum"]
@@ -95,7 +99,8 @@ def test_sd_pipelined_ecp5_build_gets_latency_two_and_the_pipelined_requantiser(
 
 def test_dense_build_has_no_rebuild_proof():
     specs = _by_name(AcceleratorConfig(dense=True, device="ecp5-25f"))
-    assert list(specs) == ["requant", "sequencer", "sequencer_checksum"]
+    assert list(specs) == ["requant", "sequencer", "sequencer_checksum", "reader_latency2", "reader_ring_latency2",
+                           "drain_registered"]
     assert specs["sequencer"].dut_kwargs["cfg"].dense
 
 
@@ -205,7 +210,7 @@ def test_formal_proofs_pass(accelerator, fake_tools):
     expected = proofs_for(regression.load_accelerator(accelerator)[0])
     assert [(name, depth) for name, depth, _ in checked] == [(spec.name, spec.depth) for spec in expected]
     rows = result["formal"]
-    assert [row["name"] for row in rows] == ["rebuild", "threshold", "sequencer", "sequencer_checksum"]
+    assert [row["name"] for row in rows] == UP5K_PROOFS
     assert all(row["ok"] and row["proof"] == "PASS" and row["cover"] == "PASS" and row["seconds"] == 2.0
                for row in rows)
     assert [row["parameters"] for row in rows] == [spec.parameters for spec in expected]
@@ -216,7 +221,7 @@ def test_formal_text_report_and_progress(accelerator, fake_tools):
     rc, out, err = run(["verify", accelerator, "--count", 2, "--formal"])
     assert rc == 0
     lines = out.splitlines()
-    header = lines.index("proofs of this build's blocks (4 run with SBY, yices):")
+    header = lines.index(f"proofs of this build's blocks ({len(UP5K_PROOFS)} run with SBY, yices):")
     assert lines[header + 1].split() == ["proof", "block", "parameters", "result", "cover", "s", "verdict"]
     assert lines[header + 2].split()[:2] == ["rebuild", "RebuildUnit"]
     assert "exp_bits=2, weight_bits=8" in lines[header + 2]
@@ -276,5 +281,5 @@ def test_formal_run_on_a_generated_build(accelerator):
     rc, out, err = run(["verify", accelerator, "--count", 2, "--sim", "icarus", "--formal", "--json"])
     assert rc == 0 and err == "", err
     result = json.loads(out)
-    assert [row["name"] for row in result["formal"]] == ["rebuild", "threshold", "sequencer", "sequencer_checksum"]
+    assert [row["name"] for row in result["formal"]] == UP5K_PROOFS
     assert all(row["proof"] == "PASS" and row["cover"] == "PASS" for row in result["formal"]), result["formal"]
