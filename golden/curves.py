@@ -1,15 +1,23 @@
-"""Bits/weight vs accuracy of the bundled digits models across SD compression settings.
+"""Bits/weight vs accuracy of the bundled models across SD compression settings.
 
 ``python -m golden.curves --out bench`` compiles each model over a grid of prune ratios (and exponent
 bits), counts every stored bit of each packed program (as ``sdhw compile`` reports it) and measures the
-golden integer inference on the digits test split. Fine-tuning inside the compiler moves power-of-two
-codes one step at a time, so accuracy at one setting varies with its seed by about a point: every setting
-is compiled with ``--seeds`` fine-tuning seeds and reported as mean, min and max. It writes
-``compression.json``, ``compression.md`` and one ``compression_<model>.png`` per model (float accuracy and
-the 1-point band as lines).
+golden integer inference on the model's test split: the digits MLP and CNN (``mlp``, ``cnn``) on the
+digits test split, the MNIST example CNN (``mnist``, ``examples/mnist_cnn.onnx``) on
+``examples/mnist_test.npz``. Fine-tuning inside the compiler moves power-of-two codes one step at a time,
+so accuracy at one setting varies with its seed by about a point: every setting is compiled with
+``--seeds`` fine-tuning seeds and reported as mean, min and max. It writes ``compression.json``,
+``compression.md`` and one ``compression_<model>.png`` per model swept (float accuracy and the 1-point band
+as lines). ``--models`` sweeps a subset; the results are merged into an existing ``compression.json`` in
+``--out``: the entries of the models not swept are kept as they are (their plots are not rewritten).
+
+A model with layers the accelerator does not run yet (the MNIST CNN's max pooling) is compiled through
+:func:`golden.staged.compile_staged`, as ``sdhw compile --eval-data`` does: each run of FC/conv layers is
+compiled (and fine-tuned) on its own, and its bits are one file header plus every FC/conv layer record
+(:attr:`golden.staged.StagedResult.bits_per_weight`).
 
 Besides the uniform ratios, each model is compiled at its *learned* ratios (:func:`golden.train.learned_prune`
-per layer): the rows its row-sparse training zeroed, so pruning them loses nothing.
+per FC/conv layer): the rows its row-sparse training zeroed, so pruning them loses nothing.
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,54 +37,115 @@ from . import format as fmt
 from .compiler import CompileOptions, compile_model
 from .datasets import DIGITS_CNN, DIGITS_MLP, load_digits_split
 from .errors import SdhwError
-from .model import Model, accuracy, forward_float, load_npz
+from .model import (
+    WEIGHTED_KINDS,
+    Model,
+    accuracy,
+    channels_first,
+    forward_float,
+    load_calibration_data,
+    load_eval_data,
+    load_model,
+)
 from .program import infer
 from .report import compile_report
+from .staged import compile_staged, infer_staged, staged_report
 from .train import learned_prune
 
 TARGET_BITS = 2.5
 TARGET_DROP_POINTS = 1.0
 
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+#: ``(x_cal, x_test, y_test)`` for a loaded model; the bool says whether its file lays images out NCHW.
+DataLoader = Callable[[Model, bool], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def digits_data(model: Model, nchw: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The digits train split (calibration) and test split, shaped for ``model``."""
+    x_train, _, x_test, y_test = load_digits_split()
+    return x_train.reshape((-1, *model.input_shape)), x_test.reshape((-1, *model.input_shape)), y_test
+
+
+@dataclass(frozen=True)
+class NpzData:
+    """Calibration inputs (array ``x``) and labelled test data (``x``, ``y``) from ``.npz`` files, read as
+    ``sdhw compile --calib CALIB --eval-data TEST`` reads them."""
+
+    calib: Path
+    test: Path
+
+    def __call__(self, model: Model, nchw: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (load_calibration_data(self.calib, model, nchw), *load_eval_data(self.test, model, nchw))
+
+
 @dataclass(frozen=True)
 class Sweep:
-    """The settings swept for one model; ``epochs`` is the compile fine-tuning length used for every point."""
+    """The settings swept for one model; ``epochs`` is the compile fine-tuning length used for every point.
+
+    ``path`` is any model file :func:`golden.model.load_model` reads; ``data`` loads its calibration and test
+    data and ``dataset`` names them; ``dense_layers`` are kept dense int8 at every point
+    (``--dense-layers``). The learned ratios are compiled at ``learned_exp_bits`` (default: ``exp_bits``).
+    """
 
     path: Path
     prunes: tuple[float, ...]
     exp_bits: tuple[int, ...]
     epochs: int
+    data: DataLoader = digits_data
+    dataset: str = "digits"
+    dense_layers: tuple[int, ...] = ()
+    learned_exp_bits: tuple[int, ...] | None = None
 
 
 SWEEPS = {
     "mlp": Sweep(DIGITS_MLP, (0.2, 0.35, 0.5, 0.65), (2,), 60),     # 60: the compiler's default fine-tuning
     "cnn": Sweep(DIGITS_CNN, (0.3, 0.45, 0.6), (2,), 60),
+    # README "MNIST example": first conv dense int8 (1 input channel), learned ratios at 2 and 3 exponent bits
+    "mnist": Sweep(EXAMPLES / "mnist_cnn.onnx", (0.3, 0.5), (3,), 60,
+                   data=NpzData(EXAMPLES / "mnist_calib.npz", EXAMPLES / "mnist_test.npz"), dataset="MNIST",
+                   dense_layers=(0,), learned_exp_bits=(2, 3)),
 }
 
 
+def is_staged(model: Model) -> bool:
+    """Whether ``model`` has layers the accelerator does not run, so it compiles through golden.staged."""
+    return any(layer.kind not in WEIGHTED_KINDS for layer in model.layers)
+
+
 def learned_ratios(model: Model) -> tuple[float, ...] | None:
-    """Per-layer ratios that drop exactly the model's all-zero row groups; None if it has none."""
-    ratios = tuple(round(learned_prune(layer.weight), 4) for layer in model.layers if layer.sd_capable)
-    if len(ratios) != len(model.layers) or not any(ratios):
+    """Per-FC/conv-layer ratios that drop exactly the model's all-zero row groups; None if it has none or a
+    layer SD does not decompose. Layers without weights (pooling, ...) take no ratio: a staged compile maps
+    one ratio per FC/conv layer onto the model (see :mod:`golden.staged`)."""
+    weighted = [layer for layer in model.layers if layer.kind in WEIGHTED_KINDS]
+    if not all(layer.sd_capable for layer in weighted):
         return None
-    return ratios
+    ratios = tuple(round(learned_prune(layer.weight), 4) for layer in weighted)
+    return ratios if any(ratios) else None
 
 
 def measure(model: Model, x_cal: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
             opts: CompileOptions) -> dict:
-    """One point: compile, pack, count every stored bit, run the golden integer inference."""
+    """One point: compile, pack, count every stored bit, run the golden integer inference.
+
+    A model with pooling (:func:`is_staged`) compiles through :func:`golden.staged.compile_staged` and is
+    counted and run as ``sdhw compile --eval-data`` does (:func:`golden.staged.staged_report`)."""
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = compile_model(model, x_cal, opts)
-    packed = fmt.pack(result.program)
-    report = compile_report(result, packed)
+        if is_staged(model):
+            result = compile_staged(model, x_cal, opts)
+            report, logits = staged_report(result), infer_staged(result, x_test)
+        else:
+            result = compile_model(model, x_cal, opts)
+            report, logits = compile_report(result, fmt.pack(result.program)), infer(result.program, x_test)
     return {
         "prune": list(opts.prune) if isinstance(opts.prune, tuple) else opts.prune,
         "exp_bits": opts.exp_bits, "epochs": opts.epochs,
         "bits_per_weight": report["program"]["bits_per_weight"], "bytes": report["program"]["bytes"],
         "row_density": [lay["row_density"] for lay in report["layers"]],
-        "accuracy": accuracy(infer(result.program, x_test), y_test),
+        "accuracy": accuracy(logits, y_test),
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -97,19 +167,18 @@ def measure_seeds(model: Model, x_cal, x_test, y_test, opts: CompileOptions, see
 
 
 def sweep_model(name: str, sweep: Sweep, seeds: int = 1, log=print) -> dict:
-    model = load_npz(sweep.path)
-    x_train, _, x_test, y_test = load_digits_split()
-    x_cal = x_train.reshape((-1, *model.input_shape))
-    x_test = x_test.reshape((-1, *model.input_shape))
+    model = load_model(sweep.path)
+    x_cal, x_test, y_test = sweep.data(model, channels_first(sweep.path, model))
     float_acc = accuracy(forward_float(model, x_test), y_test)
     settings: list[tuple[str, float | tuple[float, ...], int]] = [
         ("uniform", p, e) for e in sweep.exp_bits for p in sweep.prunes]
     learned = learned_ratios(model)
     if learned is not None:
-        settings += [("learned", learned, e) for e in sweep.exp_bits]
+        learned_exp = sweep.exp_bits if sweep.learned_exp_bits is None else sweep.learned_exp_bits
+        settings += [("learned", learned, e) for e in learned_exp]
     points = []
     for kind, prune, exp_bits in settings:
-        opts = CompileOptions(prune=prune, exp_bits=exp_bits, epochs=sweep.epochs)
+        opts = CompileOptions(prune=prune, exp_bits=exp_bits, epochs=sweep.epochs, dense_layers=sweep.dense_layers)
         point = {"setting": kind, **measure_seeds(model, x_cal, x_test, y_test, opts, seeds, float_acc)}
         points.append(point)
         log(f"{name}: {kind} prune {prune} E={exp_bits}: {point['bits_per_weight']:.3f} bits/weight, "
@@ -119,21 +188,40 @@ def sweep_model(name: str, sweep: Sweep, seeds: int = 1, log=print) -> dict:
           if p["bits_per_weight_max"] <= TARGET_BITS and p["worst_delta_points"] >= -TARGET_DROP_POINTS]
     best = min(ok, key=lambda p: p["bits_per_weight"]) if ok else None
     return {"model": str(sweep.path.name), "weights": model.n_weights, "float_accuracy": float_acc,
-            "test_samples": len(y_test), "learned_prune": list(learned) if learned else None,
+            "dataset": sweep.dataset, "test_samples": len(y_test), "staged": is_staged(model),
+            "dense_layers": list(sweep.dense_layers), "learned_prune": list(learned) if learned else None,
             "points": points, "smallest_within_target": best}
 
 
 def markdown(results: dict) -> str:
-    lines = ["# Bits/weight vs accuracy (bundled digits models)", "",
-             "`python -m golden.curves --out bench`. Bits/weight count every stored bit of the packed program "
-             "(headers, bias, bases, bitmap, codes, padding) over the float model's weights; accuracy is the "
-             "golden integer inference on the digits test split (450 images, 1 image = 0.22 points). "
+    lines = ["# Bits/weight vs accuracy (bundled models)", "",
+             "`python -m golden.curves --out bench [--models mlp,cnn,mnist]`; a run merges its models into the "
+             "existing `compression.json` and keeps the other models' entries. Bits/weight count every stored "
+             "bit of the packed program (headers, bias, bases, bitmap, codes, padding) over the float model's "
+             "weights; accuracy is the golden integer inference on the model's test split: the digits test split "
+             "(450 images, 1 image = 0.22 points) for the digits models, the split its section names otherwise. "
              f"Target: <= {TARGET_BITS} bits/weight within {TARGET_DROP_POINTS:g} point of float, for every "
              "seed. Accuracy: mean (min-max) over the compiler's fine-tuning seeds. `learned`: the per-layer "
              "ratios that drop exactly the row groups the model's row-sparse training zeroed.", ""]
     for name, res in results.items():
         lines += [f"## {name} ({res['model']}, {res['weights']} weights, float {100 * res['float_accuracy']:.2f} %)",
-                  "", "| setting | prune | E | fine-tune epochs | seeds | bits/weight | accuracy (min-max) | "
+                  ""]
+        notes = []
+        if res.get("dataset", "digits") != "digits":
+            n = res["test_samples"]
+            notes.append(f"Accuracy on the {res['dataset']} test split ({n:,} images, 1 image = {100 / n:.2g} "
+                         "points).")
+        if res.get("staged"):
+            notes.append("Its pooling layers are evaluated in golden (`golden.staged`, as `sdhw compile "
+                         "--eval-data`): each run of FC/conv layers is compiled and fine-tuned on its own; bits: "
+                         "one file header plus every FC/conv layer record.")
+        if res.get("dense_layers"):
+            dense = res["dense_layers"]
+            notes.append(f"Layer{'s' * (len(dense) > 1)} {','.join(map(str, dense))} kept dense int8 at every point "
+                         f"(`--dense-layers`), {'their' if len(dense) > 1 else 'its'} weights counted.")
+        if notes:
+            lines += [" ".join(notes), ""]
+        lines += ["| setting | prune | E | fine-tune epochs | seeds | bits/weight | accuracy (min-max) | "
                   "vs float (worst) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
         for p in sorted(res["points"], key=lambda p: p["bits_per_weight"]):
             prune = ",".join(f"{v:g}" for v in p["prune"]) if isinstance(p["prune"], list) else f"{p['prune']:g}"
@@ -155,7 +243,7 @@ def plot(name: str, res: dict) -> bytes | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 5.2))
     for setting, marker in (("uniform", "o"), ("learned", "*")):
         for e in sorted({p["exp_bits"] for p in res["points"]}):
             pts = sorted((p for p in res["points"] if p["setting"] == setting and p["exp_bits"] == e),
@@ -173,14 +261,38 @@ def plot(name: str, res: dict) -> bytes | None:
     ax.axvline(TARGET_BITS, color="grey", linewidth=1, linestyle="--", label=f"{TARGET_BITS} bits/weight")
     ax.set_xlabel("bits/weight (every stored bit)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"digits {name}: bits/weight vs accuracy")
+    ax.set_title(f"{name} ({res['model']}, {res.get('dataset', 'digits')} test split): bits/weight vs accuracy",
+                 fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)     # below: covers no point
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def previous_results(path: Path) -> dict:
+    """The results of an earlier run in ``path`` (``compression.json``), ``{}`` if there is none; an unreadable
+    file is an error rather than silently replaced."""
+    if not path.exists():
+        return {}
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SdhwError(f"cannot read the earlier results {str(path)!r} to merge into: {exc}; move it away to "
+                        "start afresh") from None
+    if not isinstance(results, dict) or not all(isinstance(r, dict) and "points" in r for r in results.values()):
+        raise SdhwError(f"{str(path)!r} does not hold golden.curves results (model name -> result); move it away "
+                        "to start afresh")
+    return results
+
+
+def merge_results(earlier: dict, swept: dict) -> dict:
+    """``earlier`` with the models of ``swept`` replaced or added, in :data:`SWEEPS` order, then any others."""
+    merged = {**earlier, **swept}
+    order = [n for n in SWEEPS if n in merged] + [n for n in merged if n not in SWEEPS]
+    return {n: merged[n] for n in order}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,10 +308,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SdhwError(f"unknown model {bad[0] if bad else '(none)'!r}; valid: {', '.join(SWEEPS)}")
         if args.seeds < 1:
             raise SdhwError(f"--seeds must be a positive integer, not {args.seeds}")
-        results = {n: sweep_model(n, SWEEPS[n], args.seeds, log=lambda s: print(s, flush=True)) for n in names}
+        earlier = previous_results(Path(args.out) / "compression.json")
+        swept = {n: sweep_model(n, SWEEPS[n], args.seeds, log=lambda s: print(s, flush=True)) for n in names}
+        results = merge_results(earlier, swept)
         files = {"compression.json": (json.dumps(results, indent=2) + "\n").encode(),
                  "compression.md": markdown(results).encode()}
-        for n, res in results.items():
+        for n, res in swept.items():
             png = plot(n, res)
             if png is not None:
                 files[f"compression_{n}.png"] = png

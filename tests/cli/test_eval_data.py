@@ -163,7 +163,8 @@ def test_bad_eval_data(tmp_path, case):
 
 # ------------------------------------------------------------------------------ the bundled MNIST example
 def test_mnist_example_files():
-    """examples/mnist_*: the ONNX CNN, its test split (NCHW float32 in [0, 1]) and calibration images agree with onnxruntime."""
+    """examples/mnist_*: the ONNX CNN, its test split (NCHW float32 in [0, 1]) and calibration images agree with
+    onnxruntime."""
     examples = Path(__file__).resolve().parents[2] / "examples"
     onnx_path, test_path, calib_path = (examples / name for name in ("mnist_cnn.onnx", "mnist_test.npz",
                                                                      "mnist_calib.npz"))

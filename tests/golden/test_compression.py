@@ -6,12 +6,14 @@ import json
 import numpy as np
 import pytest
 
+from golden import curves
 from golden import format as fmt
 from golden.compiler import CompileOptions, compile_model
-from golden.curves import Sweep, main, markdown, sweep_model
+from golden.curves import NpzData, Sweep, learned_ratios, main, markdown, sweep_model
 from golden.datasets import DIGITS_MLP
-from golden.model import Layer, Model, accuracy, forward_float
+from golden.model import Layer, Model, accuracy, forward_float, save_npz
 from golden.sd import structural_mask, to_rows
+from golden.staged import compile_staged
 from golden.train import (
     compressibility_loss,
     learned_prune,
@@ -147,3 +149,85 @@ def test_curves_rejects_unknown_model(tmp_path, capsys):
     assert main(["--out", str(out), "--seeds", "0"]) == 1
     assert "--seeds" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _staged_toy(tmp_path, seed):
+    """A conv -> max pool -> FC model file whose FC layer's last two SD rows are zero, and its data files."""
+    rng = np.random.default_rng(seed)
+    fc = rng.normal(0, 0.5, (3, 16))
+    fc[:, 12:] = 0.0                                        # inputs 12..15: rows 4 and 5 of 6
+    model = Model((4, 4, 2), [Layer("conv", rng.normal(0, 0.5, (4, 2, 3, 3)), np.zeros(4), relu=True),
+                              Layer("maxpool"), Layer("fc", fc, np.zeros(3))])
+    save_npz(model, tmp_path / "toy.npz")
+    x = rng.uniform(0, 1, (60, 4, 4, 2))
+    y = np.argmax(forward_float(model, x), axis=1)
+    np.savez(tmp_path / "calib.npz", x=x[:30])
+    np.savez(tmp_path / "test.npz", x=x[30:], y=y[30:])
+    return model
+
+
+def test_sweep_compiles_a_pooling_model_staged(tmp_path):
+    seed = 7
+    model = _staged_toy(tmp_path, seed)
+    learned = learned_ratios(model)
+    assert learned == (0.0, round(learned_prune(model.layers[2].weight), 4)) == (0.0, 0.3333)   # FC/conv only
+    sweep = Sweep(tmp_path / "toy.npz", (0.5,), (3,), 0, data=NpzData(tmp_path / "calib.npz", tmp_path / "test.npz"),
+                  dataset="toy", dense_layers=(0,), learned_exp_bits=(2, 3))
+    res = sweep_model("toy", sweep, seeds=1, log=lambda s: None)
+    msg = f"seed {seed}"
+    assert res["staged"] and res["dataset"] == "toy" and res["test_samples"] == 30, msg
+    assert [(p["setting"], p["exp_bits"]) for p in res["points"]] == [("uniform", 3), ("learned", 2), ("learned", 3)]
+    x_cal = np.load(tmp_path / "calib.npz")["x"]
+    for point in res["points"]:
+        prune = tuple(point["prune"]) if isinstance(point["prune"], list) else point["prune"]
+        opts = CompileOptions(prune=prune, exp_bits=point["exp_bits"], epochs=0, dense_layers=(0,))
+        staged = compile_staged(model, x_cal, opts)
+        assert point["bits_per_weight"] == pytest.approx(staged.bits_per_weight), msg   # header + FC/conv records
+        assert not staged.runs[0].program.layers[0].is_sd, msg                           # first conv kept int8
+        assert len(point["row_density"]) == 2, msg
+    text = markdown({"toy": res})
+    assert "toy test split (30 images, 1 image = 3.3 points)" in text and "`golden.staged`" in text
+    assert "Layer 0 kept dense int8" in text and "| learned | 0,0.3333 | 2 | 0 | 1 |" in text
+
+
+def _fake_result(name, acc):
+    point = {"setting": "uniform", "prune": 0.5, "exp_bits": 2, "epochs": 60, "row_density": [0.5], "seeds": 2,
+             "bits_per_weight": 2.0, "bits_per_weight_max": 2.0, "accuracy": acc, "accuracy_min": acc - 0.01,
+             "accuracy_max": acc + 0.01, "accuracy_per_seed": [acc - 0.01, acc + 0.01], "seconds": 1.0,
+             "delta_points": -0.5, "worst_delta_points": -1.5}
+    return {"model": f"{name}.npz", "weights": 100, "float_accuracy": acc + 0.005, "test_samples": 450,
+            "learned_prune": None, "points": [point], "smallest_within_target": None}
+
+
+def test_curves_merges_into_the_earlier_results(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {"mlp": _fake_result("mlp", 0.97), "cnn": _fake_result("cnn", 0.98)}
+    (out / "compression.json").write_text(json.dumps(earlier))
+    (out / "compression_mlp.png").write_bytes(b"earlier plot")
+    monkeypatch.setattr(curves, "sweep_model", lambda name, sweep, seeds, log: {**_fake_result(name, 0.95),
+                                                                                "dataset": "MNIST"})
+    assert main(["--out", str(out), "--models", "mnist"]) == 0
+    results = json.loads((out / "compression.json").read_text())
+    assert list(results) == ["mlp", "cnn", "mnist"]
+    assert results["mlp"] == earlier["mlp"] and results["cnn"] == earlier["cnn"]
+    text = (out / "compression.md").read_text()
+    for section in markdown(earlier).split("\n## ")[1:]:                   # the earlier sections, unchanged
+        assert "\n## " + section.rstrip("\n") in text
+    assert "## mnist (mnist.npz" in text and "MNIST test split (450 images" in text
+    assert (out / "compression_mlp.png").read_bytes() == b"earlier plot"     # only the swept model's plot
+    monkeypatch.setattr(curves, "sweep_model", lambda name, sweep, seeds, log: _fake_result(name, 0.9))
+    assert main(["--out", str(out), "--models", "cnn"]) == 0                 # a swept model replaces its entry
+    results = json.loads((out / "compression.json").read_text())
+    assert list(results) == ["mlp", "cnn", "mnist"] and results["cnn"]["float_accuracy"] == pytest.approx(0.905)
+
+
+def test_curves_refuses_to_overwrite_unreadable_results(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "compression.json").write_text("{not json")
+    monkeypatch.setattr(curves, "sweep_model", lambda *a, **k: pytest.fail("swept before checking the results"))
+    assert main(["--out", str(out), "--models", "mlp"]) == 1
+    assert "move it away" in capsys.readouterr().err
+    assert (out / "compression.json").read_text() == "{not json"
+    assert sorted(p.name for p in out.iterdir()) == ["compression.json"]
