@@ -16,12 +16,19 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.task import bridge, resume
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, Timer
 
 from fpga.bridge import STATUS_BAD_CHECK, STATUS_TIMEOUT
 from fpga.host import BridgeError, Host, encode_write
 from rtl_gen.image import load_image
 from sdhw import hostbus as hb
+
+CLOCK_NS = 10
+
+
+async def _cycles(n: int) -> None:
+    """``n`` clock periods of simulated time: one timer, not a Python wake-up per clock edge."""
+    await Timer(CLOCK_NS * n, unit="ns")
 
 
 class UartModel:
@@ -35,26 +42,29 @@ class UartModel:
         cocotb.start_soon(self._monitor())
 
     async def send(self, data: bytes) -> None:
-        clk = self.dut.clk
+        # bits change on the clock's falling edges (never beside the rising edge that samples them), timed by
+        # one timer per bit rather than a Python wake-up per clock edge
+        await FallingEdge(self.dut.clk)
         for byte in data:
             for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
                 self.dut.rx.value = bit
-                await ClockCycles(clk, self.d)
+                await _cycles(self.d)
             self.bytes_sent += 1
 
     async def _monitor(self) -> None:
-        clk, tx = self.dut.clk, self.dut.tx
+        tx = self.dut.tx
         while True:
             await FallingEdge(tx)
-            await ClockCycles(clk, self.d // 2)
+            # sampled half a clock off the rising edges at which tx changes
+            await Timer(CLOCK_NS * (self.d // 2) + CLOCK_NS // 2, unit="ns")
             if tx.value != 0:
                 self.tx_errors.append(f"glitch on tx at {get_sim_time('ns')} ns")
                 continue
             byte = 0
             for k in range(8):
-                await ClockCycles(clk, self.d)
+                await _cycles(self.d)
                 byte |= int(tx.value) << k
-            await ClockCycles(clk, self.d)
+            await _cycles(self.d)
             if tx.value != 1:
                 self.tx_errors.append(f"bad stop bit after byte {byte:#04x}")
             self.received.append(byte)
@@ -63,7 +73,7 @@ class UartModel:
         """Wait until nothing has arrived for ``quiet_cycles``, then drop what did (a damaged response's rest)."""
         while True:
             count = len(self.received)
-            await ClockCycles(self.dut.clk, quiet_cycles)
+            await _cycles(quiet_cycles)
             if len(self.received) == count:
                 break
         self.received.clear()
@@ -72,7 +82,7 @@ class UartModel:
         """Up to ``n`` bytes; fewer if ``timeout_cycles`` pass without enough (like a serial port's timeout)."""
         waited = 0
         while len(self.received) < n and waited < timeout_cycles:
-            await ClockCycles(self.dut.clk, 10 * self.d)
+            await _cycles(10 * self.d)
             waited += 10 * self.d
         data = bytes(self.received[:n])
         del self.received[:n]
@@ -218,7 +228,7 @@ async def _count_runs(dut, runs: dict) -> None:
 async def uart_round_trip(dut):
     with open(os.environ["SDHW_UART_JOB"]) as f:
         job = json.load(f)
-    Clock(dut.clk, 10, unit="ns").start()
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
     dut.rx.value = 1
     dut.rst.value = 1
     await ClockCycles(dut.clk, 3)
