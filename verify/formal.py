@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,10 +150,21 @@ def _sby_text(*, mode: str, depth: int, cover_depth: int, cover: bool, solver: s
     ])
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def _run_sby(command: list[str], workdir: Path, env: dict, timeout: float | None) -> str | None:
-    """Run SBY in a process group of its own, so a timeout ends its solvers too; "TIMEOUT" or None."""
+    """Run SBY in a process group of its own, so a timeout ends its solvers too; "TIMEOUT" or None.
+
+    The group is out of reach of a signal sent to ours, so a SIGTERM of this process (a job scheduler's, a
+    terminal's) is turned into an exit that ends the group first, like Ctrl-C (signal handlers can only be set
+    from the main thread; elsewhere SIGTERM keeps its default)."""
     process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                stdin=subprocess.DEVNULL, start_new_session=True)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -167,6 +179,9 @@ def _run_sby(command: list[str], workdir: Path, env: dict, timeout: float | None
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return None
 
 
