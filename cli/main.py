@@ -325,6 +325,9 @@ def cmd_sim(args) -> int:
     print(f"RTL ({result['simulator']}, {result['device']}, {result['pes']} PEs = {result['channel_lanes']} x "
           f"{result['pixel_lanes']}, {result['build']}) on {result['images']} {data}: "
           f"outputs equal golden ({result['outputs_checked']} values checked)")
+    if result["host_layers"]:
+        print(f"{result['accelerator_runs']} runs of FC/conv layers on the accelerator; on the host between them "
+              f"(golden's integer definitions): {', '.join(result['host_layers'])}")
     if result["batch"] > 1:
         print(f"batch {result['batch']}: {result['latency_cycles']:.0f} cycles per run of {result['batch']} inputs "
               "(latency)")
@@ -578,7 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, help="output directory")
     g.set_defaults(func=cmd_generate)
     sm = sub.add_parser("sim", help="run a model's evaluation inputs (default: the digits test split) on the "
-                                    "generated RTL and compare every output with golden")
+                                    "generated RTL and compare every output with golden (pooling, global average "
+                                    "pool and residual add run on the host between the accelerator's runs)")
     sm.add_argument("--model", required=True, help="model file, as for sdhw compile")
     sm.add_argument("--calib", help="calibration inputs: .npz with array 'x' in the model's layout, NCHW accepted "
                                     "for ONNX/PyTorch CNNs (default: the digits train split)")

@@ -34,7 +34,7 @@ from . import qops
 from .compiler import CompileOptions, CompileResult, compile_model
 from .errors import SdhwError
 from .model import WEIGHTED_KINDS, Model, forward_float
-from .program import run_program
+from .program import Program, run_program
 from .quant import ACT_MAX, QParams, choose_qparams, quantize_multiplier, requantize
 from .report import compile_report
 
@@ -132,8 +132,18 @@ def requantize_activation(x: np.ndarray, in_q: QParams, out_q: QParams) -> np.nd
     return requantize(np.asarray(x, dtype=np.int64) - in_q.zero_point, m0, shift, out_q.zero_point)
 
 
-def run_staged(result: StagedResult, x_q: np.ndarray) -> tuple[np.ndarray, QParams]:
-    """Integer inference of raw int8 inputs on ``result.input_q``: the int8 outputs and their quantisation."""
+#: Runs a compiled run of FC/conv layers on int8 inputs: ``(index of its first layer, program, inputs)`` -> the
+#: int8 outputs of the run's last layer (the accelerator's RTL, say, in place of golden).
+RunExecutor = Callable[[int, Program, np.ndarray], np.ndarray]
+
+
+def run_staged(result: StagedResult, x_q: np.ndarray, execute: RunExecutor | None = None
+               ) -> tuple[np.ndarray, QParams]:
+    """Integer inference of raw int8 inputs on ``result.input_q``: the int8 outputs and their quantisation.
+
+    ``execute``: what runs each run of FC/conv layers (default: :func:`golden.program.run_program`); the layers
+    between the runs are computed here. With an ``execute``, only a run's last output is known, so a residual
+    ``add`` may read no activation from inside a run (an error naming both layers)."""
     model = result.model
     x = np.asarray(x_q, dtype=np.int64).reshape((-1, *model.input_shape))
     acts: dict[int, tuple[np.ndarray, QParams]] = {0: (x, result.input_q)}
@@ -142,10 +152,16 @@ def run_staged(result: StagedResult, x_q: np.ndarray) -> tuple[np.ndarray, QPara
         x, q = acts[i]
         if i in result.runs:
             program = result.runs[i].program
-            _, outs = run_program(program, requantize_activation(x, q, program.input_q), trace=True)
-            for k, (out, layer) in enumerate(zip(outs, program.layers)):
-                acts[i + k + 1] = (out, layer.out_q)
-            i += len(program.layers)
+            x_in = requantize_activation(x, q, program.input_q)
+            end = i + len(program.layers)
+            if execute is None:
+                _, outs = run_program(program, x_in, trace=True)
+                for k, (out, layer) in enumerate(zip(outs, program.layers)):
+                    acts[i + k + 1] = (out, layer.out_q)
+            else:
+                out = np.asarray(execute(i, program, x_in), dtype=np.int64)
+                acts[end] = (out.reshape((len(x_in), *program.layers[-1].out_shape)), program.layers[-1].out_q)
+            i = end
             continue
         layer = model.layers[i]
         if layer.kind in ("maxpool", "avgpool"):
@@ -158,6 +174,10 @@ def run_staged(result: StagedResult, x_q: np.ndarray) -> tuple[np.ndarray, QPara
             out = qops.global_avg_pool(x, q, out_q, relu=layer.relu)
         else:
             out_q = result.act_q[i + 1]
+            if layer.source not in acts:
+                raise SdhwError(f"layer {i} (add) reads the output of layer {layer.source - 1}, inside a run of "
+                                "FC/conv layers whose executor gives only the run's last output; valid: a source at a "
+                                "run's end or outside the runs")
             src, src_q = acts[layer.source]
             out = qops.residual_add(x, src, qops.add_params(q, src_q, out_q), relu=layer.relu)
         acts[i + 1] = (out, out_q)

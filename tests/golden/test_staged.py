@@ -81,6 +81,35 @@ def test_staged_equals_composition_of_programs_and_qops():
     assert set(result.act_q) == {4, 6}
 
 
+def test_staged_runs_through_an_executor():
+    """An executor in place of golden's program runs (the RTL's, in ``sdhw sim``) sees each run's first layer,
+    program and inputs once, and its outputs carry the inference on; an add reading an activation from inside a
+    run is refused, since an executor gives only a run's last output."""
+    model = pooled_residual_model()
+    result = compile_staged(model, inputs(50), CompileOptions(epochs=0))
+    x_q = result.input_q.quantize(inputs(6, seed=SEED + 6))
+    seen = []
+
+    def execute(first, program, x):
+        seen.append((first, program, x.shape))
+        return run_program(program, x)
+
+    out, out_q = run_staged(result, x_q, execute)
+    np.testing.assert_array_equal(out, run_staged(result, x_q)[0])
+    assert [(first, program) for first, program, _ in seen] == [(i, result.runs[i].program) for i in (0, 2, 6)]
+    assert [shape for *_, shape in seen] == [(6, 8, 8, 2), (6, 4, 4, 4), (6, 1, 1, 4)]
+
+    rng = np.random.default_rng(SEED)
+    inner = Model((4, 4, 2), [Layer("conv", rng.normal(0, 0.4, (2, 2, 3, 3)), rng.normal(0, 0.1, 2), relu=True),
+                              Layer("conv", rng.normal(0, 0.4, (2, 2, 3, 3)), rng.normal(0, 0.1, 2), relu=True),
+                              Layer("add", source=1, relu=True)])
+    staged = compile_staged(inner, rng.random((20, 4, 4, 2)), CompileOptions(epochs=0))
+    x_q = staged.input_q.quantize(rng.random((2, 4, 4, 2)))
+    run_staged(staged, x_q)                                  # golden's own runs keep every activation
+    with pytest.raises(SdhwError, match=r"layer 2 \(add\) reads the output of layer 0, inside a run"):
+        run_staged(staged, x_q, lambda first, program, x: run_program(program, x))
+
+
 def test_max_pool_after_relu_needs_no_requantisation():
     model = pooled_residual_model()
     result = compile_staged(model, inputs(100), CompileOptions(dense=True))

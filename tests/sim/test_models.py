@@ -70,3 +70,32 @@ def test_mnist_size_cnn_on_the_rtl(cnn, build, tmp_path, record_counts):
     assert stats["inferences"] == 1 and stats["outputs_checked"] == 10
     record_counts(layers=len(program.layers), programs=1, outputs=stats["outputs_checked"])
     print(f"28x28 CNN on {build}: {stats['cycles'][0]} cycles, {stats['macs'][0]} MACs, bit-exact")
+
+
+def pooled_model(seed: int = SEED) -> Model:
+    """conv 3x3 (ReLU), max pool, conv 3x3 (ReLU), residual add of the pool's output, average pool, FC: every
+    layer kind the accelerator runs between host-side layers."""
+    rng = np.random.default_rng(seed)
+    return Model((8, 8, 2), [
+        Layer("conv", rng.normal(0, 0.4, (4, 2, 3, 3)), rng.normal(0, 0.1, 4), relu=True), Layer("maxpool"),
+        Layer("conv", rng.normal(0, 0.3, (4, 4, 3, 3)), rng.normal(0, 0.1, 4), relu=True),
+        Layer("add", source=2, relu=True), Layer("avgpool"),
+        Layer("fc", rng.normal(0, 0.3, (5, 16)), rng.normal(0, 0.1, 5))])
+
+
+@pytest.mark.skipif(which("iverilog") is None, reason="iverilog is not installed (make install adds it)")
+def test_pooled_model_runs_in_stages_on_the_rtl(tmp_path):
+    """A model with pooling and a residual add: its runs of FC/conv layers on the RTL (each checked against
+    golden), the other layers on the host; the whole equals golden's staged inference, counters summed."""
+    from sim.digits import run_model
+
+    rng = np.random.default_rng(SEED)
+    model = pooled_model()
+    x = rng.uniform(0, 1, (3, 8, 8, 2))
+    result = run_model(model, rng.uniform(0, 1, (16, 8, 8, 2)), x, np.arange(3) % 5, pes=4, device="ecp5-25f",
+                       build_dir=tmp_path, progress=lambda _: None)
+    assert result["accelerator_runs"] == 3 and result["rtl_equals_golden"]
+    assert result["host_layers"] == ["1: maxpool2x2/s2", "3: add activation 2", "4: avgpool2x2/s2"]
+    # every output of each run: 8x8x4 and 4x4x4 activations and 5 logits, for each input
+    assert result["outputs_checked"] == 3 * (8 * 8 * 4 + 4 * 4 * 4 + 5)
+    assert result["cycles_per_inference"] > 0 and 0 < result["utilisation"] <= 1
