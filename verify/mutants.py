@@ -18,6 +18,7 @@ from sdhw.reader import SequentialReader
 from sdhw.rebuild import RebuildUnit
 from sdhw.requant import Requantiser, ThresholdRequantiser
 from sdhw.sequencer import Sequencer
+from sdhw.writeback import Writeback
 
 
 class Mutant(wiring.Component):
@@ -192,6 +193,20 @@ def drain_extra_after_stall(**kwargs) -> Mutant:
     return Mutant(Drain(**kwargs), {("o", "valid"): valid})
 
 
+def writeback_write_twice(**kwargs) -> Mutant:
+    """A writeback that writes an element whose tag is all ones a second time, at the same tag, in the cycle
+    after (an element duplicated)."""
+    again, addr = Signal(), Signal(kwargs["tag_bits"])
+
+    def w_en(m, inner):
+        m.d.sync += [again.eq(inner.w_en & inner.w_addr.all() & ~again), addr.eq(inner.w_addr)]
+        return inner.w_en | again
+
+    def w_addr(m, inner):
+        return Mux(again, addr, inner.w_addr)
+    return Mutant(Writeback(**kwargs), {("w_en",): w_en, ("w_addr",): w_addr})
+
+
 MUTANTS: dict[str, Callable[..., wiring.Component]] = {
     "rebuild_flip_bit": rebuild_flip_bit,
     "rebuild_drop_valid": rebuild_drop_valid,
@@ -208,4 +223,5 @@ MUTANTS: dict[str, Callable[..., wiring.Component]] = {
     "reader_keep_after_seek": reader_keep_after_seek,
     "reader_past_limit": reader_past_limit,
     "drain_extra_after_stall": drain_extra_after_stall,
+    "writeback_write_twice": writeback_write_twice,
 }

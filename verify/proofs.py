@@ -28,8 +28,9 @@ from sdhw.descriptor import CHECKSUM_SEED, CHECKSUM_WORD
 from sdhw.drain import Drain
 from sdhw.reader import SequentialReader
 from sdhw.rebuild import RebuildUnit
-from sdhw.requant import Requantiser, ThresholdRequantiser, ThresholdSearch
+from sdhw.requant import Requantiser, SerialRequantiser, ThresholdRequantiser, ThresholdSearch
 from sdhw.sequencer import Sequencer
+from sdhw.writeback import Writeback
 
 from .bridge_proof import BRIDGE_MAX_WORDS, BRIDGE_TIMEOUT, BridgeProof, bridge_cover_depth, bridge_mutant_depth
 from .harness import Scoreboard, checked_sink, free_source, last_cycle, no_reset
@@ -525,8 +526,9 @@ def serial_requant_spec(*, acc_bits: int = 32) -> ProofSpec:
     :class:`RequantProof`'s bound does not)."""
     return ProofSpec(
         "serial_requant", "sdhw.requant.SerialRequantiser", None, depth=0, parameters=f"acc_bits={acc_bits}",
-        claim="no proof for this block (the requant proof is of the pipelined Requantiser; the serial one, "
-              "requant = \"serial\", is checked by the regression only)")
+        claim="no proof for this block's values (the requant proof is of the pipelined Requantiser; the serial "
+              "one's, requant = \"serial\", are checked by the regression only; its stream, counts and tags are "
+              "writeback_serial's)")
 
 
 def threshold_spec(*, acc_bits: int = 28, units: int = 1) -> ProofSpec:
@@ -869,6 +871,109 @@ class DrainProof(Elaboratable):
         return m
 
 
+# ------------------------------------------------------------------------------------------------ writeback
+#: the writeback proofs' shape: 16-bit sums (the requantisers' narrowest), 3-bit tags, one table search unit
+WRITEBACK_ACC_BITS, WRITEBACK_TAG_BITS, WRITEBACK_UNITS = 16, 3, 1
+
+
+#: the table writeback's fewest and most cycles from take to write (one unit, two searches): the input register,
+#: the search and the output register; at most, the third of three elements taken back to back waits in the input
+#: register for the first one's search to finish (``LATENCY - 1`` cycles after that search took it, 4 cycles
+#: before the third's take)
+WRITEBACK_TABLE_LATENCY = (ThresholdSearch.LATENCY + 2, 2 * ThresholdSearch.LATENCY - 4)
+
+
+def writeback_latency(kind: str) -> tuple[int, int]:
+    """The fewest and most cycles from an element's input handshake to its write, per requantiser ``kind`` (the
+    write port never stalls): the pipelined one's ``LATENCY``, the table one's :data:`WRITEBACK_TABLE_LATENCY`,
+    the serial one's ``latency(shift)`` over every shift."""
+    if kind == "pipelined":
+        return Requantiser.LATENCY, Requantiser.LATENCY
+    if kind == "serial":
+        return SerialRequantiser.BASE_LATENCY, SerialRequantiser.latency(-32)
+    return WRITEBACK_TABLE_LATENCY
+
+
+class WritebackProof(Elaboratable):
+    """:class:`~sdhw.writeback.Writeback` with the requantiser of ``kind`` inside (``"table"``: the iCE40 builds',
+    ``"pipelined"``: the ECP5 builds', ``"serial"``): the stream into it and the write port out of it, counted and
+    followed by tag. Free: the producer on ``i`` (keeping the stream rules) with any sums, biases and tags; the
+    per-layer parameters (constants, held for the run as the sequencer holds them); the table writes ``t_*`` (any
+    entry, any value), which come only while no element is inside and none offered (``Assume``d: the contract).
+
+    Asserted: a write only while an element is inside (taken and not yet written: never more writes than
+    takes); ``idle`` exactly when none is inside (count in = count out); the element of a tag, chosen by the
+    solver, that is taken once in the run is written exactly once at that tag, between :func:`writeback_latency`'s
+    bounds after its take. The values written are the requantisers' proofs' (``requant``, ``threshold``; the
+    serial one's have none).
+
+    Covers: pipelined, the followed element written behind two others and ahead of three more; table, written
+    after the longest wait (the bound is tight) with the producer stalled before it and two more taken behind it,
+    and a table write once two elements have gone through; serial, written after the longest shift's latency, and
+    a second element written after a stall."""
+
+    def __init__(self, dut: Writeback | None = None, *, kind: str = "table", acc_bits: int = WRITEBACK_ACC_BITS,
+                 tag_bits: int = WRITEBACK_TAG_BITS, units: int = WRITEBACK_UNITS):
+        self.kind, self.tag_bits = kind, tag_bits
+        self.dut = dut if dut is not None else Writeback(kind=kind, acc_bits=acc_bits, tag_bits=tag_bits,
+                                                         units=units)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self.dut
+        no_reset(m)
+        params = dut.params.as_value()
+        m.d.comb += params.eq(AnyConst(len(params)))
+        free_source(m, dut.i, "i")
+        take = dut.i.valid & dut.i.ready
+        count_in = Signal(6, name="wb_count_in")
+        count_out = Signal(6, name="wb_count_out")
+        inside = Signal(6, name="wb_inside")
+        m.d.comb += [inside.eq(count_in - count_out), Assume(count_in != (1 << len(count_in)) - 1)]
+        with m.If(take):
+            m.d.sync += count_in.eq(count_in + 1)
+        with m.If(dut.w_en):
+            m.d.sync += count_out.eq(count_out + 1)
+        m.d.comb += [dut.t_en.eq(AnySeq(1)), dut.t_addr.eq(AnySeq(8)), dut.t_data.eq(AnySeq(32)),
+                     Assume(~dut.t_en | ((inside == 0) & ~dut.i.valid))]
+        m.d.comb += [Assert(~dut.w_en | (inside != 0), "writeback: a write with no element inside"),
+                     Assert(dut.idle == (inside == 0), "writeback: idle is not 'no element inside'")]
+        # the followed element: the one taken with tag `tag`, a tag no other element of the run carries
+        tag = AnyConst(self.tag_bits)
+        mine_in = take & (dut.i.payload.tag == tag)
+        mine_out = dut.w_en & (dut.w_addr == tag)
+        pending, written = Signal(name="wb_pending"), Signal(name="wb_written")
+        low, high = writeback_latency(self.kind)
+        age = Signal(range(high + 2), name="wb_age")        # cycles since its take
+        m.d.comb += Assume(~mine_in | ~(pending | written))
+        with m.If(mine_in):
+            m.d.sync += [pending.eq(1), age.eq(1)]
+        with m.Elif(pending & (age <= high)):
+            m.d.sync += age.eq(age + 1)
+        with m.If(mine_out):
+            m.d.sync += [pending.eq(0), written.eq(1)]
+        m.d.comb += [Assert(~mine_out | pending, "writeback: a write at a tag not inside (an element written "
+                                                 "twice, before its take, or at a wrong tag)"),
+                     Assert(~(mine_out & (age < low)), f"writeback: an element written sooner than {low} cycles"),
+                     Assert(~pending | mine_out | (age < high),
+                            f"writeback: an element not written within {high} cycles (lost)")]
+        # the covers
+        stalled = Signal(name="wb_stalled")                 # the producer stalled before the followed element
+        with m.If(dut.i.valid & ~dut.i.ready & ~pending & ~written):
+            m.d.sync += stalled.eq(1)
+        after = Signal(2, name="wb_after")                  # elements taken after the followed one (saturating)
+        with m.If(take & pending & (after != 3)):
+            m.d.sync += after.eq(after + 1)
+        if self.kind == "table":
+            m.d.comb += [Cover(mine_out & stalled & (age == high) & (after == 2) & (inside > 1)),
+                         Cover(written & dut.t_en & (count_in >= 2))]
+        elif self.kind == "serial":
+            m.d.comb += [Cover(mine_out & (age == high)), Cover(mine_out & stalled & (count_out >= 1))]
+        else:
+            m.d.comb += Cover(mine_out & (after == 3) & (count_out >= 2) & (inside > 3))
+        return m
+
+
 def reader_depth(latency: int) -> int:
     """The reader proofs' depth: 8 cycles past the first word's (from reset, or from the first cycle's seek), enough
     for a run to wrap the memory and, limited, the pointers after a stall and a rewind (the covers)."""
@@ -920,20 +1025,48 @@ def drain_spec(*, register_output: bool = False) -> ProofSpec:
         mutants=("drain_extra_after_stall",))
 
 
+#: the writeback proofs' depths: the table one a cycle past the longest wait's end (which starts 5 cycles in), the
+#: pipelined one 6 elements past its latency, the serial one a few cycles past its longest latency
+WRITEBACK_DEPTH = {"table": WRITEBACK_TABLE_LATENCY[1] + 6, "pipelined": Requantiser.LATENCY + 6,
+                   "serial": SerialRequantiser.latency(-32) + 4}
+
+
+def writeback_spec(*, kind: str = "table") -> ProofSpec:
+    """The writeback's proof with the requantiser of ``kind`` (``"table"``: the iCE40 builds', ``"pipelined"``:
+    the ECP5 builds', ``"serial"``) at a small fixed shape (:data:`WRITEBACK_ACC_BITS`-bit sums,
+    :data:`WRITEBACK_TAG_BITS`-bit tags, :data:`WRITEBACK_UNITS` search unit: the counts and tags go through the
+    same logic at any width)."""
+    low, high = writeback_latency(kind)
+    latency = f"{low} cycles after its take" if low == high else f"{low} to {high} cycles after its take"
+    table = "table writes (any, only while idle and nothing offered), " if kind == "table" else ""
+    return ProofSpec(
+        f"writeback_{kind}", "sdhw.writeback.Writeback", WritebackProof, depth=WRITEBACK_DEPTH[kind],
+        dut_kwargs={"kind": kind, "acc_bits": WRITEBACK_ACC_BITS, "tag_bits": WRITEBACK_TAG_BITS,
+                    "units": WRITEBACK_UNITS},
+        parameters=f"kind={kind}, acc_bits={WRITEBACK_ACC_BITS}, tag_bits={WRITEBACK_TAG_BITS}"
+                   + (f", units={WRITEBACK_UNITS}" if kind == "table" else "") + " (fixed, small)",
+        claim=f"for any producer, sums, biases, tags, layer parameters and {table}each element taken (followed: "
+              f"one whose tag no other element of the run carries) is written once, at its tag, {latency}; no "
+              f"write without an element inside (count in = count out); idle exact",
+        mutants=("writeback_write_twice",))
+
+
 PROOFS: list[ProofSpec] = [rebuild_spec(), requant_spec(), threshold_spec(), sequencer_spec(),
                            sequencer_checksum_spec(), bridge_spec(),
                            reader_spec(), reader_spec(latency=2), reader_spec(limited=True),
-                           reader_spec(latency=2, limited=True), drain_spec(), drain_spec(register_output=True)]
+                           reader_spec(latency=2, limited=True), drain_spec(), drain_spec(register_output=True),
+                           writeback_spec(), writeback_spec(kind="pipelined"), writeback_spec(kind="serial")]
 
 
 def proofs_for(cfg: AcceleratorConfig) -> list[ProofSpec]:
     """The proofs of the blocks the build ``cfg`` contains, at its parameters: the rebuild unit (SD builds) at
     its ``exp_bits``; the requantiser it chose (``cfg.requant``) at its ``acc_bits`` (the table one with its
-    ``requant_units``; the serial one has no proof: a row saying so); the sequencer of its device, read latency
-    (``cfg.ram_latency``) and descriptor checks, with its slots capped at :data:`SEQUENCER_CONFIG`'s (the
-    check's depth grows with the slots; the bound is per slot); the two memory readers (code words, and the
+    ``requant_units``; the serial one has no proof of its values: a row saying so); the sequencer of its device,
+    read latency (``cfg.ram_latency``) and descriptor checks, with its slots capped at :data:`SEQUENCER_CONFIG`'s
+    (the check's depth grows with the slots; the bound is per slot); the two memory readers (code words, and the
     entries over the fill's ring) at its read latency and the drain with its output register or not
-    (``cfg.register_ram_outputs``), both at their small fixed shapes (:func:`reader_spec`, :func:`drain_spec`)."""
+    (``cfg.register_ram_outputs``), both at their small fixed shapes (:func:`reader_spec`, :func:`drain_spec`); the
+    writeback with the build's requantiser inside, at its small fixed shape (:func:`writeback_spec`)."""
     specs = []
     if not cfg.dense:
         specs.append(rebuild_spec(exp_bits=cfg.exp_bits, weight_bits=8))
@@ -950,5 +1083,5 @@ def proofs_for(cfg: AcceleratorConfig) -> list[ProofSpec]:
     specs += [sequencer_spec(cfg=proof_cfg, desc_latency=desc_latency, build_slots=build_slots),
               sequencer_checksum_spec(cfg=proof_cfg, desc_latency=desc_latency, build_slots=build_slots)]
     specs += [reader_spec(latency=cfg.ram_latency), reader_spec(latency=cfg.ram_latency, limited=True),
-              drain_spec(register_output=cfg.register_ram_outputs)]
+              drain_spec(register_output=cfg.register_ram_outputs), writeback_spec(kind=cfg.requant)]
     return specs

@@ -167,6 +167,19 @@ def test_reader_proof_passes_and_a_word_kept_across_a_seek_fails(tmp_path):
 
 
 @needs_tools
+def test_pipelined_writeback_proof_passes_and_a_duplicated_write_fails(tmp_path):
+    """The pipelined writeback's proof and covers pass in seconds; a writeback that writes an element twice fails
+    it (the table writeback's proof, a minute or more, is ``slow``)."""
+    spec = SPECS["writeback_pipelined"]
+    result = formal.check(spec.harness(), tmp_path / "good", depth=spec.depth, mode=spec.mode,
+                          cover_depth=spec.cover_depth, timeout=300)
+    assert result.proof.status == "PASS" and result.cover.status == "PASS", result
+    twice = formal.check(spec.harness("writeback_write_twice"), tmp_path / "twice", depth=spec.depth,
+                         mode=spec.mode, cover=False, timeout=300)
+    assert twice.proof.status == "FAIL" and twice.proof.trace is not None, twice
+
+
+@needs_tools
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_proof_passes_and_covers_are_reached(tmp_path, name):

@@ -41,7 +41,8 @@ except formal.FormalToolsMissing as error:
     TOOLS_MISSING = str(error)
 
 #: the proofs of a UP5K SD build with the table requantiser, in the order ``sdhw verify --formal`` runs them
-UP5K_PROOFS = ["rebuild", "threshold", "sequencer", "sequencer_checksum", "reader", "reader_ring", "drain"]
+UP5K_PROOFS = ["rebuild", "threshold", "sequencer", "sequencer_checksum", "reader", "reader_ring", "drain",
+               "writeback_table"]
 
 
 def _by_name(cfg: AcceleratorConfig) -> dict:
@@ -85,7 +86,7 @@ def test_sd_pipelined_ecp5_build_gets_latency_two_and_the_pipelined_requantiser(
     assert cfg.requant == "pipelined" and cfg.register_ram_outputs and cfg.desc_layers == 16
     specs = _by_name(cfg)
     assert list(specs) == ["rebuild", "requant", "sequencer", "sequencer_checksum", "reader_latency2",
-                           "reader_ring_latency2", "drain_registered"]
+                           "reader_ring_latency2", "drain_registered", "writeback_pipelined"]
     assert specs["rebuild"].dut_kwargs["exp_bits"] == 3
     assert specs["requant"].dut_kwargs == {"acc_bits": 36, "tag_bits": 2}
     sequencer, checksum = specs["sequencer"], specs["sequencer_checksum"]
@@ -100,12 +101,14 @@ def test_sd_pipelined_ecp5_build_gets_latency_two_and_the_pipelined_requantiser(
 def test_dense_build_has_no_rebuild_proof():
     specs = _by_name(AcceleratorConfig(dense=True, device="ecp5-25f"))
     assert list(specs) == ["requant", "sequencer", "sequencer_checksum", "reader_latency2", "reader_ring_latency2",
-                           "drain_registered"]
+                           "drain_registered", "writeback_pipelined"]
     assert specs["sequencer"].dut_kwargs["cfg"].dense
 
 
 def test_serial_requantiser_is_a_row_without_a_proof():
-    spec = _by_name(AcceleratorConfig(requant="serial"))["serial_requant"]
+    specs = _by_name(AcceleratorConfig(requant="serial"))
+    assert specs["writeback_serial"].runnable and specs["writeback_serial"].dut_kwargs["kind"] == "serial"
+    spec = specs["serial_requant"]
     assert spec.block == "sdhw.requant.SerialRequantiser" and not spec.runnable
     assert spec.claim.startswith("no proof for this block")
     with pytest.raises(ValueError, match="no proof harness for sdhw.requant.SerialRequantiser"):
