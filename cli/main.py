@@ -317,8 +317,13 @@ def cmd_sim(args) -> int:
     nchw = channels_first(args.model, model)
     x_cal = _calibration_inputs(model, args.calib, nchw)
     x, y, data = _evaluation_data(model, args.data, nchw)
+    try:
+        opts = _options(args)
+    except ValueError as exc:
+        raise SdhwError(f"--prune must be a number, comma-separated numbers or 'auto': {exc}") from None
     result = run_model(model, x_cal, x, y, pes=args.pes, dense=args.dense, limit=args.limit, device=args.device,
-                       sim=args.sim, build_dir=args.build_dir, progress=progress, data=data, batch=args.batch)
+                       sim=args.sim, build_dir=args.build_dir, progress=progress, data=data, batch=args.batch,
+                       options=opts)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -535,6 +540,24 @@ def cmd_verify(args) -> int:
     return 0 if result.passed else 1
 
 
+def _add_compile_options(parser: argparse.ArgumentParser) -> None:
+    """The compiler's options (:func:`_options` reads them), shared by ``compile`` and ``sim``."""
+    parser.add_argument("--prune", help="structural prune ratio in [0, 1), one per layer separated by commas, or "
+                                        "'auto' (per-layer ratios reaching --target-bits; default 0.3)")
+    parser.add_argument("--target-bits", type=float, help="bits/weight that --prune auto aims for (default 3.0)")
+    parser.add_argument("--thr", type=float, help="coefficient threshold during the fit (default 1e-3)")
+    parser.add_argument("--exp-bits", type=int, help="exponent bits per coefficient code (1..4, default 2)")
+    parser.add_argument("--method", choices=METHODS, help="paper: upstream weight-space fit only; "
+                                                          "finetune (default): plus SD-preserving fine-tuning")
+    parser.add_argument("--block-rows", type=int, help="rows per basis block (default 192)")
+    parser.add_argument("--basis-group", type=int, help="output filters sharing one basis (default: automatic)")
+    parser.add_argument("--max-iter", type=int, help="iteration cap of the alternating least squares (default 30)")
+    parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default 60)")
+    parser.add_argument("--seed", type=int, help="fine-tuning seed (default 0)")
+    parser.add_argument("--dense-layers", help="layers kept dense int8 in an SD program, comma-separated indices, "
+                                               "negative from the end (e.g. 0,-1); an SD accelerator runs them too")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdhw", description="SmartDeal accelerator generator and tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -542,21 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", help="model file: .npz (see golden.model), .onnx (see golden.onnx_import; image inputs "
                    "become channel-last) or a scikit-learn MLP (.joblib/.pkl)")
     c.add_argument("-o", "--output", required=True, help="output program file (.sdp)")
-    c.add_argument("--prune", help="structural prune ratio in [0, 1), one per layer separated by commas, or "
-                                   "'auto' (per-layer ratios reaching --target-bits; default 0.3)")
-    c.add_argument("--target-bits", type=float, help="bits/weight that --prune auto aims for (default 3.0)")
-    c.add_argument("--thr", type=float, help="coefficient threshold during the fit (default 1e-3)")
-    c.add_argument("--exp-bits", type=int, help="exponent bits per coefficient code (1..4, default 2)")
-    c.add_argument("--method", choices=METHODS, help="paper: upstream weight-space fit only; "
-                                                     "finetune (default): plus SD-preserving fine-tuning")
-    c.add_argument("--block-rows", type=int, help="rows per basis block (default 192)")
-    c.add_argument("--basis-group", type=int, help="output filters sharing one basis (default: automatic)")
-    c.add_argument("--max-iter", type=int, help="iteration cap of the alternating least squares (default 30)")
-    c.add_argument("--epochs", type=int, help="fine-tuning epochs (default 60)")
-    c.add_argument("--seed", type=int, help="fine-tuning seed (default 0)")
+    _add_compile_options(c)
     c.add_argument("--dense", action="store_true", default=None, help="int8 dense baseline, no SD layers")
-    c.add_argument("--dense-layers", help="layers kept dense int8 in an SD program, comma-separated indices, "
-                                          "negative from the end (e.g. 0,-1); an SD accelerator runs them too")
     c.add_argument("--calib", help="calibration inputs: .npz with array 'x' in the model's layout, NCHW accepted "
                    "for ONNX/PyTorch (default: the digits train split)")
     c.add_argument("--eval", action="store_true", help="accuracy (float, int8 dense, SD) on the bundled digits test "
@@ -590,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(integer labels) (default: the digits test split)")
     sm.add_argument("--pes", type=int, default=16, help="PE count (default 16)")
     sm.add_argument("--dense", action="store_true", help="the dense int8 baseline")
+    _add_compile_options(sm)
     sm.add_argument("--limit", type=int, help="only the first K inputs")
     sm.add_argument("--batch", type=int, default=1, help="inputs per run (default 1): each channel group's weights "
                                                          "are rebuilt once for the whole batch")

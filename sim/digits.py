@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,14 @@ def pick_device(programs, pes: int, dense: bool, device: str | None, batch: int 
     """The given device, or the smallest whose default memories hold the program (or every program of a list:
     the runs of a staged model) and a batch of ``batch`` inputs at this PE count."""
     programs = programs if isinstance(programs, list) else [programs]
+    # rebuild units as wide as the widest code field of the programs (the configuration's default otherwise)
+    exp_bits = max([layer.weights.exp_bits for program in programs for layer in program.layers if layer.is_sd]
+                   + [AcceleratorConfig.exp_bits])
     candidates = [device] if device else list(DEVICES)
     errors = []
     for name in candidates:
         try:
-            cfg = AcceleratorConfig(pes=pes, dense=dense, device=name)
+            cfg = AcceleratorConfig(pes=pes, dense=dense, device=name, exp_bits=exp_bits)
             check_fits(cfg)
             for program in programs:
                 build_image(program, cfg, batch)
@@ -54,9 +58,11 @@ def run_digits(model: Model, *, pes: int, dense: bool = False, limit: int | None
 
 def run_model(model: Model, x_calib: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, *, pes: int,
               dense: bool = False, limit: int | None = None, device: str | None = None, sim: str | None = None,
-              build_dir=None, progress=print, data: str = "inputs", batch: int = 1) -> dict:
-    """Compile ``model`` (calibrated on ``x_calib``), generate the accelerator (``device`` or the smallest that
-    holds the program), run ``x_eval`` (the first ``limit``) on its RTL, ``batch`` inputs per run, and check
+              build_dir=None, progress=print, data: str = "inputs", batch: int = 1,
+              options: CompileOptions | None = None) -> dict:
+    """Compile ``model`` (calibrated on ``x_calib``, with ``options`` but their ``dense`` replaced by ``dense``),
+    generate the accelerator (``device`` or the smallest that holds the program; rebuild units as wide as its
+    widest code field), run ``x_eval`` (the first ``limit``) on its RTL, ``batch`` inputs per run, and check
     every output against golden; accuracy against the labels ``y_eval``, cycles and utilisation from the
     accelerator's counters: ``latency_cycles`` for one run (of ``batch`` inputs), ``cycles_per_inference`` the
     cycles of all runs over the inputs. Inputs in the model's layout (``model.input_shape``).
@@ -73,17 +79,18 @@ def run_model(model: Model, x_calib: np.ndarray, x_eval: np.ndarray, y_eval: np.
         raise SdhwError(f"--batch must be a positive integer, not {batch!r}")
     host_layers = [f"{i}: {layer.describe()}" for i, layer in enumerate(model.layers)
                    if layer.kind not in WEIGHTED_KINDS]
+    options = replace(options or CompileOptions(), dense=dense)
     progress(f"compiling ({'dense int8' if dense else 'SD'}{', in runs of FC/conv layers' if host_layers else ''})")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if host_layers:
-            staged = compile_staged(model, x_calib, CompileOptions(dense=dense))
+            staged = compile_staged(model, x_calib, options)
             programs = [run.program for run in staged.runs.values()]
             input_q = staged.input_q
             if not programs:
                 raise SdhwError("the model has no FC or conv layer: nothing of it runs on the accelerator")
         else:
-            program = compile_model(model, x_calib, CompileOptions(dense=dense)).program
+            program = compile_model(model, x_calib, options).program
             programs, input_q = [program], program.input_q
     cfg = pick_device(programs, pes, dense, device, batch)
     build_dir = Path(build_dir or f"build/sim-{cfg.device}-{pes}{'-dense' if dense else ''}")
@@ -133,8 +140,9 @@ def run_model(model: Model, x_calib: np.ndarray, x_eval: np.ndarray, y_eval: np.
     macs = np.sum(totals["macs"], axis=0)
     return {
         "model_layers": len(model.layers), "build": "dense" if dense else "sd", "device": cfg.device, "pes": pes,
-        "channel_lanes": cfg.channel_lanes, "pixel_lanes": cfg.pixel_lanes, "simulator": build.sim,
-        "data": data, "images": len(x_q), "rtl_equals_golden": True, "outputs_checked": totals["outputs_checked"],
+        "channel_lanes": cfg.channel_lanes, "pixel_lanes": cfg.pixel_lanes, "exp_bits": cfg.exp_bits,
+        "simulator": build.sim, "data": data, "images": len(x_q), "rtl_equals_golden": True,
+        "outputs_checked": totals["outputs_checked"],
         "host_layers": host_layers, "accelerator_runs": len(programs),
         "accuracy": float(np.mean(np.argmax(np.asarray(outputs).reshape(len(x_q), -1), axis=1) == y_eval)),
         "batch": batch, "latency_cycles": float(cycles[run_sizes == run_sizes[0]].mean()),

@@ -383,6 +383,15 @@ def test_sdhw_sim_runs_any_model_on_its_own_data(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "--batch must be a positive integer, not 0" in err and err.strip().count("\n") == 0
 
+    # the compiler's options, as sdhw compile takes them: 3 exponent bits get rebuild units that wide
+    rc = main(["sim", *common, "--data", str(tmp_path / "data.npz"), "--exp-bits", "3", "--prune", "0.5",
+               "--epochs", "0", "--json"])
+    wide = json.loads(capsys.readouterr().out)
+    assert rc == 0 and wide["rtl_equals_golden"] and wide["exp_bits"] == 3 and result["exp_bits"] == 2
+    rc = main(["sim", *common, "--data", str(tmp_path / "data.npz"), "--prune", "half"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--prune must be a number" in err and err.strip().count("\n") == 0
+
     np.savez(tmp_path / "bad.npz", x=x[:, :9], y=y)
     rc = main(["sim", *common, "--data", str(tmp_path / "bad.npz")])
     err = capsys.readouterr().err
