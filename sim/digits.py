@@ -96,7 +96,7 @@ def run_model(model: Model, x_calib: np.ndarray, x_eval: np.ndarray, y_eval: np.
     build_dir = Path(build_dir or f"build/sim-{cfg.device}-{pes}{'-dense' if dense else ''}")
     progress(f"generating and building {cfg.device}, {pes} PEs = {cfg.channel_lanes} x {cfg.pixel_lanes} "
              f"in {build_dir}")
-    build = Build(cfg, build_dir, sim=sim)
+    build = Build(cfg, build_dir, sim=sim, quiet=True)           # its output to build.log: stdout may be JSON
     x_q = input_q.quantize(x_eval)
     progress(f"simulating {len(x_q)} {data} on the RTL ({build.sim}"
              f"{f', in runs of {batch}' if batch > 1 else ''})")
