@@ -14,6 +14,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from sdhw.compare import above
 from sdhw.hostbus import ADDR_BITS, HostBusSignature
 
 SYNC_REQUEST = 0x5A
@@ -233,7 +234,7 @@ class UartBridge(wiring.Component):
                 with m.Elif(addr_top != 0):
                     m.d.sync += status.eq(STATUS_BAD_ADDR)
                     m.next = "DRAIN"
-                with m.Elif((count == 0) | (count > max_words)):
+                with m.Elif((count == 0) | above(count, max_words)):
                     m.d.sync += status.eq(STATUS_BAD_COUNT)
                     m.next = "DRAIN"
                 with m.Elif(cmd == CMD_WRITE):

@@ -15,6 +15,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .compare import above
 from .config import TAP_INFO_BITS
 from .descriptor import HEADER_FIELDS
 from .fsm import OneHotFSM
@@ -161,8 +162,8 @@ class _RowWalker:
                     m.d.sync += [self.group_left.eq(p.n_groups), self.rep_left.eq(p.n_pix), self.table_idx.eq(0),
                                  self.table_left.eq(p.n_thresh), self.rows_left.eq(p.n_rows), self.first_row.eq(1),
                                  self.rows_gone.eq(p.n_rows == 0), fill.done.eq(0),
-                                 self.table_more.eq(p.n_thresh != 0), self.groups_more.eq(p.n_groups > 1),
-                                 self.rep_more.eq(p.n_pix > 1)]
+                                 self.table_more.eq(p.n_thresh != 0),
+                                 self.groups_more.eq(above(p.n_groups, 1)), self.rep_more.eq(above(p.n_pix, 1))]
                     self.goto("TABLE")
             with self.state("TABLE"):
                 with m.If(~self.table_more):
@@ -197,11 +198,13 @@ class _RowWalker:
                              self.rows_gone.eq(p.n_rows == 0), self.first_row.eq(1)]
                 with m.If(p.stream & self.rep_more):
                     # the next pixel of a group that does not fit the buffer: the same rows again
-                    m.d.sync += [self.rep_left.eq(self.rep_left - 1), self.rep_more.eq(self.rep_left > 2)]
+                    m.d.sync += [self.rep_left.eq(self.rep_left - 1),
+                                 self.rep_more.eq(above(self.rep_left, 2))]
                     self.goto("HEADER")
                 with m.Elif(self.groups_more):
-                    m.d.sync += [self.group_left.eq(self.group_left - 1), self.groups_more.eq(self.group_left > 2),
-                                 self.rep_left.eq(p.n_pix), self.rep_more.eq(p.n_pix > 1)]
+                    m.d.sync += [self.group_left.eq(self.group_left - 1),
+                                 self.groups_more.eq(above(self.group_left, 2)),
+                                 self.rep_left.eq(p.n_pix), self.rep_more.eq(above(p.n_pix, 1))]
                     self.goto("HEADER")
                 with m.Else():
                     self.goto("FLUSH")

@@ -227,7 +227,7 @@ class Issuer(wiring.Component):
 
         # counters a cycle after the issue; the address check from the op's registers, two cycles after
         m.d.sync += [self.macs.eq(Mux(issue & info.count, lanes, 0)), self.stall.eq(running & ~issue),
-                     self.addr_error.eq(op_checked & ((op_act < 0) | (op_act >= p.in_size)))]
+                     self.addr_error.eq(op_checked & (op_act[-1] | (op_act >= p.in_size)))]
 
         # the activation and the weights arrive act_latency cycles after the op's registers
         valid, last, padded = op_valid, op_last, op_pad

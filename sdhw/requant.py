@@ -8,6 +8,8 @@ from amaranth.lib.wiring import In, Out
 
 from golden.quant import INT32_MAX, INT32_MIN
 
+from . import compare
+
 __all__ = ["Requantiser", "SerialRequantiser", "ThresholdRequantiser", "ThresholdSearch"]
 
 
@@ -553,7 +555,8 @@ class ThresholdSearch(wiring.Component):
             with m.If(take):
                 m.d.comb += index.eq(127)
                 m.d.sync += [s.eq(self.i.payload.s), tag.eq(self.i.payload.tag), idx.eq(0), mask.eq(1 << 7),
-                             below.eq((1 << 6) - 1), busy.eq(1), waiting.eq(1), cand_ok.eq(127 < self.n_thresh)]
+                             below.eq((1 << 6) - 1), busy.eq(1), waiting.eq(1),
+                             cand_ok.eq(compare.above(self.n_thresh, 127))]
             with m.Elif(turn & busy & ~mask[0]):
                 # the next candidate, found + 2**(bit - 1), less one: found has no bit below `bit`. Whether it
                 # exists is compared for both values of the last comparison's bit and then chosen by it, so no

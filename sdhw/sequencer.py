@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import hostbus as hb
+from .compare import above
 from .config import DESC_WORDS, AcceleratorConfig
 from .descriptor import CHECKSUM_SEED, CHECKSUM_WORD, FIELDS, KIND_END, KIND_K1, KIND_K3
 from .fsm import OneHotFSM
@@ -247,10 +248,11 @@ class Sequencer(wiring.Component):
 
 
 def _outside(width: int, is_signed: bool):
-    """A test: the value does not fit a register of ``width`` bits."""
+    """A test: the value does not fit a register of ``width`` bits (its bits from the register's top one up not
+    all equal, signed; any of them set, unsigned)."""
     if is_signed:
-        return lambda v: (v < -(1 << (width - 1))) | (v >= (1 << (width - 1)))
-    return lambda v: v >= (1 << width)
+        return lambda v: ~(v[width - 1:].all() | ~v[width - 1:].any())
+    return lambda v: v[width:].any()
 
 
 def _checks(cfg: AcceleratorConfig, layer) -> list:
@@ -258,13 +260,15 @@ def _checks(cfg: AcceleratorConfig, layer) -> list:
     tests = [
         ("kind", lambda v: (v != KIND_END) & (v != KIND_K1) & (v != KIND_K3), hb.ERR_KIND),
         ("stride", lambda v: (v != 1) & (v != 2), hb.ERR_STRIDE),
-        ("n_groups", lambda v: (v == 0) | (v > cfg.max_groups), hb.ERR_SHAPE),
-        ("last_lanes", lambda v: (v == 0) | (v > cfg.pes), hb.ERR_SHAPE),
+        ("n_groups", lambda v: (v == 0) | above(v, cfg.max_groups), hb.ERR_SHAPE),
+        ("last_lanes", lambda v: (v == 0) | above(v, cfg.pes), hb.ERR_SHAPE),
         ("n_pix", lambda v: v == 0, hb.ERR_SHAPE),
-        *((name, lambda v: (v == 0) | (v > cfg.max_side), hb.ERR_SHAPE) for name in ("out_w", "in_h", "in_w")),
+        *((name, lambda v: (v == 0) | above(v, cfg.max_side), hb.ERR_SHAPE)
+          for name in ("out_w", "in_h", "in_w")),
         ("sd", lambda v: v != int(not cfg.dense), hb.ERR_MODE),
-        *((name, lambda v: v > cfg.act_depth, hb.ERR_ACT_SIZE) for name in ("in_size", "out_size", "n_pix")),
-        ("n_thresh", (lambda v: v > 255) if cfg.requant == "table" else (lambda v: v != 0), hb.ERR_PARAMS),
+        *((name, lambda v: above(v, cfg.act_depth), hb.ERR_ACT_SIZE)
+          for name in ("in_size", "out_size", "n_pix")),
+        ("n_thresh", (lambda v: above(v, 255)) if cfg.requant == "table" else (lambda v: v != 0), hb.ERR_PARAMS),
     ]
     # address fields whose value does not fit their register (a valid program's always do)
     for name, err in (("step_x", hb.ERR_ACT_ADDR), ("row_wrap", hb.ERR_ACT_ADDR), ("base0", hb.ERR_ACT_ADDR),
