@@ -15,7 +15,8 @@ from rtl_gen.image import load_image, unpack_image
 from rtl_gen.tools import VERILATOR_WAIVERS, tool_env, which
 
 
-@pytest.mark.parametrize("pes", [1, 4, 16, 64, 256])
+# 256 PEs (the largest, about 2.5 minutes of elaboration and lint) with the long sweeps
+@pytest.mark.parametrize("pes", [1, 4, 16, 64, pytest.param(256, marks=pytest.mark.slow)])
 def test_generated_verilog_compiles_and_lints(tmp_path, pes):
     device = "ecp5-85f" if pes <= 128 else "generic"        # no device holds 256 PEs yet: simulation target
     rc, out, err = run(["generate", "--pes", pes, "--device", device, "-o", tmp_path])
