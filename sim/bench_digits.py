@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from golden.datasets import DIGITS_CNN, DIGITS_MLP
+from golden.format import write_atomic
 from golden.model import load_npz
 
 from .digits import run_digits
@@ -21,9 +23,9 @@ from .digits import run_digits
 MODELS = {"mlp": DIGITS_MLP, "cnn": DIGITS_CNN}
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], command: str = "python -m sim.bench_digits") -> str:
     lines = ["# Digits test split on the RTL", "",
-             "Measured by `python -m sim.bench_digits`: every output of every image compared with golden "
+             f"Measured by `{command}`: every output of every image compared with golden "
              "(bit-exact), accuracy from the RTL's outputs.", "",
              "| model | build | N | device | lanes | images | accuracy | cycles/inference | utilisation | "
              "rows skipped/inf. | simulator | wall time |",
@@ -69,6 +71,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="bench")
     args = parser.parse_args(argv)
     rows = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python -m sim.bench_digits", *(sys.argv[1:] if argv is None else argv)])
+
+    def write():
+        """The rows so far (after each one: a run stopped half way keeps what it measured)."""
+        write_atomic(out / "digits_rtl.json", (json.dumps({"command": command, "rows": rows}, indent=2)
+                                               + "\n").encode())
+        write_atomic(out / "digits_rtl.md", markdown(rows, command).encode())
+
     for name in args.models:
         model = load_npz(MODELS[name])
         for pes in args.pes:
@@ -80,10 +92,7 @@ def main(argv=None) -> int:
                     rows.append({"model": name, **result})
                     print(f"{name} N={pes} {rows[-1]['build']} batch {batch}: accuracy {result['accuracy']:.4f}, "
                           f"{result['cycles_per_inference']:.0f} cycles/inference", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "digits_rtl.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    (out / "digits_rtl.md").write_text(markdown(rows))
+                    write()
     print(f"wrote {out / 'digits_rtl.json'} and {out / 'digits_rtl.md'}")
     return 0
 

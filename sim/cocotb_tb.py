@@ -121,6 +121,12 @@ def _inputs_writes(region: int, x: list[int]):
     return [((region << 16) | k, v & 0xFFFFFFFF) for k, v in enumerate(x)]
 
 
+def _timeout(case: dict) -> int:
+    """Cycles a run of ``case`` may take before it counts as a hang: its own ``timeout``, else twice the cycles
+    the cycle model gives it (a run over them fails the cycles check anyway), at least 200,000."""
+    return case.get("timeout", max(200_000, 2 * case.get("cycles", 0)))
+
+
 async def _run_case(dut, tb: TB, case: dict, stats: dict) -> None:
     """Load one case, run each of its inputs and check outputs, counters or the expected error code."""
     seed = tb.seed
@@ -141,7 +147,7 @@ async def _run_case(dut, tb: TB, case: dict, stats: dict) -> None:
         if case.get("classify"):
             await _record_run(tb, case, k, stats)
             continue
-        status = await tb.wait_idle(case.get("timeout", 200_000), name)
+        status = await tb.wait_idle(_timeout(case), name)
         if "error" in case:
             code = (status >> 8) & 0xFF
             assert status & STATUS_ERROR and code == case["error"], \
@@ -178,7 +184,7 @@ async def _record_run(tb: TB, case: dict, k: int, stats: dict) -> None:
     record = {"case": case["name"], "run": k, "status": None, "outputs": None}
     stats["classified"].append(record)
     try:
-        status = await tb.wait_idle(case.get("timeout", 200_000), case["name"])
+        status = await tb.wait_idle(_timeout(case), case["name"])
     except ValueError as exc:                       # an undefined STATUS bit: no outcome, a failed case
         raise AssertionError(f"{case['name']} (seed {tb.seed}): STATUS undefined ({exc})") from None
     record["status"] = status
