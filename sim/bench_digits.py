@@ -44,7 +44,8 @@ def markdown(rows: list[dict], command: str = "python -m sim.bench_digits") -> s
     for (model, pes), pair in sorted(pairs.items()):
         if {"sd", "dense"} <= set(pair):
             ratio = pair["dense"]["cycles_per_inference"] / pair["sd"]["cycles_per_inference"]
-            lines.append(f"- {model} N={pes}: SD takes {ratio:.2f}x fewer cycles per inference than dense")
+            fewer = f"{ratio:.2f}x fewer" if ratio >= 1 else f"{1 / ratio:.2f}x more"
+            lines.append(f"- {model} N={pes}: SD takes {fewer} cycles per inference than dense")
     if batched:
         single = {(r["model"], r["build"], r["pes"]): r for r in rows}
         lines += ["", "## Batches: latency and throughput", "",
