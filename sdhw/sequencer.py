@@ -82,7 +82,9 @@ class Sequencer(wiring.Component):
         cfg = self.cfg
         layer = self.layer
         word = Signal(range(DESC_WORDS + 1))           # the next word to request
-        got = Signal(range(DESC_WORDS + 1))            # words received
+        # the word arriving next, one-hot: each word's register loads and check flags are then one LUT of two
+        # flip-flops (this and ``arrive``), not a decoder of a word count in front of every layer register's enable
+        at = Signal(DESC_WORDS, init=1)
         arrive = Signal(self.desc_latency + 1)         # requests in flight (the memory, then our register)
         desc_q = Signal(32)
         m.d.sync += desc_q.eq(self.desc_data)
@@ -106,8 +108,8 @@ class Sequencer(wiring.Component):
         m.d.sync += [done_q.eq(self.layer_done), fail_q.eq(self.fail & self.busy), fail_code_q.eq(self.fail_code)]
         launch, finish = Signal(), Signal()            # the checked slot: run it; it ends the program
 
-        # got == CHECKSUM_WORD, in a register of its own; it drops again after that word, which is right only
-        # because the checksum is the slot's last word
+        # the checksum word is arriving, in a register of its own; it drops again after that word, which is right
+        # only because the checksum is the slot's last word
         assert CHECKSUM_WORD == DESC_WORDS - 1
         at_checksum = Signal()
 
@@ -135,7 +137,7 @@ class Sequencer(wiring.Component):
             assert wordno < CHECKSUM_WORD                  # gathered by the time the checksum is compared
             if wordno not in at_word:
                 at_word[wordno] = Signal(name=f"at_word{wordno}")
-                m.d.sync += at_word[wordno].eq(arrive[-1] & (got == wordno))
+                m.d.sync += at_word[wordno].eq(arrive[-1] & at[wordno])
             failed = Signal(name=f"failed_{name}")
             m.d.sync += failed.eq(test(field(name, desc_q)))
             hits[err].append(at_word[wordno] & failed)
@@ -147,12 +149,12 @@ class Sequencer(wiring.Component):
         last_slot = Signal()                           # the slot running is the descriptor memory's last
         m.d.sync += last_slot.eq(self.layer_index == cfg.desc_layers - 1)
         fails, ends, overflows = Signal(), Signal(), Signal()   # the run stops now: error / end / no end marker
-        # word `got` arrives: its fields go to the layer registers, its sum to the checksum. Words arrive only in
+        # word `at` arrives: its fields go to the layer registers, its sum to the checksum. Words arrive only in
         # FETCH (no request is in flight as it ends), so this is decided by `arrive` alone, not the state (the
         # state machine's own assignments below come later and win)
         with m.If(arrive[-1]):
             value = desc_q
-            m.d.sync += [got.eq(got + 1), at_checksum.eq(got == CHECKSUM_WORD - 1)]
+            m.d.sync += [at.eq(at.rotate_left(1)), at_checksum.eq(at[CHECKSUM_WORD - 1])]
             summed = ~at_checksum
             # high + addend + the low half's carry as one adder: the carry enters below bit 0 (a 1 added beside
             # it carries exactly when it is set), not as a second adder in series
@@ -165,7 +167,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += [low_ok.eq(low[:16] == value[:16]), expected_high.eq(value[16:])]
             for name, _ in layer_layout(cfg):
                 if name in FIELDS:
-                    with m.If(got == FIELDS[name][0]):
+                    with m.If(at[FIELDS[name][0]]):
                         m.d.sync += getattr(layer, name).eq(field(name, value))
         # one-hot: the status registers and the fetch start at flip-flops, not at a binary state's decoding
         fsm = OneHotFSM(m, ("IDLE", "FETCH", "VERIFY", "CHECK", "CHECKED", "RUN", "NEXT"), init="IDLE", prefix="seq")
@@ -174,14 +176,14 @@ class Sequencer(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [self.layer_index.eq(0), self.in_sel.eq(0), self.flush.eq(1)]
                     fsm.goto("FETCH")
-                m.d.sync += [word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
+                m.d.sync += [word.eq(0), at.eq(1), arrive.eq(0), *restart_checksum()]
                 m.d.sync += [flag.eq(0) for flag in bad.values()]
             with fsm.state("FETCH"):
                 request = word < DESC_WORDS
                 with m.If(request):
                     m.d.sync += word.eq(word + 1)
                 m.d.sync += arrive.eq(Cat(request, arrive[:-1]))
-                with m.If(arrive[-1] & (got == DESC_WORDS - 1)):
+                with m.If(arrive[-1] & at[DESC_WORDS - 1]):
                     fsm.goto("VERIFY")
             with fsm.state("VERIFY"):
                 # two 8-bit comparisons, not a 16-bit one: their AND with low_ok is left to CHECK
@@ -214,7 +216,7 @@ class Sequencer(wiring.Component):
                 # the layer has ended: the next slot, from this state's flip-flop (the registers it resets, some
                 # sixty, then share one enable term instead of the layer's end decision)
                 m.d.sync += [self.layer_index.eq(self.layer_index + 1), self.in_sel.eq(~self.in_sel),
-                             word.eq(0), got.eq(0), arrive.eq(0), *restart_checksum()]
+                             word.eq(0), at.eq(1), arrive.eq(0), *restart_checksum()]
                 m.d.sync += [flag.eq(0) for flag in bad.values()]
                 with m.If(last_slot):
                     fsm.goto("IDLE")
