@@ -478,7 +478,7 @@ class ThresholdSearch(wiring.Component):
 
     Latency: :attr:`LATENCY` cycles from the input handshake to a valid output. Throughput: two elements per
     16 cycles (an element is taken in the cycle the search it replaces finishes, when the output is free).
-    ``base`` and ``n_thresh`` are held stable while an element is in the unit.
+    ``base`` and ``n_thresh`` are held stable from the cycle before an element enters the unit until it leaves.
     """
 
     LATENCY = 17
@@ -506,6 +506,9 @@ class ThresholdSearch(wiring.Component):
         rd = table.read_port()
         m.d.comb += [wr.en.eq(self.w_en), wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), rd.en.eq(1)]
 
+        # n_thresh comes from the layer registers across the die; the candidates' comparisons read a copy here
+        n_thresh = Signal.like(self.n_thresh)
+        m.d.sync += n_thresh.eq(self.n_thresh)
         phase = Signal()                    # the search whose turn it is to present an index
         m.d.sync += phase.eq(~phase)
         with m.If(self.o.valid & self.o.ready):
@@ -556,15 +559,15 @@ class ThresholdSearch(wiring.Component):
                 m.d.comb += index.eq(127)
                 m.d.sync += [s.eq(self.i.payload.s), tag.eq(self.i.payload.tag), idx.eq(0), mask.eq(1 << 7),
                              below.eq((1 << 6) - 1), busy.eq(1), waiting.eq(1),
-                             cand_ok.eq(compare.above(self.n_thresh, 127))]
+                             cand_ok.eq(compare.above(n_thresh, 127))]
             with m.Elif(turn & busy & ~mask[0]):
                 # the next candidate, found + 2**(bit - 1), less one: found has no bit below `bit`. Whether it
                 # exists is compared for both values of the last comparison's bit and then chosen by it, so no
                 # comparator sits behind the comparison
                 m.d.comb += index.eq(found | below)
                 m.d.sync += [idx.eq(found), mask.eq(mask >> 1), below.eq(below >> 1), waiting.eq(1),
-                             cand_ok.eq(Mux(above, (idx | mask | below) < self.n_thresh,
-                                            (idx | below) < self.n_thresh))]
+                             cand_ok.eq(Mux(above, (idx | mask | below) < n_thresh,
+                                            (idx | below) < n_thresh))]
             indices.append(index)
         m.d.comb += [self.i.ready.eq(accepted), rd.addr.eq(Mux(phase, indices[1], indices[0]))]
         return m
