@@ -277,6 +277,10 @@ class SdFill(_FillPorts):
         tap = Signal(2)
         tap_last = Signal()                              # tap == taps - 1, registered
         chunk_last = Signal()                            # chunk == chunks - 1, registered
+        # in TAPS at a chunk's last tap with more chunks to come: the next chunk's codes are taken now. Kept in a
+        # register of its own, set beside tap_last, so the code stream's ready (and the reader's pointers behind
+        # it) starts at flip-flops instead of three of them and the state's
+        chunk_turn = Signal()
         chunk_basis = Signal(len(self.basis_addr))      # the chunk's column 0: row's first + 3 chunk
         job_basis = Signal(len(self.basis_addr))        # the basis row of the job now or next in this chunk
         emit = Signal()                                  # a tap job this cycle
@@ -297,7 +301,8 @@ class SdFill(_FillPorts):
                     m.d.sync += [chunk_basis.eq(first), job_basis.eq(first)]
                 with m.If(words.valid):
                     m.d.sync += row_first.eq(0)
-                    m.d.sync += [codes.eq(words.payload.data[:len(codes)]), tap.eq(0), tap_last.eq(walk.taps == 1)]
+                    m.d.sync += [codes.eq(words.payload.data[:len(codes)]), tap.eq(0), tap_last.eq(walk.taps == 1),
+                                 chunk_turn.eq((walk.taps == 1) & ~chunk_last)]
                     walk.goto("TAPS")
             with walk.state("TAPS"):
                 with m.If(tap_last):
@@ -310,14 +315,17 @@ class SdFill(_FillPorts):
                                      tap_last.eq(walk.taps == 1)]
                         # the next chunk's codes, taken as this one issues its last tap
                         with m.If(words.valid):
-                            m.d.sync += codes.eq(words.payload.data[:len(codes)])
+                            m.d.sync += [codes.eq(words.payload.data[:len(codes)]),
+                                         chunk_turn.eq((walk.taps == 1) & (chunk + 2 != self.chunks))]
                         with m.Else():
                             walk.goto("ROW")
                 with m.Else():
-                    m.d.sync += [tap.eq(tap + 1), tap_last.eq(tap + 2 == walk.taps), job_basis.eq(job_basis + 1)]
+                    m.d.sync += [tap.eq(tap + 1), tap_last.eq(tap + 2 == walk.taps), job_basis.eq(job_basis + 1),
+                                 chunk_turn.eq((tap + 2 == walk.taps) & ~chunk_last)]
 
+        m.d.sync += chunk_turn.eq(0)                     # out of TAPS, and in it unless set above
         walk.build(on_header, row_states)
-        walk.takes_words(walk.in_state["TAPS"] & tap_last & ~chunk_last)
+        walk.takes_words(chunk_turn)
         # the basis memory is read a cycle ahead: the row of the job emitted next cycle
         # (a tap job is emitted exactly while the walk is in TAPS: from the state's flip-flop, not from inside the
         # state's case, which would decode the other states' flags in front of it)
