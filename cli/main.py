@@ -387,6 +387,12 @@ def cmd_build(args) -> int:
     how = ("fixed by --freq" if result["clock_search"] == "fixed" else "the highest that met timing"
            if result["timing_met"] else "none met timing: the build with the highest Fmax")
     print(f"clock: {how}, of {len(result['attempts'])} build(s): {builds}")
+    endpoints = result.get("endpoints") or {}
+    if endpoints.get("failing"):
+        worst = "; ".join(f"{g['from']} -> {g['to']} {g['failing']} ({g['worst_slack_ns']} ns)"
+                          for g in endpoints["groups"][:5])
+        print(f"failing paths: {endpoints['failing']} of {endpoints['endpoints']} endpoints miss "
+              f"{result['clock_mhz']:.2f} MHz; worst by block: {worst}")
     print(f"resources: {util}")
     print(f"{out}/manifest.json: compile programs for it with: sdhw compile MODEL -o P.sdp --for {out}")
     return 0

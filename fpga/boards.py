@@ -29,7 +29,15 @@ from sdhw import ecp5, ice40
 from sdhw.config import DEVICES, AcceleratorConfig, check_fits
 
 from .soc import SystemTop, uart_divisor
-from .synth import PNR_TARGETS, RTLIL_MEMORY_PRELUDE, YOSYS_VARIANTS, find_tool, is_placement_overflow, spram_flow
+from .synth import (
+    PNR_TARGETS,
+    RTLIL_MEMORY_PRELUDE,
+    YOSYS_VARIANTS,
+    endpoint_timing,
+    find_tool,
+    is_placement_overflow,
+    spram_flow,
+)
 
 BOARD_NAME = "sdhw_board"
 #: logic cells the board top (UART bridge, reset) adds beyond the serial harness the resource estimate is
@@ -270,6 +278,8 @@ RETRY_MARGIN = 0.03
 TOOL_LOGS = ("{name}.rpt", "{name}.tim")
 #: what each build of a search reports (``attempts`` of the build report)
 ATTEMPT_KEYS = ("clock_mhz", "seed", "fmax_mhz", "met", "yosys", "seconds", "build_dir")
+#: nextpnr's back-annotated delays of an iCE40 board build, in its build directory
+SDF_NAME = f"{BOARD_NAME}.sdf"
 
 
 def parse_clock(freq) -> float | None:
@@ -324,10 +334,14 @@ def _attempt(board: Board, config: AcceleratorConfig, freq_hz: float, *, baud: i
             if error is None:
                 report = json.loads((build_dir / "report.json").read_text())
                 fmax = min(c["achieved"] for c in report["fmax"].values())
-                return {"freq_hz": freq_hz, "pll": pll, "seed": seed, "fmax": fmax, "met": fmax >= freq_hz / 1e6,
-                        "yosys": label, "variant": variant, "seconds": round(time.monotonic() - t0, 1),
-                        "build_dir": str(build_dir),
-                        "utilization": {k: v for k, v in report["utilization"].items() if v.get("used")}}
+                attempt = {"freq_hz": freq_hz, "pll": pll, "seed": seed, "fmax": fmax, "met": fmax >= freq_hz / 1e6,
+                           "yosys": label, "variant": variant, "seconds": round(time.monotonic() - t0, 1),
+                           "build_dir": str(build_dir),
+                           "utilization": {k: v for k, v in report["utilization"].items() if v.get("used")}}
+                sdf = build_dir / SDF_NAME
+                if sdf.exists():
+                    attempt["endpoints"] = endpoint_timing(sdf, freq_hz / 1e6)
+                return attempt
             failures.append(f"{label}, seed {seed}: {error}")
             if not _placement_retry(failures[-1], seed, seeds, board.device, build_dir):
                 break                                   # yosys asserted: the next script variant
@@ -338,14 +352,16 @@ def _overrides(device: str, prelude: str, flags: str, seed: int) -> dict:
     """Amaranth build-plan overrides for one yosys script variant and nextpnr seed."""
     memory_prelude, memory_flag = spram_flow(device)
     placer = " ".join(PNR_TARGETS[device].placer_args)
-    return {"nextpnr_opts": f"--timing-allow-fail --report report.json --seed {seed} {placer}".rstrip(),
+    # iCE40: the routed delays too, for the static timing of every endpoint (fpga.sta reads iCE40 cells only)
+    sdf = f" --sdf {SDF_NAME}" if DEVICES[device].family == "ice40" else ""
+    return {"nextpnr_opts": f"--timing-allow-fail --report report.json{sdf} --seed {seed} {placer}".rstrip(),
             "synth_opts": " ".join(filter(None, [flags, *PNR_TARGETS[device].synth_args, memory_flag])),
             "script_after_read": "; ".join(filter(None, [RTLIL_MEMORY_PRELUDE, prelude, memory_prelude]))}
 
 
 def _run_plan(plan, build_dir: Path, env: dict) -> str | None:
     """Run the build plan in ``build_dir``: None, or the failed tool's last error line."""
-    for stale in TOOL_LOGS + ("report.json",):          # a failed run's errors must not outlive it
+    for stale in TOOL_LOGS + ("report.json", SDF_NAME):  # a failed run's results must not outlive it
         (build_dir / stale.format(name=BOARD_NAME)).unlink(missing_ok=True)
     try:
         plan.execute_local(str(build_dir), env=env)
@@ -452,6 +468,8 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
         "attempts": [_attempt_summary(a) for a in attempts], "seconds": round(time.monotonic() - t0, 1),
         "bitstream": f"sdhw_{board_name}.{board.extension}",
     }
+    if "endpoints" in chosen:                   # iCE40: every endpoint timed, the failing ones by block pair
+        result["endpoints"] = chosen["endpoints"]
     _publish(board, config, Path(chosen["build_dir"]), Path(out_dir), result)
     return result
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from amaranth.sim import Simulator
 from clirun import run
+from test_sta import sdf as sta_sdf
 
 from fpga import boards, synth
 from fpga.harness import REQUEST_BITS, SerialHarness
@@ -372,6 +373,8 @@ def test_icebreaker_bitstream(tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["config"]["pes"] == 1 and manifest["board"]["board"] == "icebreaker"
     assert result["timing_met"] and result["clock_mhz"] == pytest.approx(12, rel=0.02)
+    # every endpoint timed over nextpnr's routed delays, none failing at a clock that is met
+    assert result["endpoints"]["endpoints"] > 1000 and result["endpoints"]["failing"] == 0
 
 
 @pytest.mark.slow
@@ -471,6 +474,8 @@ class _PlacementPlan:
         self.clock_mhz = top.freq_hz / 1e6
         self.seed = int(opts["nextpnr_opts"].split("--seed ")[1].split()[0])
         self.placer = tuple(opts["nextpnr_opts"].split("--seed ")[1].split()[1:])
+        sdf = opts["nextpnr_opts"].split("--sdf ")
+        self.sdf = sdf[1].split()[0] if len(sdf) > 1 else None
         self.variant = next(label for label, prelude, flags in reversed(synth.YOSYS_VARIANTS)
                             if prelude in opts["script_after_read"] and flags in opts["synth_opts"])
         self.calls, self.failing, self.asserting, self.fmax = calls, failing, asserting, fmax
@@ -489,6 +494,8 @@ class _PlacementPlan:
             raise subprocess.CalledProcessError(1, "nextpnr-ice40")
         fmax = self.fmax(self.clock_mhz, self.seed)
         (root / "report.json").write_text(json.dumps({"fmax": {"clk": {"achieved": fmax}}, "utilization": {}}))
+        if self.sdf:                             # the static timing test's design: its paths fail above 138 MHz
+            (root / self.sdf).write_text(sta_sdf(927))
         for ext in ("bin", "bit"):
             (root / f"{boards.BOARD_NAME}.{ext}").write_bytes(f"{self.clock_mhz:.4f} MHz seed {self.seed}".encode())
 
@@ -668,6 +675,27 @@ def test_clock_search_that_meets_no_clock_is_a_clear_error(tmp_path, monkeypatch
     rc, out, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--allow-timing-fail", "-q",
                         "-o", tmp_path / "p"])
     assert rc == 0 and "clock: none met timing: the build with the highest Fmax, of 4 build(s)" in out, err
+
+
+def test_an_ice40_build_that_misses_names_its_failing_paths(tmp_path, monkeypatch):
+    """iCE40 builds write nextpnr's routed delays; the report times every endpoint (fpga.sta) and the command
+    line names the block pairs whose paths fail. ECP5 builds write none (the analysis reads iCE40 cells)."""
+    assert "--sdf" not in boards._overrides("ecp5-25f", "", "", 1)["nextpnr_opts"]
+    _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: 138.77)
+    rc, out, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--freq", "200",
+                        "--allow-timing-fail", "-o", tmp_path / "o"])
+    assert rc == 0, err
+    report, _ = _published(tmp_path / "o")
+    assert report["endpoints"]["endpoints"] == 5 and report["endpoints"]["failing"] == 4
+    assert report["endpoints"]["groups"][0]["from"] == "core.ctrl"
+    line = next(line for line in out.splitlines() if line.startswith("failing paths:"))
+    assert "4 of 5 endpoints miss" in line and "core.ctrl -> core.alu 1" in line, out
+    # a build that meets its clock prints no such line
+    _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: 138.77)
+    rc, out, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--freq", "30", "-o",
+                        tmp_path / "p"])
+    assert rc == 0 and "failing paths" not in out, err
+    assert _published(tmp_path / "p")[0]["endpoints"]["failing"] == 0
 
 
 def test_a_fixed_clock_is_one_build(tmp_path, monkeypatch):
