@@ -45,10 +45,12 @@ class Drain(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        shadow = Signal.like(self.sums)
+        # the pass's data is loaded with it and read only while head_valid says so: no reset, so the data path's
+        # flush fans out to the few control flip-flops, not to every shadow bit
+        shadow = Signal.like(self.sums, reset_less=True)
         left = Signal(range(self.n + 1))             # lanes in the shadow not yet taken
-        tag = Signal(self.tag_bits)
-        bias_addr = Signal.like(self.bias_addr)      # the bias entry of shadow[0]
+        tag = Signal(self.tag_bits, reset_less=True)
+        bias_addr = Signal.like(self.bias_addr, reset_less=True)      # the bias entry of shadow[0]
         head_valid = Signal()                        # shadow[0] and its bias (read last cycle) are ready
         take = Signal()                              # shadow[0] leaves this cycle
         # busy (left != 0) as a register of its own, its next value an output (the issuer registers its decision

@@ -114,8 +114,8 @@ class RebuildUnit(wiring.Component):
         ]
 
         # Per-layer shift: clamped amount and rounding constant, each registered (off every tap's path).
-        shift = Signal(range(exact_bits + 1))
-        half = Signal(sum_bits)
+        shift = Signal(range(exact_bits + 1), reset_less=True)
+        half = Signal(sum_bits, reset_less=True)
         clamped = Mux(self.wshift > exact_bits, exact_bits, self.wshift)
         m.d.sync += [
             shift.eq(clamped),
@@ -123,11 +123,13 @@ class RebuildUnit(wiring.Component):
         ]
 
         # Stage 1: term_k = (B[k][j] << |c_k|) >> 1 (input zeroed for |c_k| = 0), complemented if negative.
+        # Only the valid flags are reset: the data beside them counts only while they are high, and a reset on
+        # every data bit would take the block's flush to each of them.
         s1_valid = Signal()
-        s1_tag = Signal(max(1, self._tag_bits))
+        s1_tag = Signal(max(1, self._tag_bits), reset_less=True)
         in_tag = self.i.payload.tag if self._tag_bits else 0
-        s1_terms = [Signal(signed(term_bits), name=f"s1_term{k}") for k in range(3)]
-        s1_corr = Signal(sum_bits)
+        s1_terms = [Signal(signed(term_bits), name=f"s1_term{k}", reset_less=True) for k in range(3)]
+        s1_corr = Signal(sum_bits, reset_less=True)
         negs = []
         for k in range(3):
             field = self.i.payload.codes[k]
@@ -147,8 +149,8 @@ class RebuildUnit(wiring.Component):
 
         def stage(name, valid, tag, value):
             """A pipeline register for (valid, tag, value), loaded when the pipeline advances."""
-            regs = (Signal(name=f"{name}_valid"), Signal(max(1, self._tag_bits), name=f"{name}_tag"),
-                    Signal(signed(sum_bits), name=name))
+            regs = (Signal(name=f"{name}_valid"), Signal(max(1, self._tag_bits), name=f"{name}_tag", reset_less=True),
+                    Signal(signed(sum_bits), name=name, reset_less=True))
             with m.If(advance):
                 m.d.sync += [reg.eq(src) for reg, src in zip(regs, (valid, tag, value))]
             return regs
@@ -169,11 +171,15 @@ class RebuildUnit(wiring.Component):
             in_range = Mux(negative, high.all() & shifted_sum[:wb - 1].any(), ~high.any())
         else:                                    # narrow sums always fit the weight
             in_range = 1
+        weight = Signal.like(self.o.payload.weight, reset_less=True)
+        out_tag = Signal(max(1, self._tag_bits), reset_less=True)
+        m.d.comb += self.o.payload.weight.eq(weight)
+        if self._tag_bits:
+            m.d.comb += self.o.payload.tag.eq(out_tag)
         with m.If(advance):
             m.d.sync += [
                 self.o.valid.eq(s3_valid),
-                self.o.payload.weight.eq(Mux(in_range, shifted_sum, Mux(negative, -qmax, qmax))),
+                weight.eq(Mux(in_range, shifted_sum, Mux(negative, -qmax, qmax))),
+                out_tag.eq(s3_tag),
             ]
-            if self._tag_bits:
-                m.d.sync += self.o.payload.tag.eq(s3_tag)
         return m
