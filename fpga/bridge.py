@@ -15,6 +15,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sdhw.compare import above
+from sdhw.fsm import OneHotFSM
 from sdhw.hostbus import ADDR_BITS, HostBusSignature
 
 SYNC_REQUEST = 0x5A
@@ -131,32 +132,40 @@ class UartBridge(wiring.Component):
 
         # the six header bytes shift into hdr: CMD at [0:8], ADDR at [8:32], COUNT at [32:48]
         hdr = Signal(48)
-        cmd = hdr[0:8]
         addr = hdr[8:8 + ADDR_BITS]
-        addr_top = hdr[8 + ADDR_BITS:32]
         count = hdr[32:48]
+        # the header's verdicts, registered as its bytes arrive (each from the byte that decides it), so that
+        # VALIDATE and the response decide from flip-flops rather than from comparisons of the whole header
+        is_write, is_read, is_ping = Signal(name="is_write"), Signal(name="is_read"), Signal(name="is_ping")
+        bad_addr = Signal()
+        bad_count = Signal()
+        # COUNT's low byte 0, and above max_words' low byte
+        count_low_zero, count_low_above = Signal(name="count_low_zero"), Signal(name="count_low_above")
+        bad_header = Signal()                                    # any of the header's checks fails
         n_words = Signal(range(max_words + 1))         # words of the request (ping: 1)
         idx = Signal(range(max(max_words, HEADER_BYTES)))
+        # idx is the request's last word, a cycle late: idx never changes in the cycle before a decision that reads it
         last = Signal()
         has_data = Signal()
         nbyte = Signal(2)
         word = Signal(32)                               # payload assembly, then every response byte
         crc = Signal(16)
-        crc_byte = Signal(8)
+        # the CRC's byte is the transmitted one while a response is sent (R_HEAD .. R_CHECK), else the received
+        # one: a flip-flop selects it, not the state decoding, so the CRC's XOR trees start at flip-flops
+        responding = Signal()
         crc_next = Signal(16)
         status = Signal(3)
-        timer = Signal(range(self.timeout))
-        quiet = Signal()                                # timer == 0, in a register of its own (off the FSM's paths)
+        # the inter-byte timer counts down to -1: its sign bit is the line's "quiet" flag, with no comparison
+        timer = Signal(range(-1, self.timeout - 1))
+        quiet = timer[-1]
         rejected = self.rejected
         byte = self.rx.payload
-        got = Signal()
         # registered, not decoded from the state: a comb signal that depends on nothing but a state register
         # which has not changed since time 0 stays X in Icarus
         rx_ready = Signal(init=1)
         # the bus write enable from a flip-flop (high in EXEC_WRITE), not decoded from the state: the accelerator's
         # write decode and memory enables sit behind it, across the chip
         w_en = Signal()
-        m.d.sync += w_en.eq(0)
         # a payload word goes into the buffer the cycle after its last byte, from the assembled word and a register
         # of its index: the receiver's handshake does not reach the buffer's address and data pins
         buffer_write = Signal()
@@ -165,153 +174,187 @@ class UartBridge(wiring.Component):
         m.d.comb += [wr.en.eq(buffer_write), wr.addr.eq(buffer_addr), wr.data.eq(word)]
         m.d.comb += self.bus.w_en.eq(w_en)
         m.d.comb += [
-            n_words.eq(Mux(cmd == CMD_PING, PING_WORDS, count)),
-            last.eq(idx + 1 == n_words),
-            crc_next.eq(crc16_step(crc, crc_byte)),
-            crc_byte.eq(byte),
-            got.eq(self.rx.valid & self.rx.ready),
+            n_words.eq(Mux(is_ping, PING_WORDS, count)),
+            crc_next.eq(crc16_step(crc, Mux(responding, word[:8], byte))),
             self.rx.ready.eq(rx_ready),
             rd.addr.eq(idx),
             self.bus.addr.eq(addr),
             self.bus.w_data.eq(rd.data),
             self.tx.payload.eq(word[:8]),
         ]
+        # idx against the last word's index (COUNT - 1 of a header that no longer changes), not idx + 1 against
+        # the count: idx's adder stays out of it
+        m.d.sync += last.eq(idx == Mux(is_ping, PING_WORDS - 1, count - 1)[:len(n_words)])
         shift = word.eq(Cat(word[8:], byte))           # rx: assemble a word; tx: next byte (top byte unused)
 
-        def listen():
-            """Inter-byte timer: restarts on every byte (and framing error), counts down otherwise."""
-            with m.If(got | self.rx_error):
-                m.d.sync += [timer.eq(self.timeout - 1), quiet.eq(0)]
-            with m.Elif(~quiet):
-                m.d.sync += [timer.eq(timer - 1), quiet.eq(timer == 1)]
+        # one-hot: every decision starts at its state's own flip-flop, not at a decoding of a binary state. The
+        # states only move between each other; the data registers are written below from flat conditions on the
+        # flags, one `If` each: a nested `If` under a state's flag hides the registers' hold path from Yosys,
+        # which then builds their enables out of LUTs
+        fsm = OneHotFSM(m, ("IDLE", "HEADER", "VALIDATE", "PAYLOAD", "CHECK", "VERDICT", "DRAIN", "EXEC_READ",
+                            "EXEC_WRITE", "R_LOAD", "R_HEAD", "R_FETCH", "R_LATCH", "R_DATA", "R_CRC", "R_CHECK"),
+                        init="IDLE", prefix="bridge")
+        framing = fsm["HEADER"] | fsm["PAYLOAD"] | fsm["CHECK"]     # a byte of the frame after SYNC expected
+        sending = fsm["R_HEAD"] | fsm["R_DATA"] | fsm["R_CHECK"]
+        error = self.rx_error
+        # rx.ready is low in VALIDATE only: in every other state a valid byte is a received one, and the
+        # decisions need not wait for rx.ready's flip-flop
+        got = self.rx.valid
+        accepted = got & ~error                         # the frame's next byte
+        timed_out = ~got & ~error & quiet
+        sent = sending & self.tx.ready
+        header_byte = fsm["HEADER"] & accepted
+        header_done = header_byte & (idx[:3] == HEADER_BYTES - 1)  # idx counts the header's bytes (0..5)
+        word_received = fsm["PAYLOAD"] & accepted & (nbyte == 3)
+        check_done = fsm["CHECK"] & accepted & nbyte[0]
+        word_sent = fsm["R_DATA"] & self.tx.ready & (nbyte == 3)
+        response_done = fsm["R_CHECK"] & self.tx.ready & nbyte[0]
+        bad_cmd = ~is_write & ~is_read & ~is_ping
+        # COUNT outside 1..max_words, from its high byte (arriving) and flags of its low byte
+        count_high = byte
+        count_bad = (((count_high == 0) & count_low_zero) | above(count_high, max_words >> 8)
+                     | ((count_high == max_words >> 8) & count_low_above))
+        bad_crc = crc != 0
 
-        def receive():
-            """A byte of the frame after SYNC: CRC it; a framing error or a timeout ends the frame."""
-            listen()
-            with m.If(self.rx_error):
-                m.d.sync += status.eq(STATUS_FRAMING)
-                m.next = "DRAIN"
-            with m.Elif(got):
-                m.d.sync += crc.eq(crc_next)
-            with m.Elif(quiet):
-                m.d.sync += status.eq(STATUS_TIMEOUT)
-                m.next = "R_LOAD"
-            return got & ~self.rx_error
-
-        def send():
-            """Put word[0:8] on the line; returns the handshake."""
-            m.d.comb += [self.tx.valid.eq(1), crc_byte.eq(word[:8])]
-            with m.If(self.tx.ready):
-                m.d.sync += [shift, nbyte.eq(nbyte + 1)]
-            return self.tx.ready
-
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.sync += [timer.eq(self.timeout - 1), quiet.eq(0), idx.eq(0), status.eq(STATUS_OK)]
-                with m.If(self.rx_error):
-                    m.d.sync += status.eq(STATUS_FRAMING)
-                    m.next = "DRAIN"
+        with fsm.states():
+            with fsm.state("IDLE"):
+                with m.If(error):
+                    fsm.goto("DRAIN")
                 with m.Elif(got & (byte == SYNC_REQUEST)):
-                    m.d.sync += crc.eq(CRC_INIT)
-                    m.next = "HEADER"
-            with m.State("HEADER"):
-                with m.If(receive()):
-                    m.d.sync += [hdr.eq(Cat(hdr[8:], byte)), idx.eq(idx + 1)]
-                    with m.If(idx == HEADER_BYTES - 1):
-                        m.d.sync += rx_ready.eq(0)
-                        m.next = "VALIDATE"
-            with m.State("VALIDATE"):                  # one cycle (rx.ready low: the receiver keeps a byte)
-                m.d.sync += [idx.eq(0), nbyte.eq(0), rx_ready.eq(1)]
-                with m.If(self.rx_error):
-                    listen()
-                    m.d.sync += status.eq(STATUS_FRAMING)
-                    m.next = "DRAIN"
-                with m.Elif((cmd != CMD_WRITE) & (cmd != CMD_READ) & (cmd != CMD_PING)):
-                    m.d.sync += status.eq(STATUS_BAD_CMD)
-                    m.next = "DRAIN"
-                with m.Elif(cmd == CMD_PING):
-                    m.next = "CHECK"
-                with m.Elif(addr_top != 0):
-                    m.d.sync += status.eq(STATUS_BAD_ADDR)
-                    m.next = "DRAIN"
-                with m.Elif((count == 0) | above(count, max_words)):
-                    m.d.sync += status.eq(STATUS_BAD_COUNT)
-                    m.next = "DRAIN"
-                with m.Elif(cmd == CMD_WRITE):
-                    m.next = "PAYLOAD"
+                    fsm.goto("HEADER")
+            for name in ("HEADER", "PAYLOAD", "CHECK"):
+                with fsm.state(name):
+                    with m.If(error):
+                        fsm.goto("DRAIN")
+                    with m.Elif(timed_out):
+                        fsm.goto("R_LOAD")
+                    with m.Elif({"HEADER": header_done, "PAYLOAD": word_received & last, "CHECK": check_done}[name]):
+                        fsm.goto({"HEADER": "VALIDATE", "PAYLOAD": "CHECK", "CHECK": "VERDICT"}[name])
+            with fsm.state("VALIDATE"):                # one cycle (rx.ready low: the receiver keeps a byte)
+                with m.If(error | bad_header):
+                    fsm.goto("DRAIN")
+                with m.Elif(is_write):
+                    fsm.goto("PAYLOAD")
                 with m.Else():
-                    m.next = "CHECK"
-            with m.State("PAYLOAD"):                   # buffered, not yet on the bus
-                with m.If(receive()):
-                    m.d.sync += [shift, nbyte.eq(nbyte + 1)]
-                    with m.If(nbyte == 3):
-                        m.d.sync += [buffer_write.eq(1), buffer_addr.eq(idx), idx.eq(idx + 1)]
-                        with m.If(last):
-                            m.next = "CHECK"
-            with m.State("CHECK"):                     # two CRC bytes: the CRC over the frame must come out 0
-                with m.If(receive()):
-                    m.d.sync += nbyte.eq(nbyte + 1)
-                    with m.If(nbyte[0]):
-                        m.d.sync += [idx.eq(0), nbyte.eq(0)]
-                        m.next = "VERDICT"
-            with m.State("VERDICT"):                   # one cycle: the frame's CRC, now in its register, must be 0
-                with m.If(crc != 0):
-                    m.d.sync += status.eq(STATUS_BAD_CHECK)
-                    m.next = "DRAIN"
-                with m.Elif(cmd == CMD_WRITE):
-                    m.next = "EXEC_READ"
+                    fsm.goto("CHECK")
+            with fsm.state("VERDICT"):                 # one cycle: the frame's CRC, now in its register, must be 0
+                with m.If(bad_crc):
+                    fsm.goto("DRAIN")
+                with m.Elif(is_write):
+                    fsm.goto("EXEC_READ")
                 with m.Else():
-                    m.next = "R_LOAD"
-            with m.State("DRAIN"):                     # drop bytes until the line is quiet, then answer
-                listen()
-                with m.If(~got & ~self.rx_error & quiet):
-                    m.next = "R_LOAD"
+                    fsm.goto("R_LOAD")
+            with fsm.state("DRAIN"):                   # drop bytes until the line is quiet, then answer
+                with m.If(timed_out):
+                    fsm.goto("R_LOAD")
             # ------------------------------------------------ a checked write, from the buffer to the bus
-            with m.State("EXEC_READ"):                 # the buffer's read port latches idx
-                m.d.sync += w_en.eq(1)
-                m.next = "EXEC_WRITE"
-            with m.State("EXEC_WRITE"):
-                m.d.sync += [addr.eq(addr + 1), idx.eq(idx + 1)]
-                m.next = "EXEC_READ"
+            with fsm.state("EXEC_READ"):               # the buffer's read port latches idx
+                fsm.goto("EXEC_WRITE")
+            with fsm.state("EXEC_WRITE"):
                 with m.If(last):
-                    m.next = "R_LOAD"
+                    fsm.goto("R_LOAD")
+                with m.Else():
+                    fsm.goto("EXEC_READ")
             # ------------------------------------------------ the response, one byte of `word` at a time
-            with m.State("R_LOAD"):
-                ok_data = (status == STATUS_OK) & (cmd != CMD_WRITE)
-                m.d.sync += [word.eq(Cat(Const(SYNC_RESPONSE, 8), status, Const(0, 5), Mux(ok_data, n_words, 0),
-                                         Const(0, 16 - len(n_words)))),
-                             nbyte.eq(0), idx.eq(0), has_data.eq(ok_data)]
-                m.next = "R_HEAD"
-            with m.State("R_HEAD"):                    # A5 STATUS COUNT[2]; the CRC starts after A5
-                with m.If(send()):
-                    m.d.sync += crc.eq(Mux(nbyte == 0, CRC_INIT, crc_next))
-                    with m.If(nbyte == 3):
-                        m.next = "R_FETCH"
-                        with m.If(~has_data):
-                            m.next = "R_CRC"
-            with m.State("R_FETCH"):
-                m.d.comb += self.bus.r_en.eq(cmd == CMD_READ)
-                m.next = "R_LATCH"
-            with m.State("R_LATCH"):                   # waits for the read data (any latency)
-                ping_word = Cat(Const(PROTOCOL_VERSION, 8), rejected, Const(max_words, 16))
-                with m.If((cmd != CMD_READ) | self.bus.r_valid):
-                    m.d.sync += word.eq(Mux(cmd == CMD_READ, self.bus.r_data, ping_word))
-                    m.next = "R_DATA"
-            with m.State("R_DATA"):
-                with m.If(send()):
-                    m.d.sync += crc.eq(crc_next)
-                    with m.If(nbyte == 3):
-                        m.d.sync += [idx.eq(idx + 1), addr.eq(addr + 1)]
-                        m.next = "R_FETCH"
-                        with m.If(last):
-                            m.next = "R_CRC"
-            with m.State("R_CRC"):
-                m.d.sync += [word.eq(crc), nbyte.eq(0)]
-                m.next = "R_CHECK"
-            with m.State("R_CHECK"):
-                with m.If(send()):
-                    with m.If(nbyte[0]):
-                        m.next = "IDLE"
-                        with m.If(status != STATUS_OK):
-                            m.d.sync += rejected.eq(rejected + 1)
+            with fsm.state("R_LOAD"):
+                fsm.goto("R_HEAD")
+            with fsm.state("R_HEAD"):                  # A5 STATUS COUNT[2]; the CRC starts after A5
+                with m.If(self.tx.ready & (nbyte == 3)):
+                    with m.If(has_data):
+                        fsm.goto("R_FETCH")
+                    with m.Else():
+                        fsm.goto("R_CRC")
+            with fsm.state("R_FETCH"):
+                fsm.goto("R_LATCH")
+            with fsm.state("R_LATCH"):                 # waits for the read data (any latency)
+                with m.If(~is_read | self.bus.r_valid):
+                    fsm.goto("R_DATA")
+            with fsm.state("R_DATA"):
+                with m.If(word_sent):
+                    with m.If(last):
+                        fsm.goto("R_CRC")
+                    with m.Else():
+                        fsm.goto("R_FETCH")
+            with fsm.state("R_CRC"):
+                fsm.goto("R_CHECK")
+            with fsm.state("R_CHECK"):
+                with m.If(response_done):
+                    fsm.goto("IDLE")
+
+        m.d.comb += [self.tx.valid.eq(sending), self.bus.r_en.eq(fsm["R_FETCH"] & is_read)]
+        m.d.sync += w_en.eq(fsm["EXEC_READ"])
+
+        # inter-byte timer: restarts on every byte (and framing error), counts down otherwise
+        listening = framing | fsm["DRAIN"]
+        with m.If(listening & ~got & ~error & ~quiet):
+            m.d.sync += timer.eq(timer - 1)
+        with m.If(fsm["IDLE"] | (listening & (got | error)) | (fsm["VALIDATE"] & error)):
+            m.d.sync += timer.eq(self.timeout - 2)
+
+        with m.If(fsm["IDLE"]):
+            m.d.sync += status.eq(STATUS_OK)
+        with m.If(fsm["VALIDATE"]):                    # the header's verdict, in the bridge's order of checks
+            m.d.sync += status.eq(Mux(bad_cmd, STATUS_BAD_CMD, Mux(is_ping, STATUS_OK,
+                                  Mux(bad_addr, STATUS_BAD_ADDR, Mux(bad_count, STATUS_BAD_COUNT, STATUS_OK)))))
+        with m.If(framing & timed_out):
+            m.d.sync += status.eq(STATUS_TIMEOUT)
+        with m.If(fsm["VERDICT"] & bad_crc):
+            m.d.sync += status.eq(STATUS_BAD_CHECK)
+        with m.If((fsm["IDLE"] | framing | fsm["VALIDATE"]) & error):
+            m.d.sync += status.eq(STATUS_FRAMING)
+
+        # the CRC: over the frame's bytes after SYNC, then over the response's after A5
+        with m.If((framing & accepted) | (((fsm["R_HEAD"] & (nbyte != 0)) | fsm["R_DATA"]) & self.tx.ready)):
+            m.d.sync += crc.eq(crc_next)
+        with m.If(fsm["IDLE"] | fsm["R_LOAD"]):
+            m.d.sync += crc.eq(CRC_INIT)
+
+        # the header: its bytes, and its verdicts from the byte that decides each
+        with m.If(header_byte):
+            m.d.sync += hdr.eq(Cat(hdr[8:], byte))
+        with m.If(header_byte & (idx[:3] == 0)):
+            m.d.sync += [is_write.eq(byte == CMD_WRITE), is_read.eq(byte == CMD_READ), is_ping.eq(byte == CMD_PING)]
+        with m.If(header_byte & (idx[:3] == 3)):
+            m.d.sync += bad_addr.eq(byte[8 + ADDR_BITS - 24:] != 0)
+        with m.If(header_byte & (idx[:3] == 4)):
+            m.d.sync += [count_low_zero.eq(byte == 0), count_low_above.eq(above(byte, max_words & 0xFF))]
+        with m.If(header_done):
+            m.d.sync += [bad_count.eq(count_bad), bad_header.eq(bad_cmd | (~is_ping & (bad_addr | count_bad))),
+                         rx_ready.eq(0)]
+        with m.If(fsm["VALIDATE"]):
+            m.d.sync += rx_ready.eq(1)
+        with m.If(fsm["EXEC_WRITE"] | word_sent):
+            m.d.sync += addr.eq(addr + 1)
+
+        # counters: bytes of a word (nbyte), words or header bytes (idx)
+        with m.If((fsm["PAYLOAD"] & accepted) | (fsm["CHECK"] & accepted) | sent):
+            m.d.sync += nbyte.eq(nbyte + 1)
+        with m.If(fsm["VALIDATE"] | check_done | fsm["R_LOAD"] | fsm["R_CRC"]):
+            m.d.sync += nbyte.eq(0)
+        with m.If(header_byte | word_received | fsm["EXEC_WRITE"] | word_sent):
+            m.d.sync += idx.eq(idx + 1)
+        with m.If(fsm["IDLE"] | fsm["VALIDATE"] | check_done | fsm["R_LOAD"]):
+            m.d.sync += idx.eq(0)
+        with m.If(word_received):
+            m.d.sync += [buffer_write.eq(1), buffer_addr.eq(idx)]
+
+        # word: a payload word being assembled, then the response's bytes
+        with m.If((fsm["PAYLOAD"] & accepted) | sent):
+            m.d.sync += shift
+        with m.If(fsm["R_LOAD"]):
+            ok_data = (status == STATUS_OK) & ~is_write
+            m.d.sync += [word.eq(Cat(Const(SYNC_RESPONSE, 8), status, Const(0, 5), Mux(ok_data, n_words, 0),
+                                     Const(0, 16 - len(n_words)))),
+                         has_data.eq(ok_data), responding.eq(1)]
+        with m.If(fsm["R_LATCH"] & ~is_read):
+            m.d.sync += word.eq(Cat(Const(PROTOCOL_VERSION, 8), rejected, Const(max_words, 16)))
+        with m.If(fsm["R_CRC"]):
+            m.d.sync += word.eq(crc)
+        # last, so that the bus's answer reaches the word register through one LUT
+        with m.If(fsm["R_LATCH"] & self.bus.r_valid):
+            m.d.sync += word.eq(self.bus.r_data)
+        with m.If(response_done):
+            m.d.sync += responding.eq(0)
+        with m.If(response_done & (status != STATUS_OK)):
+            m.d.sync += rejected.eq(rejected + 1)
         return m

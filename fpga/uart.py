@@ -67,10 +67,11 @@ class UartRx(wiring.Component):
         timer = Signal(range(d))
         bit = Signal(range(9))
         shreg = Signal(8)
-        tick = Signal()
-        m.d.comb += tick.eq(timer == 0)
+        # timer == 0 in a flip-flop of its own, set as the timer steps from 1 and cleared when it is loaded: the
+        # decisions it starts do not sit behind the timer's comparison
+        tick = Signal(init=1)
         with m.If(~tick):
-            m.d.sync += timer.eq(timer - 1)
+            m.d.sync += [timer.eq(timer - 1), tick.eq(timer == 1)]
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -80,18 +81,18 @@ class UartRx(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~line):
-                    m.d.sync += timer.eq(d // 2 - 1)
+                    m.d.sync += [timer.eq(d // 2 - 1), tick.eq(0)]
                     m.next = "START"
             with m.State("START"):
                 with m.If(tick):
                     with m.If(line):                        # shorter than half a bit: a glitch
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [timer.eq(d - 1), bit.eq(0)]
+                        m.d.sync += [timer.eq(d - 1), bit.eq(0), tick.eq(0)]
                         m.next = "DATA"
             with m.State("DATA"):
                 with m.If(tick):
-                    m.d.sync += [timer.eq(d - 1), shreg.eq(Cat(shreg[1:], line)), bit.eq(bit + 1)]
+                    m.d.sync += [timer.eq(d - 1), shreg.eq(Cat(shreg[1:], line)), bit.eq(bit + 1), tick.eq(0)]
                     with m.If(bit == 7):
                         m.next = "STOP"
             with m.State("STOP"):
@@ -141,13 +142,16 @@ class UartTx(wiring.Component):
         timer = Signal(range(d))
         left = Signal(range(10))                # bits still to put on the line after the current one
         shreg = Signal(9)                       # data bits, then the stop bit
-        idle = Signal()
-        m.d.comb += [idle.eq((timer == 0) & (left == 0)), self.i.ready.eq(idle)]
+        # i.ready is a flip-flop, high exactly when the timer and the bit count are both 0: the consumer's
+        # decisions start at it, not at the timer's comparisons
+        idle = Signal(init=1)
+        m.d.comb += self.i.ready.eq(idle)
         with m.If(idle):
+            m.d.sync += idle.eq(~self.i.valid)
             with m.If(self.i.valid):
                 m.d.sync += [self.tx.eq(0), shreg.eq(Cat(self.i.payload, 1)), left.eq(9), timer.eq(d - 1)]
         with m.Elif(timer == 0):
             m.d.sync += [self.tx.eq(shreg[0]), shreg.eq(shreg >> 1), left.eq(left - 1), timer.eq(d - 1)]
         with m.Else():
-            m.d.sync += timer.eq(timer - 1)
+            m.d.sync += [timer.eq(timer - 1), idle.eq((timer == 1) & (left == 0))]
         return m

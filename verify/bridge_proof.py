@@ -45,6 +45,9 @@ BRIDGE_TIMEOUT = 4
 # the reference's phases: between frames, inside a frame (after its SYNC), frame ended and not yet answered
 _WAITING, _RECEIVING, _ANSWERING = 0, 1, 2
 RESPONSE_HEADER_BYTES = 4                      # SYNC, STATUS, COUNT (2)
+#: the bridge's states (one flip-flop each, ``bridge_<state>``), for the lemmas over its internals
+BRIDGE_STATES = ("IDLE", "HEADER", "VALIDATE", "PAYLOAD", "CHECK", "VERDICT", "DRAIN", "EXEC_READ", "EXEC_WRITE",
+                 "R_LOAD", "R_HEAD", "R_FETCH", "R_LATCH", "R_DATA", "R_CRC", "R_CHECK")
 
 
 def register_of(fragment: Fragment, name: str) -> Signal:
@@ -84,17 +87,6 @@ def memory_contents(fragment: Fragment, depth: int, width: int) -> list[Signal]:
                            transparent_for=())
         contents.append(data)
     return contents
-
-
-def state_codes(fsm_state: Signal) -> dict[str, int]:
-    """An Amaranth FSM's state names -> their encodings, from its state signal's decoder."""
-    codes = {}
-    for code in range(1 << len(fsm_state)):
-        try:
-            codes[fsm_state.decoder(code).rsplit("/", 1)[0]] = code
-        except KeyError:
-            pass
-    return codes
 
 
 def bridge_cover_depth(max_words: int = BRIDGE_MAX_WORDS, timeout: int = BRIDGE_TIMEOUT) -> int:
@@ -137,14 +129,14 @@ class BridgeProof(Elaboratable):
     * ``rejected`` counts the error responses; ``rx.ready`` is low exactly in the cycle after a frame's sixth
       header byte; ``tx`` keeps the stream rules (valid held, payload stable until ready).
 
-    Lemmas, asserted too (:meth:`state_lemmas`): the bridge's FSM state, counters, header, word, CRC and timer
-    registers and its buffer's contents are those the reference's phase and counts call for. With them the
-    assertions are inductive: a k-induction of depth 2 proves them in every reachable state, for runs of any
-    length. Without them a solver cannot see that the bridge's CRC register and the reference's agree (XOR after
-    XOR over every run that led there): a bounded check took minutes per cycle past cycle 14. They name the
-    bridge's registers and FSM states and read its buffer through a port added for the proof, so a change of the
-    bridge's internals may need a change of them (:func:`register_of` and :func:`memory_contents` say which
-    name is missing).
+    Lemmas, asserted too (:meth:`state_lemmas`): the bridge's state flags (one high), counters, header and its
+    verdict flags, word, CRC and timer registers and its buffer's contents are those the reference's phase and
+    counts call for. With them the assertions are inductive: a k-induction of depth 2 proves them in every
+    reachable state, for runs of any length. Without them a solver cannot see that the bridge's CRC register and
+    the reference's agree (XOR after XOR over every run that led there): a bounded check took minutes per cycle
+    past cycle 14. They name the bridge's registers and state flags and read its buffer through a port added for
+    the proof, so a change of the bridge's internals may need a change of them (:func:`register_of` and
+    :func:`memory_contents` say which name is missing).
 
     Covers: a write of ``max_words`` words reaches its last bus write; a read of ``max_words`` words is answered
     in full; a frame with a bad checksum and a truncated frame are answered (their status byte sent); a write
@@ -308,23 +300,28 @@ class BridgeProof(Elaboratable):
         return m
 
     def state_lemmas(self, m: Module, fragment: Fragment, ref: _Reference, pending: Signal) -> None:
-        """Assert that the bridge's FSM state, counters, header, CRC, timer and byte registers are those the
+        """Assert that the bridge's state flags, counters, header, CRC, timer and byte registers are those the
         reference's phase and counts call for: the state it is in for every part of a frame and of a response,
         the bytes received so far in its header and word registers, the bytes still to send in its word
         register."""
         reg = {name: register_of(fragment, name)
-               for name in ("fsm_state", "crc", "hdr", "idx", "nbyte", "word", "status", "timer", "quiet",
-                            "has_data", "buffer_write", "buffer_addr", "w_en")}
-        codes = state_codes(reg["fsm_state"])
+               for name in ("crc", "hdr", "idx", "nbyte", "word", "status", "timer", "has_data", "buffer_write",
+                            "buffer_addr", "w_en", "last", "responding", "is_write", "is_read", "is_ping", "bad_addr",
+                            "bad_count", "count_low_zero", "count_low_above", "bad_header")}
+        flags = {state: register_of(fragment, f"bridge_{state.lower()}") for state in BRIDGE_STATES}
 
         def at(*states):
-            return Cat(reg["fsm_state"] == codes[state] for state in states).any()
+            return Cat(flags[state] for state in states).any()
 
         lemmas = []
 
         def lemma(condition, text):
             m.d.comb += Assert(condition, f"bridge state: {text}", src_loc_at=1)
             lemmas.append(condition)
+
+        one_hot = Signal(range(len(flags) + 1), name="bridge_states_on")
+        m.d.comb += one_hot.eq(sum(flag for flag in flags.values()))
+        lemma(one_hot == 1, "exactly one state flag high")
 
         def prefix_is(register, value, count_bytes, width):
             """``register`` holds ``value``'s bytes from byte ``count_bytes`` on, in its low bytes"""
@@ -350,8 +347,9 @@ class BridgeProof(Elaboratable):
 
         bridge_crc = reg["crc"]
         lemma(~(receiving | ref.verdict) | (bridge_crc == ref.crc), "CRC of the frame")
-        lemma(~receiving | ((reg["timer"] == (self.timeout - 1 - ref.gap)[:len(reg["timer"])]) &
-                            (reg["quiet"] == (ref.gap == self.timeout - 1)) & (reg["status"] == STATUS_OK)),
+        # the timer counts down to -1 (the line quiet) from timeout - 2
+        lemma(~receiving | ((reg["timer"].as_unsigned() == (self.timeout - 2 - ref.gap)[:len(reg["timer"])])
+                            & (reg["status"] == STATUS_OK)),
               "inter-byte timer")
         lemma(~in_header | ((idx == pos) & Cat((pos != p) | (hdr[48 - 8 * p:] == header[:8 * p])
                                                for p in range(1, HEADER_BYTES)).all()),
@@ -359,6 +357,32 @@ class BridgeProof(Elaboratable):
         lemma(~((receiving & (pos >= HEADER_BYTES)) | ref.verdict) | (hdr == header), "header held")
         lemma(~((receiving & ~ref.checking & (pos >= HEADER_BYTES)) | ref.verdict | ref.good)
               | (ref.header_status == STATUS_OK), "a frame past its header has a good header")
+        # the header's verdicts the bridge keeps in flags: those of the bytes received so far, then of the header
+        flag_cmd = Cat(reg["is_write"], reg["is_read"], reg["is_ping"])
+
+        def cmd_flags(value):
+            return Cat(value == CMD_WRITE, value == CMD_READ, value == CMD_PING)
+
+        def count_low_flags(value):
+            return Cat(value == 0, value > (self.max_words & 0xFF))
+        low_flags = Cat(reg["count_low_zero"], reg["count_low_above"])
+        lemma(~in_header | (pos < 1) | (flag_cmd == cmd_flags(cmd)), "command flags from the command byte")
+        lemma(~in_header | (pos < 4) | (reg["bad_addr"] == (addr[ADDR_BITS:] != 0)), "address flag")
+        lemma(~in_header | (pos < 5) | (low_flags == count_low_flags(count[:8])), "count flags from its low byte")
+        header_known = (receiving & (pos >= HEADER_BYTES)) | ref.verdict | ref.good
+        bridge_count = hdr[32:48]
+        bad_cmd = ~reg["is_write"] & ~reg["is_read"] & ~reg["is_ping"]
+        lemma(~header_known
+              | ((flag_cmd == cmd_flags(hdr[:8])) & (reg["bad_addr"] == (hdr[8 + ADDR_BITS:32] != 0))
+                 & (low_flags == count_low_flags(bridge_count[:8]))
+                 & (reg["bad_count"] == ((bridge_count == 0) | (bridge_count > self.max_words)))
+                 & (reg["bad_header"] == (bad_cmd | (~reg["is_ping"] & (reg["bad_addr"] | reg["bad_count"]))))),
+              "header flags")
+        last_index = Mux(reg["is_ping"], PING_WORDS - 1, bridge_count - 1)[:self.max_words.bit_length()]
+        lemma(~(at("EXEC_WRITE", "R_LATCH", "R_DATA") | (at("PAYLOAD") & (nbyte != 0)))
+              | (reg["last"] == (idx == last_index)), "last: the request's last word")
+        lemma(reg["responding"] == at("R_HEAD", "R_FETCH", "R_LATCH", "R_DATA", "R_CRC", "R_CHECK"),
+              "the CRC steps over sent bytes while a response is sent")
         offset = ref.payload_offset
         lemma(~in_payload
               | ((idx == offset[2:]) & (nbyte == offset[:2])
@@ -421,6 +445,7 @@ class BridgeProof(Elaboratable):
                                 & prefix_is(word, ref.response_crc, nbyte, 16)),
               "response CRC bytes")
         lemma(~(answering & (sent != 0)) | (bridge_crc == ref.response_crc), "CRC of the response")
+        lemma(~(at("R_HEAD") & (nbyte == 0)) | (bridge_crc == CRC_INIT), "the response's CRC started")
 
         # each lemma assumed in the cycles after it was checked: the cover task does not assume the asserts, and
         # without the lemmas it takes minutes a cycle to show that a cover is not reached yet
