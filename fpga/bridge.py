@@ -155,9 +155,10 @@ class UartBridge(wiring.Component):
         responding = Signal()
         crc_next = Signal(16)
         status = Signal(3)
-        # the inter-byte timer counts down to -1: its sign bit is the line's "quiet" flag, with no comparison
-        timer = Signal(range(-1, self.timeout - 1))
-        quiet = timer[-1]
+        timer = Signal(range(self.timeout))
+        # timer == 0, in a register of its own: the decisions start at it, not at a comparison of the timer, and
+        # the timer's adder stays a plain carry chain (nextpnr-ice40 splits a chain whose own top bit gates it)
+        quiet = Signal()
         rejected = self.rejected
         byte = self.rx.payload
         # registered, not decoded from the state: a comb signal that depends on nothing but a state register
@@ -287,9 +288,9 @@ class UartBridge(wiring.Component):
         # inter-byte timer: restarts on every byte (and framing error), counts down otherwise
         listening = framing | fsm["DRAIN"]
         with m.If(listening & ~got & ~error & ~quiet):
-            m.d.sync += timer.eq(timer - 1)
+            m.d.sync += [timer.eq(timer - 1), quiet.eq(timer == 1)]
         with m.If(fsm["IDLE"] | (listening & (got | error)) | (fsm["VALIDATE"] & error)):
-            m.d.sync += timer.eq(self.timeout - 2)
+            m.d.sync += [timer.eq(self.timeout - 1), quiet.eq(0)]
 
         with m.If(fsm["IDLE"]):
             m.d.sync += status.eq(STATUS_OK)

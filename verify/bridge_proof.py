@@ -305,9 +305,9 @@ class BridgeProof(Elaboratable):
         the bytes received so far in its header and word registers, the bytes still to send in its word
         register."""
         reg = {name: register_of(fragment, name)
-               for name in ("crc", "hdr", "idx", "nbyte", "word", "status", "timer", "has_data", "buffer_write",
-                            "buffer_addr", "w_en", "last", "responding", "is_write", "is_read", "is_ping", "bad_addr",
-                            "bad_count", "count_low_zero", "count_low_above", "bad_header")}
+               for name in ("crc", "hdr", "idx", "nbyte", "word", "status", "timer", "quiet", "has_data",
+                            "buffer_write", "buffer_addr", "w_en", "last", "responding", "is_write", "is_read",
+                            "is_ping", "bad_addr", "bad_count", "count_low_zero", "count_low_above", "bad_header")}
         flags = {state: register_of(fragment, f"bridge_{state.lower()}") for state in BRIDGE_STATES}
 
         def at(*states):
@@ -347,9 +347,8 @@ class BridgeProof(Elaboratable):
 
         bridge_crc = reg["crc"]
         lemma(~(receiving | ref.verdict) | (bridge_crc == ref.crc), "CRC of the frame")
-        # the timer counts down to -1 (the line quiet) from timeout - 2
-        lemma(~receiving | ((reg["timer"].as_unsigned() == (self.timeout - 2 - ref.gap)[:len(reg["timer"])])
-                            & (reg["status"] == STATUS_OK)),
+        lemma(~receiving | ((reg["timer"] == (self.timeout - 1 - ref.gap)[:len(reg["timer"])]) &
+                            (reg["quiet"] == (ref.gap == self.timeout - 1)) & (reg["status"] == STATUS_OK)),
               "inter-byte timer")
         lemma(~in_header | ((idx == pos) & Cat((pos != p) | (hdr[48 - 8 * p:] == header[:8 * p])
                                                for p in range(1, HEADER_BYTES)).all()),
