@@ -155,10 +155,11 @@ class UartBridge(wiring.Component):
         responding = Signal()
         crc_next = Signal(16)
         status = Signal(3)
+        # cycles since the last byte, counted up from 0: every bit restarts the same way, so every flip-flop of its
+        # carry chain takes the same set/reset net and nextpnr-ice40 can place the chain in one piece (a restart
+        # to timeout - 1 gave some bits a sync reset and others none, and split the chain into 2-bit pieces)
         timer = Signal(range(self.timeout))
-        # timer == 0, in a register of its own: the decisions start at it, not at a comparison of the timer, and
-        # the timer's adder stays a plain carry chain (nextpnr-ice40 splits a chain whose own top bit gates it)
-        quiet = Signal()
+        quiet = Signal()                                # timer == timeout - 1, in a register of its own
         rejected = self.rejected
         byte = self.rx.payload
         # registered, not decoded from the state: a comb signal that depends on nothing but a state register
@@ -285,12 +286,12 @@ class UartBridge(wiring.Component):
         m.d.comb += [self.tx.valid.eq(sending), self.bus.r_en.eq(fsm["R_FETCH"] & is_read)]
         m.d.sync += w_en.eq(fsm["EXEC_READ"])
 
-        # inter-byte timer: restarts on every byte (and framing error), counts down otherwise
+        # inter-byte timer: restarts on every byte (and framing error), counts up otherwise
         listening = framing | fsm["DRAIN"]
         with m.If(listening & ~got & ~error & ~quiet):
-            m.d.sync += [timer.eq(timer - 1), quiet.eq(timer == 1)]
+            m.d.sync += [timer.eq(timer + 1), quiet.eq(timer == self.timeout - 2)]
         with m.If(fsm["IDLE"] | (listening & (got | error)) | (fsm["VALIDATE"] & error)):
-            m.d.sync += [timer.eq(self.timeout - 1), quiet.eq(0)]
+            m.d.sync += [timer.eq(0), quiet.eq(0)]
 
         with m.If(fsm["IDLE"]):
             m.d.sync += status.eq(STATUS_OK)

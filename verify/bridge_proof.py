@@ -347,7 +347,7 @@ class BridgeProof(Elaboratable):
 
         bridge_crc = reg["crc"]
         lemma(~(receiving | ref.verdict) | (bridge_crc == ref.crc), "CRC of the frame")
-        lemma(~receiving | ((reg["timer"] == (self.timeout - 1 - ref.gap)[:len(reg["timer"])]) &
+        lemma(~receiving | ((reg["timer"] == ref.gap[:len(reg["timer"])]) &
                             (reg["quiet"] == (ref.gap == self.timeout - 1)) & (reg["status"] == STATUS_OK)),
               "inter-byte timer")
         lemma(~in_header | ((idx == pos) & Cat((pos != p) | (hdr[48 - 8 * p:] == header[:8 * p])
