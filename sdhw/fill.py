@@ -279,7 +279,7 @@ class SdFill(_FillPorts):
         chunk_last = Signal()                            # chunk == chunks - 1, registered
         # in TAPS at a chunk's last tap with more chunks to come: the next chunk's codes are taken now. Kept in a
         # register of its own, set beside tap_last, so the code stream's ready (and the reader's pointers behind
-        # it) starts at flip-flops instead of three of them and the state's
+        # it) starts at this flip-flop, not at an AND of the state's flag, tap_last and chunk_last
         chunk_turn = Signal()
         chunk_basis = Signal(len(self.basis_addr))      # the chunk's column 0: row's first + 3 chunk
         job_basis = Signal(len(self.basis_addr))        # the basis row of the job now or next in this chunk
