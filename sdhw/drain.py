@@ -53,16 +53,18 @@ class Drain(wiring.Component):
         bias_addr = Signal.like(self.bias_addr, reset_less=True)      # the bias entry of shadow[0]
         head_valid = Signal()                        # shadow[0] and its bias (read last cycle) are ready
         take = Signal()                              # shadow[0] leaves this cycle
+        last_lane = Signal()                         # left == 1
         # busy (left != 0) as a register of its own, its next value an output (the issuer registers its decision
-        # input from it)
-        m.d.comb += self.busy_next.eq(Mux(self.load, self.lanes != 0, Mux(take, left != 1, self.busy)))
+        # input from it); from flip-flops and the handshake only (a load brings 1 lane or more), so the
+        # requantiser's ready reaches it and the issuer through one LUT
+        m.d.comb += self.busy_next.eq(self.load | (self.busy & ~(take & last_lane)))
         m.d.sync += self.busy.eq(self.busy_next)
         with m.If(self.load):
             m.d.sync += [shadow.eq(self.sums), left.eq(self.lanes), tag.eq(self.out_addr),
-                         bias_addr.eq(self.bias_addr), head_valid.eq(1)]
+                         bias_addr.eq(self.bias_addr), head_valid.eq(1), last_lane.eq(self.lanes == 1)]
         with m.Elif(take):
             m.d.sync += [left.eq(left - 1), tag.eq(tag + 1), bias_addr.eq(bias_addr + 1),
-                         head_valid.eq(left != 1)]
+                         head_valid.eq(~last_lane), last_lane.eq(left == 2)]
             m.d.sync += [shadow[q].eq(shadow[q + 1]) for q in range(self.n - 1)]
         # the bias memory reads every cycle: the entry of the lane at the head next cycle
         m.d.comb += [self.bias_rd_en.eq(1),
