@@ -76,17 +76,13 @@ class SequentialReader(wiring.Component):
         else:
             m.d.comb += more.eq(1)
         take = self.o.valid & self.o.ready
-        with m.If(self.seek):
-            m.d.sync += self.consumed.eq(self.seek_addr)
-        with m.Elif(take):
-            m.d.sync += self.consumed.eq(self.consumed + 1)
         if self.latency == 1:
-            self._skid(m, read, more, take)
+            self._skid(m, addr, read, more, take)
         else:
-            self._queue(m, read, more)
+            self._queue(m, read, more, take)
         return m
 
-    def _skid(self, m, read, more, take):
+    def _skid(self, m, addr, read, more, take):
         # the memory's output register holds the newer word, the skid register the older; a read is issued
         # while one of them is free (also in a seek's cycle, whose word is dropped)
         held = Signal()                                  # the memory's output holds a word not yet taken
@@ -119,8 +115,12 @@ class SequentialReader(wiring.Component):
             with m.Else():
                 m.d.comb += held_next.eq(0)
         m.d.sync += [held.eq(held_next), skid_valid.eq(skid_valid_next), valid.eq(held_next | skid_valid_next)]
+        # every word read since the last seek is taken or held here, so the oldest one not taken is addr less
+        # the words held: from flip-flops, where a register of its own would take its enable from the
+        # consumer's ready (five LUTs from the fill's state on the iCEBreaker build)
+        m.d.comb += self.consumed.eq(addr - held - skid_valid)
 
-    def _queue(self, m, read, more):
+    def _queue(self, m, read, more, take):
         # registered memory output: reads in flight land in a queue; a read is issued only when the queue has
         # room for it and every read still in flight
         queue = SyncFIFO(width=self.width, depth=4)
@@ -131,5 +131,9 @@ class SequentialReader(wiring.Component):
             m.d.sync += flight.eq(0)
         with m.Else():
             m.d.sync += flight.eq(flight << 1 | read)
+        with m.If(self.seek):
+            m.d.sync += self.consumed.eq(self.seek_addr)
+        with m.Elif(take):
+            m.d.sync += self.consumed.eq(self.consumed + 1)
         m.d.comb += [queue.w_data.eq(self.rd_data), queue.w_en.eq(flight[1] & ~self.seek),
                      self.o.valid.eq(queue.r_rdy), self.o.payload.data.eq(queue.r_data), queue.r_en.eq(self.o.ready)]
