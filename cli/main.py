@@ -373,7 +373,7 @@ def cmd_build(args) -> int:
     cfg = _cli_config(args)
     out = Path(args.output or f"build/board-{args.board}-{cfg.pes}{'-dense' if cfg.dense else ''}")
     progress = Progress(not (args.quiet or args.json))
-    result = build_board(args.board, cfg, out_dir=out, freq_mhz=args.freq, baud=args.baud,
+    result = build_board(args.board, cfg, out_dir=out, freq_mhz=args.freq, seeds=args.seeds, baud=args.baud,
                          allow_timing_fail=args.allow_timing_fail, log=progress)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -645,6 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--config", help="TOML or JSON file setting any generator parameter; flags override it")
     b.add_argument("--freq", default="max", help="accelerator clock: a number of MHz, or max (default): the "
                                                   "highest PLL clock that meets timing, found over a few builds")
+    b.add_argument("--seeds", type=int, default=1, help="builds (nextpnr seeds) tried at a clock until one meets "
+                                                         "it (default 1)")
     b.add_argument("--baud", type=int, default=115200, help="UART rate (default 115200)")
     b.add_argument("--allow-timing-fail", action="store_true", help="write the bitstream even if the clock "
                                                                     "misses timing")

@@ -267,8 +267,10 @@ def _tool_env() -> dict:
 #: places on some seeds and not on others (the iCEBreaker SD N = 16 system at 98 % of the UP5K's logic cells).
 #: Build k of a clock search starts at the k-th next seed, so each build of the search places afresh.
 PLACEMENT_SEEDS = (1, 2, 3)
-#: builds a clock search (``--freq max``) runs at most: each is a whole yosys and nextpnr run
+#: clocks a clock search (``--freq max``) builds at most: each build is a whole yosys and nextpnr run
 MAX_CLOCK_BUILDS = 4
+#: most builds (nextpnr seeds) ``--seeds`` may ask for at one clock
+MAX_SEEDS = 16
 #: a higher clock is worth another build only this much above the best clock that met timing: closer than
 #: that, nextpnr's seed-to-seed spread decides more than the clock does
 MIN_CLOCK_GAIN = 0.02
@@ -393,9 +395,10 @@ def _last_error(build_dir: Path) -> str | None:
 
 
 def _next_clock(family: str, fin_hz: float, attempts: list[dict]) -> float | None:
-    """The clock (Hz) of the search's next build after ``attempts``, or None when none is worth building.
+    """The search's next clock (Hz) after ``attempts`` (the best build of each clock so far), or None when none
+    is worth building.
 
-    The next clock is the PLL's highest output at or below the last build's Fmax (below it by
+    The next clock is the PLL's highest output at or below the last clock's Fmax (below it by
     :data:`RETRY_MARGIN` when a build at a measured clock missed), below every clock that missed, and
     :data:`MIN_CLOCK_GAIN` above the best clock that met.
     """
@@ -411,24 +414,38 @@ def _next_clock(family: str, fin_hz: float, attempts: list[dict]) -> float | Non
     return pll["fout_hz"]
 
 
-def _search_clock(board: Board, config: AcceleratorConfig, *, baud: int, build_dir: Path, env: dict,
-                  log=None) -> list[dict]:
-    """The builds of ``--freq max``: the first at the device's target clock (:data:`fpga.synth.PNR_TARGETS`),
-    each next one at :func:`_next_clock` with the next nextpnr seed, each in ``build_dir/attempt-N``."""
-    target = PNR_TARGETS[board.device].target_mhz
-    family, fin_hz = DEVICES[board.device].family, _platform(board, config).default_clk_frequency
-    attempts, freq_hz = [], target * 1e6
-    while freq_hz is not None:
+def _builds_at(board: Board, config: AcceleratorConfig, freq_hz: float, attempts: list[dict], *, seeds: int,
+               baud: int, build_dir: Path, env: dict, log=None) -> dict:
+    """Up to ``seeds`` builds at one clock, appended to ``attempts`` (each in ``build_dir/attempt-N``, each from
+    the nextpnr seed after the last one used), until one meets it; returns the best of them."""
+    tried = []
+    while len(tried) < seeds and not any(a["met"] for a in tried):
+        first_seed = attempts[-1]["seed"] + 1 if attempts else PLACEMENT_SEEDS[0]
         n = len(attempts) + 1
         attempt = _attempt(board, config, freq_hz, baud=baud,
-                           seeds=tuple(seed + n - 1 for seed in PLACEMENT_SEEDS),
+                           seeds=tuple(seed - PLACEMENT_SEEDS[0] + first_seed for seed in PLACEMENT_SEEDS),
                            first_variant=attempts[-1]["variant"] if attempts else 0,
                            build_dir=build_dir / f"attempt-{n}", env=env, log=log)
         attempts.append(attempt)
+        tried.append(attempt)
         if log:
             log(f"build {n}: {attempt['freq_hz'] / 1e6:.2f} MHz, seed {attempt['seed']}: Fmax "
                 f"{attempt['fmax']:.2f} MHz, {'met' if attempt['met'] else 'missed'}")
-        freq_hz = _next_clock(family, fin_hz, attempts)
+    return max(tried, key=lambda a: (a["met"], a["fmax"]))
+
+
+def _search_clock(board: Board, config: AcceleratorConfig, *, seeds: int, baud: int, build_dir: Path, env: dict,
+                  log=None) -> list[dict]:
+    """The builds of ``--freq max``: up to ``seeds`` at the device's target clock
+    (:data:`fpga.synth.PNR_TARGETS`), then up to ``seeds`` at each clock :func:`_next_clock` picks from the best
+    build of each clock so far."""
+    target = PNR_TARGETS[board.device].target_mhz
+    family, fin_hz = DEVICES[board.device].family, _platform(board, config).default_clk_frequency
+    attempts, best, freq_hz = [], [], target * 1e6
+    while freq_hz is not None:
+        best.append(_builds_at(board, config, freq_hz, attempts, seeds=seeds, baud=baud, build_dir=build_dir,
+                               env=env, log=log))
+        freq_hz = _next_clock(family, fin_hz, best)
     return attempts
 
 
@@ -438,23 +455,28 @@ def _attempt_summary(attempt: dict) -> dict:
 
 
 def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz: float | str = "max",
-                baud: int = DEFAULT_BAUD, build_dir=None, allow_timing_fail: bool = False, log=None) -> dict:
+                seeds: int = 1, baud: int = DEFAULT_BAUD, build_dir=None, allow_timing_fail: bool = False,
+                log=None) -> dict:
     """Build the bitstream for ``board_name``; returns the build report (also ``out_dir/build.json``).
 
     ``freq_mhz`` is the accelerator clock in MHz, or ``"max"``: the highest PLL clock that meets timing, over
-    up to :data:`MAX_CLOCK_BUILDS` builds. Only a build that met its clock is published (unless
-    ``allow_timing_fail``: then, if none did, the one with the highest Fmax).
+    up to :data:`MAX_CLOCK_BUILDS` clocks. Each clock gets up to ``seeds`` builds (nextpnr seeds in turn) until
+    one meets it. Only a build that met its clock is published (unless ``allow_timing_fail``: then, if none
+    did, the one with the highest Fmax).
     """
     fixed_mhz = parse_clock(freq_mhz)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise SdhwError(f"bad --seeds {seeds!r}; valid: an integer in 1..{MAX_SEEDS}")
     board = _check_board(board_name, config)
     build_dir = Path(build_dir or Path(out_dir) / "build")
     env = {**_tool_env(), **os.environ}                 # the user's own tool variables win
     t0 = time.monotonic()
+    attempts = []
     if fixed_mhz is None:
-        attempts = _search_clock(board, config, baud=baud, build_dir=build_dir, env=env, log=log)
+        attempts = _search_clock(board, config, seeds=seeds, baud=baud, build_dir=build_dir, env=env, log=log)
     else:
-        attempts = [_attempt(board, config, fixed_mhz * 1e6, baud=baud, seeds=PLACEMENT_SEEDS,
-                             first_variant=0, build_dir=build_dir / "attempt-1", env=env, log=log)]
+        _builds_at(board, config, fixed_mhz * 1e6, attempts, seeds=seeds, baud=baud, build_dir=build_dir, env=env,
+                   log=log)
     met = [a for a in attempts if a["met"]]
     chosen = max(met, key=lambda a: a["freq_hz"]) if met else max(attempts, key=lambda a: a["fmax"])
     if not met and not allow_timing_fail:
@@ -477,8 +499,9 @@ def build_board(board_name: str, config: AcceleratorConfig, *, out_dir, freq_mhz
 def _timing_error(board_name: str, attempts: list[dict], *, fixed: bool) -> str:
     best = max(a["fmax"] for a in attempts)
     if fixed:
-        return (f"{board_name} at {attempts[0]['freq_hz'] / 1e6:.2f} MHz misses timing (Fmax {best:.2f} MHz); "
-                f"rebuild with --freq {int(best)} or lower, or --freq max")
+        on = f" on {len(attempts)} seeds" if len(attempts) > 1 else ""
+        return (f"{board_name} at {attempts[0]['freq_hz'] / 1e6:.2f} MHz misses timing{on} (Fmax {best:.2f} MHz); "
+                f"rebuild with --freq {int(best)} or lower, more --seeds, or --freq max")
     tried = ", ".join(f"{a['freq_hz'] / 1e6:.2f} MHz (Fmax {a['fmax']:.2f})" for a in attempts)
     return (f"{board_name} met timing in none of {len(attempts)} builds ({tried}); the best Fmax is {best:.2f} MHz: "
             f"try --freq {int(best * (1 - RETRY_MARGIN))} or lower, fewer pes, or --allow-timing-fail")

@@ -292,7 +292,11 @@ def test_build_cli_rejects_bad_input(tmp_path):
     rc, _, err = run(["build", "--board", "icebreaker", "--pes", "32", "-o", tmp_path / "d"])
     assert rc == 1 and err.count("\n") == 1, err
     assert "does not fit up5k: logic needs" in err and "choose fewer pes" in err, err
-    assert not any((tmp_path / n).exists() for n in "abcd")
+    for seeds in ("0", "17"):
+        rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--seeds", seeds,
+                          "-o", tmp_path / "e"])
+        assert rc == 1 and f"bad --seeds {seeds}; valid: an integer in 1..16" in err, err
+    assert not any((tmp_path / n).exists() for n in "abcde")
 
 
 def test_build_refuses_an_accelerator_that_fits_only_without_the_board_top(tmp_path, monkeypatch):
@@ -713,8 +717,35 @@ def test_a_fixed_clock_is_one_build(tmp_path, monkeypatch):
     calls = _fake_platform(monkeypatch)
     rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--freq", "33", "-o", tmp_path / "p"])
     assert rc == 1 and len(calls.runs) == 1 and _nothing_published(tmp_path / "p")
-    assert "icebreaker at 33.00 MHz misses timing (Fmax 30.00 MHz); rebuild with --freq 30 or lower, or --freq max" \
-        in err
+    assert "icebreaker at 33.00 MHz misses timing (Fmax 30.00 MHz); rebuild with --freq 30 or lower, more --seeds, " \
+        "or --freq max" in err
+
+
+def test_seeds_are_tried_at_a_clock_until_one_meets_it(tmp_path, monkeypatch):
+    """--seeds 3 at a fixed 30 MHz: seed 1 misses, seed 2 does not place (seed 3 takes its turn), the next
+    build starts at seed 4 and meets; no fifth build. Every seed missing is refused, naming the seeds."""
+    fmax = {1: 29.0, 3: 29.5, 4: 31.0, 5: 33.0}
+    calls = _fake_platform(monkeypatch, failing={2}, fmax=lambda clock_mhz, seed: fmax[seed])
+    rc, out, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--freq", "30", "--seeds", "3",
+                        "-q", "-o", tmp_path / "o"])
+    assert rc == 0, err
+    assert calls == [1, 2, 3, 4]
+    report, bitstream = _published(tmp_path / "o")
+    assert [(a["seed"], a["met"]) for a in report["attempts"]] == [(1, False), (3, False), (4, True)]
+    assert report["nextpnr_seed"] == 4 and bitstream == "30.0000 MHz seed 4"
+    assert [Path(a["build_dir"]).name for a in report["attempts"]] == ["attempt-1", "attempt-2", "attempt-3"]
+    _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: 29.0 + seed / 10)
+    rc, _, err = run(["build", "--board", "icebreaker", "--pes", "1", "--dense", "--freq", "30", "--seeds", "2",
+                      "-o", tmp_path / "p"])
+    assert rc == 1 and "at 30.00 MHz misses timing on 2 seeds (Fmax 29.20 MHz)" in err and \
+        _nothing_published(tmp_path / "p")
+    # the clock search: each clock gets its seeds, the next clock follows the best build of the last one
+    fmax = {1: 40.2, 2: 41.0, 3: 41.0}
+    calls = _fake_platform(monkeypatch, fmax=lambda clock_mhz, seed: fmax[seed])
+    result = boards.build_board("icebreaker", small("up5k", dense=True), out_dir=tmp_path / "q", seeds=2)
+    second = boards.pll_at_most("ice40", 12e6, 41.0e6)["fout_hz"] / 1e6
+    assert [run[:2] for run in calls.runs] == [(48.0, 1), (48.0, 2), (second, 3)]
+    assert result["clock_mhz"] == second and result["nextpnr_seed"] == 3 and result["timing_met"]
 
 
 def test_build_searches_the_clock_by_default_and_reports_every_build(tmp_path, monkeypatch):
