@@ -76,13 +76,15 @@ class UartBridge(wiring.Component):
     Errors (``STATUS_*``) are answered without executing anything; after a header error, a bad checksum or a
     framing error the bridge first drops bytes until the line has been quiet for ``timeout`` cycles, so the
     rest of a bad frame cannot be mistaken for a new one. A frame that stops in the middle is answered with
-    ``STATUS_TIMEOUT`` ``timeout`` cycles after its last byte.
+    ``STATUS_TIMEOUT`` once ``timeout`` cycles have passed without a byte; the timeout wins over a byte or a
+    framing error in the cycle after those (the byte is dropped, the status is ``STATUS_TIMEOUT``).
 
-    Latency: a write reaches the bus 2 cycles per word after its last CRC byte, then the response starts; a
-    read word is fetched (1 bus cycle + 1) just before its four bytes are sent. Throughput: bytes are taken
-    one per cycle (``rx.ready`` is high except in the cycle after the six header bytes; bytes that arrive
-    while a request executes or its response is sent are dropped) and sent as fast as ``tx`` accepts them,
-    so the UART line rate is the only limit.
+    Latency: a frame is decided 2 cycles after its last CRC byte (its CRC's verdict is registered first); a
+    write then reaches the bus 2 cycles per word, then the response starts; a read word is fetched (1 bus
+    cycle + 1) just before its four bytes are sent. Throughput: bytes are taken one per cycle (``rx.ready`` is
+    high except in the cycle after the six header bytes; bytes that arrive while a request executes or its
+    response is sent are dropped) and sent as fast as ``tx`` accepts them, so the UART line rate is the only
+    limit.
 
     Parameters
     ----------
@@ -150,6 +152,9 @@ class UartBridge(wiring.Component):
         nbyte = Signal(2)
         word = Signal(32)                               # payload assembly, then every response byte
         crc = Signal(16)
+        # crc != 0 a cycle late: the frame's verdict (VERDICT, the BAD_CHECK status) reads a flip-flop, not a 16-bit
+        # compare; SETTLE gives it the cycle after the last CRC byte
+        bad_crc = Signal()
         # the CRC's byte is the transmitted one while a response is sent (R_HEAD .. R_CHECK), else the received
         # one: a flip-flop selects it, not the state decoding, so the CRC's XOR trees start at flip-flops
         responding = Signal()
@@ -157,9 +162,11 @@ class UartBridge(wiring.Component):
         status = Signal(3)
         # cycles since the last byte, counted up from 0: every bit restarts the same way, so every flip-flop of its
         # carry chain takes the same set/reset net and nextpnr-ice40 can place the chain in one piece (a restart
-        # to timeout - 1 gave some bits a sync reset and others none, and split the chain into 2-bit pieces)
-        timer = Signal(range(self.timeout))
-        quiet = Signal()                                # timer == timeout - 1, in a register of its own
+        # to a non-zero value gives some bits a sync reset and others none, and splits the chain into 2-bit pieces)
+        timer = Signal(range(self.timeout + 1))
+        # timer == timeout: `timeout` whole cycles without a byte, in a register of its own, so that the timeout
+        # ends a frame from this one flip-flop, whatever the receiver offers in the same cycle
+        quiet = Signal()
         rejected = self.rejected
         byte = self.rx.payload
         # registered, not decoded from the state: a comb signal that depends on nothing but a state register
@@ -193,8 +200,9 @@ class UartBridge(wiring.Component):
         # states only move between each other; the data registers are written below from flat conditions on the
         # flags, one `If` each: a nested `If` under a state's flag hides the registers' hold path from Yosys,
         # which then builds their enables out of LUTs
-        fsm = OneHotFSM(m, ("IDLE", "HEADER", "VALIDATE", "PAYLOAD", "CHECK", "VERDICT", "DRAIN", "EXEC_READ",
-                            "EXEC_WRITE", "R_LOAD", "R_HEAD", "R_FETCH", "R_LATCH", "R_DATA", "R_CRC", "R_CHECK"),
+        fsm = OneHotFSM(m, ("IDLE", "HEADER", "VALIDATE", "PAYLOAD", "CHECK", "SETTLE", "VERDICT", "DRAIN",
+                            "EXEC_READ", "EXEC_WRITE", "R_LOAD", "R_HEAD", "R_FETCH", "R_LATCH", "R_DATA", "R_CRC",
+                            "R_CHECK"),
                         init="IDLE", prefix="bridge")
         framing = fsm["HEADER"] | fsm["PAYLOAD"] | fsm["CHECK"]     # a byte of the frame after SYNC expected
         sending = fsm["R_HEAD"] | fsm["R_DATA"] | fsm["R_CHECK"]
@@ -202,8 +210,7 @@ class UartBridge(wiring.Component):
         # rx.ready is low in VALIDATE only: in every other state a valid byte is a received one, and the
         # decisions need not wait for rx.ready's flip-flop
         got = self.rx.valid
-        accepted = got & ~error                         # the frame's next byte
-        timed_out = ~got & ~error & quiet
+        accepted = got & ~error & ~quiet                # the frame's next byte (once quiet, the frame has ended)
         sent = sending & self.tx.ready
         header_byte = fsm["HEADER"] & accepted
         header_done = header_byte & (idx[:3] == HEADER_BYTES - 1)  # idx counts the header's bytes (0..5)
@@ -216,7 +223,6 @@ class UartBridge(wiring.Component):
         count_high = byte
         count_bad = (((count_high == 0) & count_low_zero) | above(count_high, max_words >> 8)
                      | ((count_high == max_words >> 8) & count_low_above))
-        bad_crc = crc != 0
 
         with fsm.states():
             with fsm.state("IDLE"):
@@ -228,10 +234,13 @@ class UartBridge(wiring.Component):
                 with fsm.state(name):
                     with m.If(error):
                         fsm.goto("DRAIN")
-                    with m.Elif(timed_out):
-                        fsm.goto("R_LOAD")
                     with m.Elif({"HEADER": header_done, "PAYLOAD": word_received & last, "CHECK": check_done}[name]):
-                        fsm.goto({"HEADER": "VALIDATE", "PAYLOAD": "CHECK", "CHECK": "VERDICT"}[name])
+                        fsm.goto({"HEADER": "VALIDATE", "PAYLOAD": "CHECK", "CHECK": "SETTLE"}[name])
+                    # the timeout wins, as the last goto: the gotos above never clear R_LOAD's flag, which is
+                    # then set from the quiet flip-flop alone and its next state waits on neither the receiver's
+                    # error nor its byte
+                    with m.If(quiet):
+                        fsm.goto("R_LOAD")
             with fsm.state("VALIDATE"):                # one cycle (rx.ready low: the receiver keeps a byte)
                 with m.If(error | bad_header):
                     fsm.goto("DRAIN")
@@ -239,7 +248,9 @@ class UartBridge(wiring.Component):
                     fsm.goto("PAYLOAD")
                 with m.Else():
                     fsm.goto("CHECK")
-            with fsm.state("VERDICT"):                 # one cycle: the frame's CRC, now in its register, must be 0
+            with fsm.state("SETTLE"):                  # one cycle: the frame's CRC, now in its register, sets bad_crc
+                fsm.goto("VERDICT")
+            with fsm.state("VERDICT"):                 # one cycle: the frame's CRC must be 0
                 with m.If(bad_crc):
                     fsm.goto("DRAIN")
                 with m.Elif(is_write):
@@ -247,16 +258,16 @@ class UartBridge(wiring.Component):
                 with m.Else():
                     fsm.goto("R_LOAD")
             with fsm.state("DRAIN"):                   # drop bytes until the line is quiet, then answer
-                with m.If(timed_out):
+                with m.If(quiet):
                     fsm.goto("R_LOAD")
             # ------------------------------------------------ a checked write, from the buffer to the bus
             with fsm.state("EXEC_READ"):               # the buffer's read port latches idx
                 fsm.goto("EXEC_WRITE")
-            with fsm.state("EXEC_WRITE"):
-                with m.If(last):
-                    fsm.goto("R_LOAD")
-                with m.Else():
+            with fsm.state("EXEC_WRITE"):             # R_LOAD's goto last, so that no other one clears its flag
+                with m.If(~last):
                     fsm.goto("EXEC_READ")
+                with m.Else():
+                    fsm.goto("R_LOAD")
             # ------------------------------------------------ the response, one byte of `word` at a time
             with fsm.state("R_LOAD"):
                 fsm.goto("R_HEAD")
@@ -286,10 +297,10 @@ class UartBridge(wiring.Component):
         m.d.comb += [self.tx.valid.eq(sending), self.bus.r_en.eq(fsm["R_FETCH"] & is_read)]
         m.d.sync += w_en.eq(fsm["EXEC_READ"])
 
-        # inter-byte timer: restarts on every byte (and framing error), counts up otherwise
+        # inter-byte timer: restarts on every byte (and framing error), counts up otherwise, up to `timeout`
         listening = framing | fsm["DRAIN"]
         with m.If(listening & ~got & ~error & ~quiet):
-            m.d.sync += [timer.eq(timer + 1), quiet.eq(timer == self.timeout - 2)]
+            m.d.sync += [timer.eq(timer + 1), quiet.eq(timer == self.timeout - 1)]
         with m.If(fsm["IDLE"] | (listening & (got | error)) | (fsm["VALIDATE"] & error)):
             m.d.sync += [timer.eq(0), quiet.eq(0)]
 
@@ -298,18 +309,20 @@ class UartBridge(wiring.Component):
         with m.If(fsm["VALIDATE"]):                    # the header's verdict, in the bridge's order of checks
             m.d.sync += status.eq(Mux(bad_cmd, STATUS_BAD_CMD, Mux(is_ping, STATUS_OK,
                                   Mux(bad_addr, STATUS_BAD_ADDR, Mux(bad_count, STATUS_BAD_COUNT, STATUS_OK)))))
-        with m.If(framing & timed_out):
-            m.d.sync += status.eq(STATUS_TIMEOUT)
         with m.If(fsm["VERDICT"] & bad_crc):
             m.d.sync += status.eq(STATUS_BAD_CHECK)
         with m.If((fsm["IDLE"] | framing | fsm["VALIDATE"]) & error):
             m.d.sync += status.eq(STATUS_FRAMING)
+        # after FRAMING: a framing error in the cycle the timeout ends the frame is dropped like a byte
+        with m.If(framing & quiet):
+            m.d.sync += status.eq(STATUS_TIMEOUT)
 
         # the CRC: over the frame's bytes after SYNC, then over the response's after A5
         with m.If((framing & accepted) | (((fsm["R_HEAD"] & (nbyte != 0)) | fsm["R_DATA"]) & self.tx.ready)):
             m.d.sync += crc.eq(crc_next)
         with m.If(fsm["IDLE"] | fsm["R_LOAD"]):
             m.d.sync += crc.eq(CRC_INIT)
+        m.d.sync += bad_crc.eq(crc != 0)
 
         # the header: its bytes, and its verdicts from the byte that decides each
         with m.If(header_byte):

@@ -3,8 +3,9 @@ built from the bytes the bridge accepts, says which bus accesses and which respo
 
 The reference follows the framing of ``docs/UART.md`` on the bridge's ports only: between frames every byte but
 SYNC is ignored; after SYNC each accepted byte (``rx.valid & rx.ready``) is the frame's next byte (CMD, ADDR,
-COUNT, PAYLOAD, CHECK) and goes into a CRC-16/MODBUS (:func:`fpga.bridge.crc16_step`); a framing error or
-``timeout`` cycles without a byte ends the frame; the frame is answered by one response, after which the next
+COUNT, PAYLOAD, CHECK) and goes into a CRC-16/MODBUS (:func:`fpga.bridge.crc16_step`); a framing error ends the
+frame, and so does the cycle after ``timeout`` cycles without a byte, whatever comes in it (a byte or framing
+error then is dropped: the frame ends with TIMEOUT); the frame is answered by one response, after which the next
 SYNC starts a new frame.
 """
 from __future__ import annotations
@@ -46,8 +47,8 @@ BRIDGE_TIMEOUT = 4
 _WAITING, _RECEIVING, _ANSWERING = 0, 1, 2
 RESPONSE_HEADER_BYTES = 4                      # SYNC, STATUS, COUNT (2)
 #: the bridge's states (one flip-flop each, ``bridge_<state>``), for the lemmas over its internals
-BRIDGE_STATES = ("IDLE", "HEADER", "VALIDATE", "PAYLOAD", "CHECK", "VERDICT", "DRAIN", "EXEC_READ", "EXEC_WRITE",
-                 "R_LOAD", "R_HEAD", "R_FETCH", "R_LATCH", "R_DATA", "R_CRC", "R_CHECK")
+BRIDGE_STATES = ("IDLE", "HEADER", "VALIDATE", "PAYLOAD", "CHECK", "SETTLE", "VERDICT", "DRAIN", "EXEC_READ",
+                 "EXEC_WRITE", "R_LOAD", "R_HEAD", "R_FETCH", "R_LATCH", "R_DATA", "R_CRC", "R_CHECK")
 
 
 def register_of(fragment: Fragment, name: str) -> Signal:
@@ -91,18 +92,18 @@ def memory_contents(fragment: Fragment, depth: int, width: int) -> list[Signal]:
 
 def bridge_cover_depth(max_words: int = BRIDGE_MAX_WORDS, timeout: int = BRIDGE_TIMEOUT) -> int:
     """The cycles the covers of :class:`BridgeProof` need, one byte in each cycle the bridge takes one: a read of
-    ``max_words`` words answered in full (SYNC, six header bytes, the header check, two CRC bytes, the frame
-    check, the response's load and four header bytes, per word a fetch, a latch and four bytes, then the CRC's
-    load and two bytes: last byte in cycle ``18 + 6 * max_words``), or a frame that ``timeout`` ends, answered,
-    then a one-word write reaching the bus (cycle ``timeout + 25``)."""
-    return max(18 + 6 * max_words, timeout + 25) + 1
+    ``max_words`` words answered in full (SYNC, six header bytes, the header check, two CRC bytes, two cycles of
+    frame check, the response's load and four header bytes, per word a fetch, a latch and four bytes, then the
+    CRC's load and two bytes: last byte in cycle ``19 + 6 * max_words``), or a frame that ``timeout`` ends,
+    answered, then a one-word write reaching the bus (cycle ``timeout + 27``)."""
+    return max(19 + 6 * max_words, timeout + 27) + 1
 
 
 def bridge_mutant_depth(max_words: int = BRIDGE_MAX_WORDS) -> int:
     """The cycles a check from reset needs to see a write of ``max_words`` words reach the bus and its response
-    start (its last bus write in cycle ``10 + 6 * max_words``, the response's first byte two cycles later): deep
+    start (its last bus write in cycle ``11 + 6 * max_words``, the response's first byte two cycles later): deep
     enough for every broken bridge of :mod:`verify.mutants` to show its fault."""
-    return 10 + 6 * max_words + 3
+    return 11 + 6 * max_words + 3
 
 
 class BridgeProof(Elaboratable):
@@ -172,7 +173,7 @@ class BridgeProof(Elaboratable):
         got = dut.rx.valid & dut.rx.ready
         crc_next = Signal(16, name="ref_crc_next")
         m.d.comb += crc_next.eq(crc16_step(crc, byte))
-        m.d.sync += [checking.eq(0), ref.verdict.eq(0), ref.stored.eq(0)]
+        m.d.sync += [checking.eq(0), ref.settle.eq(0), ref.verdict.eq(ref.settle), ref.stored.eq(0)]
 
         known = (cmd == CMD_WRITE) | (cmd == CMD_READ) | (cmd == CMD_PING)
         header_status = ref.header_status
@@ -193,7 +194,9 @@ class BridgeProof(Elaboratable):
                 with m.Elif(got & (byte == SYNC_REQUEST)):
                     m.d.sync += [phase.eq(_RECEIVING), pos.eq(0), crc.eq(CRC_INIT), gap.eq(0)]
             with m.Case(_RECEIVING):
-                with m.If(rx_error):
+                with m.If(gap == timeout):
+                    end(STATUS_TIMEOUT)
+                with m.Elif(rx_error):
                     end(STATUS_FRAMING)
                 with m.Elif(checking):
                     with m.If(header_status != STATUS_OK):
@@ -219,9 +222,7 @@ class BridgeProof(Elaboratable):
                         m.d.sync += ref.stored.eq(1)
                     with m.If((pos >= HEADER_BYTES) & (pos + 1 == frame_end)):
                         end(Mux(crc_next == 0, STATUS_OK, STATUS_BAD_CHECK))
-                        m.d.sync += ref.verdict.eq(1)
-                with m.Elif(gap == timeout - 1):
-                    end(STATUS_TIMEOUT)
+                        m.d.sync += ref.settle.eq(1)
                 with m.Else():
                     m.d.sync += gap.eq(gap + 1)
 
@@ -305,7 +306,7 @@ class BridgeProof(Elaboratable):
         the bytes received so far in its header and word registers, the bytes still to send in its word
         register."""
         reg = {name: register_of(fragment, name)
-               for name in ("crc", "hdr", "idx", "nbyte", "word", "status", "timer", "quiet", "has_data",
+               for name in ("crc", "bad_crc", "hdr", "idx", "nbyte", "word", "status", "timer", "quiet", "has_data",
                             "buffer_write", "buffer_addr", "w_en", "last", "responding", "is_write", "is_read",
                             "is_ping", "bad_addr", "bad_count", "count_low_zero", "count_low_above", "bad_header")}
         flags = {state: register_of(fragment, f"bridge_{state.lower()}") for state in BRIDGE_STATES}
@@ -340,21 +341,27 @@ class BridgeProof(Elaboratable):
         lemma(ref.checking == at("VALIDATE"), "VALIDATE after the header")
         lemma(in_payload == at("PAYLOAD"), "PAYLOAD for a write's words")
         lemma(in_check == at("CHECK"), "CHECK for the CRC bytes")
-        lemma(ref.verdict == at("VERDICT"), "VERDICT after the frame's last byte")
+        lemma(ref.settle == at("SETTLE"), "SETTLE after the frame's last byte")
+        lemma(ref.verdict == at("VERDICT"), "VERDICT two cycles after the frame's last byte")
         lemma(phase != 3, "no fourth phase")
         lemma(~ref.checking | (pos == HEADER_BYTES), "the header checked after its sixth byte")
         lemma(~receiving | (pos < HEADER_BYTES) | (pos < ref.payload_end + 2), "no byte past the frame")
 
         bridge_crc = reg["crc"]
-        lemma(~(receiving | ref.verdict) | (bridge_crc == ref.crc), "CRC of the frame")
+        deciding = ref.settle | ref.verdict
+        lemma(~(receiving | deciding) | (bridge_crc == ref.crc), "CRC of the frame")
+        lemma(~ref.verdict | (reg["bad_crc"] == (ref.crc != 0)), "the frame's CRC verdict in bad_crc")
+        lemma(~deciding | ((reg["status"] == STATUS_OK) & (idx == 0) & (nbyte == 0)
+                           & (ref.status == Mux(ref.crc == 0, STATUS_OK, STATUS_BAD_CHECK))),
+              "no status before the verdict, counters cleared")
         lemma(~receiving | ((reg["timer"] == ref.gap[:len(reg["timer"])]) &
-                            (reg["quiet"] == (ref.gap == self.timeout - 1)) & (reg["status"] == STATUS_OK)),
+                            (reg["quiet"] == (ref.gap == self.timeout)) & (reg["status"] == STATUS_OK)),
               "inter-byte timer")
         lemma(~in_header | ((idx == pos) & Cat((pos != p) | (hdr[48 - 8 * p:] == header[:8 * p])
                                                for p in range(1, HEADER_BYTES)).all()),
               "header bytes received")
-        lemma(~((receiving & (pos >= HEADER_BYTES)) | ref.verdict) | (hdr == header), "header held")
-        lemma(~((receiving & ~ref.checking & (pos >= HEADER_BYTES)) | ref.verdict | ref.good)
+        lemma(~((receiving & (pos >= HEADER_BYTES)) | deciding) | (hdr == header), "header held")
+        lemma(~((receiving & ~ref.checking & (pos >= HEADER_BYTES)) | deciding | ref.good)
               | (ref.header_status == STATUS_OK), "a frame past its header has a good header")
         # the header's verdicts the bridge keeps in flags: those of the bytes received so far, then of the header
         flag_cmd = Cat(reg["is_write"], reg["is_read"], reg["is_ping"])
@@ -368,7 +375,7 @@ class BridgeProof(Elaboratable):
         lemma(~in_header | (pos < 1) | (flag_cmd == cmd_flags(cmd)), "command flags from the command byte")
         lemma(~in_header | (pos < 4) | (reg["bad_addr"] == (addr[ADDR_BITS:] != 0)), "address flag")
         lemma(~in_header | (pos < 5) | (low_flags == count_low_flags(count[:8])), "count flags from its low byte")
-        header_known = (receiving & (pos >= HEADER_BYTES)) | ref.verdict | ref.good
+        header_known = (receiving & (pos >= HEADER_BYTES)) | deciding | ref.good
         bridge_count = hdr[32:48]
         bad_cmd = ~reg["is_write"] & ~reg["is_read"] & ~reg["is_ping"]
         lemma(~header_known
@@ -403,8 +410,8 @@ class BridgeProof(Elaboratable):
         good = ref.good
         writes, reads, answers, sent = ref.writes, ref.reads, ref.answers, ref.sent
         bus_addr = hdr[8:8 + ADDR_BITS]
-        lemma(~(answering & ~ref.verdict) | (reg["status"] == ref.status), "status of the answer")
-        lemma(~(receiving | at("VERDICT", "DRAIN"))
+        lemma(~(answering & ~deciding) | (reg["status"] == ref.status), "status of the answer")
+        lemma(~(receiving | at("SETTLE", "VERDICT", "DRAIN"))
               | ((writes == 0) & (reads == 0) & (ref.answers == 0) & (sent == 0)), "nothing done before the verdict")
         lemma(~good | (Cat(hdr[:8], hdr[8 + ADDR_BITS:]) == Cat(cmd, addr[ADDR_BITS:], count)), "good header held")
         lemma(~at("DRAIN") | (answering & (ref.status != STATUS_OK) & (ref.status != STATUS_TIMEOUT)),
@@ -464,9 +471,10 @@ class _Reference:
             Signal(16, name="ref_count")
         self.words = [Signal(32, name=f"ref_word{k}") for k in range(max_words)]
         self.crc = Signal(16, name="ref_crc")
-        self.gap = Signal(range(timeout), name="ref_gap")                   # cycles since the frame's last byte
+        self.gap = Signal(range(timeout + 1), name="ref_gap")               # cycles since the frame's last byte
         self.checking = Signal(name="ref_checking")                         # the cycle after the sixth header byte
-        self.verdict = Signal(name="ref_verdict")                           # the cycle after the frame's last byte
+        self.settle = Signal(name="ref_settle")                             # the cycle after the frame's last byte
+        self.verdict = Signal(name="ref_verdict")                           # the cycle after that
         self.stored = Signal(name="ref_stored")                             # the cycle after a word's last byte
         self.status = Signal(3, name="ref_status")
         self.header_status = Signal(3, name="ref_header_status")            # the header's verdict, once complete

@@ -205,6 +205,53 @@ def test_truncated_frame_times_out_then_a_good_frame_works():
     assert writes == [(0x20000, 3), (0x20001, 4)]
 
 
+def _ping_with_gap(gap: int, *, error: bool = False) -> list[tuple[int, list[int]]]:
+    """The responses to a ping whose third byte comes ``gap`` idle cycles after its second, the other bytes back
+    to back; ``error``: a framing-error pulse in place of that third byte."""
+    dut = UartBridge(max_words=MAX_WORDS, timeout=TIMEOUT)
+    out = []
+
+    async def sender(ctx):
+        for i, byte in enumerate(encode_ping()):
+            if i == 2:
+                await ctx.tick().repeat(gap)
+                if error:
+                    ctx.set(dut.rx_error, 1)
+                    await ctx.tick()
+                    ctx.set(dut.rx_error, 0)
+                    continue
+            ctx.set(dut.rx.payload, byte)
+            ctx.set(dut.rx.valid, 1)
+            await ctx.tick().until(dut.rx.ready)
+            ctx.set(dut.rx.valid, 0)
+
+    async def receiver(ctx):
+        ctx.set(dut.tx.ready, 1)
+        for _ in range(3 * TIMEOUT + 100):
+            _, _, valid, payload = await ctx.tick().sample(dut.tx.valid, dut.tx.payload)
+            if valid:
+                out.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(sender)
+    sim.add_testbench(receiver)
+    sim.run()
+    return split_responses(bytes(out))
+
+
+@pytest.mark.parametrize("error", [False, True])
+def test_timeout_is_timeout_whole_cycles_and_wins_over_a_byte(error):
+    """``timeout`` idle cycles end a frame: a byte (or framing error) after ``timeout - 1`` still belongs to the
+    frame, one after ``timeout`` is dropped and the frame answered with TIMEOUT."""
+    in_time = _ping_with_gap(TIMEOUT - 1, error=error)
+    if error:
+        assert in_time == [(br.STATUS_FRAMING, [])], in_time
+    else:
+        assert in_time == [(br.STATUS_OK, [br.PROTOCOL_VERSION | MAX_WORDS << 16])], in_time
+    assert _ping_with_gap(TIMEOUT, error=error) == [(br.STATUS_TIMEOUT, [])]
+
+
 def test_framing_error_is_reported_and_the_frame_dropped():
     frame = encode_write(0x30000, [9, 10])
     items = [frame, encode_read(0x30000, 2)]

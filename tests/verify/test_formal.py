@@ -130,13 +130,13 @@ def test_bridge_proof_elaborates_and_names_what_it_cannot_find():
     with pytest.raises(ValueError, match="0 registers named 'no_such_register' in the block, not one"):
         register_of(fragment, "no_such_register")
     spec = SPECS["bridge"]
-    assert spec.check_of() == ("prove", spec.depth) and spec.check_of("bridge_crc_init_zero") == ("bmc", 25)
-    assert spec.cover_depth == 31
+    assert spec.check_of() == ("prove", spec.depth) and spec.check_of("bridge_crc_init_zero") == ("bmc", 26)
+    assert spec.cover_depth == 32
 
 
 @needs_tools
 def test_bridge_proof_by_induction(tmp_path):
-    """The bridge's k-induction proof (no bound) passes in seconds; its covers, checked from reset to 31 cycles,
+    """The bridge's k-induction proof (no bound) passes in seconds; its covers, checked from reset to 32 cycles,
     are the slow part (``slow``)."""
     spec = SPECS["bridge"]
     result = formal.check(spec.harness(), tmp_path, depth=spec.depth, mode=spec.mode, cover=False, timeout=300)
