@@ -265,7 +265,8 @@ def _tool_env() -> dict:
 # ------------------------------------------------------------------------------------------------ build
 #: nextpnr seeds a board build tries in turn while placement fails: a design within a few per cent of the device
 #: places on some seeds and not on others (the iCEBreaker SD N = 16 system at 98 % of the UP5K's logic cells).
-#: Build k of a clock search starts at the k-th next seed, so each build of the search places afresh.
+#: Each further build (another clock of the search, or another of ``--seeds``) starts at the seed after the last
+#: one used, so each build places afresh.
 PLACEMENT_SEEDS = (1, 2, 3)
 #: clocks a clock search (``--freq max``) builds at most: each build is a whole yosys and nextpnr run
 MAX_CLOCK_BUILDS = 4
@@ -423,7 +424,7 @@ def _builds_at(board: Board, config: AcceleratorConfig, freq_hz: float, attempts
         first_seed = attempts[-1]["seed"] + 1 if attempts else PLACEMENT_SEEDS[0]
         n = len(attempts) + 1
         attempt = _attempt(board, config, freq_hz, baud=baud,
-                           seeds=tuple(seed - PLACEMENT_SEEDS[0] + first_seed for seed in PLACEMENT_SEEDS),
+                           seeds=tuple(range(first_seed, first_seed + len(PLACEMENT_SEEDS))),
                            first_variant=attempts[-1]["variant"] if attempts else 0,
                            build_dir=build_dir / f"attempt-{n}", env=env, log=log)
         attempts.append(attempt)
